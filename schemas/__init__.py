@@ -1,0 +1,1 @@
+"""Pydantic models shared by the worker and the API: events and API bodies."""

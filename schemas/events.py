@@ -1,0 +1,228 @@
+"""Versioned domain events carried on Kafka.
+
+Every event is a frozen pydantic model with ``event_id``, ``occurred_at``, a
+``type`` discriminator and a ``schema_version``. Events are serialized as JSON
+(one object per Kafka record); :func:`decode_event` is the single way to turn
+record bytes back into a model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, TypeAlias, Union
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+__all__ = [
+    "AttemptGraded",
+    "BKTParameters",
+    "CatalogEvent",
+    "CompletionCriteria",
+    "Event",
+    "EntityId",
+    "GoalDefined",
+    "LearningInstanceCreated",
+    "ModuleTagged",
+    "RefId",
+    "RegistrationCreated",
+    "RegistrationEvent",
+    "SCHEMA_VERSION",
+    "Target",
+    "decode_event",
+    "encode_event",
+]
+
+SCHEMA_VERSION = 1
+
+#: Ids of entities that appear in Redis keys and URLs (learning instances,
+#: registrations, goals, users, partners): UUIDs or other URL-safe tokens.
+EntityId: TypeAlias = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
+]
+#: Ids of content (modules, learning objectives, topics): partner references
+#: such as ``lref-…`` or IRIs; no whitespace, bounded length.
+RefId: TypeAlias = Annotated[str, StringConstraints(pattern=r"^\S{1,512}$")]
+
+_Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class _EventBase(_Model):
+    schema_version: Literal[1] = 1
+    event_id: EntityId
+    occurred_at: AwareDatetime
+
+
+class LearningInstanceCreated(_EventBase):
+    """A course section (learning instance) of a partner came into being."""
+
+    type: Literal["LearningInstanceCreated"] = "LearningInstanceCreated"
+    learning_instance_id: EntityId
+    partner_id: EntityId
+
+
+class RegistrationCreated(_EventBase):
+    """A user (learner or instructor) was registered in a learning instance."""
+
+    type: Literal["RegistrationCreated"] = "RegistrationCreated"
+    registration_id: EntityId
+    learning_instance_id: EntityId
+    user_id: EntityId
+    role: Literal["learner", "instructor"]
+
+
+class Target(_Model):
+    """A goal target: exactly one of a learning objective or a module."""
+
+    learning_objective_id: RefId | None = None
+    module_id: RefId | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Target:
+        if (self.learning_objective_id is None) == (self.module_id is None):
+            raise ValueError(
+                "a target has exactly one of learning_objective_id or module_id"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["learning_objective", "module"]:
+        return "learning_objective" if self.learning_objective_id else "module"
+
+    @property
+    def id(self) -> str:
+        value = self.learning_objective_id or self.module_id
+        assert value is not None  # guaranteed by _exactly_one
+        return value
+
+
+class CompletionCriteria(_Model):
+    """When a target (and so the goal) counts as complete."""
+
+    min_predicted_mastery: float = Field(default=0.95, gt=0.0, lt=1.0)
+    min_work_per_target: int = Field(default=1, ge=0, le=1000)
+    max_work_on_goal: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class GoalDefined(_EventBase):
+    """A scoped goal of a learning instance was defined or redefined."""
+
+    type: Literal["GoalDefined"] = "GoalDefined"
+    goal_id: EntityId
+    learning_instance_id: EntityId
+    targets: Annotated[list[Target], Field(min_length=1, max_length=200)]
+    topics: dict[RefId, Annotated[list[RefId], Field(min_length=1)]] | None = None
+    completion_criteria: CompletionCriteria = CompletionCriteria()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GoalDefined:
+        kinds = {t.kind for t in self.targets}
+        if len(kinds) > 1:
+            raise ValueError(
+                "targets of one goal are all learning objectives or all modules"
+            )
+        ids = [t.id for t in self.targets]
+        if len(set(ids)) != len(ids):
+            raise ValueError("targets must not repeat")
+        known = set(ids)
+        for topic_id, members in (self.topics or {}).items():
+            unknown = [m for m in members if m not in known]
+            if unknown:
+                raise ValueError(
+                    f"topic {topic_id!r} names ids that are not targets of this "
+                    f"goal: {unknown}"
+                )
+        return self
+
+    @property
+    def target_kind(self) -> Literal["learning_objective", "module"]:
+        return self.targets[0].kind
+
+
+class BKTParameters(_Model):
+    """Bayesian Knowledge Tracing parameters of one learning objective."""
+
+    prior: _Probability
+    learn: Annotated[float, Field(ge=0.0, lt=1.0)]
+    guess: _Probability
+    slip: _Probability
+
+    @model_validator(mode="after")
+    def _identifiable(self) -> BKTParameters:
+        # guess + slip >= 1 makes a correct answer evidence *against* mastery.
+        if self.guess + self.slip >= 1.0:
+            raise ValueError("guess + slip must be below 1")
+        return self
+
+
+class ModuleTagged(_EventBase):
+    """A module was tagged with the learning objectives it practises."""
+
+    type: Literal["ModuleTagged"] = "ModuleTagged"
+    module_id: RefId
+    learning_objective_ids: Annotated[list[RefId], Field(min_length=1, max_length=100)]
+    parameters: dict[RefId, BKTParameters] | None = None
+
+    @model_validator(mode="after")
+    def _parameters_for_tagged(self) -> ModuleTagged:
+        extra = set(self.parameters or {}) - set(self.learning_objective_ids)
+        if extra:
+            raise ValueError(
+                f"parameters given for objectives the module is not tagged with: "
+                f"{sorted(extra)}"
+            )
+        return self
+
+
+class AttemptGraded(_EventBase):
+    """A learner's attempt at an item of a module was graded."""
+
+    type: Literal["AttemptGraded"] = "AttemptGraded"
+    attempt_id: EntityId
+    registration_id: EntityId
+    module_id: RefId
+    is_correct: bool
+    interaction_end_time: AwareDatetime
+    goal_id: EntityId | None = None
+
+
+CatalogEvent: TypeAlias = Annotated[
+    Union[LearningInstanceCreated, GoalDefined, ModuleTagged],
+    Field(discriminator="type"),
+]
+RegistrationEvent: TypeAlias = Annotated[
+    Union[RegistrationCreated, AttemptGraded], Field(discriminator="type")
+]
+Event: TypeAlias = Annotated[
+    Union[
+        LearningInstanceCreated,
+        RegistrationCreated,
+        GoalDefined,
+        ModuleTagged,
+        AttemptGraded,
+    ],
+    Field(discriminator="type"),
+]
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Parse one JSON record into its event model (raises pydantic ValidationError)."""
+    return _EVENT_ADAPTER.validate_json(data)
+
+
+def encode_event(event: BaseModel) -> bytes:
+    """Serialize an event to the JSON bytes carried on Kafka."""
+    return event.model_dump_json(exclude_none=True).encode()
+
