@@ -1,0 +1,45 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv and
+# install what is missing on a fresh machine with only Python 3.11+.
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-unit test-integration lint format bench bench-model clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mastery dev
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check app processors api schemas tests bench
+	$(BIN)/ruff format --check app processors api schemas tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format app processors api schemas tests bench
+	$(BIN)/ruff check --fix app processors api schemas tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
+
+bench-model: $(STAMP)
+	$(BIN)/python -m bench.model_calibration --out docs/analytics.md
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

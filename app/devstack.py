@@ -1,0 +1,211 @@
+"""The whole system on one machine: embedded broker and Redis, worker and API.
+
+Used by ``mastery dev`` (``make demo``), the end-to-end tests and the
+benchmark. The worker and the API run as their own processes, exactly as in
+production, pointed at the embedded servers through the same environment
+variables production uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.settings import Settings
+
+__all__ = ["DevStack", "run_dev"]
+
+
+class DevStack:
+    """Starts and stops the embedded servers and the worker/API processes."""
+
+    def __init__(self, settings: Settings, *, log_dir: Path | None = None) -> None:
+        self.settings = settings
+        self.kafka = EmbeddedKafka()
+        self.redis = EmbeddedRedis()
+        self.api_port = settings.api_port if settings.api_port else free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="mastery-dev-"))
+        self.log_dir = log_dir or self.workdir
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.api: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=self.kafka.bootstrap_servers,
+            REDIS_URL=self.redis.url,
+            MASTERY_BROKER_PROFILE="tansu",
+            MASTERY_TOPIC_PREFIX=self.settings.topic_prefix,
+            MASTERY_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
+            MASTERY_LOG_LEVEL=self.settings.log_level,
+        )
+        env.update(extra)
+        return env
+
+    def start_servers(self) -> None:
+        self.kafka.start()
+        self.redis.start()
+
+    def start_worker(self, name: str = "worker-1", *, wipe_data: bool = False) -> subprocess.Popen[bytes]:
+        data_dir = self.workdir / name
+        if wipe_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "app.cli", "worker"],
+            env=self.env(MASTERY_DATA_DIR=str(data_dir)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(proc)
+        return proc
+
+    def start_api(self) -> None:
+        log = (self.log_dir / "api.log").open("ab")
+        self.api = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "app.cli", "api", "--port", str(self.api_port)],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"API exited with {self.api.returncode}; see {log.name}")
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                urllib.request.urlopen(f"{self.api_url}/healthz", timeout=1).read()
+                return
+            time.sleep(0.1)
+        raise RuntimeError("API did not become healthy within 30 s")
+
+    def start(self, workers: int = 1) -> DevStack:
+        self.start_servers()
+        for i in range(workers):
+            self.start_worker(f"worker-{i + 1}")
+        self.start_api()
+        return self
+
+    @staticmethod
+    def _terminate(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        if proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, *([self.api] if self.api else [])]:
+            self._terminate(proc)
+        self.workers.clear()
+        self.api = None
+        self.redis.stop()
+        self.kafka.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> DevStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def post_json(url: str, body: object, timeout: float = 5.0) -> tuple[int, object]:
+    """POST JSON with the standard library; returns (status, decoded body)."""
+    request = urllib.request.Request(
+        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"null")
+
+
+def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -> int:
+    """``mastery dev``: start everything, stream the workload, print a curl."""
+    from app.cli import _produce
+    from app.workload import Workload
+
+    assert isinstance(workload, Workload)
+    stack = DevStack(settings)
+    started = time.monotonic()
+    try:
+        print("starting the embedded Tansu broker and valkey server ...", flush=True)
+        stack.start_servers()
+        print(f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}", flush=True)
+        print("starting the worker and the API ...", flush=True)
+        stack.start_worker()
+        stack.start_api()
+        print(
+            f"streaming {len(workload.catalog)} catalog events, "
+            f"{len(workload.registrations)} registrations, {len(workload.attempts):,} attempts ...",
+            flush=True,
+        )
+        asyncio.run(_produce(settings, stack.kafka.bootstrap_servers, workload))
+        li = workload.learning_instances[0]
+        goals = workload.goals_of(li)
+        url = f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress"
+        body = {"goal_ids": goals, "registrations_per_page": 2}
+        print("waiting for the worker to project rows ...", flush=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status, page = post_json(url, body)
+            if status == 200 and isinstance(page, dict) and _has_work(page):
+                break
+            time.sleep(0.5)
+        else:
+            print("no rows after 120 s; see the worker log in", stack.log_dir, file=sys.stderr)
+            return 1
+        print(f"\nrows are live ({time.monotonic() - started:.1f} s after start). API: {stack.api_url}\n")
+        print("try:\n")
+        print(
+            f"curl -s -X POST {url} \\\n  -H 'Content-Type: application/json' \\\n"
+            f"  -d '{orjson.dumps(body).decode()}'\n"
+        )
+        print(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode()[:3000])
+        print("\nCtrl-C stops everything.", flush=True)
+        end = None if exit_after is None else time.monotonic() + exit_after
+        while end is None or time.monotonic() < end:
+            for proc in [*stack.workers, stack.api]:
+                if proc is not None and proc.poll() is not None:
+                    print(f"a child process exited ({proc.args}); stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        print("\nstopping ...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def _has_work(page: dict[str, object]) -> bool:
+    data = page.get("data")
+    if not isinstance(data, list):
+        return False
+    return any(
+        isinstance(row, dict)
+        and any(item.get("status") != "no_work" for item in row.get("status_and_progress", []))
+        for row in data
+    )

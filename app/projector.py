@@ -1,0 +1,110 @@
+"""The Redis projector: writes the read model the API serves (docs/read-model.md).
+
+A :class:`Projection` collects everything one batch changes; :class:`RedisProjector`
+writes it in one MULTI/EXEC pipeline. Every write is idempotent (SET of a
+derived value, ZADD NX, SADD), so a batch replayed after a crash converges to
+the same keys. While Redis is unreachable the projector retries with backoff and
+holds the batch: the worker's consumer is blocked, offsets are not committed,
+and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
+from schemas.read_model import ReadModelKeys
+
+__all__ = ["Projection", "RedisProjector", "creation_score"]
+
+log = logging.getLogger(__name__)
+
+
+def creation_score(event: RegistrationCreated) -> float:
+    """ZSET score giving the stable creation order of registrations.
+
+    Microseconds since the epoch of ``occurred_at`` (exact in a double until
+    the year 2255); registrations created in the same microsecond are ordered by
+    id, which is how Redis orders equal scores.
+    """
+    ts = event.occurred_at
+    return float(int(ts.timestamp()) * 1_000_000 + ts.microsecond)
+
+
+@dataclass
+class Projection:
+    """The read-model writes of one batch, deduplicated by key."""
+
+    keys: ReadModelKeys
+    strings: dict[str, bytes] = field(default_factory=dict)
+    learners: list[tuple[str, str, float]] = field(default_factory=list)
+    instructors: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.strings) + len(self.learners) + len(self.instructors)
+
+    def row(self, registration_id: str, goal_id: str, item: bytes) -> None:
+        self.strings[self.keys.row(registration_id, goal_id)] = item
+
+    def learning_instance(self, event: LearningInstanceCreated) -> None:
+        self.strings[self.keys.learning_instance(event.learning_instance_id)] = orjson.dumps(
+            {"partner_id": event.partner_id}
+        )
+
+    def goal(self, goal: GoalDefined, template: bytes) -> None:
+        self.strings[self.keys.goal(goal.goal_id)] = goal.learning_instance_id.encode()
+        self.strings[self.keys.goal_template(goal.goal_id)] = template
+
+    def registration(self, event: RegistrationCreated) -> None:
+        self.strings[self.keys.registration(event.registration_id)] = orjson.dumps(
+            {
+                "learning_instance_id": event.learning_instance_id,
+                "user_id": event.user_id,
+                "role": event.role,
+            }
+        )
+        if event.role == "learner":
+            self.learners.append(
+                (event.learning_instance_id, event.registration_id, creation_score(event))
+            )
+        else:
+            self.instructors.append((event.learning_instance_id, event.user_id))
+
+
+class RedisProjector:
+    """Writes projections to Redis, retrying until they are stored."""
+
+    def __init__(self, redis: Redis, *, max_backoff_s: float = 5.0) -> None:
+        self.redis = redis
+        self.max_backoff_s = max_backoff_s
+
+    async def write(self, projection: Projection) -> None:
+        """Write one projection atomically; retry on connection errors."""
+        if not len(projection):
+            return
+        delay = 0.05
+        while True:
+            try:
+                await self._write_once(projection)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+
+    async def _write_once(self, projection: Projection) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            if projection.strings:
+                pipe.mset(projection.strings)
+            for li_id, registration_id, score in projection.learners:
+                pipe.zadd(projection.keys.learners(li_id), {registration_id: score}, nx=True)
+            for li_id, user_id in projection.instructors:
+                pipe.sadd(projection.keys.instructors(li_id), user_id)
+            await pipe.execute()

@@ -1,0 +1,83 @@
+"""The one frozen Settings object, read from the environment once and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker, the API and the embedded stack.
+
+    Each field is read from ``MASTERY_<FIELD>``; the two that production always
+    sets also answer to their conventional names ``KAFKA_BOOTSTRAP_SERVERS`` and
+    ``REDIS_URL``. Leaving them unset means "use the embedded stack".
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MASTERY_", frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "KAFKA_BOOTSTRAP_SERVERS", "MASTERY_KAFKA_BOOTSTRAP_SERVERS"
+        ),
+        description="host:port[,host:port]; unset = start the embedded Tansu broker",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("REDIS_URL", "MASTERY_REDIS_URL"),
+        description="redis://host:port/db; unset = start an embedded valkey server",
+    )
+    broker_profile: Literal["auto", "kafka", "tansu"] = Field(
+        default="auto",
+        description=(
+            "workarounds for the embedded Tansu broker (see app/broker.py); 'auto' "
+            "applies them only to a broker this process started itself"
+        ),
+    )
+
+    app_id: str = "mastery-stream"
+    topic_prefix: str = "mastery"
+    topic_partitions: int = Field(default=4, ge=1, le=256)
+    topic_replication: int = Field(default=1, ge=1, le=5)
+
+    data_dir: Path = Field(
+        default=_REPO_ROOT / "var" / "worker",
+        description="RocksDB tables of the worker (rebuildable from changelogs)",
+    )
+    batch_max_events: int = Field(default=2000, ge=1, le=100_000)
+    batch_within_ms: int = Field(default=20, ge=1, le=10_000)
+    fetch_max_wait_ms: int | None = Field(
+        default=None,
+        description="consumer fetch max wait; default 1500 (Faust's) or the profile's",
+    )
+    broker_session_timeout_s: float | None = Field(
+        default=None, description="consumer group session timeout; profile default"
+    )
+    catalog_catchup_timeout_s: float = Field(default=30.0, gt=0)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=0, le=65535)
+    max_registrations_per_page: int = Field(default=100, ge=1, le=100)
+    max_request_bytes: int = Field(default=65_536, ge=1024)
+
+    shared_dir: Path = Field(
+        default=_REPO_ROOT.parent / "shared",
+        description="the project's shared data folder (ASSISTments, pyBKT reference)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def uses_embedded_kafka(self) -> bool:
+        return self.kafka_bootstrap_servers is None
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None

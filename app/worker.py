@@ -1,0 +1,326 @@
+"""The worker: Faust app, topics, the registration-state table and the agents.
+
+Agents stay thin: decode, look up state, call :mod:`processors`, write state,
+project to Redis. Per-event work is kept minimal because Faust's per-event
+machinery is the cost: events are taken in batches (``take_events``), each
+touched registration is read once, folded over all its events of the batch,
+written to the table once, and its rows projected once, in one Redis pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from faust.streams import _current_event
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from app.broker import BrokerProfile
+from app.catalog_follower import CatalogEventT, CatalogFollower
+from app.projector import Projection, RedisProjector
+from app.settings import Settings
+from app.topics import TopicNames
+from app.transport import MasteryApp
+from processors.goals import evaluate
+from processors.registration import RegistrationState, apply_attempt, register
+from schemas.dead_letter import DeadLetter
+from schemas.events import (
+    AttemptGraded,
+    GoalDefined,
+    LearningInstanceCreated,
+    ModuleTagged,
+    RegistrationCreated,
+    decode_event,
+)
+from schemas.read_model import ReadModelKeys
+
+__all__ = ["Worker", "create_worker"]
+
+log = logging.getLogger(__name__)
+
+_ALL = "*"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        ]
+        return "invalid event: " + "; ".join(parts)
+    return f"invalid event: {exc}"
+
+
+class Worker:
+    """Owns the Faust app and everything its agents use."""
+
+    def __init__(self, settings: Settings, profile: BrokerProfile, bootstrap: str, redis_url: str):
+        self.settings = settings
+        self.topics = TopicNames(settings.topic_prefix)
+        self.keys = ReadModelKeys()
+        self.redis: Redis = Redis.from_url(redis_url, socket_timeout=5.0)
+        self.projector = RedisProjector(self.redis)
+        self.follower = CatalogFollower(
+            bootstrap,
+            self.topics.catalog,
+            fetch_max_wait_ms=profile.fetch_max_wait_ms,
+            listener=self._on_catalog_change,
+        )
+        self.lock = asyncio.Lock()
+        self._dirty: set[str] = set()
+        self._dirty_event = asyncio.Event()
+        self.stats: dict[str, int] = {"applied": 0, "duplicate": 0, "rejected": 0}
+
+        data_dir = Path(settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.app = MasteryApp(
+            settings.app_id,
+            broker=f"kafka://{bootstrap}",
+            store="rocksdb://",
+            datadir=str(data_dir),
+            web_enabled=False,
+            topic_partitions=settings.topic_partitions,
+            topic_replication_factor=settings.topic_replication,
+            fetch_max_wait_ms=profile.fetch_max_wait_ms,
+            consumer_auto_offset_reset="earliest",
+            **profile.faust_settings(),
+        )
+        self.registration_topic = self.app.topic(
+            self.topics.registration_events, key_serializer="raw", value_serializer="raw"
+        )
+        self.catalog_topic = self.app.topic(
+            self.topics.catalog, key_serializer="raw", value_serializer="raw"
+        )
+        self.dead_letter_topic = self.app.topic(
+            self.topics.dead_letter, key_serializer="raw", value_serializer="raw"
+        )
+        self.states = self.app.Table(
+            "registration-state",
+            partitions=settings.topic_partitions,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            options={"driver": "rocksdict"},
+        )
+        self.app.agent(self.registration_topic, name="registration-events")(
+            self._registration_agent
+        )
+        self.app.agent(self.catalog_topic, name="catalog-events")(self._catalog_agent)
+        self.app.task(self._run_follower)
+        self.app.task(self._run_rederiver)
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
+
+    # -- agents -------------------------------------------------------------
+
+    async def _registration_agent(self, stream: Any) -> None:
+        await self.follower.ready.wait()
+        within = self.settings.batch_within_ms / 1000
+        async for events in stream.take_events(self.settings.batch_max_events, within):
+            async with self.lock:
+                await self.handle_registration_batch(events)
+
+    async def _catalog_agent(self, stream: Any) -> None:
+        async for event in stream.events():
+            await self.handle_catalog_record(event)
+
+    # -- registration events ------------------------------------------------
+
+    async def handle_registration_batch(self, events: Sequence[Any]) -> None:
+        """Apply one batch of registration events; see the module docstring."""
+        decoded: list[tuple[Any, RegistrationCreated | AttemptGraded]] = []
+        dead: list[DeadLetter] = []
+        for ev in events:
+            try:
+                event = decode_event(ev.value or b"")
+                if not isinstance(event, RegistrationCreated | AttemptGraded):
+                    raise ValueError(f"{event.type} does not belong on this topic")
+                if ev.key is not None and ev.key != event.registration_id.encode():
+                    raise ValueError("record key differs from registration_id")
+            except (ValidationError, ValueError) as exc:
+                dead.append(self._dead_letter(ev, _reason(exc)))
+                self.stats["rejected"] += 1
+                continue
+            decoded.append((ev, event))
+
+        catalog = self.follower.catalog
+        if any(self._needs_catalog(e) for _, e in decoded):
+            await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
+
+        states: dict[str, RegistrationState | None] = {}
+        carrier: dict[str, Any] = {}
+        projection = Projection(self.keys)
+        for ev, event in decoded:
+            reg_id = event.registration_id
+            state = states[reg_id] if reg_id in states else self._load(reg_id)
+            if isinstance(event, RegistrationCreated):
+                new_state: RegistrationState | None = register(state, event)
+                projection.registration(event)
+                self.stats["applied"] += 1
+            else:
+                result = apply_attempt(state, event, catalog)
+                self.stats[result.outcome] += 1
+                if result.outcome == "rejected":
+                    dead.append(self._dead_letter(ev, result.reason or "rejected"))
+                new_state = result.state
+            if new_state is not state:
+                states[reg_id] = new_state
+                carrier[reg_id] = ev
+            elif reg_id not in states:
+                states[reg_id] = state
+
+        for reg_id, ev in carrier.items():
+            state = states[reg_id]
+            if state is not None:
+                self._store(reg_id, state, ev)
+                self._project_rows(projection, reg_id, state)
+
+        await self._send_dead_letters(dead)
+        await self.projector.write(projection)
+
+    def _needs_catalog(self, event: RegistrationCreated | AttemptGraded) -> bool:
+        """Does the event name a module or goal this worker has not seen yet?"""
+        if not isinstance(event, AttemptGraded):
+            return False
+        catalog = self.follower.catalog
+        if catalog.module(event.module_id) is None:
+            return True
+        return event.goal_id is not None and catalog.goal(event.goal_id) is None
+
+    def _load(self, reg_id: str) -> RegistrationState | None:
+        raw = self.states.get(reg_id.encode())
+        return None if raw is None else RegistrationState.from_bytes(raw)
+
+    def _store(self, reg_id: str, state: RegistrationState, carrier: Any) -> None:
+        # Faust routes a table write to the changelog partition of the event
+        # being processed; inside a take_events batch we name that event
+        # explicitly (the last one of this registration: same partition).
+        token = _current_event.set(weakref.ref(carrier))
+        try:
+            self.states[reg_id.encode()] = state.to_bytes()
+        finally:
+            _current_event.reset(token)
+
+    def _project_rows(self, projection: Projection, reg_id: str, state: RegistrationState) -> None:
+        if state.role != "learner":
+            return
+        catalog = self.follower.catalog
+        for goal in catalog.goals_of(state.learning_instance_id):
+            projection.row(reg_id, goal.goal_id, orjson.dumps(evaluate(goal, state, catalog)))
+
+    # -- catalog events -----------------------------------------------------
+
+    async def handle_catalog_record(self, ev: Any) -> None:
+        """Validate a catalog record, dead-letter it or project its read-model keys."""
+        try:
+            event = decode_event(ev.value or b"")
+            if not isinstance(event, LearningInstanceCreated | GoalDefined | ModuleTagged):
+                raise ValueError(f"{event.type} does not belong on this topic")
+        except (ValidationError, ValueError) as exc:
+            await self._send_dead_letters([self._dead_letter(ev, _reason(exc))])
+            return
+        # The template depends on the catalog as of this record: let the
+        # follower reach it first.
+        await self.follower.wait_for_position(
+            ev.message.offset + 1, self.settings.catalog_catchup_timeout_s
+        )
+        projection = Projection(self.keys)
+        if isinstance(event, LearningInstanceCreated):
+            projection.learning_instance(event)
+        elif isinstance(event, GoalDefined):
+            current = self.follower.catalog.goal(event.goal_id) or event
+            template = orjson.dumps(evaluate(current, None, self.follower.catalog))
+            projection.goal(current, template)
+        await self.projector.write(projection)
+
+    async def _on_catalog_change(self, event: CatalogEventT, changed: bool, live: bool) -> None:
+        if not live or not changed:
+            return  # the startup repair pass covers everything replayed
+        if isinstance(event, GoalDefined):
+            self._mark_dirty(event.learning_instance_id)
+        elif isinstance(event, ModuleTagged):
+            # Which modules cover a target (work per target) and module-target
+            # mastery depend on module tags.
+            self._mark_dirty(_ALL)
+
+    # -- re-derivation (goal/module changes, startup repair) ---------------
+
+    def _mark_dirty(self, li_id: str) -> None:
+        self._dirty.add(li_id)
+        self._dirty_event.set()
+
+    async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        self._mark_dirty(_ALL)
+
+    async def _run_follower(self) -> None:
+        await self.follower.run()
+
+    async def _run_rederiver(self) -> None:
+        await self.follower.ready.wait()
+        while True:
+            await self._dirty_event.wait()
+            await asyncio.sleep(0.1)  # coalesce bursts of catalog changes
+            dirty, self._dirty = self._dirty, set()
+            self._dirty_event.clear()
+            async with self.lock:
+                await self.rederive(dirty)
+
+    async def rederive(self, learning_instances: Iterable[str]) -> int:
+        """Recompute and write the rows of local registrations; returns how many."""
+        wanted = set(learning_instances)
+        everything = _ALL in wanted
+        count = 0
+        projection = Projection(self.keys)
+        for key, raw in self.states.items():
+            state = RegistrationState.from_bytes(raw)
+            if everything or state.learning_instance_id in wanted:
+                self._project_rows(projection, key.decode(), state)
+                count += 1
+            if len(projection) >= 5000:
+                await self.projector.write(projection)
+                projection = Projection(self.keys)
+        await self.projector.write(projection)
+        if count:
+            log.info("re-derived rows of %d registrations", count)
+        return count
+
+    # -- dead letters -------------------------------------------------------
+
+    def _dead_letter(self, ev: Any, reason: str) -> DeadLetter:
+        message = ev.message
+        log.warning(
+            "dead-letter %s/%d/%d: %s", message.topic, message.partition, message.offset, reason
+        )
+        return DeadLetter(
+            reason=reason,
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key_b64=DeadLetter.encode_bytes(message.key),
+            value_b64=DeadLetter.encode_bytes(message.value),
+            rejected_at=datetime.now(UTC),
+        )
+
+    async def _send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        futures = [
+            await self.dead_letter_topic.send(
+                key=d.dlq_key.encode(), value=d.model_dump_json().encode()
+            )
+            for d in dead
+        ]
+        for fut in futures:
+            await fut  # acked by the broker before the source offsets are
+
+
+def create_worker(
+    settings: Settings, profile: BrokerProfile, bootstrap: str, redis_url: str
+) -> Worker:
+    """Build the worker (does not start it)."""
+    return Worker(settings, profile, bootstrap, redis_url)

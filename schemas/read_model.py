@@ -1,0 +1,46 @@
+"""Redis key layout of the read model, shared by the worker (writer) and the API.
+
+See docs/read-model.md. Every value is ready to serve: rows are the JSON bytes of
+one ``status_and_progress[]`` item, so a page is assembled by concatenation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["ReadModelKeys"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadModelKeys:
+    """Key builders under one prefix (``ms`` by default)."""
+
+    prefix: str = "ms"
+
+    def learning_instance(self, li_id: str) -> str:
+        """STRING: JSON ``{"partner_id": ...}``; exists once the LI was created."""
+        return f"{self.prefix}:li:{li_id}"
+
+    def learners(self, li_id: str) -> str:
+        """ZSET of the LI's learner registrations, scored by creation order."""
+        return f"{self.prefix}:li:{li_id}:learners"
+
+    def instructors(self, li_id: str) -> str:
+        """SET of user ids registered as instructors of the LI."""
+        return f"{self.prefix}:li:{li_id}:instructors"
+
+    def registration(self, registration_id: str) -> str:
+        """STRING: JSON ``{"learning_instance_id", "user_id", "role"}``."""
+        return f"{self.prefix}:reg:{registration_id}"
+
+    def goal(self, goal_id: str) -> str:
+        """STRING: the id of the goal's learning instance."""
+        return f"{self.prefix}:goal:{goal_id}"
+
+    def goal_template(self, goal_id: str) -> str:
+        """STRING: the row served for a registration with no stored row yet."""
+        return f"{self.prefix}:goal:{goal_id}:template"
+
+    def row(self, registration_id: str, goal_id: str) -> str:
+        """STRING: the registration's ``status_and_progress[]`` item for the goal."""
+        return f"{self.prefix}:row:{registration_id}:{goal_id}"
