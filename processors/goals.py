@@ -1,0 +1,245 @@
+"""Status and progress of one registration on one goal (the API's row item).
+
+Every rule here is written out, with worked examples, in docs/analytics.md;
+this module implements exactly that document. In short:
+
+- a target is *mastered* when the log-odds of P(mastered) of its objective
+  (every objective, for a module target) reach ``logit(min_predicted_mastery)``;
+  it is *complete* when also its work reaches ``min_work_per_target``;
+- work remaining comes from the BKT chain (:mod:`processors.forecast`);
+- progress is ``done / (done + work_remaining)``;
+- *struggling* is wheel-spinning with evidence: at least
+  :data:`STRUGGLE_MIN_ATTEMPTS` attempts on an objective, not mastered, and the
+  answers fit "unmastered and never learns" better than the BKT model by a
+  likelihood ratio of at least ``exp(STRUGGLE_LLR)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from processors.catalog import Catalog
+from processors.forecast import (
+    HORIZON,
+    best_case_items,
+    completion_cdf,
+    expected_items,
+)
+from processors.mastery import ObjectiveState, logit
+from processors.registration import RegistrationState
+from schemas.events import GoalDefined, Target
+
+__all__ = [
+    "PROGRESS_DIGITS",
+    "STRUGGLE_LLR",
+    "STRUGGLE_MIN_ATTEMPTS",
+    "TargetOutcome",
+    "evaluate",
+    "evaluate_target",
+]
+
+#: Attempts on an objective before it can be called struggling (Beck & Gong's
+#: ten-opportunity wheel-spinning horizon).
+STRUGGLE_MIN_ATTEMPTS = 10
+#: Log likelihood ratio "stuck" vs BKT above which a learner is struggling.
+STRUGGLE_LLR = 0.0
+#: Progress values are rounded to this many decimals (deterministic rows).
+PROGRESS_DIGITS = 4
+
+_EMPTY: Mapping[str, int] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetOutcome:
+    """Evaluation of one target of a goal for one registration."""
+
+    status: str
+    work: int
+    expected: float  # E[min(T, HORIZON)] further items; 0.0 when complete
+    best_case: int  # further items if every answer is correct; 0 when complete
+    remaining: int  # round(expected), 0..HORIZON
+    progress: float
+    modules: frozenset[str]  # modules whose attempts count toward the target
+
+
+def _round_half_up(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+def _progress(done: int, remaining: int) -> float:
+    if done <= 0:
+        return 0.0
+    return round(done / (done + remaining), PROGRESS_DIGITS)
+
+
+def _target_scope(target: Target, catalog: Catalog) -> tuple[list[str], frozenset[str]]:
+    """Objectives whose mastery decides the target; modules whose work counts."""
+    if target.learning_objective_id is not None:
+        objective = target.learning_objective_id
+        return [objective], catalog.modules_covering(objective)
+    module_id = target.id
+    module = catalog.module(module_id)
+    objectives = [] if module is None else list(module.learning_objective_ids)
+    return objectives, frozenset((module_id,))
+
+
+def evaluate_target(
+    target: Target,
+    goal: GoalDefined,
+    *,
+    objectives: Mapping[str, ObjectiveState],
+    untagged: Mapping[str, int],
+    tagged: Mapping[str, int],
+    catalog: Catalog,
+) -> TargetOutcome:
+    """Status, work and forecast of one target (``tagged``: this goal's counts)."""
+    criteria = goal.completion_criteria
+    threshold = logit(criteria.min_predicted_mastery)
+    scope, modules = _target_scope(target, catalog)
+    work = 0
+    for module_id in modules:
+        work += untagged.get(module_id, 0) + tagged.get(module_id, 0)
+    need = max(criteria.min_work_per_target - work, 0)
+
+    cdf: list[float] | None = None
+    best = 0
+    mastered = bool(scope)
+    struggling = False
+    for objective in scope:
+        params = catalog.params_for(objective)
+        state = objectives.get(objective)
+        lo = params.prior_log_odds if state is None else state.log_odds
+        if lo < threshold:
+            mastered = False
+            if (
+                state is not None
+                and state.attempts >= STRUGGLE_MIN_ATTEMPTS
+                and state.stuck_llr > STRUGGLE_LLR
+            ):
+                struggling = True
+        one = completion_cdf(params, threshold, lo, need)
+        # Objectives of one module are practised together; completion needs
+        # all of them, taken as independent (docs/analytics.md).
+        cdf = (
+            list(one) if cdf is None else [a * b for a, b in zip(cdf, one, strict=True)]
+        )
+        best = max(best, best_case_items(params, threshold, lo, need))
+
+    if mastered and need == 0:
+        return TargetOutcome("complete", work, 0.0, 0, 0, 1.0, modules)
+    if cdf is None:  # a module target that is not tagged: it cannot complete
+        expected, best = float(HORIZON), HORIZON
+    else:
+        expected = expected_items(tuple(cdf))
+    remaining = min(HORIZON, max(1, _round_half_up(expected)))
+    if work == 0:
+        status = "no_work"
+    elif struggling:
+        status = "struggling"
+    else:
+        status = "in_progress"
+    return TargetOutcome(
+        status, work, expected, best, remaining, _progress(work, remaining), modules
+    )
+
+
+def evaluate(
+    goal: GoalDefined, state: RegistrationState | None, catalog: Catalog
+) -> dict[str, object]:
+    """The contract's ``status_and_progress[]`` item for one goal."""
+    if state is None:
+        objectives: Mapping[str, ObjectiveState] = {}
+        untagged: Mapping[str, int] = _EMPTY
+        tagged: Mapping[str, int] = _EMPTY
+    else:
+        objectives = state.objectives
+        untagged = state.untagged_work
+        tagged = state.tagged_work.get(goal.goal_id, _EMPTY)
+
+    key = "target_id" if goal.target_kind == "learning_objective" else "module_id"
+    outcomes: dict[str, TargetOutcome] = {}
+    counted: set[str] = set()
+    for target in goal.targets:
+        outcome = evaluate_target(
+            target,
+            goal,
+            objectives=objectives,
+            untagged=untagged,
+            tagged=tagged,
+            catalog=catalog,
+        )
+        outcomes[target.id] = outcome
+        counted |= outcome.modules
+
+    done = sum(tagged.values()) + sum(untagged.get(m, 0) for m in counted)
+    max_work = goal.completion_criteria.max_work_on_goal
+    budget = HORIZON if max_work is None else min(HORIZON, max_work - done)
+    results = list(outcomes.values())
+    if all(r.status == "complete" for r in results):
+        status, remaining = "complete", 0
+    elif max_work is not None and done >= max_work:
+        status, remaining = "complete_max_work", 0
+    else:
+        if done == 0:
+            status = "no_work"
+        elif any(r.status == "struggling" for r in results):
+            status = "struggling"
+        else:
+            status = "in_progress"
+        remaining = _remaining(results, budget)
+    if remaining == 0:
+        progress = 1.0
+    elif remaining < 0:
+        progress = 0.0
+    else:
+        progress = _progress(done, remaining)
+
+    row: dict[str, object] = {
+        "goal_id": goal.goal_id,
+        "status": status,
+        "progress": progress,
+        "work_remaining": remaining,
+        "targets": [
+            {
+                key: target.id,
+                "status": outcomes[target.id].status,
+                "progress": outcomes[target.id].progress,
+            }
+            for target in goal.targets
+        ],
+    }
+    if goal.topics:
+        row["topic_work_remaining"] = [
+            _topic(topic_id, [outcomes[m] for m in members], budget)
+            for topic_id, members in goal.topics.items()
+        ]
+    return row
+
+
+def _remaining(results: list[TargetOutcome], budget: int) -> int:
+    """Goal or topic work remaining: -1 without work on any target."""
+    if all(r.work == 0 for r in results):
+        return -1
+    expected = math.fsum(r.expected for r in results)
+    return max(0, min(budget, _round_half_up(expected)))
+
+
+def _topic(
+    topic_id: str, results: list[TargetOutcome], budget: int
+) -> dict[str, object]:
+    if all(r.status == "complete" for r in results):
+        average = best = 0
+    else:
+        average = _remaining(results, budget)
+        best = (
+            -1
+            if average < 0
+            else max(0, min(budget, sum(r.best_case for r in results)))
+        )
+    return {
+        "topic_id": topic_id,
+        "min_work_remaining": best,
+        "average_work_remaining": average,
+    }
