@@ -1,0 +1,87 @@
+"""Offline BKT traces: the maths behind ``mastery model trace``.
+
+Input rows have the columns ``order_id,user_id,skill_name,correct`` (pyBKT's
+names). Each (user_id, skill_name) pair is one BKT sequence, in input order;
+the output gives, for every row in input order, P(correct) and P(mastered)
+*before* that attempt. A skill without parameters is an error unless the
+caller passes ``default`` (the CLI may pass :data:`~processors.mastery.
+DEFAULT_PARAMS`): silently assuming parameters would make a comparison with
+fitted models meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+
+from processors.mastery import (
+    ObjectiveState,
+    Params,
+    apply,
+    initial,
+    p_correct,
+    p_mastered,
+)
+
+__all__ = ["TraceError", "load_params", "trace_rows"]
+
+_FIELDS = ("prior", "learn", "guess", "slip")
+_TRUE = frozenset({"1", "1.0", "true", "True"})
+_FALSE = frozenset({"0", "0.0", "false", "False"})
+
+
+class TraceError(ValueError):
+    """Bad trace input; ``where`` names the skill or row at fault."""
+
+    def __init__(self, message: str, where: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+def load_params(json_text: str) -> dict[str, Params]:
+    """Parse ``{skill: {prior, learn, guess, slip}}`` (pyBKT's params.json)."""
+    raw = json.loads(json_text)
+    if not isinstance(raw, dict):
+        raise TraceError("expected an object of skills", "params")
+    out: dict[str, Params] = {}
+    for skill, values in raw.items():
+        if not isinstance(values, dict):
+            raise TraceError("expected an object of parameters", f"skill {skill!r}")
+        extra = set(values) - set(_FIELDS) - {"forgets"}
+        missing = set(_FIELDS) - set(values)
+        if extra or missing:
+            raise TraceError(
+                f"unknown {sorted(extra)} / missing {sorted(missing)} fields",
+                f"skill {skill!r}",
+            )
+        if values.get("forgets", 0.0) != 0.0:
+            raise TraceError("forgetting is not modelled", f"skill {skill!r}")
+        try:
+            out[skill] = Params(*(float(values[name]) for name in _FIELDS))
+        except (TypeError, ValueError) as exc:
+            raise TraceError(str(exc), f"skill {skill!r}") from exc
+    return out
+
+
+def trace_rows(
+    params: Mapping[str, Params],
+    rows: Iterable[Mapping[str, str]],
+    *,
+    default: Params | None = None,
+) -> Iterator[tuple[str, float, float]]:
+    """Yield ``(order_id, p_correct, p_mastered)`` before each attempt."""
+    states: dict[tuple[str, str], ObjectiveState] = {}
+    for number, row in enumerate(rows, start=1):
+        skill = row["skill_name"]
+        chosen = params.get(skill, default)
+        if chosen is None:
+            raise TraceError(f"no parameters for skill {skill!r}", f"row {number}")
+        flag = row["correct"].strip()
+        if flag not in _TRUE and flag not in _FALSE:
+            raise TraceError(f"correct must be 0 or 1, got {flag!r}", f"row {number}")
+        key = (row["user_id"], skill)
+        state = states.get(key)
+        if state is None:
+            state = initial(chosen)
+        yield row["order_id"], p_correct(state, chosen), p_mastered(state)
+        states[key] = apply(state, chosen, flag in _TRUE)
