@@ -1,0 +1,222 @@
+"""Registration state: registering, applying attempts, idempotency, bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Literal
+
+import pytest
+
+from processors.catalog import Catalog
+from processors.mastery import apply, initial, p_mastered
+from processors.registration import (
+    SEEN_LIMIT,
+    RegistrationState,
+    apply_attempt,
+    register,
+)
+from schemas.events import (
+    AttemptGraded,
+    BKTParameters,
+    GoalDefined,
+    ModuleTagged,
+    RegistrationCreated,
+    Target,
+)
+
+NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+_ids = itertools.count()
+SLOW = BKTParameters(prior=0.2, learn=0.05, guess=0.25, slip=0.1)
+
+
+def make_catalog() -> Catalog:
+    c = Catalog()
+    c.apply(
+        ModuleTagged(
+            event_id="t1",
+            occurred_at=NOW,
+            module_id="m-ab",
+            learning_objective_ids=["lo-a", "lo-b"],
+            parameters={"lo-b": SLOW},
+        )
+    )
+    c.apply(
+        ModuleTagged(
+            event_id="t2",
+            occurred_at=NOW,
+            module_id="m-a",
+            learning_objective_ids=["lo-a"],
+        )
+    )
+    for gid, li in (("g1", "li-1"), ("g2", "li-1"), ("g-other", "li-2")):
+        c.apply(
+            GoalDefined(
+                event_id=f"d-{gid}",
+                occurred_at=NOW,
+                goal_id=gid,
+                learning_instance_id=li,
+                targets=[Target(learning_objective_id="lo-a")],
+            )
+        )
+    return c
+
+
+def created(
+    role: Literal["learner", "instructor"] = "learner", reg: str = "r1"
+) -> RegistrationCreated:
+    return RegistrationCreated(
+        event_id=f"e{next(_ids)}",
+        occurred_at=NOW,
+        registration_id=reg,
+        learning_instance_id="li-1",
+        user_id="u1",
+        role=role,
+    )
+
+
+def attempt(
+    module: str = "m-a",
+    correct: bool = True,
+    goal: str | None = None,
+    attempt_id: str | None = None,
+    reg: str = "r1",
+) -> AttemptGraded:
+    return AttemptGraded(
+        event_id=f"e{next(_ids)}",
+        occurred_at=NOW,
+        attempt_id=attempt_id or f"a{next(_ids)}",
+        registration_id=reg,
+        module_id=module,
+        is_correct=correct,
+        interaction_end_time=NOW,
+        goal_id=goal,
+    )
+
+
+def applied(
+    state: RegistrationState, event: AttemptGraded, catalog: Catalog
+) -> RegistrationState:
+    result = apply_attempt(state, event, catalog)
+    assert result.outcome == "applied", result.reason
+    assert result.state is not None
+    return result.state
+
+
+def test_register_is_idempotent_and_keeps_work() -> None:
+    c = make_catalog()
+    s = register(None, created())
+    assert (s.registration_id, s.learning_instance_id, s.user_id, s.role) == (
+        "r1",
+        "li-1",
+        "u1",
+        "learner",
+    )
+    s = applied(s, attempt(), c)
+    again = register(s, created())
+    assert again == s
+    assert again.objectives["lo-a"].attempts == 1
+
+
+def test_attempt_updates_every_tagged_objective_with_its_params() -> None:
+    c = make_catalog()
+    s = applied(register(None, created()), attempt("m-ab", correct=True), c)
+    a_params, b_params = c.params_for("lo-a"), c.params_for("lo-b")
+    assert s.objectives["lo-a"] == apply(initial(a_params), a_params, True)
+    assert s.objectives["lo-b"] == apply(initial(b_params), b_params, True)
+    assert p_mastered(s.objectives["lo-b"]) != p_mastered(s.objectives["lo-a"])
+
+
+def test_work_counters_split_tagged_and_untagged() -> None:
+    c = make_catalog()
+    s = register(None, created())
+    s = applied(s, attempt("m-a"), c)
+    s = applied(s, attempt("m-a", goal="g1"), c)
+    s = applied(s, attempt("m-ab", goal="g1"), c)
+    s = applied(s, attempt("m-ab", goal="g2"), c)
+    assert s.untagged_work == {"m-a": 1}
+    assert s.tagged_work == {"g1": {"m-a": 1, "m-ab": 1}, "g2": {"m-ab": 1}}
+    assert s.objectives["lo-a"].attempts == 4
+    assert s.objectives["lo-b"].attempts == 2
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (attempt(module="m-unknown"), "unknown module 'm-unknown'"),
+        (attempt(goal="g-missing"), "unknown goal 'g-missing'"),
+        (attempt(goal="g-other"), "belongs to learning instance 'li-2'"),
+        (attempt(reg="r2"), "registration 'r2'"),
+    ],
+)
+def test_rejections_leave_state_unchanged(event: AttemptGraded, reason: str) -> None:
+    s = register(None, created())
+    result = apply_attempt(s, event, make_catalog())
+    assert result.outcome == "rejected"
+    assert result.reason is not None
+    assert reason in result.reason
+    assert result.state is s
+
+
+def test_unknown_registration_and_instructor_are_rejected() -> None:
+    c = make_catalog()
+    result = apply_attempt(None, attempt(), c)
+    assert (result.outcome, result.state) == ("rejected", None)
+    assert result.reason is not None
+    assert "unknown registration 'r1'" in result.reason
+    teacher = register(None, created(role="instructor"))
+    result = apply_attempt(teacher, attempt(), c)
+    assert result.outcome == "rejected"
+    assert result.reason is not None
+    assert "instructor" in result.reason
+    assert result.state is teacher
+
+
+def test_duplicate_attempt_is_reported_and_changes_nothing() -> None:
+    c = make_catalog()
+    s = applied(register(None, created()), attempt(attempt_id="same"), c)
+    result = apply_attempt(s, attempt(attempt_id="same", correct=False), c)
+    assert result.outcome == "duplicate"
+    assert result.state is s
+    assert result.reason is None
+
+
+def test_seen_ids_are_bounded_to_the_most_recent() -> None:
+    c = make_catalog()
+    s = register(None, created())
+    for i in range(SEEN_LIMIT + 1):
+        s = applied(s, attempt(attempt_id=f"x{i}"), c)
+    assert len(s.seen) == SEEN_LIMIT * 8
+    assert (
+        apply_attempt(s, attempt(attempt_id=f"x{SEEN_LIMIT}"), c).outcome == "duplicate"
+    )
+    assert apply_attempt(s, attempt(attempt_id="x1"), c).outcome == "duplicate"
+    # The oldest one fell out of the window.
+    assert apply_attempt(s, attempt(attempt_id="x0"), c).outcome == "applied"
+
+
+def test_bytes_round_trip_is_exact() -> None:
+    c = make_catalog()
+    s = register(None, created())
+    for i in range(40):
+        s = applied(
+            s,
+            attempt(
+                "m-ab" if i % 3 else "m-a",
+                correct=i % 4 != 0,
+                goal="g1" if i % 2 else None,
+            ),
+            c,
+        )
+    data = s.to_bytes()
+    back = RegistrationState.from_bytes(data)
+    assert back == s
+    assert back.to_bytes() == data
+    assert back.objectives["lo-b"].log_odds == s.objectives["lo-b"].log_odds
+    fresh = register(None, created())
+    assert RegistrationState.from_bytes(fresh.to_bytes()) == fresh
+
+
+def test_from_bytes_rejects_other_formats() -> None:
+    with pytest.raises(ValueError, match="not a registration state"):
+        RegistrationState.from_bytes(b'[9,"r","li","u","learner",{},{},{},""]')
