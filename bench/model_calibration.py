@@ -1,0 +1,517 @@
+"""Calibration of the mastery model and the goal analytics.
+
+Run from the repository root::
+
+    python -m bench.model_calibration [--learners N] [--seed S] [--out FILE]
+
+Prints a markdown report (and writes it to ``--out``): work-remaining error on
+simulated BKT learners, the topic best case against simulation, struggling
+precision/recall, and next-attempt AUC/RMSE on ASSISTments 2009 (builder_test)
+for the skills of the shared pyBKT parameters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from processors.catalog import Catalog
+from processors.forecast import HORIZON, completion_cdf, expected_items
+from processors.goals import evaluate
+from processors.mastery import (
+    DEFAULT_PARAMS,
+    ObjectiveState,
+    Params,
+    apply,
+    initial,
+    logit,
+    p_correct,
+)
+from processors.registration import RegistrationState, apply_attempt, register
+from schemas.events import (
+    AttemptGraded,
+    BKTParameters,
+    CompletionCriteria,
+    GoalDefined,
+    ModuleTagged,
+    RegistrationCreated,
+    Target,
+)
+
+NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+MASTERY = 0.95
+CHECK_AT = 15  # attempt at which struggling is read off
+
+
+def shared_dir() -> Path:
+    env = os.environ.get("MASTERY_SHARED_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def reference_params() -> dict[str, Params]:
+    raw = json.loads((shared_dir() / "reference" / "bkt" / "params.json").read_text())
+    return {name: Params(**values) for name, values in raw.items()}
+
+
+@dataclass
+class Learner:
+    """A simulated learner on one objective: hidden mastery, true parameters."""
+
+    truth: Params
+    mastered: bool
+    rng: random.Random
+
+    @classmethod
+    def draw(
+        cls, truth: Params, rng: random.Random, *, start: bool | None = None
+    ) -> Learner:
+        mastered = rng.random() < truth.prior if start is None else start
+        return cls(truth, mastered, rng)
+
+    def answer(self) -> bool:
+        p = 1.0 - self.truth.slip if self.mastered else self.truth.guess
+        correct = self.rng.random() < p
+        if not self.mastered and self.rng.random() < self.truth.learn:
+            self.mastered = True
+        return correct
+
+
+# --------------------------------------------------------------- work remaining
+
+
+def work_remaining_error(
+    params: Params, learners: int, rng: random.Random, min_work: int = 1
+) -> dict[str, float]:
+    """Predicted E[min(T,30)] at every step vs the items actually needed."""
+    threshold = logit(MASTERY)
+    errors: list[float] = []
+    predicted_all: list[float] = []
+    actual_all: list[int] = []
+    for _ in range(learners):
+        learner = Learner.draw(params, rng)
+        state = initial(params)
+        predictions: list[float] = []
+        t = 0
+        while True:
+            need = max(min_work - t, 0)
+            if need == 0 and state.log_odds >= threshold:
+                break
+            if t >= 200:
+                break
+            predictions.append(
+                expected_items(completion_cdf(params, threshold, state.log_odds, need))
+            )
+            state = apply(state, params, learner.answer())
+            t += 1
+        for k, predicted in enumerate(predictions):
+            actual = min(len(predictions) - k, HORIZON)
+            rounded = min(HORIZON, int(predicted + 0.5))
+            errors.append(abs(rounded - actual))
+            predicted_all.append(predicted)
+            actual_all.append(actual)
+    return {
+        "mae": statistics.fmean(errors),
+        "mean_predicted": statistics.fmean(predicted_all),
+        "mean_actual": statistics.fmean(actual_all),
+        "points": len(errors),
+    }
+
+
+# --------------------------------------------------------------------- topics
+
+
+def _items(row: dict[str, object], key: str) -> list[dict[str, int | str]]:
+    """A list field of an evaluated row (evaluate returns JSON-ready objects)."""
+    value = row[key]
+    assert isinstance(value, list)
+    return value
+
+
+def _catalog(targets: int, params: Params) -> tuple[Catalog, GoalDefined]:
+    catalog = Catalog()
+    schema = BKTParameters(
+        prior=params.prior, learn=params.learn, guess=params.guess, slip=params.slip
+    )
+    for i in range(targets):
+        catalog.apply(
+            ModuleTagged(
+                event_id=f"m{i}",
+                occurred_at=NOW,
+                module_id=f"mod-{i}",
+                learning_objective_ids=[f"lo-{i}"],
+                parameters={f"lo-{i}": schema},
+            )
+        )
+    goal = GoalDefined(
+        event_id="g",
+        occurred_at=NOW,
+        goal_id="goal",
+        learning_instance_id="li",
+        targets=[Target(learning_objective_id=f"lo-{i}") for i in range(targets)],
+        topics={"topic": [f"lo-{i}" for i in range(targets)]},
+        completion_criteria=CompletionCriteria(
+            min_predicted_mastery=MASTERY, min_work_per_target=2
+        ),
+    )
+    catalog.apply(goal)
+    return catalog, goal
+
+
+def topic_best_case(
+    params: Params, learners: int, rng: random.Random
+) -> dict[str, float]:
+    """Topic min_work_remaining against the items each learner then needed."""
+    targets = 3
+    catalog, goal = _catalog(targets, params)
+    violations = 0
+    checks = 0
+    gaps: list[int] = []
+    avg_errors: list[int] = []
+    for n in range(learners):
+        state: RegistrationState | None = register(
+            None,
+            RegistrationCreated(
+                event_id="r",
+                occurred_at=NOW,
+                registration_id=f"r{n}",
+                learning_instance_id="li",
+                user_id="u",
+                role="learner",
+            ),
+        )
+        sims = [Learner.draw(params, rng) for _ in range(targets)]
+        readings: list[tuple[int, int]] = []  # (min, average) before each item
+        current = 0
+        steps = 0
+        while current < targets and steps < 300:
+            assert state is not None
+            row = evaluate(goal, state, catalog)
+            topic = _items(row, "topic_work_remaining")[0]
+            statuses = [t["status"] for t in _items(row, "targets")]
+            while current < targets and statuses[current] == "complete":
+                current += 1
+            if current == targets:
+                break
+            best, average = topic["min_work_remaining"], topic["average_work_remaining"]
+            assert isinstance(best, int)
+            assert isinstance(average, int)
+            readings.append((best, average))
+            event = AttemptGraded(
+                event_id="a",
+                occurred_at=NOW,
+                attempt_id=f"a{steps}",
+                registration_id=f"r{n}",
+                module_id=f"mod-{current}",
+                is_correct=sims[current].answer(),
+                interaction_end_time=NOW,
+            )
+            state = apply_attempt(state, event, catalog).state
+            steps += 1
+        if current < targets:
+            continue  # did not finish within 300 items: no "actual" to compare
+        total = len(readings)
+        for k, (best, average) in enumerate(readings):
+            actual = total - k
+            if best < 0:
+                continue
+            checks += 1
+            violations += best > actual
+            gaps.append(actual - best)
+            avg_errors.append(abs(average - min(actual, HORIZON)))
+    return {
+        "checks": checks,
+        "violations": violations,
+        "mean_gap": statistics.fmean(gaps) if gaps else 0.0,
+        "avg_mae": statistics.fmean(avg_errors) if avg_errors else 0.0,
+    }
+
+
+# ----------------------------------------------------------------- struggling
+
+
+def _struggling_row(
+    goal: GoalDefined, state: RegistrationState, catalog: Catalog
+) -> bool:
+    row = evaluate(goal, state, catalog)
+    return _items(row, "targets")[0]["status"] == "struggling"
+
+
+def struggling(params: Params, learners: int, rng: random.Random) -> dict[str, float]:
+    """Learn=0 learners who start unmastered vs learners drawn from ``params``."""
+    catalog, goal = _catalog(1, params)
+    stuck_truth = Params(params.prior, 0.0, params.guess, params.slip)
+    outcome: dict[str, list[tuple[bool, bool, int | None]]] = {
+        "stuck": [],
+        "normal": [],
+    }
+    truly_unmastered = (
+        0  # normal learners flagged at CHECK_AT whose hidden state is unmastered
+    )
+    for kind in ("stuck", "normal"):
+        for n in range(learners):
+            if kind == "stuck":
+                sim = Learner.draw(stuck_truth, rng, start=False)
+            else:
+                sim = Learner.draw(params, rng)
+            state = register(
+                None,
+                RegistrationCreated(
+                    event_id="r",
+                    occurred_at=NOW,
+                    registration_id=f"r{n}",
+                    learning_instance_id="li",
+                    user_id="u",
+                    role="learner",
+                ),
+            )
+            first: int | None = None
+            at_check = False
+            for k in range(1, CHECK_AT + 1):
+                event = AttemptGraded(
+                    event_id="a",
+                    occurred_at=NOW,
+                    attempt_id=f"a{k}",
+                    registration_id=f"r{n}",
+                    module_id="mod-0",
+                    is_correct=sim.answer(),
+                    interaction_end_time=NOW,
+                )
+                new = apply_attempt(state, event, catalog).state
+                assert new is not None
+                state = new
+                flagged = _struggling_row(goal, state, catalog)
+                if flagged and first is None:
+                    first = k
+                if k == CHECK_AT:
+                    at_check = flagged
+                    truly_unmastered += (
+                        flagged and kind == "normal" and not sim.mastered
+                    )
+            outcome[kind].append((at_check, first is not None, first))
+    stuck, normal = outcome["stuck"], outcome["normal"]
+    tp = sum(s[0] for s in stuck)
+    fp = sum(s[0] for s in normal)
+    tp_ever = sum(s[1] for s in stuck)
+    fp_ever = sum(s[1] for s in normal)
+    firsts = [s[2] for s in stuck if s[2] is not None]
+    return {
+        "recall": tp / len(stuck),
+        "precision": tp / (tp + fp) if tp + fp else 1.0,
+        "normal_flagged": fp / len(normal),
+        "recall_ever": tp_ever / len(stuck),
+        "precision_ever": tp_ever / (tp_ever + fp_ever) if tp_ever + fp_ever else 1.0,
+        "normal_flagged_ever": fp_ever / len(normal),
+        "median_first": statistics.median(firsts) if firsts else float("nan"),
+        "flagged_truly_unmastered": truly_unmastered / fp if fp else 0.0,
+    }
+
+
+# ------------------------------------------------------------ real data: AUC
+
+
+def dkt_sequences(path: Path) -> Iterator[tuple[list[str], list[bool]]]:
+    """(skill ids, answers) per learner of a DKT-format file."""
+    lines = path.read_text().splitlines()
+    for i in range(0, len(lines) - 2, 3):
+        skills = [s for s in lines[i + 1].split(",") if s]
+        answers = [a == "1" for a in lines[i + 2].split(",") if a]
+        yield skills, answers
+
+
+def auc(scores: list[float], labels: list[bool]) -> float:
+    """Area under the ROC curve (Mann-Whitney, ties averaged)."""
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    ranks = [0.0] * len(scores)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    rank_sum = sum(r for r, y in zip(ranks, labels, strict=True) if y)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def real_data(params: dict[str, Params], use_default: bool) -> dict[str, float]:
+    path = shared_dir() / "data" / "assistments2009" / "builder_test.csv"
+    scores: list[float] = []
+    labels: list[bool] = []
+    for skills, answers in dkt_sequences(path):
+        states: dict[str, ObjectiveState] = {}
+        for skill_id, correct in zip(skills, answers, strict=True):
+            name = f"skill-{skill_id}"
+            if name not in params:
+                continue
+            p = DEFAULT_PARAMS if use_default else params[name]
+            state = states.get(name) or initial(p)
+            scores.append(p_correct(state, p))
+            labels.append(correct)
+            states[name] = apply(state, p, correct)
+    rmse = (
+        sum((s - y) ** 2 for s, y in zip(scores, labels, strict=True)) / len(scores)
+    ) ** 0.5
+    return {"auc": auc(scores, labels), "rmse": rmse, "n": len(scores)}
+
+
+# --------------------------------------------------------------------- report
+
+
+def _table(header: list[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("| --- |" + " ---: |" * (len(header) - 1))
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _f(x: float, digits: int = 3) -> str:
+    return f"{x:.{digits}f}"
+
+
+def report(learners: int, seed: int) -> str:
+    """The whole calibration report as markdown."""
+    rng = random.Random(seed)
+    ref = reference_params()
+    sets = {"DEFAULT_PARAMS": DEFAULT_PARAMS, **ref}
+    out = [
+        "# Model calibration",
+        "",
+        f"`python -m bench.model_calibration --learners {learners} --seed {seed}`; "
+        f"mastery threshold {MASTERY}, horizon {HORIZON}.",
+        "",
+        "## Work remaining (one objective target, min_work_per_target=1)",
+        "",
+        "Prediction = round(E[min(T,30)]) before each item; "
+        "actual = min(items then needed, 30).",
+        "",
+    ]
+    rows: list[Sequence[object]] = []
+    for name, p in sets.items():
+        r = work_remaining_error(p, learners, rng)
+        rows.append(
+            [
+                name,
+                r["points"],
+                _f(r["mae"], 2),
+                _f(r["mean_predicted"], 2),
+                _f(r["mean_actual"], 2),
+            ]
+        )
+    out += _table(
+        ["params", "points", "MAE (items)", "mean predicted", "mean actual"], rows
+    )
+    out += [
+        "",
+        "## Topic best case (3 objective targets in turn, min_work_per_target=2)",
+        "",
+    ]
+    rows = []
+    for name, p in sets.items():
+        r = topic_best_case(p, max(learners // 4, 50), rng)
+        rows.append(
+            [
+                name,
+                r["checks"],
+                r["violations"],
+                _f(r["mean_gap"], 2),
+                _f(r["avg_mae"], 2),
+            ]
+        )
+    out += _table(
+        ["params", "readings", "min > actual", "mean (actual - min)", "MAE of average"],
+        rows,
+    )
+    out += [
+        "",
+        "## Struggling (learn=0 learners starting unmastered vs learners drawn "
+        f"from the params; {learners} each)",
+        "",
+        f"At attempt {CHECK_AT}: recall, precision (1:1 mix), share of normal "
+        "learners flagged and, of those, the share still unmastered in truth; "
+        f"'ever' = flagged at any attempt up to {CHECK_AT}.",
+        "",
+    ]
+    rows = []
+    for name, p in sets.items():
+        r = struggling(p, learners, rng)
+        rows.append(
+            [name]
+            + [_f(r[k]) for k in ("recall", "precision", "normal_flagged")]
+            + [_f(r["flagged_truly_unmastered"])]
+            + [_f(r[k]) for k in ("recall_ever", "precision_ever")]
+            + [_f(r["normal_flagged_ever"]), _f(r["median_first"], 0)]
+        )
+    out += _table(
+        [
+            "params",
+            "recall",
+            "precision",
+            "normal flagged",
+            "of which unmastered",
+            "recall ever",
+            "precision ever",
+            "normal flagged ever",
+            "median first flag",
+        ],
+        rows,
+    )
+    fitted = real_data(ref, use_default=False)
+    default = real_data(ref, use_default=True)
+    out += [
+        "",
+        "## Next-attempt P(correct) on ASSISTments 2009 builder_test "
+        "(8 skills of params.json)",
+        "",
+    ]
+    out += _table(
+        ["parameters", "attempts", "AUC", "RMSE"],
+        [
+            [
+                "fitted (pyBKT params.json)",
+                fitted["n"],
+                _f(fitted["auc"], 4),
+                _f(fitted["rmse"], 4),
+            ],
+            [
+                "DEFAULT_PARAMS",
+                default["n"],
+                _f(default["auc"], 4),
+                _f(default["rmse"], 4),
+            ],
+        ],
+    )
+    out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--learners", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    text = report(args.learners, args.seed)
+    text += f"\n_Runtime: {time.perf_counter() - started:.0f} s._\n"
+    sys.stdout.write(text)
+    if args.out is not None:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
