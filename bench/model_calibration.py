@@ -20,7 +20,8 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import timeit
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,6 +369,87 @@ def real_data(params: dict[str, Params], use_default: bool) -> dict[str, float]:
     return {"auc": auc(scores, labels), "rmse": rmse, "n": len(scores)}
 
 
+# -------------------------------------------------------------------- timings
+
+
+def _per_call(fn: Callable[[], object], number: int) -> float:
+    """Best of 5 runs, microseconds per call."""
+    return min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6
+
+
+def timings() -> list[list[object]]:
+    """Hot-path costs: apply, (de)serialization, evaluate, table build."""
+    catalog, goal = _catalog(10, DEFAULT_PARAMS)
+    tagged_two = ModuleTagged(
+        event_id="m2",
+        occurred_at=NOW,
+        module_id="mod-pair",
+        learning_objective_ids=["lo-0", "lo-1"],
+    )
+    catalog.apply(tagged_two)
+    state: RegistrationState | None = register(
+        None,
+        RegistrationCreated(
+            event_id="r",
+            occurred_at=NOW,
+            registration_id="r",
+            learning_instance_id="li",
+            user_id="u",
+            role="learner",
+        ),
+    )
+    rng = random.Random(1)
+    for k in range(600):  # fills the de-duplication window
+        event = AttemptGraded(
+            event_id="a",
+            occurred_at=NOW,
+            attempt_id=f"warm-{k}",
+            registration_id="r",
+            module_id=f"mod-{k % 10}",
+            is_correct=rng.random() < 0.6,
+            interaction_end_time=NOW,
+        )
+        state = apply_attempt(state, event, catalog).state
+    assert state is not None
+    full = state
+    one = AttemptGraded(
+        event_id="a",
+        occurred_at=NOW,
+        attempt_id="new",
+        registration_id="r",
+        module_id="mod-3",
+        is_correct=True,
+        interaction_end_time=NOW,
+    )
+    two = one.model_copy(update={"module_id": "mod-pair"})
+    raw = full.to_bytes()
+    per_goal = _per_call(lambda: evaluate(goal, full, catalog), 2000)
+    params = Params(0.41, 0.07, 0.23, 0.11)  # not yet tabulated
+    started = time.perf_counter()
+    completion_cdf(params, logit(MASTERY), 0.0, 0)
+    build = (time.perf_counter() - started) * 1e3
+    return [
+        [
+            "apply_attempt, module with 1 objective",
+            _f(_per_call(lambda: apply_attempt(full, one, catalog), 20000), 1),
+        ],
+        [
+            "apply_attempt, module with 2 objectives",
+            _f(_per_call(lambda: apply_attempt(full, two, catalog), 20000), 1),
+        ],
+        [
+            f"to_bytes, 10 objectives ({len(raw)} bytes)",
+            _f(_per_call(full.to_bytes, 20000), 1),
+        ],
+        [
+            "from_bytes, 10 objectives",
+            _f(_per_call(lambda: RegistrationState.from_bytes(raw), 20000), 1),
+        ],
+        ["evaluate, 10 targets + 1 topic (per target)", _f(per_goal / 10, 1)],
+        ["work-remaining table build, w=0 (one-off)", _f(build * 1e3, 0)],
+    ]
+
+
 # --------------------------------------------------------------------- report
 
 
@@ -494,6 +576,8 @@ def report(learners: int, seed: int) -> str:
             ],
         ],
     )
+    out += ["", "## Hot-path timings (this machine, CPython, best of 5)", ""]
+    out += _table(["call", "µs"], timings())
     out.append("")
     return "\n".join(out)
 
