@@ -46,17 +46,13 @@ class CatalogFollower:
         self.catalog = Catalog()
         self.ready = asyncio.Event()
         self._bootstrap = bootstrap
-        self._tp = TopicPartition(topic, 0)
+        self._topic = topic
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._listener = listener
-        self._position = 0
+        self._positions: dict[TopicPartition, int] = {}
         self._advanced = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
         self.rejected = 0
-
-    @property
-    def position(self) -> int:
-        return self._position
 
     async def run(self) -> None:
         """Consume forever (until cancelled)."""
@@ -68,18 +64,23 @@ class CatalogFollower:
         await consumer.start()
         self._consumer = consumer
         try:
-            consumer.assign([self._tp])
-            await consumer.seek_to_beginning(self._tp)
-            initial_end = (await consumer.end_offsets([self._tp]))[self._tp]
-            if initial_end == 0:
-                self.ready.set()
+            # The topic is created with one partition (app.broker), but a
+            # broker may auto-create it wider: read every partition there is.
+            partitions = consumer.partitions_for_topic(self._topic) or {0}
+            tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            initial_end = await consumer.end_offsets(tps)
+            self._positions = dict.fromkeys(tps, 0)
             while True:
-                records = (await consumer.getmany(self._tp, timeout_ms=200)).get(self._tp, [])
-                for record in records:
-                    await self._apply(record.value, record.offset)
-                self._position = await consumer.position(self._tp)
-                if not self.ready.is_set() and self._position >= initial_end:
-                    log.info("catalog caught up at offset %d", self._position)
+                batches = await consumer.getmany(*tps, timeout_ms=200)
+                for tp, records in batches.items():
+                    for record in records:
+                        await self._apply(record.value, record.offset)
+                for tp in tps:
+                    self._positions[tp] = await consumer.position(tp)
+                if not self.ready.is_set() and self._reached(initial_end):
+                    log.info("catalog caught up at %s", self._positions)
                     self.ready.set()
                 async with self._advanced:
                     self._advanced.notify_all()
@@ -87,6 +88,9 @@ class CatalogFollower:
             self._consumer = None
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+    def _reached(self, ends: dict[TopicPartition, int]) -> bool:
+        return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
     async def _apply(self, value: bytes | None, offset: int) -> None:
         try:
@@ -124,15 +128,19 @@ class CatalogFollower:
         consumer = self._consumer
         if consumer is None:
             return False
-        end = (await consumer.end_offsets([self._tp]))[self._tp]
-        return await self.wait_for_position(end, timeout_s)
+        ends = await consumer.end_offsets(list(self._positions))
+        return await self.wait_for(ends, timeout_s)
 
-    async def wait_for_position(self, position: int, timeout_s: float) -> bool:
-        """Wait until every record before ``position`` has been applied."""
+    async def wait_for_record(self, partition: int, offset: int, timeout_s: float) -> bool:
+        """Wait until the record at ``offset`` of ``partition`` has been applied."""
+        return await self.wait_for({TopicPartition(self._topic, partition): offset + 1}, timeout_s)
+
+    async def wait_for(self, ends: dict[TopicPartition, int], timeout_s: float) -> bool:
+        """Wait until every partition's position reaches its given end."""
 
         async def _wait() -> None:
             async with self._advanced:
-                await self._advanced.wait_for(lambda: self._position >= position)
+                await self._advanced.wait_for(lambda: self._reached(ends))
 
         try:
             await asyncio.wait_for(_wait(), timeout_s)

@@ -43,7 +43,10 @@ class Settings(BaseSettings):
         ),
     )
 
-    app_id: str = "mastery-stream"
+    app_id: str | None = Field(
+        default=None,
+        description="Faust app id = consumer group and changelog prefix; default <topic_prefix>-worker",
+    )
     topic_prefix: str = "mastery"
     topic_partitions: int = Field(default=4, ge=1, le=256)
     topic_replication: int = Field(default=1, ge=1, le=5)
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
         description="the project's shared data folder (ASSISTments, pyBKT reference)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @property
+    def worker_id(self) -> str:
+        return self.app_id or f"{self.topic_prefix}-worker"
 
     @property
     def uses_embedded_kafka(self) -> bool:

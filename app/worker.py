@@ -81,7 +81,7 @@ class Worker:
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.app = MasteryApp(
-            settings.app_id,
+            settings.worker_id,
             broker=f"kafka://{bootstrap}",
             store="rocksdb://",
             datadir=str(data_dir),
@@ -90,6 +90,8 @@ class Worker:
             topic_replication_factor=settings.topic_replication,
             fetch_max_wait_ms=profile.fetch_max_wait_ms,
             consumer_auto_offset_reset="earliest",
+            key_serializer="raw",
+            value_serializer="raw",
             **profile.faust_settings(),
         )
         self.registration_topic = self.app.topic(
@@ -106,8 +108,6 @@ class Worker:
             partitions=settings.topic_partitions,
             key_type=bytes,
             value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
             options={"driver": "rocksdict"},
         )
         self.app.agent(self.registration_topic, name="registration-events")(
@@ -228,8 +228,8 @@ class Worker:
             return
         # The template depends on the catalog as of this record: let the
         # follower reach it first.
-        await self.follower.wait_for_position(
-            ev.message.offset + 1, self.settings.catalog_catchup_timeout_s
+        await self.follower.wait_for_record(
+            ev.message.partition, ev.message.offset, self.settings.catalog_catchup_timeout_s
         )
         projection = Projection(self.keys)
         if isinstance(event, LearningInstanceCreated):

@@ -1,0 +1,49 @@
+"""The oracle: expected rows computed by the pure model from the same events.
+
+It folds the events in one clean pass, in the order a single partition would
+deliver them, with no Kafka, Faust, RocksDB or Redis involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from processors.catalog import Catalog
+from processors.goals import evaluate
+from processors.registration import RegistrationState, apply_attempt, register
+from schemas.events import (
+    AttemptGraded,
+    GoalDefined,
+    LearningInstanceCreated,
+    ModuleTagged,
+    RegistrationCreated,
+)
+
+__all__ = ["expected_rows"]
+
+
+def expected_rows(
+    catalog_events: Iterable[LearningInstanceCreated | GoalDefined | ModuleTagged],
+    registration_events: Iterable[RegistrationCreated | AttemptGraded],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{registration_id: {goal_id: status_and_progress item}}`` for learners."""
+    catalog = Catalog()
+    for event in catalog_events:
+        catalog.apply(event)
+    states: dict[str, RegistrationState | None] = {}
+    for event in registration_events:
+        state = states.get(event.registration_id)
+        if isinstance(event, RegistrationCreated):
+            states[event.registration_id] = register(state, event)
+        else:
+            states[event.registration_id] = apply_attempt(state, event, catalog).state
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for reg_id, state in states.items():
+        if state is None or state.role != "learner":
+            continue
+        out[reg_id] = {
+            goal.goal_id: evaluate(goal, state, catalog)
+            for goal in catalog.goals_of(state.learning_instance_id)
+        }
+    return out
