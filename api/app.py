@@ -45,26 +45,37 @@ def _error_response(exc: ApiError) -> Response:
 async def _read_json(request: Request, limit: int) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(f"request body over {limit} bytes", details={"limit": limit})
+        raise PayloadTooLarge(
+            f"request body over {limit} bytes", details={"limit": limit}
+        )
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes", details={"limit": limit})
+            raise PayloadTooLarge(
+                f"request body over {limit} bytes", details={"limit": limit}
+            )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"request body is not valid JSON: {exc}", details={"field": "body"}) from exc
+        raise BadRequest(
+            f"request body is not valid JSON: {exc}", details={"field": "body"}
+        ) from exc
 
 
 def _validate(model: type[M], data: Any) -> M:
     if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object", details={"field": "body"})
+        raise BadRequest(
+            "request body must be a JSON object", details={"field": "body"}
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = [
-            {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+            {
+                "field": ".".join(str(p) for p in err["loc"]) or "body",
+                "message": err["msg"],
+            }
             for err in exc.errors(include_url=False)
         ]
         fields = ", ".join(sorted({e["field"] for e in errors}))
@@ -82,7 +93,9 @@ def _path_id(request: Request, name: str) -> str:
         raise BadRequest(f"{name} is not a valid id", details={"field": name}) from exc
 
 
-def _render(query: Any, goal_ids: Sequence[str], page: Page, next_: dict[str, int] | None) -> bytes:
+def _render(
+    query: Any, goal_ids: Sequence[str], page: Page, next_: dict[str, int] | None
+) -> bytes:
     parts = [
         b'{"query":',
         orjson.dumps(query),
@@ -90,7 +103,9 @@ def _render(query: Any, goal_ids: Sequence[str], page: Page, next_: dict[str, in
         orjson.dumps(list(goal_ids)),
         b',"data":[',
     ]
-    for i, (reg_id, items) in enumerate(zip(page.registration_ids, page.rows, strict=True)):
+    for i, (reg_id, items) in enumerate(
+        zip(page.registration_ids, page.rows, strict=True)
+    ):
         if i:
             parts.append(b",")
         parts += [
@@ -123,11 +138,17 @@ def create_app(
         query = _validate(LearningInstanceQuery, raw)
         await auth.authorize(request, "read_learning_instance", li_id)
         page = await store.learning_instance_page(
-            li_id, query.goal_ids, query.registration_offset, query.registrations_per_page
+            li_id,
+            query.goal_ids,
+            query.registration_offset,
+            query.registrations_per_page,
         )
         end = query.registration_offset + len(page.registration_ids)
         next_ = (
-            {"registration_offset": end, "registrations_per_page": query.registrations_per_page}
+            {
+                "registration_offset": end,
+                "registrations_per_page": query.registrations_per_page,
+            }
             if end < page.total
             else None
         )
@@ -150,7 +171,9 @@ def create_app(
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
         err = ApiError(str(exc.detail), code=code)
         return _json_response(orjson.dumps(err.body()), exc.status_code)
 
@@ -191,5 +214,7 @@ def create_redis_app(redis_url: str, *, max_request_bytes: int = 65_536) -> Star
     """The production app: pages from the Redis read model."""
     redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
     return create_app(
-        RedisPageStore(redis), max_request_bytes=max_request_bytes, on_shutdown=[redis.aclose]
+        RedisPageStore(redis),
+        max_request_bytes=max_request_bytes,
+        on_shutdown=[redis.aclose],
     )

@@ -18,11 +18,15 @@ Action = Literal["read_learning_instance", "read_registration"]
 class Authorizer(Protocol):
     """Raises an :class:`api.errors.ApiError` when the caller may not act."""
 
-    async def authorize(self, request: Request, action: Action, resource_id: str) -> None: ...
+    async def authorize(
+        self, request: Request, action: Action, resource_id: str
+    ) -> None: ...
 
 
 class AllowAll:
     """Development default: no authentication (the embedded stack only)."""
 
-    async def authorize(self, request: Request, action: Action, resource_id: str) -> None:
+    async def authorize(
+        self, request: Request, action: Action, resource_id: str
+    ) -> None:
         return None

@@ -22,7 +22,9 @@ class ApiError(Exception):
     status_code = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, details: Any = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
@@ -30,7 +32,13 @@ class ApiError(Exception):
             self.code = code
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+        return {
+            "error": {
+                "code": self.code,
+                "message": self.message,
+                "details": self.details,
+            }
+        }
 
 
 class BadRequest(ApiError):

@@ -38,7 +38,9 @@ class PageStore(Protocol):
         self, li_id: str, goal_ids: Sequence[str], offset: int, limit: int
     ) -> Page: ...
 
-    async def registration_page(self, registration_id: str, goal_ids: Sequence[str]) -> Page: ...
+    async def registration_page(
+        self, registration_id: str, goal_ids: Sequence[str]
+    ) -> Page: ...
 
 
 # Return codes: {-1} unknown LI/registration, {-2, goal...} goals unknown or of
@@ -106,7 +108,9 @@ class RedisPageStore:
 
     async def _run(self, args: list[Any]) -> list[Any]:
         try:
-            result: list[Any] = await self._script(keys=[], args=[self.keys.prefix, *args])
+            result: list[Any] = await self._script(
+                keys=[], args=[self.keys.prefix, *args]
+            )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise ServiceUnavailable(
                 "the read model (Redis) is unreachable; retry shortly",
@@ -115,12 +119,16 @@ class RedisPageStore:
         return result
 
     @staticmethod
-    def _page(result: list[Any], goal_ids: Sequence[str], what: str, ident: str) -> Page:
+    def _page(
+        result: list[Any], goal_ids: Sequence[str], what: str, ident: str
+    ) -> Page:
         head = int(result[0])
         if head == -1:
             raise NotFound(f"{what} {ident!r} does not exist", details={"field": what})
         if head == -2:
-            unknown = [g.decode() if isinstance(g, bytes) else str(g) for g in result[1:]]
+            unknown = [
+                g.decode() if isinstance(g, bytes) else str(g) for g in result[1:]
+            ]
             raise NotFound(
                 f"goal_ids not found in this learning instance: {unknown}",
                 details={"field": "goal_ids", "goal_ids": unknown},
@@ -139,6 +147,8 @@ class RedisPageStore:
         result = await self._run(["li", li_id, offset, limit, *goal_ids])
         return self._page(result, goal_ids, "li_id", li_id)
 
-    async def registration_page(self, registration_id: str, goal_ids: Sequence[str]) -> Page:
+    async def registration_page(
+        self, registration_id: str, goal_ids: Sequence[str]
+    ) -> Page:
         result = await self._run(["reg", registration_id, 0, 1, *goal_ids])
         return self._page(result, goal_ids, "reg_id", registration_id)

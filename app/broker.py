@@ -86,7 +86,10 @@ class BrokerProfile:
 
 
 KAFKA = BrokerProfile(
-    name="kafka", producer_max_batch_size=16384, session_timeout_s=60.0, fetch_max_wait_ms=1500
+    name="kafka",
+    producer_max_batch_size=16384,
+    session_timeout_s=60.0,
+    fetch_max_wait_ms=1500,
 )
 TANSU = BrokerProfile(
     name="tansu", producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=5
@@ -157,7 +160,9 @@ async def self_check(bootstrap: str, topics: TopicNames) -> BrokerCheck:
     return BrokerCheck(expected_end=expected, reported_end=reported)
 
 
-async def verify_profile(settings: Settings, profile: BrokerProfile, bootstrap: str) -> BrokerCheck:
+async def verify_profile(
+    settings: Settings, profile: BrokerProfile, bootstrap: str
+) -> BrokerCheck:
     """Run the self-check, log its verdict, and refuse a mismatched profile."""
     check = await self_check(bootstrap, TopicNames(settings.topic_prefix))
     log.info("%s", check.describe())

@@ -19,7 +19,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from processors.catalog import Catalog
-from schemas.events import GoalDefined, LearningInstanceCreated, ModuleTagged, decode_event
+from schemas.events import (
+    GoalDefined,
+    LearningInstanceCreated,
+    ModuleTagged,
+    decode_event,
+)
 
 __all__ = ["CatalogFollower", "CatalogListener"]
 
@@ -74,7 +79,7 @@ class CatalogFollower:
             self._positions = dict.fromkeys(tps, 0)
             while True:
                 batches = await consumer.getmany(*tps, timeout_ms=200)
-                for tp, records in batches.items():
+                for records in batches.values():
                     for record in records:
                         await self._apply(record.value, record.offset)
                 for tp in tps:
@@ -131,9 +136,13 @@ class CatalogFollower:
         ends = await consumer.end_offsets(list(self._positions))
         return await self.wait_for(ends, timeout_s)
 
-    async def wait_for_record(self, partition: int, offset: int, timeout_s: float) -> bool:
+    async def wait_for_record(
+        self, partition: int, offset: int, timeout_s: float
+    ) -> bool:
         """Wait until the record at ``offset`` of ``partition`` has been applied."""
-        return await self.wait_for({TopicPartition(self._topic, partition): offset + 1}, timeout_s)
+        return await self.wait_for(
+            {TopicPartition(self._topic, partition): offset + 1}, timeout_s
+        )
 
     async def wait_for(self, ends: dict[TopicPartition, int], timeout_s: float) -> bool:
         """Wait until every partition's position reaches its given end."""

@@ -1,11 +1,11 @@
 """The ``mastery`` command line.
 
-    mastery dev [--replay PATH]   embedded broker + Redis + worker + API + workload
-    mastery worker                the stream processor (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)
-    mastery api                   the HTTP API (REDIS_URL)
-    mastery produce ...           stream a workload to the configured broker
-    mastery selfcheck             does the broker report end offsets correctly?
-    mastery model trace ...       run the BKT model offline over a CSV export
+mastery dev [--replay PATH]   embedded broker + Redis + worker + API + workload
+mastery worker                the stream processor (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)
+mastery api                   the HTTP API (REDIS_URL)
+mastery produce ...           stream a workload to the configured broker
+mastery selfcheck             does the broker report end offsets correctly?
+mastery model trace ...       run the BKT model offline over a CSV export
 """
 
 from __future__ import annotations
@@ -102,14 +102,19 @@ async def _produce(settings: Settings, bootstrap: str, workload: object) -> None
 
     assert isinstance(workload, Workload)
     await ensure_topics(settings, bootstrap)
-    async with EventProducer(bootstrap, profile_for(settings), TopicNames(settings.topic_prefix)) as producer:
+    async with EventProducer(
+        bootstrap, profile_for(settings), TopicNames(settings.topic_prefix)
+    ) as producer:
         n = await producer.send_all(workload.catalog)
         n += await producer.send_all(workload.registrations)
         total = len(workload.attempts)
         step = max(1, total // 10)
         for start in range(0, total, step):
             n += await producer.send_all(workload.attempts[start : start + step])
-            print(f"  produced {min(start + step, total):,}/{total:,} attempts", flush=True)
+            print(
+                f"  produced {min(start + step, total):,}/{total:,} attempts",
+                flush=True,
+            )
     print(f"produced {n:,} events", flush=True)
 
 
@@ -132,7 +137,9 @@ def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.devstack import run_dev
 
-    return run_dev(settings, workload=_workload(settings, args), exit_after=args.exit_after)
+    return run_dev(
+        settings, workload=_workload(settings, args), exit_after=args.exit_after
+    )
 
 
 def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
@@ -141,7 +148,9 @@ def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
     params = load_params(Path(args.params).read_text())
     with Path(args.attempts).open(newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = {"order_id", "user_id", "skill_name", "correct"} - set(reader.fieldnames or [])
+        missing = {"order_id", "user_id", "skill_name", "correct"} - set(
+            reader.fieldnames or []
+        )
         if missing:
             raise SystemExit(f"error: {args.attempts} lacks columns {sorted(missing)}")
         out = csv.writer(sys.stdout, lineterminator="\n")
@@ -156,35 +165,65 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def workload_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--replay", metavar="PATH", help="ASSISTments/DKT-format file to replay")
-        p.add_argument("--max-learners", type=int, default=None, help="with --replay: first N learners")
-        p.add_argument("--instances", type=int, default=3, help="simulated learning instances")
-        p.add_argument("--learners", type=int, default=40, help="simulated learners per instance")
+        p.add_argument(
+            "--replay", metavar="PATH", help="ASSISTments/DKT-format file to replay"
+        )
+        p.add_argument(
+            "--max-learners",
+            type=int,
+            default=None,
+            help="with --replay: first N learners",
+        )
+        p.add_argument(
+            "--instances", type=int, default=3, help="simulated learning instances"
+        )
+        p.add_argument(
+            "--learners", type=int, default=40, help="simulated learners per instance"
+        )
 
-    p_dev = sub.add_parser("dev", help="run the whole system on the embedded broker and Redis")
+    p_dev = sub.add_parser(
+        "dev", help="run the whole system on the embedded broker and Redis"
+    )
     workload_args(p_dev)
-    p_dev.add_argument("--exit-after", type=float, default=None, metavar="SECONDS",
-                       help="stop by itself after this long (default: until Ctrl-C)")
+    p_dev.add_argument(
+        "--exit-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop by itself after this long (default: until Ctrl-C)",
+    )
     p_dev.set_defaults(func=cmd_dev)
 
-    sub.add_parser("worker", help="run the stream processor").set_defaults(func=cmd_worker)
+    sub.add_parser("worker", help="run the stream processor").set_defaults(
+        func=cmd_worker
+    )
 
     p_api = sub.add_parser("api", help="serve the HTTP API")
     p_api.add_argument("--host", default=None)
     p_api.add_argument("--port", type=int, default=None)
     p_api.set_defaults(func=cmd_api)
 
-    p_prod = sub.add_parser("produce", help="stream a workload to KAFKA_BOOTSTRAP_SERVERS")
+    p_prod = sub.add_parser(
+        "produce", help="stream a workload to KAFKA_BOOTSTRAP_SERVERS"
+    )
     workload_args(p_prod)
     p_prod.set_defaults(func=cmd_produce)
 
-    sub.add_parser("selfcheck", help="check the broker's end offsets").set_defaults(func=cmd_selfcheck)
+    sub.add_parser("selfcheck", help="check the broker's end offsets").set_defaults(
+        func=cmd_selfcheck
+    )
 
     p_model = sub.add_parser("model", help="the mastery model, offline")
     model_sub = p_model.add_subparsers(dest="model_command", required=True)
-    p_trace = model_sub.add_parser("trace", help="P(correct), P(mastered) before each attempt")
-    p_trace.add_argument("--params", required=True, help="JSON: skill -> {prior, learn, guess, slip}")
-    p_trace.add_argument("--attempts", required=True, help="CSV: order_id,user_id,skill_name,correct")
+    p_trace = model_sub.add_parser(
+        "trace", help="P(correct), P(mastered) before each attempt"
+    )
+    p_trace.add_argument(
+        "--params", required=True, help="JSON: skill -> {prior, learn, guess, slip}"
+    )
+    p_trace.add_argument(
+        "--attempts", required=True, help="CSV: order_id,user_id,skill_name,correct"
+    )
     p_trace.set_defaults(func=cmd_model_trace)
     return parser
 
@@ -193,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     result: int = args.func(settings, args)
     return result

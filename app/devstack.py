@@ -63,12 +63,14 @@ class DevStack:
         self.kafka.start()
         self.redis.start()
 
-    def start_worker(self, name: str = "worker-1", *, wipe_data: bool = False) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, name: str = "worker-1", *, wipe_data: bool = False
+    ) -> subprocess.Popen[bytes]:
         data_dir = self.workdir / name
         if wipe_data:
             shutil.rmtree(data_dir, ignore_errors=True)
         log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
             env=self.env(MASTERY_DATA_DIR=str(data_dir)),
             stdout=log,
@@ -80,7 +82,7 @@ class DevStack:
 
     def start_api(self) -> None:
         log = (self.log_dir / "api.log").open("ab")
-        self.api = subprocess.Popen(  # noqa: S603
+        self.api = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "api", "--port", str(self.api_port)],
             env=self.env(),
             stdout=log,
@@ -90,7 +92,9 @@ class DevStack:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.api.poll() is not None:
-                raise RuntimeError(f"API exited with {self.api.returncode}; see {log.name}")
+                raise RuntimeError(
+                    f"API exited with {self.api.returncode}; see {log.name}"
+                )
             with contextlib.suppress(OSError, urllib.error.URLError):
                 urllib.request.urlopen(f"{self.api_url}/healthz", timeout=1).read()
                 return
@@ -133,7 +137,10 @@ class DevStack:
 def post_json(url: str, body: object, timeout: float = 5.0) -> tuple[int, object]:
     """POST JSON with the standard library; returns (status, decoded body)."""
     request = urllib.request.Request(
-        url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=orjson.dumps(body),
+        headers={"Content-Type": "application/json"},
+        method="POST",
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -153,13 +160,17 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
     try:
         print("starting the embedded Tansu broker and valkey server ...", flush=True)
         stack.start_servers()
-        print(f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}", flush=True)
+        print(
+            f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}",
+            flush=True,
+        )
         print("starting the worker and the API ...", flush=True)
         stack.start_worker()
         stack.start_api()
         print(
             f"streaming {len(workload.catalog)} catalog events, "
-            f"{len(workload.registrations)} registrations, {len(workload.attempts):,} attempts ...",
+            f"{len(workload.registrations)} registrations, "
+            f"{len(workload.attempts):,} attempts ...",
             flush=True,
         )
         asyncio.run(_produce(settings, stack.kafka.bootstrap_servers, workload))
@@ -175,9 +186,16 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
                 break
             time.sleep(0.5)
         else:
-            print("no rows after 120 s; see the worker log in", stack.log_dir, file=sys.stderr)
+            print(
+                "no rows after 120 s; see the worker log in",
+                stack.log_dir,
+                file=sys.stderr,
+            )
             return 1
-        print(f"\nrows are live ({time.monotonic() - started:.1f} s after start). API: {stack.api_url}\n")
+        print(
+            f"\nrows are live ({time.monotonic() - started:.1f} s after start). "
+            f"API: {stack.api_url}\n"
+        )
         print("try:\n")
         print(
             f"curl -s -X POST {url} \\\n  -H 'Content-Type: application/json' \\\n"
@@ -189,7 +207,10 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
         while end is None or time.monotonic() < end:
             for proc in [*stack.workers, stack.api]:
                 if proc is not None and proc.poll() is not None:
-                    print(f"a child process exited ({proc.args}); stopping", file=sys.stderr)
+                    print(
+                        f"a child process exited ({proc.args!r}); stopping",
+                        file=sys.stderr,
+                    )
                     return 1
             time.sleep(0.5)
         return 0
@@ -206,6 +227,9 @@ def _has_work(page: dict[str, object]) -> bool:
         return False
     return any(
         isinstance(row, dict)
-        and any(item.get("status") != "no_work" for item in row.get("status_and_progress", []))
+        and any(
+            item.get("status") != "no_work"
+            for item in row.get("status_and_progress", [])
+        )
         for row in data
     )

@@ -32,15 +32,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def _wait_for_port(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path
+) -> None:
     deadline = time.monotonic() + 15.0
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise EmbeddedServiceError(
                 f"{what} exited with code {proc.returncode}: {log.read_text()[-2000:]}"
             )
-        with contextlib.suppress(OSError), socket.create_connection(
-            ("127.0.0.1", port), timeout=0.2
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), timeout=0.2),
         ):
             return
         time.sleep(0.05)
@@ -52,13 +55,15 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
 class _ChildServer:
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="mastery-")))
+    workdir: Path = field(
+        default_factory=lambda: Path(tempfile.mkdtemp(prefix="mastery-"))
+    )
 
     def _spawn(self, argv: list[str], what: str) -> None:
         log = self.workdir / "server.log"
         self.port = self.port or free_port()
         with log.open("wb") as out:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv built from our own paths
+            self.proc = subprocess.Popen(
                 argv,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -188,4 +193,3 @@ def embedded_stack() -> Iterator[tuple[EmbeddedKafka, EmbeddedRedis]]:
             redis.stop()
     finally:
         kafka.stop()
-

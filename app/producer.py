@@ -22,7 +22,9 @@ class EventProducer:
     batched (``bulk=True``), see :meth:`BrokerProfile.producer_settings`.
     """
 
-    def __init__(self, bootstrap: str, profile: BrokerProfile, topics: TopicNames) -> None:
+    def __init__(
+        self, bootstrap: str, profile: BrokerProfile, topics: TopicNames
+    ) -> None:
         self.topics = topics
         self._catalog = AIOKafkaProducer(
             bootstrap_servers=bootstrap, **profile.producer_settings(bulk=False)
@@ -46,7 +48,9 @@ class EventProducer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def send_raw(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[object]:
+    async def send_raw(
+        self, topic: str, key: bytes | None, value: bytes
+    ) -> asyncio.Future[object]:
         """Queue raw bytes (for tests of bad input); await the result for the ack."""
         producer = self._catalog if topic == self.topics.catalog else self._bulk
         fut: asyncio.Future[object] = await producer.send(topic, value, key=key)

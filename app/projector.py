@@ -54,8 +54,8 @@ class Projection:
         self.strings[self.keys.row(registration_id, goal_id)] = item
 
     def learning_instance(self, event: LearningInstanceCreated) -> None:
-        self.strings[self.keys.learning_instance(event.learning_instance_id)] = orjson.dumps(
-            {"partner_id": event.partner_id}
+        self.strings[self.keys.learning_instance(event.learning_instance_id)] = (
+            orjson.dumps({"partner_id": event.partner_id})
         )
 
     def goal(self, goal: GoalDefined, template: bytes) -> None:
@@ -72,7 +72,11 @@ class Projection:
         )
         if event.role == "learner":
             self.learners.append(
-                (event.learning_instance_id, event.registration_id, creation_score(event))
+                (
+                    event.learning_instance_id,
+                    event.registration_id,
+                    creation_score(event),
+                )
             )
         else:
             self.instructors.append((event.learning_instance_id, event.user_id))
@@ -104,7 +108,9 @@ class RedisProjector:
             if projection.strings:
                 pipe.mset(projection.strings)
             for li_id, registration_id, score in projection.learners:
-                pipe.zadd(projection.keys.learners(li_id), {registration_id: score}, nx=True)
+                pipe.zadd(
+                    projection.keys.learners(li_id), {registration_id: score}, nx=True
+                )
             for li_id, user_id in projection.instructors:
                 pipe.sadd(projection.keys.instructors(li_id), user_id)
             await pipe.execute()

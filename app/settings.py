@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     ``REDIS_URL``. Leaving them unset means "use the embedded stack".
     """
 
-    model_config = SettingsConfigDict(env_prefix="MASTERY_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="MASTERY_", frozen=True, extra="ignore"
+    )
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -45,7 +47,8 @@ class Settings(BaseSettings):
 
     app_id: str | None = Field(
         default=None,
-        description="Faust app id = consumer group and changelog prefix; default <topic_prefix>-worker",
+        description="Faust app id (consumer group, changelog prefix); "
+        "default <topic_prefix>-worker",
     )
     topic_prefix: str = "mastery"
     topic_partitions: int = Field(default=4, ge=1, le=256)

@@ -15,7 +15,11 @@ from schemas.events import (
 __all__ = ["AnyEvent", "TopicNames"]
 
 AnyEvent = (
-    LearningInstanceCreated | RegistrationCreated | GoalDefined | ModuleTagged | AttemptGraded
+    LearningInstanceCreated
+    | RegistrationCreated
+    | GoalDefined
+    | ModuleTagged
+    | AttemptGraded
 )
 
 

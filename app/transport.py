@@ -16,7 +16,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 __all__ = ["MasteryApp"]
 
 
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
@@ -27,16 +27,16 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mi
         return consumer
 
 
-class _Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class _Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
-class MasteryApp(faust.App):  # type: ignore[misc]
+class MasteryApp(faust.App):
     """``faust.App`` whose consumer honours ``fetch_max_wait_ms``."""
 
     def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None, **kwargs: Any):

@@ -61,7 +61,9 @@ def _reason(exc: Exception) -> str:
 class Worker:
     """Owns the Faust app and everything its agents use."""
 
-    def __init__(self, settings: Settings, profile: BrokerProfile, bootstrap: str, redis_url: str):
+    def __init__(
+        self, settings: Settings, profile: BrokerProfile, bootstrap: str, redis_url: str
+    ):
         self.settings = settings
         self.topics = TopicNames(settings.topic_prefix)
         self.keys = ReadModelKeys()
@@ -95,7 +97,9 @@ class Worker:
             **profile.faust_settings(),
         )
         self.registration_topic = self.app.topic(
-            self.topics.registration_events, key_serializer="raw", value_serializer="raw"
+            self.topics.registration_events,
+            key_serializer="raw",
+            value_serializer="raw",
         )
         self.catalog_topic = self.app.topic(
             self.topics.catalog, key_serializer="raw", value_serializer="raw"
@@ -208,12 +212,16 @@ class Worker:
         finally:
             _current_event.reset(token)
 
-    def _project_rows(self, projection: Projection, reg_id: str, state: RegistrationState) -> None:
+    def _project_rows(
+        self, projection: Projection, reg_id: str, state: RegistrationState
+    ) -> None:
         if state.role != "learner":
             return
         catalog = self.follower.catalog
         for goal in catalog.goals_of(state.learning_instance_id):
-            projection.row(reg_id, goal.goal_id, orjson.dumps(evaluate(goal, state, catalog)))
+            projection.row(
+                reg_id, goal.goal_id, orjson.dumps(evaluate(goal, state, catalog))
+            )
 
     # -- catalog events -----------------------------------------------------
 
@@ -221,7 +229,9 @@ class Worker:
         """Validate a catalog record, dead-letter it or project its read-model keys."""
         try:
             event = decode_event(ev.value or b"")
-            if not isinstance(event, LearningInstanceCreated | GoalDefined | ModuleTagged):
+            if not isinstance(
+                event, LearningInstanceCreated | GoalDefined | ModuleTagged
+            ):
                 raise ValueError(f"{event.type} does not belong on this topic")
         except (ValidationError, ValueError) as exc:
             await self._send_dead_letters([self._dead_letter(ev, _reason(exc))])
@@ -229,7 +239,9 @@ class Worker:
         # The template depends on the catalog as of this record: let the
         # follower reach it first.
         await self.follower.wait_for_record(
-            ev.message.partition, ev.message.offset, self.settings.catalog_catchup_timeout_s
+            ev.message.partition,
+            ev.message.offset,
+            self.settings.catalog_catchup_timeout_s,
         )
         projection = Projection(self.keys)
         if isinstance(event, LearningInstanceCreated):
@@ -240,7 +252,9 @@ class Worker:
             projection.goal(current, template)
         await self.projector.write(projection)
 
-    async def _on_catalog_change(self, event: CatalogEventT, changed: bool, live: bool) -> None:
+    async def _on_catalog_change(
+        self, event: CatalogEventT, changed: bool, live: bool
+    ) -> None:
         if not live or not changed:
             return  # the startup repair pass covers everything replayed
         if isinstance(event, GoalDefined):
@@ -296,7 +310,11 @@ class Worker:
     def _dead_letter(self, ev: Any, reason: str) -> DeadLetter:
         message = ev.message
         log.warning(
-            "dead-letter %s/%d/%d: %s", message.topic, message.partition, message.offset, reason
+            "dead-letter %s/%d/%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            reason,
         )
         return DeadLetter(
             reason=reason,

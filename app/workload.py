@@ -48,7 +48,11 @@ class Workload:
 
     @property
     def learning_instances(self) -> list[str]:
-        return [e.learning_instance_id for e in self.catalog if isinstance(e, LearningInstanceCreated)]
+        return [
+            e.learning_instance_id
+            for e in self.catalog
+            if isinstance(e, LearningInstanceCreated)
+        ]
 
     def goals_of(self, li_id: str) -> list[str]:
         return [
@@ -96,7 +100,9 @@ def simulated(
         for lo in objectives
     }
     # One module per objective, plus a review module covering two of them.
-    modules: dict[str, list[str]] = {f"module-{i + 1}": [lo] for i, lo in enumerate(objectives)}
+    modules: dict[str, list[str]] = {
+        f"module-{i + 1}": [lo] for i, lo in enumerate(objectives)
+    }
     modules["module-review"] = objectives[:2]
     for module_id, los in modules.items():
         w.catalog.append(
@@ -113,7 +119,10 @@ def simulated(
         li = new_id()
         w.catalog.append(
             LearningInstanceCreated(
-                event_id=new_id(), occurred_at=next(clock), learning_instance_id=li, partner_id="partner-demo"
+                event_id=new_id(),
+                occurred_at=next(clock),
+                learning_instance_id=li,
+                partner_id="partner-demo",
             )
         )
         goal_lo = new_id()
@@ -126,7 +135,9 @@ def simulated(
                 targets=[Target(learning_objective_id=lo) for lo in objectives[:4]],
                 topics={"topic-1": objectives[:2], "topic-2": objectives[2:4]},
                 completion_criteria=CompletionCriteria(
-                    min_predicted_mastery=0.95, min_work_per_target=2, max_work_on_goal=60
+                    min_predicted_mastery=0.95,
+                    min_work_per_target=2,
+                    max_work_on_goal=60,
                 ),
             )
         )
@@ -164,8 +175,15 @@ def simulated(
             never_learns = n % 10 == 9
             streams.append(
                 _simulate_learner(
-                    rng, new_id, reg.registration_id, modules, params, attempts_per_learner,
-                    never_learns, goal_lo, goal_mod,
+                    rng=rng,
+                    new_id=new_id,
+                    registration_id=reg.registration_id,
+                    modules=modules,
+                    params=params,
+                    count=attempts_per_learner,
+                    never_learns=never_learns,
+                    goal_lo=goal_lo,
+                    goal_mod=goal_mod,
                 )
             )
     w.attempts = _interleave(streams, rng, clock)
@@ -173,6 +191,7 @@ def simulated(
 
 
 def _simulate_learner(
+    *,
     rng: random.Random,
     new_id: _Ids,
     registration_id: str,
@@ -194,9 +213,19 @@ def _simulate_learner(
             for lo in los
         )
         for lo in los:
-            if not never_learns and not mastered[lo] and rng.random() < params[lo].learn:
+            if (
+                not never_learns
+                and not mastered[lo]
+                and rng.random() < params[lo].learn
+            ):
                 mastered[lo] = True
-        goal = rng.choice([None, None, goal_lo if module_id not in ("module-5", "module-6") else goal_mod])
+        goal = rng.choice(
+            [
+                None,
+                None,
+                goal_lo if module_id not in ("module-5", "module-6") else goal_mod,
+            ]
+        )
         yield AttemptGraded(
             event_id=new_id(),
             occurred_at=_EPOCH,  # replaced when interleaved
@@ -210,7 +239,9 @@ def _simulate_learner(
 
 
 def _interleave(
-    streams: list[Iterator[AttemptGraded]], rng: random.Random, clock: Iterator[datetime]
+    streams: list[Iterator[AttemptGraded]],
+    rng: random.Random,
+    clock: Iterator[datetime],
 ) -> list[AttemptGraded]:
     out: list[AttemptGraded] = []
     live = list(streams)
@@ -221,7 +252,9 @@ def _interleave(
             live.pop(i)
             continue
         t = next(clock)
-        out.append(attempt.model_copy(update={"occurred_at": t, "interaction_end_time": t}))
+        out.append(
+            attempt.model_copy(update={"occurred_at": t, "interaction_end_time": t})
+        )
     return out
 
 
@@ -247,12 +280,19 @@ def assistments(
     max_learners: int | None = None,
     seed: int = 11,
 ) -> Workload:
-    """Replay a DKT file: skill N is module ``skill-N`` tagged with objective ``skill-N``."""
+    """Replay a DKT file.
+
+    Skill N becomes module ``skill-N``, tagged with objective ``skill-N``.
+    """
     rng = random.Random(seed)
     new_id = _Ids(rng)
     clock = _clock()
     sequences = list(read_dkt(path))[:max_learners]
-    known = json.loads(params_path.read_text()) if params_path and params_path.exists() else {}
+    known = (
+        json.loads(params_path.read_text())
+        if params_path and params_path.exists()
+        else {}
+    )
     usage = Counter(s for skills, _ in sequences for s in skills)
     w = Workload()
     for skill in sorted(usage, key=lambda s: int(s) if s.isdigit() else 0):
@@ -275,7 +315,10 @@ def assistments(
             li = new_id()
             w.catalog.append(
                 LearningInstanceCreated(
-                    event_id=new_id(), occurred_at=next(clock), learning_instance_id=li, partner_id="partner-assistments"
+                    event_id=new_id(),
+                    occurred_at=next(clock),
+                    learning_instance_id=li,
+                    partner_id="partner-assistments",
                 )
             )
             for half, targets in enumerate((top[:4], top[4:])):
@@ -286,21 +329,32 @@ def assistments(
                         goal_id=new_id(),
                         learning_instance_id=li,
                         targets=[Target(learning_objective_id=t) for t in targets],
-                        topics={f"topic-{half}.a": targets[:2], f"topic-{half}.b": targets[2:]},
+                        topics={
+                            f"topic-{half}.a": targets[:2],
+                            f"topic-{half}.b": targets[2:],
+                        },
                     )
                 )
         reg = RegistrationCreated(
-            event_id=new_id(), occurred_at=next(clock), registration_id=new_id(),
-            learning_instance_id=li, user_id=f"assist-{n}", role="learner",
+            event_id=new_id(),
+            occurred_at=next(clock),
+            registration_id=new_id(),
+            learning_instance_id=li,
+            user_id=f"assist-{n}",
+            role="learner",
         )
         w.registrations.append(reg)
         streams.append(
             iter(
                 [
                     AttemptGraded(
-                        event_id=new_id(), occurred_at=_EPOCH, attempt_id=new_id(),
-                        registration_id=reg.registration_id, module_id=f"skill-{s}",
-                        is_correct=a, interaction_end_time=_EPOCH,
+                        event_id=new_id(),
+                        occurred_at=_EPOCH,
+                        attempt_id=new_id(),
+                        registration_id=reg.registration_id,
+                        module_id=f"skill-{s}",
+                        is_correct=a,
+                        interaction_end_time=_EPOCH,
                     )
                     for s, a in zip(skills, answers, strict=True)
                 ]

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.events import EntityId
 
-__all__ = ["MAX_GOALS_PER_QUERY", "RegistrationQuery", "LearningInstanceQuery"]
+__all__ = ["MAX_GOALS_PER_QUERY", "LearningInstanceQuery", "RegistrationQuery"]
 
 #: Columns per request: bounds the work of one page (100 rows x 50 goals).
 MAX_GOALS_PER_QUERY = 50
@@ -19,7 +19,9 @@ class RegistrationQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    goal_ids: Annotated[list[EntityId], Field(min_length=1, max_length=MAX_GOALS_PER_QUERY)]
+    goal_ids: Annotated[
+        list[EntityId], Field(min_length=1, max_length=MAX_GOALS_PER_QUERY)
+    ]
 
     @field_validator("goal_ids")
     @classmethod

@@ -8,7 +8,7 @@ record bytes back into a model.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, TypeAlias, Union
+from typing import Annotated, Literal, TypeAlias
 
 from pydantic import (
     AwareDatetime,
@@ -21,19 +21,19 @@ from pydantic import (
 )
 
 __all__ = [
+    "SCHEMA_VERSION",
     "AttemptGraded",
     "BKTParameters",
     "CatalogEvent",
     "CompletionCriteria",
-    "Event",
     "EntityId",
+    "Event",
     "GoalDefined",
     "LearningInstanceCreated",
     "ModuleTagged",
     "RefId",
     "RegistrationCreated",
     "RegistrationEvent",
-    "SCHEMA_VERSION",
     "Target",
     "decode_event",
     "encode_event",
@@ -197,20 +197,18 @@ class AttemptGraded(_EventBase):
 
 
 CatalogEvent: TypeAlias = Annotated[
-    Union[LearningInstanceCreated, GoalDefined, ModuleTagged],
+    LearningInstanceCreated | GoalDefined | ModuleTagged,
     Field(discriminator="type"),
 ]
 RegistrationEvent: TypeAlias = Annotated[
-    Union[RegistrationCreated, AttemptGraded], Field(discriminator="type")
+    RegistrationCreated | AttemptGraded, Field(discriminator="type")
 ]
 Event: TypeAlias = Annotated[
-    Union[
-        LearningInstanceCreated,
-        RegistrationCreated,
-        GoalDefined,
-        ModuleTagged,
-        AttemptGraded,
-    ],
+    LearningInstanceCreated
+    | RegistrationCreated
+    | GoalDefined
+    | ModuleTagged
+    | AttemptGraded,
     Field(discriminator="type"),
 ]
 
@@ -225,4 +223,3 @@ def decode_event(data: bytes | str) -> Event:
 def encode_event(event: BaseModel) -> bytes:
     """Serialize an event to the JSON bytes carried on Kafka."""
     return event.model_dump_json(exclude_none=True).encode()
-

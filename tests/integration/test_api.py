@@ -35,13 +35,28 @@ LEARNERS = [f"reg-{i:02d}" for i in range(7)]
 def _item(goal_id: str, reg: str) -> bytes:
     # Stand-in rows with a recognisable payload; the API must pass them through
     # byte for byte.
-    return orjson.dumps({"goal_id": goal_id, "status": "in_progress", "progress": 0.5,
-                         "work_remaining": 3, "targets": [], "_reg": reg})
+    return orjson.dumps(
+        {
+            "goal_id": goal_id,
+            "status": "in_progress",
+            "progress": 0.5,
+            "work_remaining": 3,
+            "targets": [],
+            "_reg": reg,
+        }
+    )
 
 
 def _template(goal_id: str) -> bytes:
-    return orjson.dumps({"goal_id": goal_id, "status": "no_work", "progress": 0.0,
-                         "work_remaining": -1, "targets": []})
+    return orjson.dumps(
+        {
+            "goal_id": goal_id,
+            "status": "no_work",
+            "progress": 0.0,
+            "work_remaining": -1,
+            "targets": [],
+        }
+    )
 
 
 async def _seed(url: str) -> None:
@@ -49,21 +64,45 @@ async def _seed(url: str) -> None:
     await redis.flushall()
     p = Projection(ReadModelKeys())
     for li in (LI, OTHER_LI):
-        p.learning_instance(LearningInstanceCreated(
-            event_id=f"e-{li}", occurred_at=T0, learning_instance_id=li, partner_id="p1"))
+        p.learning_instance(
+            LearningInstanceCreated(
+                event_id=f"e-{li}",
+                occurred_at=T0,
+                learning_instance_id=li,
+                partner_id="p1",
+            )
+        )
     for gid, li in [(GOALS[0], LI), (GOALS[1], LI), ("goal-other", OTHER_LI)]:
-        goal = GoalDefined(event_id=f"e-{gid}", occurred_at=T0, goal_id=gid,
-                           learning_instance_id=li,
-                           targets=[Target(learning_objective_id="lo-1")])
+        goal = GoalDefined(
+            event_id=f"e-{gid}",
+            occurred_at=T0,
+            goal_id=gid,
+            learning_instance_id=li,
+            targets=[Target(learning_objective_id="lo-1")],
+        )
         p.goal(goal, _template(gid))
     # Created in reverse id order, to prove ordering is by creation, not by id.
     for n, reg in enumerate(reversed(LEARNERS)):
-        p.registration(RegistrationCreated(
-            event_id=f"e-{reg}", occurred_at=T0 + timedelta(seconds=n), registration_id=reg,
-            learning_instance_id=LI, user_id=f"u-{reg}", role="learner"))
-    p.registration(RegistrationCreated(
-        event_id="e-instr", occurred_at=T0, registration_id="reg-instructor",
-        learning_instance_id=LI, user_id="teacher", role="instructor"))
+        p.registration(
+            RegistrationCreated(
+                event_id=f"e-{reg}",
+                occurred_at=T0 + timedelta(seconds=n),
+                registration_id=reg,
+                learning_instance_id=LI,
+                user_id=f"u-{reg}",
+                role="learner",
+            )
+        )
+    p.registration(
+        RegistrationCreated(
+            event_id="e-instr",
+            occurred_at=T0,
+            registration_id="reg-instructor",
+            learning_instance_id=LI,
+            user_id="teacher",
+            role="instructor",
+        )
+    )
     for reg in LEARNERS[1:]:  # reg-00 has no row yet: the template is served
         for gid in GOALS:
             p.row(reg, gid, _item(gid, reg))
@@ -81,8 +120,11 @@ def client(redis_server: EmbeddedRedis) -> Iterator[TestClient]:
 
 
 def _li(client: TestClient, body: object, li: str = LI) -> tuple[int, dict]:  # type: ignore[type-arg]
-    r = client.post(f"/learning-instances/{li}/metrics/status-and-progress",
-                    content=orjson.dumps(body), headers={"content-type": "application/json"})
+    r = client.post(
+        f"/learning-instances/{li}/metrics/status-and-progress",
+        content=orjson.dumps(body),
+        headers={"content-type": "application/json"},
+    )
     return r.status_code, r.json()
 
 
@@ -100,9 +142,13 @@ def test_first_page_defaults_to_100_rows_in_creation_order(client: TestClient) -
         assert [item["goal_id"] for item in row["status_and_progress"]] == GOALS
 
 
-def test_rows_pass_through_and_missing_rows_get_the_template(client: TestClient) -> None:
+def test_rows_pass_through_and_missing_rows_get_the_template(
+    client: TestClient,
+) -> None:
     _, body = _li(client, {"goal_ids": GOALS})
-    by_reg = {row["registration_id"]: row["status_and_progress"] for row in body["data"]}
+    by_reg = {
+        row["registration_id"]: row["status_and_progress"] for row in body["data"]
+    }
     assert by_reg["reg-03"][1] == orjson.loads(_item("goal-b", "reg-03"))
     assert by_reg["reg-00"] == [orjson.loads(_template(g)) for g in GOALS]
 
@@ -120,8 +166,11 @@ def test_paging_with_string_page_size_walks_every_row_once(client: TestClient) -
         if "next" not in body:
             break
         assert body["next"]["registrations_per_page"] == 3
-        body_in = {"goal_ids": [GOALS[1]], "registrations_per_page": "3",
-                   "registration_offset": body["next"]["registration_offset"]}
+        body_in = {
+            "goal_ids": [GOALS[1]],
+            "registrations_per_page": "3",
+            "registration_offset": body["next"]["registration_offset"],
+        }
     assert pages == 3
     assert seen == CREATION_ORDER
 
@@ -129,7 +178,9 @@ def test_paging_with_string_page_size_walks_every_row_once(client: TestClient) -
 def test_column_order_follows_the_request(client: TestClient) -> None:
     _, body = _li(client, {"goal_ids": list(reversed(GOALS))})
     assert body["column_headers"] == list(reversed(GOALS))
-    assert [i["goal_id"] for i in body["data"][1]["status_and_progress"]] == list(reversed(GOALS))
+    assert [i["goal_id"] for i in body["data"][1]["status_and_progress"]] == list(
+        reversed(GOALS)
+    )
 
 
 def test_offset_past_the_end_gives_an_empty_last_page(client: TestClient) -> None:
@@ -149,14 +200,19 @@ def test_offset_past_the_end_gives_an_empty_last_page(client: TestClient) -> Non
         ({"goal_ids": ["bad id with spaces"]}, "goal_ids.0"),
         ({"goal_ids": GOALS, "registrations_per_page": 101}, "registrations_per_page"),
         ({"goal_ids": GOALS, "registrations_per_page": 0}, "registrations_per_page"),
-        ({"goal_ids": GOALS, "registrations_per_page": "ten"}, "registrations_per_page"),
+        (
+            {"goal_ids": GOALS, "registrations_per_page": "ten"},
+            "registrations_per_page",
+        ),
         ({"goal_ids": GOALS, "registrations_per_page": True}, "registrations_per_page"),
         ({"goal_ids": GOALS, "registration_offset": -1}, "registration_offset"),
         ({"goal_ids": GOALS, "colour": "red"}, "colour"),
         ([GOALS], "body"),
     ],
 )
-def test_bad_bodies_get_400_naming_the_field(client: TestClient, body: object, field: str) -> None:
+def test_bad_bodies_get_400_naming_the_field(
+    client: TestClient, body: object, field: str
+) -> None:
     status, err = _li(client, body)
     assert status == 400
     assert err["error"]["code"] == "invalid_request"
@@ -164,7 +220,9 @@ def test_bad_bodies_get_400_naming_the_field(client: TestClient, body: object, f
 
 
 def test_invalid_json_is_a_400(client: TestClient) -> None:
-    r = client.post(f"/learning-instances/{LI}/metrics/status-and-progress", content=b"{nope")
+    r = client.post(
+        f"/learning-instances/{LI}/metrics/status-and-progress", content=b"{nope"
+    )
     assert r.status_code == 400
     assert r.json()["error"]["details"] == {"field": "body"}
 
@@ -181,7 +239,9 @@ def test_unknown_learning_instance_is_a_404(client: TestClient) -> None:
     assert err["error"]["details"] == {"field": "li_id"}
 
 
-def test_goal_of_another_learning_instance_is_a_404_naming_it(client: TestClient) -> None:
+def test_goal_of_another_learning_instance_is_a_404_naming_it(
+    client: TestClient,
+) -> None:
     status, err = _li(client, {"goal_ids": ["goal-a", "goal-other", "goal-zzz"]})
     assert status == 404
     assert err["error"]["code"] == "goal_not_found"
@@ -189,27 +249,37 @@ def test_goal_of_another_learning_instance_is_a_404_naming_it(client: TestClient
 
 
 def test_registration_endpoint_returns_one_row(client: TestClient) -> None:
-    r = client.post("/registrations/reg-04/metrics/status-and-progress",
-                    json={"goal_ids": [GOALS[1]]})
+    r = client.post(
+        "/registrations/reg-04/metrics/status-and-progress",
+        json={"goal_ids": [GOALS[1]]},
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["query"] == {"goal_ids": [GOALS[1]]}
     assert body["column_headers"] == [GOALS[1]]
     assert len(body["data"]) == 1
     assert body["data"][0]["registration_id"] == "reg-04"
-    assert body["data"][0]["status_and_progress"] == [orjson.loads(_item(GOALS[1], "reg-04"))]
+    assert body["data"][0]["status_and_progress"] == [
+        orjson.loads(_item(GOALS[1], "reg-04"))
+    ]
     assert "next" not in body
 
 
 def test_registration_endpoint_errors(client: TestClient) -> None:
-    r = client.post("/registrations/reg-nope/metrics/status-and-progress", json={"goal_ids": GOALS})
+    r = client.post(
+        "/registrations/reg-nope/metrics/status-and-progress", json={"goal_ids": GOALS}
+    )
     assert r.status_code == 404
     assert r.json()["error"]["details"] == {"field": "reg_id"}
-    r = client.post("/registrations/reg-04/metrics/status-and-progress",
-                    json={"goal_ids": ["goal-other"]})
+    r = client.post(
+        "/registrations/reg-04/metrics/status-and-progress",
+        json={"goal_ids": ["goal-other"]},
+    )
     assert r.status_code == 404
-    r = client.post("/registrations/reg-04/metrics/status-and-progress",
-                    json={"goal_ids": GOALS, "registrations_per_page": 2})
+    r = client.post(
+        "/registrations/reg-04/metrics/status-and-progress",
+        json={"goal_ids": GOALS, "registrations_per_page": 2},
+    )
     assert r.status_code == 400  # paging fields belong to the other endpoint
 
 
@@ -223,9 +293,13 @@ def test_unknown_routes_and_methods_answer_json(client: TestClient) -> None:
 
 
 def test_redis_unreachable_is_a_503_not_a_500() -> None:
-    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    dead = Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
+    )
     with TestClient(create_app(RedisPageStore(dead))) as c:
-        r = c.post(f"/learning-instances/{LI}/metrics/status-and-progress",
-                   json={"goal_ids": GOALS})
+        r = c.post(
+            f"/learning-instances/{LI}/metrics/status-and-progress",
+            json={"goal_ids": GOALS},
+        )
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "read_model_unavailable"

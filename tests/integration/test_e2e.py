@@ -71,12 +71,21 @@ def _all_pages(
 
 
 def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
-    workload = simulated(learning_instances=2, learners_per_instance=25, attempts_per_learner=30)
+    workload = simulated(
+        learning_instances=2, learners_per_instance=25, attempts_per_learner=30
+    )
     _produce(stack, workload)
-    oracle = expected_rows(workload.catalog, [*workload.registrations, *workload.attempts])
-    learners = {li: [r.registration_id for r in workload.registrations
-                     if r.learning_instance_id == li and r.role == "learner"]
-                for li in workload.learning_instances}
+    oracle = expected_rows(
+        workload.catalog, [*workload.registrations, *workload.attempts]
+    )
+    learners = {
+        li: [
+            r.registration_id
+            for r in workload.registrations
+            if r.learning_instance_id == li and r.role == "learner"
+        ]
+        for li in workload.learning_instances
+    }
 
     def mismatches() -> list[str]:
         problems = []
@@ -95,8 +104,10 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
             for row in rows:
                 expected = [oracle[row["registration_id"]][g] for g in goals]
                 if row["status_and_progress"] != expected:
-                    problems.append(f"{row['registration_id']}: {row['status_and_progress']} "
-                                    f"!= {expected}")
+                    problems.append(
+                        f"{row['registration_id']}: {row['status_and_progress']} "
+                        f"!= {expected}"
+                    )
         return problems
 
     deadline = time.monotonic() + 150
@@ -118,6 +129,10 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
     )
     assert status == 200
     assert isinstance(page, dict)
-    assert page["data"] == [{"registration_id": reg,
-                             "status_and_progress": [oracle[reg][g] for g in workload.goals_of(li)]}]
+    assert page["data"] == [
+        {
+            "registration_id": reg,
+            "status_and_progress": [oracle[reg][g] for g in workload.goals_of(li)],
+        }
+    ]
     assert orjson.dumps(page)  # served JSON decodes and re-encodes cleanly
