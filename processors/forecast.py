@@ -36,6 +36,7 @@ HORIZON = 30
 #: Spacing of the log-odds grid of the dynamic programme.
 GRID_STEP = 0.005
 _TABLE_CACHE = 512
+_HEADROOM = 40.0
 
 Row = tuple[float, ...]
 
@@ -157,7 +158,9 @@ def _build_forced(
     child = _get_table(params, threshold, work - 1, horizon, step)
     start = child.start
     # From here on, `work` wrong answers in a row still end above threshold.
-    beyond = threshold - work * params.step_wrong
+    # Capped at _HEADROOM: falling that far within 30 items takes ~40/|step|
+    # wrong answers at P~slip each, probability below ~e^-19 for any params.
+    beyond = threshold + min(-work * params.step_wrong, _HEADROOM)
     n = math.ceil((beyond - start) / step) + 1
     rows = [_expand(params, start + i * step, child, horizon) for i in range(n)]
     top = tuple(0.0 if t < work else 1.0 for t in range(horizon + 1))
