@@ -1,0 +1,109 @@
+"""Shared steps of the pipeline tests: produce with a real client, poll the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from app.broker import profile_for
+from app.devstack import DevStack, post_json
+from app.producer import EventProducer
+from app.settings import Settings
+from app.topics import AnyEvent, TopicNames
+from app.workload import Workload
+from schemas.events import AttemptGraded, RegistrationCreated
+from tests.oracle import expected_rows
+
+__all__ = ["all_pages", "produce", "wait_until_rows_match"]
+
+
+def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:
+    """Produce events with aiokafka, under the Tansu profile, and wait for acks."""
+
+    async def go() -> None:
+        profile = profile_for(Settings(broker_profile="tansu"))
+        topics = TopicNames(stack.settings.topic_prefix)
+        async with EventProducer(
+            stack.kafka.bootstrap_servers, profile, topics
+        ) as producer:
+            await producer.send_all(events)
+
+    asyncio.run(go())
+
+
+def all_pages(
+    stack: DevStack, li: str, goals: list[str], per_page: int
+) -> tuple[int, list[dict[str, Any]]] | str:
+    """Every row of a learning instance, page by page; a string on HTTP errors."""
+    rows: list[dict[str, Any]] = []
+    body: dict[str, Any] = {"goal_ids": goals, "registrations_per_page": per_page}
+    pages = 0
+    while True:
+        status, page = post_json(
+            f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress", body
+        )
+        if status != 200:  # e.g. 404 until the worker has projected the LI
+            return f"{li}: HTTP {status} {page}"
+        assert isinstance(page, dict)
+        assert page["column_headers"] == goals
+        assert page["query"] == body
+        pages += 1
+        rows += page["data"]
+        if "next" not in page:
+            return pages, rows
+        assert page["next"]["registrations_per_page"] == per_page
+        body = {**body, "registration_offset": page["next"]["registration_offset"]}
+
+
+def wait_until_rows_match(
+    stack: DevStack,
+    workload: Workload,
+    registration_events: Sequence[RegistrationCreated | AttemptGraded],
+    *,
+    per_page: int = 10,
+    min_pages: int = 1,
+    timeout_s: float = 150.0,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Poll the API until every row equals the oracle; return the oracle."""
+    oracle = expected_rows(workload.catalog, registration_events)
+    learners = {
+        li: [
+            r.registration_id
+            for r in workload.registrations
+            if r.learning_instance_id == li and r.role == "learner"
+        ]
+        for li in workload.learning_instances
+    }
+
+    def mismatches() -> list[str]:
+        problems = []
+        for li in workload.learning_instances:
+            goals = workload.goals_of(li)
+            result = all_pages(stack, li, goals, per_page)
+            if isinstance(result, str):
+                problems.append(result)
+                continue
+            pages, rows = result
+            assert pages >= min_pages
+            got = [row["registration_id"] for row in rows]
+            if got != learners[li]:
+                problems.append(f"{li}: registrations {got} != {learners[li]}")
+                continue
+            for row in rows:
+                expected = [oracle[row["registration_id"]][g] for g in goals]
+                if row["status_and_progress"] != expected:
+                    problems.append(
+                        f"{row['registration_id']}: {row['status_and_progress']} "
+                        f"!= {expected}"
+                    )
+        return problems
+
+    deadline = time.monotonic() + timeout_s
+    problems = mismatches()
+    while problems and time.monotonic() < deadline:
+        time.sleep(0.5)
+        problems = mismatches()
+    assert problems == [], f"{len(problems)} mismatches, e.g. {problems[:2]}"
+    return oracle
