@@ -143,20 +143,28 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
-    from processors.trace import load_params, trace_rows
+    from processors.mastery import DEFAULT_PARAMS
+    from processors.trace import TraceError, load_params, trace_rows
 
-    params = load_params(Path(args.params).read_text())
-    with Path(args.attempts).open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"order_id", "user_id", "skill_name", "correct"} - set(
-            reader.fieldnames or []
-        )
-        if missing:
-            raise SystemExit(f"error: {args.attempts} lacks columns {sorted(missing)}")
-        out = csv.writer(sys.stdout, lineterminator="\n")
-        out.writerow(["order_id", "p_correct", "p_mastered"])
-        for order_id, p_correct, p_mastered in trace_rows(params, reader):
-            out.writerow([order_id, repr(p_correct), repr(p_mastered)])
+    try:
+        params = load_params(Path(args.params).read_text())
+        with Path(args.attempts).open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            needed = {"order_id", "user_id", "skill_name", "correct"}
+            missing = needed - set(reader.fieldnames or [])
+            if missing:
+                raise SystemExit(
+                    f"error: {args.attempts} lacks columns {sorted(missing)}"
+                )
+            out = csv.writer(sys.stdout, lineterminator="\n")
+            out.writerow(["order_id", "p_correct", "p_mastered"])
+            default = DEFAULT_PARAMS if args.default_params else None
+            for order_id, p_correct, p_mastered in trace_rows(
+                params, reader, default=default
+            ):
+                out.writerow([order_id, repr(p_correct), repr(p_mastered)])
+    except (OSError, TraceError) as exc:
+        raise SystemExit(f"error: {exc}") from exc
     return 0
 
 
@@ -223,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_trace.add_argument(
         "--attempts", required=True, help="CSV: order_id,user_id,skill_name,correct"
+    )
+    p_trace.add_argument(
+        "--default-params",
+        action="store_true",
+        help="use the default parameters for skills missing from PARAMS (else: error)",
     )
     p_trace.set_defaults(func=cmd_model_trace)
     return parser
