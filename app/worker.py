@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,12 @@ from app.settings import Settings
 from app.topics import TopicNames
 from app.transport import MasteryApp
 from processors.goals import evaluate
-from processors.registration import RegistrationState, apply_attempt, register
+from processors.registration import (
+    AttemptResult,
+    RegistrationState,
+    apply_attempt,
+    register,
+)
 from schemas.dead_letter import DeadLetter
 from schemas.events import (
     AttemptGraded,
@@ -56,6 +62,26 @@ def _reason(exc: Exception) -> str:
         ]
         return "invalid event: " + "; ".join(parts)
     return f"invalid event: {exc}"
+
+
+async def _or_die(work: Awaitable[None]) -> None:
+    """Run one batch; on an unexpected error exit at once, without acking it.
+
+    Faust's ``take_events`` acks a batch in a ``finally`` — even when the agent
+    raised — so letting an exception escape would commit offsets of events that
+    were never applied. Crash-only instead: the process exits, its offsets stay
+    uncommitted, and the restarted worker re-processes the batch (idempotently).
+    """
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.critical(
+            "batch failed; exiting without committing its offsets", exc_info=True
+        )
+        logging.shutdown()
+        os._exit(70)
 
 
 class Worker:
@@ -129,11 +155,11 @@ class Worker:
         within = self.settings.batch_within_ms / 1000
         async for events in stream.take_events(self.settings.batch_max_events, within):
             async with self.lock:
-                await self.handle_registration_batch(events)
+                await _or_die(self.handle_registration_batch(events))
 
     async def _catalog_agent(self, stream: Any) -> None:
         async for event in stream.events():
-            await self.handle_catalog_record(event)
+            await _or_die(self.handle_catalog_record(event))
 
     # -- registration events ------------------------------------------------
 
@@ -169,7 +195,13 @@ class Worker:
                 projection.registration(event)
                 self.stats["applied"] += 1
             else:
-                result = apply_attempt(state, event, catalog)
+                try:
+                    result = apply_attempt(state, event, catalog)
+                except Exception as exc:  # a bug must not sink the batch or the event
+                    log.exception("applying %s failed", event.attempt_id)
+                    result = AttemptResult(
+                        state, "rejected", f"internal error: {exc!r}"
+                    )
                 self.stats[result.outcome] += 1
                 if result.outcome == "rejected":
                     dead.append(self._dead_letter(ev, result.reason or "rejected"))
