@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
 
 bench-model: $(STAMP)
-	$(BIN)/python -m bench.model_calibration --out docs/analytics.md
+	$(BIN)/python -m bench.model_calibration --learners 1000 --seed 7 --out docs/model-calibration.md
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
