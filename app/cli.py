@@ -134,6 +134,48 @@ def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if check.reports_offsets_correctly else 3
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from app.rebuild import rebuild
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = _require(settings.redis_url, "REDIS_URL")
+    report = asyncio.run(rebuild(settings, bootstrap, redis_url, flush=args.flush))
+    print(
+        f"rebuilt the read model: {report.registrations:,} registrations, "
+        f"{report.rows:,} rows, {report.catalog_events:,} catalog events, "
+        f"{report.keys_written:,} keys written"
+    )
+    return 0
+
+
+def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from app.broker import profile_for
+    from app.dead_letters import pending_dead_letters, redrive
+    from app.topics import TopicNames
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    topics = TopicNames(settings.topic_prefix)
+    view = asyncio.run(pending_dead_letters(bootstrap, topics))
+    letters = [
+        d
+        for d in view.pending
+        if args.reason_contains is None or args.reason_contains in d.reason
+    ]
+    if args.dlq_command == "list":
+        for d in letters[: args.limit]:
+            value = (d.value or b"")[:200].decode(errors="replace")
+            print(f"{d.dlq_key}\t{d.rejected_at.isoformat()}\t{d.reason}\t{value}")
+        print(
+            f"{len(letters):,} pending ({view.redriven:,} re-driven, "
+            f"{view.duplicates:,} duplicate rejections)",
+            file=sys.stderr,
+        )
+        return 0
+    n = asyncio.run(redrive(bootstrap, profile_for(settings), topics, letters))
+    print(f"re-drove {n:,} records")
+    return 0
+
+
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.devstack import run_dev
 
@@ -216,6 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workload_args(p_prod)
     p_prod.set_defaults(func=cmd_produce)
+
+    p_rebuild = sub.add_parser(
+        "rebuild",
+        help="re-materialize the Redis read model from the worker's changelog",
+    )
+    p_rebuild.add_argument("--flush", action="store_true", help="FLUSHDB first")
+    p_rebuild.set_defaults(func=cmd_rebuild)
+
+    p_dlq = sub.add_parser("dlq", help="list or re-drive dead-lettered records")
+    dlq_sub = p_dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, text in (
+        ("list", "list pending rejections"),
+        ("redrive", "produce them again"),
+    ):
+        p = dlq_sub.add_parser(name, help=text)
+        p.add_argument("--reason-contains", default=None, metavar="TEXT")
+        p.add_argument("--limit", type=int, default=100)
+        p.set_defaults(func=cmd_dlq)
 
     sub.add_parser("selfcheck", help="check the broker's end offsets").set_defaults(
         func=cmd_selfcheck

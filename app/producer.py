@@ -17,16 +17,17 @@ __all__ = ["EventProducer"]
 class EventProducer:
     """Routes events to their topic and key; every send is acknowledged.
 
-    Catalog events always go one record per batch under the Tansu profile (the
-    catalog follower relies on correct end offsets); registration events may be
-    batched (``bulk=True``), see :meth:`BrokerProfile.producer_settings`.
+    Under the Tansu profile every topic but registration-events is written one
+    record per batch (readers of the catalog and dead-letter topics rely on
+    correct end offsets); registration events are batched, see
+    :meth:`BrokerProfile.producer_settings`.
     """
 
     def __init__(
         self, bootstrap: str, profile: BrokerProfile, topics: TopicNames
     ) -> None:
         self.topics = topics
-        self._catalog = AIOKafkaProducer(
+        self._single = AIOKafkaProducer(
             bootstrap_servers=bootstrap, **profile.producer_settings(bulk=False)
         )
         self._bulk = AIOKafkaProducer(
@@ -34,11 +35,11 @@ class EventProducer:
         )
 
     async def start(self) -> None:
-        await self._catalog.start()
+        await self._single.start()
         await self._bulk.start()
 
     async def stop(self) -> None:
-        await self._catalog.stop()
+        await self._single.stop()
         await self._bulk.stop()
 
     async def __aenter__(self) -> EventProducer:
@@ -52,7 +53,11 @@ class EventProducer:
         self, topic: str, key: bytes | None, value: bytes
     ) -> asyncio.Future[object]:
         """Queue raw bytes (for tests of bad input); await the result for the ack."""
-        producer = self._catalog if topic == self.topics.catalog else self._bulk
+        # Only registration events may be batched: nobody reads that topic's end
+        # offsets (see BrokerProfile.producer_settings).
+        producer = (
+            self._bulk if topic == self.topics.registration_events else self._single
+        )
         fut: asyncio.Future[object] = await producer.send(topic, value, key=key)
         return fut
 

@@ -19,23 +19,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from processors.registration import RegistrationState, register
 from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
 from schemas.read_model import ReadModelKeys
 
-__all__ = ["Projection", "RedisProjector", "creation_score"]
+__all__ = ["Projection", "RedisProjector"]
 
 log = logging.getLogger(__name__)
-
-
-def creation_score(event: RegistrationCreated) -> float:
-    """ZSET score giving the stable creation order of registrations.
-
-    Microseconds since the epoch of ``occurred_at`` (exact in a double until
-    the year 2255); registrations created in the same microsecond are ordered by
-    id, which is how Redis orders equal scores.
-    """
-    ts = event.occurred_at
-    return float(int(ts.timestamp()) * 1_000_000 + ts.microsecond)
 
 
 @dataclass
@@ -62,24 +52,26 @@ class Projection:
         self.strings[self.keys.goal(goal.goal_id)] = goal.learning_instance_id.encode()
         self.strings[self.keys.goal_template(goal.goal_id)] = template
 
-    def registration(self, event: RegistrationCreated) -> None:
-        self.strings[self.keys.registration(event.registration_id)] = orjson.dumps(
+    def registration(self, fact: RegistrationState | RegistrationCreated) -> None:
+        """Registration facts (for access rules) and its place in the LI's order."""
+        state = register(None, fact) if isinstance(fact, RegistrationCreated) else fact
+        self.strings[self.keys.registration(state.registration_id)] = orjson.dumps(
             {
-                "learning_instance_id": event.learning_instance_id,
-                "user_id": event.user_id,
-                "role": event.role,
+                "learning_instance_id": state.learning_instance_id,
+                "user_id": state.user_id,
+                "role": state.role,
             }
         )
-        if event.role == "learner":
+        if state.role == "learner":
             self.learners.append(
                 (
-                    event.learning_instance_id,
-                    event.registration_id,
-                    creation_score(event),
+                    state.learning_instance_id,
+                    state.registration_id,
+                    float(state.created_us),
                 )
             )
         else:
-            self.instructors.append((event.learning_instance_id, event.user_id))
+            self.instructors.append((state.learning_instance_id, state.user_id))
 
 
 class RedisProjector:

@@ -186,13 +186,14 @@ class Worker:
 
         states: dict[str, RegistrationState | None] = {}
         carrier: dict[str, Any] = {}
+        registered: set[str] = set()
         projection = Projection(self.keys)
         for ev, event in decoded:
             reg_id = event.registration_id
             state = states[reg_id] if reg_id in states else self._load(reg_id)
             if isinstance(event, RegistrationCreated):
                 new_state: RegistrationState | None = register(state, event)
-                projection.registration(event)
+                registered.add(reg_id)
                 self.stats["applied"] += 1
             else:
                 try:
@@ -217,6 +218,10 @@ class Worker:
             if state is not None:
                 self._store(reg_id, state, ev)
                 self._project_rows(projection, reg_id, state)
+        for reg_id in registered:
+            state = states[reg_id]
+            if state is not None:
+                projection.registration(state)
 
         await self._send_dead_letters(dead)
         await self.projector.write(projection)
@@ -319,15 +324,24 @@ class Worker:
                 await self.rederive(dirty)
 
     async def rederive(self, learning_instances: Iterable[str]) -> int:
-        """Recompute and write the rows of local registrations; returns how many."""
+        """Recompute and write the rows of local registrations; returns how many.
+
+        With ``"*"`` this is the repair pass run after every partition
+        assignment: it also rewrites the registrations' facts and the whole
+        catalog's keys, so a flushed or replaced Redis is restored.
+        """
         wanted = set(learning_instances)
         everything = _ALL in wanted
         count = 0
         projection = Projection(self.keys)
+        if everything:
+            self._project_catalog(projection)
         for key, raw in self.states.items():
             state = RegistrationState.from_bytes(raw)
             if everything or state.learning_instance_id in wanted:
                 self._project_rows(projection, key.decode(), state)
+                if everything:
+                    projection.registration(state)
                 count += 1
             if len(projection) >= 5000:
                 await self.projector.write(projection)
@@ -336,6 +350,13 @@ class Worker:
         if count:
             log.info("re-derived rows of %d registrations", count)
         return count
+
+    def _project_catalog(self, projection: Projection) -> None:
+        catalog = self.follower.catalog
+        for li in catalog.learning_instances():
+            projection.learning_instance(li)
+        for goal in catalog.goals():
+            projection.goal(goal, orjson.dumps(evaluate(goal, None, catalog)))
 
     # -- dead letters -------------------------------------------------------
 

@@ -94,6 +94,14 @@ class Catalog:
         self._modules[event.module_id] = event
         return CatalogChange("module", event.module_id, redefined=redefined)
 
+    def learning_instances(self) -> Sequence[LearningInstanceCreated]:
+        """Every learning instance, in order of creation."""
+        return list(self._instances.values())
+
+    def goals(self) -> Sequence[GoalDefined]:
+        """Every goal's current definition, in order of first definition."""
+        return list(self._goals.values())
+
     def learning_instance(self, li_id: str) -> LearningInstanceCreated | None:
         """The learning instance, if created."""
         return self._instances.get(li_id)

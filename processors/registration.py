@@ -18,6 +18,7 @@ import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Literal
 
 import orjson
@@ -31,13 +32,15 @@ __all__ = [
     "AttemptResult",
     "RegistrationState",
     "apply_attempt",
+    "epoch_us",
     "register",
 ]
 
 #: How many applied attempt ids a registration remembers for de-duplication.
 SEEN_LIMIT = 512
 _FP = 8  # characters per fingerprint
-_FORMAT = 1
+_FORMAT = 2
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,9 @@ class RegistrationState:
     untagged_work: Mapping[str, int] = field(default_factory=dict)
     tagged_work: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     seen: str = ""
+    #: ``occurred_at`` of the first RegistrationCreated, in microseconds since
+    #: the epoch: the registration's place in its learning instance's order.
+    created_us: int = 0
 
     def to_bytes(self) -> bytes:
         """Compact JSON; :meth:`from_bytes` restores an equal state."""
@@ -70,17 +76,20 @@ class RegistrationState:
                 self.untagged_work,
                 self.tagged_work,
                 self.seen,
+                self.created_us,
             ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RegistrationState:
         """Inverse of :meth:`to_bytes`."""
-        fmt, reg, li, user, role, objectives, untagged, tagged, seen = orjson.loads(
-            data
-        )
-        if fmt != _FORMAT or role not in ("learner", "instructor"):
-            raise ValueError(f"not a registration state (format {fmt!r})")
+        fields = orjson.loads(data)
+        if not isinstance(fields, list) or len(fields) != 10 or fields[0] != _FORMAT:
+            head = fields[0] if isinstance(fields, list) and fields else None
+            raise ValueError(f"not a registration state (format {head!r})")
+        _, reg, li, user, role, objectives, untagged, tagged, seen, created = fields
+        if role not in ("learner", "instructor"):
+            raise ValueError(f"not a registration state (role {role!r})")
         from_json = ObjectiveState.from_json
         return cls(
             reg,
@@ -91,6 +100,7 @@ class RegistrationState:
             untagged,
             tagged,
             seen,
+            created,
         )
 
 
@@ -109,7 +119,11 @@ def register(
     """Create the state, or keep mastery and work when it already exists."""
     if state is None or state.registration_id != event.registration_id:
         return RegistrationState(
-            event.registration_id, event.learning_instance_id, event.user_id, event.role
+            event.registration_id,
+            event.learning_instance_id,
+            event.user_id,
+            event.role,
+            created_us=epoch_us(event.occurred_at),
         )
     if (state.learning_instance_id, state.user_id, state.role) == (
         event.learning_instance_id,
@@ -123,6 +137,12 @@ def register(
         user_id=event.user_id,
         role=event.role,
     )
+
+
+def epoch_us(moment: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime (exact integer maths)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _fingerprint(attempt_id: str) -> str:

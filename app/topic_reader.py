@@ -1,0 +1,66 @@
+"""Reading a whole topic, up to its end offsets, outside any consumer group.
+
+Used by the offline commands (``mastery rebuild``, ``mastery dlq``). The end
+offsets must be right: under the Tansu profile every topic these commands read
+is written one record per batch (see app/broker.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+__all__ = ["Record", "read_topic"]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+async def read_topic(
+    bootstrap: str,
+    topic: str,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    fetch_max_wait_ms: int = 100,
+) -> AsyncIterator[Record]:
+    """Yield every record of every partition present now, then stop."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=fetch_max_wait_ms,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        total = sum(ends[tp] - starts[tp] for tp in tps)
+        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
+        done = 0
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, records in batches.items():
+                for r in records:
+                    if r.offset < ends[tp]:
+                        done += 1
+                        yield Record(topic, tp.partition, r.offset, r.key, r.value)
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if on_progress is not None:
+                on_progress(done, total)
+    finally:
+        await consumer.stop()
