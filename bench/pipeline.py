@@ -1,0 +1,613 @@
+"""End-to-end benchmark: throughput, freshness and API latency on this machine.
+
+    python -m bench.pipeline --out docs/benchmarks.md      (what `make bench` runs)
+
+1. Throughput: the ASSISTments training file is produced with the worker stopped,
+   then the worker starts; the interval runs from the first row written to Redis
+   until a sentinel registration on every partition has its rows (each partition
+   is processed in order), and every learner's rows are checked against the oracle.
+2. Freshness: at half that rate of background attempts, probe attempts of idle
+   registrations; send time -> keyspace notification of the probe's row.
+3. API: 100-row pages at 10 keep-alive connections (wrk, else a raw-socket client).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import platform
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka.partitioner import DefaultPartitioner
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from app.broker import profile_for
+from app.devstack import DevStack
+from app.producer import EventProducer
+from app.settings import Settings
+from app.topics import TopicNames
+from app.workload import Workload, assistments
+from schemas.events import RegistrationCreated
+from tests.oracle import expected_rows
+
+DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
+PARAMS = Path("/work/shared/reference/bkt/params.json")
+PREFIX = "bench"
+PARTITIONS = 4
+TARGETS = {"events": 10_000.0, "fresh_p99": 250.0, "api_rps": 3_000.0, "api_p99": 10.0}
+R: dict[str, Any] = {}  # every raw figure, rendered at the end
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(stack: DevStack) -> dict[str, float]:
+    procs = {"worker": stack.workers[0] if stack.workers else None, "api": stack.api}
+    procs |= {"tansu": stack.kafka.proc, "valkey": stack.redis.proc}
+    out = {k: cpu_seconds(p.pid) for k, p in procs.items() if p and p.poll() is None}
+    return out | {"bench": cpu_seconds(os.getpid())}
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float], secs: float) -> str:
+    parts = [f"{k} {(after[k] - before.get(k, 0.0)) / secs:.0%}" for k in after]
+    return ", ".join(parts) + f" of one core over {secs:.1f} s"
+
+
+def fresh_learner(li: str, at: datetime, tag: str) -> RegistrationCreated:
+    return RegistrationCreated(
+        event_id=new_id(),
+        occurred_at=at,
+        registration_id=new_id(),
+        learning_instance_id=li,
+        user_id=f"{tag}-{new_id()[:8]}",
+        role="learner",
+    )
+
+
+def sentinels(li: str, at: datetime) -> list[RegistrationCreated]:
+    """One fresh learner per partition (same partitioner as the producer)."""
+    part, found = DefaultPartitioner(), {}
+    all_parts = list(range(PARTITIONS))
+    while len(found) < PARTITIONS:
+        reg = fresh_learner(li, at, "sentinel")
+        found.setdefault(part(reg.registration_id.encode(), all_parts, all_parts), reg)
+    return list(found.values())
+
+
+async def produce(bootstrap: str, events: list[Any], what: str) -> float:
+    profile = profile_for(Settings(broker_profile="tansu"))
+    t0 = time.monotonic()
+    async with EventProducer(bootstrap, profile, TopicNames(PREFIX)) as producer:
+        step = max(1, len(events) // 5)
+        for start in range(0, len(events), step):
+            await producer.send_all(events[start : start + step])
+            rate = (start + step) / (time.monotonic() - t0)
+            say(
+                f"  produced {min(start + step, len(events)):,}/{len(events):,} {what}"
+                f" ({rate:,.0f}/s)"
+            )
+    return time.monotonic() - t0
+
+
+def mismatches(rd: Redis, oracle: dict[str, dict[str, Any]], regs: list[str]) -> int:
+    bad = 0
+    for i in range(0, len(regs), 500):
+        chunk = regs[i : i + 500]
+        keys = [(r, g) for r in chunk for g in oracle[r]]
+        values = rd.mget([f"ms:row:{r}:{g}" for r, g in keys])
+        bad += sum(
+            v is None or orjson.loads(v) != oracle[r][g]
+            for (r, g), v in zip(keys, values, strict=True)
+        )
+    return bad
+
+
+def writes(rd: Redis) -> int:
+    """MULTI/EXEC pipelines (the worker's batch writes) since CONFIG RESETSTAT."""
+    stats: dict[str, Any] = rd.info("commandstats")
+    return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+
+async def throughput(
+    stack: DevStack, w: Workload, oracle: dict[str, Any], timeout: float
+) -> None:
+    li = w.learning_instances[-1]
+    last = max(r.occurred_at for r in w.registrations)
+    sent = sentinels(li, last + timedelta(seconds=1))
+    sentinel_keys = [f"ms:row:{s.registration_id}:{w.goals_of(li)[0]}" for s in sent]
+    boot = stack.kafka.bootstrap_servers
+    say(f"producing {len(w.catalog)} catalog + {len(w.registrations):,} registrations")
+    await produce(boot, [*w.catalog, *w.registrations], "catalog+registration events")
+    say(f"producing {len(w.attempts):,} attempts + {len(sent)} sentinels (no worker)")
+    R["produce_s"] = await produce(boot, [*w.attempts, *sent], "attempts")
+    total_events = len(w.registrations) + len(w.attempts) + len(sent)
+
+    ar = AsyncRedis.from_url(stack.redis.url)
+    await ar.config_set("notify-keyspace-events", "K$")
+    pubsub = ar.pubsub()
+    await pubsub.psubscribe("__keyspace@0__:ms:row:*")
+    rd = Redis.from_url(stack.redis.url)
+    rd.config_resetstat()
+    cpu0 = cpu_snapshot(stack)
+    t_spawn = time.monotonic()
+    stack.start_worker("worker-1")
+    say("worker started; waiting for its first row write (group join, catalog) ...")
+    while await pubsub.get_message(True, timeout=1.0) is None:
+        if time.monotonic() - t_spawn > 120 or stack.workers[0].poll() is not None:
+            raise RuntimeError("no row written within 120 s of starting the worker")
+    t_first = time.monotonic()
+    await pubsub.aclose()
+    await ar.config_set("notify-keyspace-events", "")
+    say(f"first row {t_first - t_spawn:.1f} s after spawning the worker")
+    learners = list(oracle)
+    sample = random.Random(5).sample(learners, min(200, len(learners)))
+    next_report = t_first
+    while True:
+        now = time.monotonic()
+        done = sum(rd.exists(k) for k in sentinel_keys)
+        if done == len(sent):
+            break
+        if now - t_first > timeout or stack.workers[0].poll() is not None:
+            raise RuntimeError(f"not complete after {timeout:.0f} s (see worker log)")
+        if now >= next_report:
+            execs = writes(rd)
+            sample_bad = mismatches(rd, oracle, sample)
+            say(
+                f"  {now - t_first:5.0f} s: {execs:,} batches written, "
+                f"{rd.dbsize():,} keys, "
+                f"sentinels {done}/{len(sent)}, sample rows final "
+                f"{2 * len(sample) - sample_bad}/{2 * len(sample)}"
+            )
+            next_report = now + 5
+        await asyncio.sleep(0.05)
+    t_done = time.monotonic()
+    cpu1 = cpu_snapshot(stack)
+    R["execs"] = writes(rd)
+    R["per_batch"] = total_events / max(1, R["execs"])
+    bad = mismatches(rd, oracle, learners)
+    R.update(
+        t_join=t_first - t_spawn,
+        t_proc=t_done - t_first,
+        attempts=len(w.attempts),
+        registrations=len(w.registrations),
+        learners=len(learners),
+        total_events=total_events,
+        rows_checked=sum(len(v) for v in oracle.values()),
+        rows_bad=bad,
+        cpu_tp=cpu_delta(cpu0, cpu1, t_done - t_spawn),
+    )
+    R["eps"] = len(w.attempts) / R["t_proc"]
+    R["eps_all"] = total_events / R["t_proc"]
+    R["eps_spawn"] = total_events / (t_done - t_spawn)
+    say(
+        f"complete: {len(w.attempts):,} attempts in {R['t_proc']:.1f} s "
+        f"= {R['eps']:,.0f}/s; "
+        f"rows differing from the oracle: {bad}/{R['rows_checked']:,}"
+    )
+
+
+def listen(url: str, channels: list[str], conn: Connection) -> None:
+    """Child process: timestamp every keyspace notification of the probe rows."""
+    rd = Redis.from_url(url)
+    ps = rd.pubsub()
+    ps.subscribe(*channels)
+    for _ in channels:
+        ps.get_message(timeout=5)  # subscribe confirmations
+    conn.send("ready")
+    seen: list[tuple[str, float]] = []
+    while not conn.poll():
+        msg = ps.get_message(timeout=0.2)
+        if msg and msg["type"] == "message":
+            seen.append((msg["channel"].decode(), time.monotonic()))
+    conn.send(seen)
+
+
+async def freshness(stack: DevStack, w: Workload, rate: float, probes: int) -> None:
+    boot = stack.kafka.bootstrap_servers
+    rd = Redis.from_url(stack.redis.url)
+    lis = w.learning_instances[1:] or w.learning_instances
+    at = max(r.occurred_at for r in w.registrations) + timedelta(seconds=2)
+    regs = [fresh_learner(lis[i % len(lis)], at, "probe") for i in range(probes)]
+    key = {
+        r.registration_id: f"ms:row:{r.registration_id}:"
+        + w.goals_of(r.learning_instance_id)[0]
+        for r in regs
+    }
+    await produce(boot, regs, "probe registrations")
+    deadline = time.monotonic() + 60
+    while sum(rd.exists(k) for k in key.values()) < probes:
+        if time.monotonic() > deadline:
+            raise RuntimeError("probe registrations not projected within 60 s")
+        await asyncio.sleep(0.2)
+    rd.config_set("notify-keyspace-events", "K$")
+    parent, child = mp.get_context("spawn").Pipe()
+    listener = mp.get_context("spawn").Process(
+        target=listen,
+        args=(stack.redis.url, [f"__keyspace@0__:{k}" for k in key.values()], child),
+    )
+    listener.start()
+    if not parent.poll(30):
+        raise RuntimeError("notification listener did not start")
+    parent.recv()
+    duration = probes / 10.0  # 10 probes per second
+    background = [
+        a.model_copy(update={"attempt_id": new_id(), "event_id": new_id()})
+        for a in w.attempts[: int(rate * duration * 1.05)]
+    ]
+    sent_at: dict[str, float] = {}
+    profile = profile_for(Settings(broker_profile="tansu"))
+    say(f"freshness: {probes} probes over {duration:.0f} s, background {rate:,.0f}/s")
+    cpu0 = cpu_snapshot(stack)
+    async with EventProducer(boot, profile, TopicNames(PREFIX)) as producer:
+        futures: list[asyncio.Future[object]] = []
+        t0 = time.monotonic()
+        n_bg = n_probe = 0
+        while n_probe < probes and time.monotonic() - t0 < duration * 3:
+            now = time.monotonic() - t0
+            due = min(len(background), int(now * rate))
+            while n_bg < due:
+                futures.append(await producer.send(background[n_bg]))
+                n_bg += 1
+            if now >= n_probe / 10.0:
+                reg = regs[n_probe]
+                update = {
+                    "attempt_id": new_id(),
+                    "registration_id": reg.registration_id,
+                }
+                probe = w.attempts[-1].model_copy(
+                    update=update | {"event_id": new_id()}
+                )
+                sent_at[key[reg.registration_id]] = time.monotonic()
+                futures.append(await producer.send(probe))
+                n_probe += 1
+            if len(futures) > 2000:
+                await asyncio.gather(*futures)
+                futures.clear()
+            await asyncio.sleep(0.002)
+        t_sent = time.monotonic() - t0
+        await asyncio.gather(*futures)
+    await asyncio.sleep(3)  # let the last probes land
+    cpu1 = cpu_snapshot(stack)
+    parent.send("stop")
+    seen: list[tuple[str, float]] = parent.recv() if parent.poll(10) else []
+    listener.join(5)
+    rd.config_set("notify-keyspace-events", "")
+    first: dict[str, float] = {}
+    for channel, t in seen:
+        k = channel.split(":", 1)[1]
+        if k in sent_at and t >= sent_at[k] and k not in first:
+            first[k] = t
+    lat = [(first[k] - sent_at[k]) * 1000 for k in sent_at if k in first]
+    if not lat:
+        raise RuntimeError("no probe became visible")
+    third = max(1, len(lat) // 3)
+    R["f_thirds"] = " / ".join(
+        f"{pct(lat[i : i + third], 0.5):.0f}" for i in range(0, 3 * third, third)
+    )
+    R.update(
+        f_rate=rate,
+        f_bg=n_bg / t_sent,
+        f_bg_n=n_bg,
+        f_secs=t_sent,
+        f_probes=n_probe,
+        f_seen=len(lat),
+        f_p50=pct(lat, 0.5),
+        f_p99=pct(lat, 0.99),
+        f_max=max(lat),
+        cpu_f=cpu_delta(cpu0, cpu1, t_sent + 3),
+    )
+    say(
+        f"freshness p50 {R['f_p50']:.1f} ms, p99 {R['f_p99']:.1f} ms, "
+        f"max {R['f_max']:.1f} ms ({len(lat)}/{n_probe} probes seen), "
+        f"background {R['f_bg']:,.0f}/s"
+    )
+
+
+def raw_client(
+    port: int, request: bytes, seconds: float, conns: int, conn: Connection
+) -> None:
+    """Child process: closed-loop HTTP/1.1 keep-alive load, Content-Length framing."""
+
+    async def one(stop: float, lat: list[float], sizes: dict[int, int]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while (t := time.monotonic()) < stop:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            m = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            body = await reader.readexactly(int(m.group(1)) if m else 0)
+            lat.append(time.monotonic() - t)
+            status = int(head.split(b" ", 2)[1])
+            sizes[status * 10_000_000 + len(body)] = (
+                sizes.get(status * 10_000_000 + len(body), 0) + 1
+            )
+        writer.close()
+
+    async def run(secs: float) -> tuple[list[float], dict[int, int], float]:
+        lat: list[float] = []
+        sizes: dict[int, int] = {}
+        t0 = time.monotonic()
+        await asyncio.gather(*(one(t0 + secs, lat, sizes) for _ in range(conns)))
+        return lat, sizes, time.monotonic() - t0
+
+    asyncio.run(run(2.0))  # warm-up
+    conn.send(asyncio.run(run(seconds)))
+
+
+def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
+    """Warm up 2 s, then run wrk; parse its summary."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(
+            f'wrk.method = "POST"\nwrk.body = {orjson.dumps(body.decode()).decode()}\n'
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+    base = [wrk, "-t1", "-c10", "--latency", "-s", lua.name]
+    try:
+        subprocess.run(
+            [*base, "-d2s", url], capture_output=True, timeout=30, check=True
+        )
+        say(f"API: wrk, 1 thread, 10 connections, {seconds:.0f} s ...")
+        out = subprocess.run(
+            [*base, f"-d{seconds:.0f}s", url],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(lua.name)
+
+    def num(pattern: str) -> tuple[float, str]:
+        m = re.search(pattern, out)
+        if not m:
+            raise RuntimeError(f"unexpected wrk output: {out}")
+        return float(m.group(1)), m.group(2) if m.lastindex == 2 else ""
+
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    p50, u50 = num(r"50%\s+([\d.]+)(us|ms|s)\b")
+    p99, u99 = num(r"99%\s+([\d.]+)(us|ms|s)\b")
+    read, ru = num(r"requests in [\d.]+\w+, ([\d.]+)([KMG]?B) read")
+    n = int(num(r"(\d+) requests in")[0])
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    scale = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}[ru]
+    return {
+        "api_client": "wrk (C; 1 thread, 10 keep-alive connections)",
+        "api_rps": num(r"Requests/sec:\s+([\d.]+)")[0],
+        "api_p50": p50 * unit[u50],
+        "api_p99": p99 * unit[u99],
+        "api_n": n,
+        "api_bad": int(non2xx.group(1)) if non2xx else 0,
+        "api_per_resp": read * scale / max(n, 1),
+    }
+
+
+def raw_run(port: int, path: str, body: bytes, seconds: float) -> dict[str, Any]:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=raw_client, args=(port, head + body, seconds, 10, child))
+    say(f"API: asyncio raw-socket client process, 10 connections, {seconds:.0f} s ...")
+    proc.start()
+    if not parent.poll(seconds + 30):
+        proc.kill()
+        raise RuntimeError("API load client did not finish")
+    lat, sizes, secs = parent.recv()
+    proc.join(5)
+    return {
+        "api_client": "asyncio raw-socket HTTP/1.1 client (1 process, 10 connections)",
+        "api_rps": len(lat) / secs,
+        "api_p50": pct(lat, 0.5) * 1000,
+        "api_p99": pct(lat, 0.99) * 1000,
+        "api_n": len(lat),
+        "sizes": sizes,
+    }
+
+
+def api_load(stack: DevStack, w: Workload, seconds: float, force_raw: bool) -> None:
+    li = w.learning_instances[0]
+    path = f"/learning-instances/{li}/metrics/status-and-progress"
+    body = orjson.dumps({"goal_ids": w.goals_of(li), "registrations_per_page": 100})
+    request = urllib.request.Request(
+        stack.api_url + path, data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        status, raw = response.status, response.read()
+    rows = orjson.loads(raw)["data"]
+    if status != 200 or len(rows) != 100:
+        raise RuntimeError(f"sample page: HTTP {status}, {len(rows)} rows")
+    if not all(len(r["status_and_progress"]) == 2 for r in rows):
+        raise RuntimeError("sample page: rows without both goals")
+    R.update(api_rows=len(rows), api_bytes=len(raw))
+    wrk = shutil.which("wrk")
+    cpu0 = cpu_snapshot(stack)
+    t0 = time.monotonic()
+    if wrk and not force_raw:
+        R.update(wrk_run(wrk, stack.api_url + path, body, seconds))
+        R["api_check"] = (
+            f"sample page checked (200, 100 rows x 2 goals); wrk counted non-2xx; "
+            f"{R['api_per_resp']:,.0f} bytes read per response (body {len(raw):,} + "
+            "headers), i.e. full pages"
+        )
+    else:
+        R.update(raw_run(stack.api_port, path, body, seconds))
+        ok = R.pop("sizes").get(200 * 10_000_000 + len(raw), 0)
+        R["api_bad"] = R["api_n"] - ok
+        R["api_check"] = f"every response checked: 200 with the {len(raw):,}-byte page"
+    R["cpu_api"] = cpu_delta(cpu0, cpu_snapshot(stack), time.monotonic() - t0)
+    say(
+        f"API {R['api_rps']:,.0f} req/s, p50 {R['api_p50']:.2f} ms, "
+        f"p99 {R['api_p99']:.2f} ms, bad responses {R['api_bad']}"
+    )
+
+
+REPORT = """# Benchmarks: end to end on one machine
+
+- Date: {date} UTC
+- Machine: {machine}; broker, Redis, worker, API and load generators all share
+  this box (loopback)
+- Code: git `{rev}` (the tree the worker and API ran from)
+- Command: `{command}` (`make bench`) from the repository root; took {runtime:.1f} min
+- One run: single figures, not medians of repeated runs; the machine is shared and
+  noisy, expect 10-20 % between runs.
+
+| Figure | Measured | Target | Verdict |
+|---|---|---|---|
+| Sustained throughput | {eps:,.0f} attempts/s | ≥ 10,000 events/s | {v_eps} |
+| Freshness p50 / p99 (max) | {f_p50:.0f} / {f_p99:.0f} ms ({f_max:.0f} ms) \
+| p99 ≤ 250 ms | {v_fresh} |
+| API, 100-row page | {api_rps:,.0f} req/s | ≥ 3,000 req/s | {v_rps} |
+| API latency p50 / p99 | {api_p50:.2f} / {api_p99:.2f} ms | p99 ≤ 10 ms | {v_lat} |
+
+## Method and raw numbers
+
+### 1. Sustained throughput
+
+Workload: `{data}` ({learners:,} learners{subset}), {attempts:,} attempts,
+{registrations:,} registrations, {partitions} partitions, one worker. Catalog,
+registrations, all attempts and one sentinel registration per partition were
+produced with the worker stopped ({produce_s:.1f} s for the attempts), so the
+producer does not limit the figure. The interval starts at the first keyspace
+notification of a `ms:row:*` write (so it excludes process start-up, Faust's group
+join on Tansu and the first batch) and ends when every sentinel's row exists
+(polled every 50 ms). A partition is processed in order, so by then every event
+before the sentinels has been applied; all learner rows are then compared with
+`tests/oracle.py`.
+
+- worker spawn -> first row write: {t_join:.1f} s (excluded)
+- first row -> all sentinels: {t_proc:.1f} s -> **{eps:,.0f} attempts/s**; all
+  {total_events:,} registration-topic events: {eps_all:,.0f}/s; from worker spawn
+  instead: {eps_spawn:,.0f} events/s
+- Redis batch writes (MULTI/EXEC) during the replay: {execs:,}, i.e.
+  {per_batch:,.0f} events per worker batch on average
+- correctness: {rows_bad} of {rows_checked:,} learner rows differ from the oracle
+- CPU (spawn -> complete): {cpu_tp}
+
+### 2. Freshness
+
+Worker idle after (1). {f_probes} probe learners were registered and projected
+beforehand. Background: copies of workload attempts (new ids) at a
+{f_rate:,.0f}/s target (half of (1)); achieved {f_bg:,.0f}/s ({f_bg_n:,} in
+{f_secs:.1f} s). Every 100 ms one probe attempt; freshness = first keyspace
+notification of the probe's row after the send (exact-channel SUBSCRIBE in a
+separate process) - monotonic time taken right before `send`. It includes the
+producer's 5 ms linger, the broker, the worker's fetch and batch window and the
+Redis write.
+
+- probes seen {f_seen}/{f_probes}: p50 {f_p50:.1f} ms, p99 {f_p99:.1f} ms,
+  max {f_max:.1f} ms; p50 of the first / middle / last third: {f_thirds} ms
+- CPU: {cpu_f}
+
+### 3. API
+
+`POST /learning-instances/{{li}}/metrics/status-and-progress` with the LI's 2
+goals, `registrations_per_page: 100` ({api_rows} rows, {api_bytes:,}-byte body).
+Client: {api_client}, closed loop, 2 s warm-up then {api_secs:.0f} s.
+
+- {api_n:,} responses, {api_bad} not 200; {api_check}
+- {api_rps:,.0f} req/s, p50 {api_p50:.2f} ms, p99 {api_p99:.2f} ms
+- CPU: {cpu_api}
+"""
+
+
+def verdict(value: float, target: float, higher: bool) -> str:
+    ok = value >= target if higher else value <= target
+    return "pass" if ok else f"**MISS** by {abs(value - target) / target:.0%}"
+
+
+def render(args: argparse.Namespace, runtime: float) -> str:
+    info = Path("/proc/cpuinfo").read_text()
+    cpu = re.search(r"model name\s*: (.*)", info)
+    git = ["git", "describe", "--always", "--dirty"]
+    rev = subprocess.run(git, capture_output=True, text=True, check=False).stdout
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return REPORT.format(
+        date=f"{datetime.now(UTC):%Y-%m-%d %H:%M}",
+        machine=f"{os.cpu_count()} cores ({cpu.group(1) if cpu else '?'}), "
+        f"{ram:.0f} GiB RAM, Python {platform.python_version()}",
+        command=f"python -m bench.pipeline {' '.join(sys.argv[1:])}",
+        runtime=runtime / 60,
+        rev=rev.strip() or "unknown",
+        v_eps=verdict(R["eps"], TARGETS["events"], True),
+        v_fresh=verdict(R["f_p99"], TARGETS["fresh_p99"], False),
+        v_rps=verdict(R["api_rps"], TARGETS["api_rps"], True),
+        v_lat=verdict(R["api_p99"], TARGETS["api_p99"], False),
+        data=DATA,
+        subset="" if args.max_learners is None else f", first {args.max_learners}",
+        partitions=PARTITIONS,
+        api_secs=args.api_seconds,
+        **R,
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    ap.add_argument("--max-learners", type=int, default=None)
+    ap.add_argument("--probes", type=int, default=300)
+    ap.add_argument("--api-seconds", type=float, default=15.0)
+    ap.add_argument(
+        "--timeout", type=float, default=600.0, help="bound on the replay (s)"
+    )
+    ap.add_argument("--fresh-rate", type=float, default=None, help="default: (1)/2")
+    ap.add_argument("--raw-client", action="store_true", help="skip wrk")
+    args = ap.parse_args()
+    started = time.monotonic()
+    say("building the ASSISTments workload and the oracle ...")
+    w = assistments(DATA, params_path=PARAMS, max_learners=args.max_learners)
+    oracle = expected_rows(w.catalog, [*w.registrations, *w.attempts])
+    logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+    stack = DevStack(
+        Settings(api_port=0, topic_prefix=PREFIX, topic_partitions=PARTITIONS),
+        log_dir=logs,
+    )
+    try:
+        stack.start_servers()
+        stack.start_api()
+        say(f"broker {stack.kafka.bootstrap_servers}, {stack.redis.url}, logs {logs}")
+        asyncio.run(throughput(stack, w, oracle, args.timeout))
+        rate = args.fresh_rate or R["eps"] / 2
+        asyncio.run(freshness(stack, w, rate, args.probes))
+        api_load(stack, w, args.api_seconds, args.raw_client)
+    finally:
+        stack.stop()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(args, time.monotonic() - started))
+    say(f"wrote {args.out} ({(time.monotonic() - started) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
