@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -73,6 +73,41 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8080, ge=0, le=65535)
     max_registrations_per_page: int = Field(default=100, ge=1, le=100)
     max_request_bytes: int = Field(default=65_536, ge=1024)
+
+    # Authentication of the API (docs/auth.md). Secure by default: with
+    # auth_mode "jwt" and no key configured the API refuses to start.
+    auth_mode: Literal["jwt", "none"] = Field(
+        default="jwt",
+        description="'jwt': bearer tokens required; 'none': no authentication "
+        "(local experiments only)",
+    )
+    jwt_hs256_secret: SecretStr | None = Field(
+        default=None, description="shared secret for HS256 tokens (>= 32 bytes)"
+    )
+    jwt_rs256_public_key: str | None = Field(
+        default=None, description="PEM public key for RS256 tokens"
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="required 'aud' claim, when set"
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="required 'iss' claim, when set"
+    )
+    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+
+    # Ingest endpoints (docs/ingest.md).
+    max_ingest_request_bytes: int = Field(default=2_097_152, ge=1024)
+    ingest_ack_timeout_s: float = Field(
+        default=10.0, gt=0, description="wait for the broker's acks per request"
+    )
+    ingest_retry_after_s: int = Field(default=5, ge=1, le=3600)
+    ingest_correct_min_score: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=1.0,
+        description="xAPI/Caliper: an attempt is correct when its score, as a "
+        "fraction of the maximum, is at least this",
+    )
 
     shared_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared",

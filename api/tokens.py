@@ -1,0 +1,217 @@
+"""Bearer tokens: verifying signed JWTs (PyJWT) and minting development tokens.
+
+Accepted algorithms are exactly those a key is configured for: HS256 with the
+shared secret, RS256 with the PEM public key. The key is chosen by the token's
+``alg`` header *before* verification, so a token can never pick its own key
+(no RS256/HS256 confusion) and ``alg: none`` or any other algorithm is refused.
+Nothing is cached: every request's token is verified (HS256 costs ~20 µs).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt.types import Options
+from pydantic import TypeAdapter, ValidationError
+
+from app.settings import Settings
+from schemas.events import EntityId
+
+__all__ = [
+    "KNOWN_ROLES",
+    "MIN_HS256_SECRET_BYTES",
+    "AuthConfigError",
+    "InvalidToken",
+    "Principal",
+    "TokenVerifier",
+    "generate_secret",
+    "mint_token",
+    "verifier_from_settings",
+]
+
+#: Roles a token may carry. Instructor and learner are *not* token roles: they
+#: are facts of the event stream, read from the read model per request.
+KNOWN_ROLES = frozenset({"partner_admin", "ingest"})
+#: RFC 7518 section 3.2: an HS256 key must be at least as long as the hash.
+MIN_HS256_SECRET_BYTES = 32
+
+_ENTITY_ID: TypeAdapter[str] = TypeAdapter(EntityId)
+
+
+class AuthConfigError(RuntimeError):
+    """Authentication is on but cannot work (no key, a bad key)."""
+
+
+class InvalidToken(Exception):
+    """The token was refused; the message says why (safe to show the caller)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the verified claims of the token.
+
+    ``unrestricted`` is only set when authentication is off (``auth_mode
+    "none"``): every check passes.
+    """
+
+    sub: str
+    partner_id: str
+    roles: frozenset[str]
+    unrestricted: bool = False
+
+    def has_role(self, *roles: str) -> bool:
+        return self.unrestricted or not self.roles.isdisjoint(roles)
+
+
+class TokenVerifier:
+    """Verifies bearer tokens against the configured keys."""
+
+    def __init__(
+        self,
+        *,
+        hs256_secret: str | None = None,
+        rs256_public_key: str | None = None,
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway_s: int = 30,
+    ) -> None:
+        self._keys: dict[str, Any] = {}
+        if hs256_secret is not None:
+            if len(hs256_secret.encode()) < MIN_HS256_SECRET_BYTES:
+                raise AuthConfigError(
+                    f"MASTERY_JWT_HS256_SECRET must be at least "
+                    f"{MIN_HS256_SECRET_BYTES} bytes"
+                )
+            self._keys["HS256"] = hs256_secret.encode()
+        if rs256_public_key is not None:
+            try:
+                key = load_pem_public_key(rs256_public_key.encode())
+            except ValueError as exc:
+                raise AuthConfigError(
+                    f"MASTERY_JWT_RS256_PUBLIC_KEY is not a PEM public key: {exc}"
+                ) from exc
+            if not isinstance(key, RSAPublicKey):
+                raise AuthConfigError("MASTERY_JWT_RS256_PUBLIC_KEY is not an RSA key")
+            self._keys["RS256"] = key
+        if not self._keys:
+            raise AuthConfigError(
+                "authentication is on (MASTERY_AUTH_MODE=jwt) but no key is "
+                "configured: set MASTERY_JWT_HS256_SECRET or "
+                "MASTERY_JWT_RS256_PUBLIC_KEY (or MASTERY_AUTH_MODE=none for a "
+                "local experiment)"
+            )
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway_s
+        required = ["exp", "sub", "partner_id"]
+        if audience is not None:
+            required.append("aud")
+        if issuer is not None:
+            required.append("iss")
+        self._options: Options = {"require": required}
+
+    @property
+    def algorithms(self) -> list[str]:
+        return sorted(self._keys)
+
+    def verify(self, token: str) -> Principal:
+        """The token's principal, or :class:`InvalidToken` saying why not."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken("malformed token") from exc
+        alg = header.get("alg")
+        key = self._keys.get(alg) if isinstance(alg, str) else None
+        if key is None or not isinstance(alg, str):
+            raise InvalidToken(
+                f"algorithm {alg!r} is not accepted (accepted: {self.algorithms})"
+            )
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options=self._options,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise InvalidToken("token expired") from exc
+        except jwt.InvalidSignatureError as exc:
+            raise InvalidToken("bad signature") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise InvalidToken(f"token lacks the {exc.claim!r} claim") from exc
+        except jwt.InvalidTokenError as exc:
+            raise InvalidToken(f"invalid token: {exc}") from exc
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    try:
+        sub = _ENTITY_ID.validate_python(claims["sub"], strict=True)
+        partner_id = _ENTITY_ID.validate_python(claims["partner_id"], strict=True)
+    except ValidationError as exc:
+        raise InvalidToken("'sub' and 'partner_id' must be ids") from exc
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        raise InvalidToken("'roles' must be a list of strings")
+    # Unknown roles are ignored rather than refused: an identity provider may
+    # put its own roles into the same claim.
+    return Principal(sub, partner_id, frozenset(roles) & KNOWN_ROLES)
+
+
+def verifier_from_settings(settings: Settings) -> TokenVerifier:
+    """The verifier for ``auth_mode="jwt"``; :class:`AuthConfigError` if unusable."""
+    secret = settings.jwt_hs256_secret
+    return TokenVerifier(
+        hs256_secret=secret.get_secret_value() if secret is not None else None,
+        rs256_public_key=settings.jwt_rs256_public_key,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        leeway_s=settings.jwt_leeway_s,
+    )
+
+
+def generate_secret() -> str:
+    """A fresh random HS256 secret (for the embedded development stack)."""
+    return secrets.token_urlsafe(48)
+
+
+def mint_token(
+    settings: Settings,
+    *,
+    sub: str,
+    partner_id: str,
+    roles: Iterable[str] = (),
+    ttl_s: int = 3600,
+    now: float | None = None,
+) -> str:
+    """An HS256 token signed with the configured secret (development, tests).
+
+    Production tokens come from the partner's identity provider; this exists
+    for ``mastery token``, ``make demo`` and the test suite.
+    """
+    secret = settings.jwt_hs256_secret
+    if secret is None:
+        raise AuthConfigError("minting needs MASTERY_JWT_HS256_SECRET")
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "partner_id": partner_id,
+        "roles": sorted(set(roles)),
+        "iat": issued,
+        "exp": issued + ttl_s,
+    }
+    if settings.jwt_audience is not None:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer is not None:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
