@@ -1,4 +1,5 @@
-"""Starlette app factory: the two status-and-progress endpoints of the contract.
+"""Starlette app factory: the status-and-progress endpoints of the contract, the
+ingest and admin endpoints (api/ingest.py) and the OpenAPI document.
 
 Pages are assembled from the stored JSON bytes of each row: the response is
 concatenated, never decoded and re-encoded (see docs/read-model.md).
@@ -9,10 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-from pydantic import BaseModel, TypeAdapter, ValidationError
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,77 +20,37 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.auth import AllowAll, Authorizer
-from api.errors import ApiError, BadRequest, PayloadTooLarge
+from api._http import error_response, json_response, path_entity_id, read_json, validate
+from api.auth import (
+    Authenticator,
+    authenticator_from_settings,
+    authorize_learning_instance,
+    authorize_registration,
+)
+from api.errors import ApiError, NotFound
+from api.facts import FactStore, RedisFactStore
+from api.ingest import IngestRoutes
+from api.openapi import openapi_document
+from api.sink import EventSink, KafkaEventSink
 from api.store import Page, PageStore, RedisPageStore
+from app.broker import profile_for
+from app.settings import Settings
+from app.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
-from schemas.events import EntityId
 
-__all__ = ["create_app"]
+__all__ = ["create_api", "create_app", "create_redis_app"]
 
 log = logging.getLogger(__name__)
 
-_JSON = "application/json"
-M = TypeVar("M", bound=BaseModel)
 
-
-def _json_response(body: bytes, status: int = 200) -> Response:
-    return Response(content=body, status_code=status, media_type=_JSON)
-
-
-def _error_response(exc: ApiError) -> Response:
-    return _json_response(orjson.dumps(exc.body()), exc.status_code)
-
-
-async def _read_json(request: Request, limit: int) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLarge(
-            f"request body over {limit} bytes", details={"limit": limit}
+def _goals_found(page: Page) -> None:
+    if page.unknown_goals:
+        unknown = list(page.unknown_goals)
+        raise NotFound(
+            f"goal_ids not found in this learning instance: {unknown}",
+            details={"field": "goal_ids", "goal_ids": unknown},
+            code="goal_not_found",
         )
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(
-                f"request body over {limit} bytes", details={"limit": limit}
-            )
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            f"request body is not valid JSON: {exc}", details={"field": "body"}
-        ) from exc
-
-
-def _validate(model: type[M], data: Any) -> M:
-    if not isinstance(data, dict):
-        raise BadRequest(
-            "request body must be a JSON object", details={"field": "body"}
-        )
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in err["loc"]) or "body",
-                "message": err["msg"],
-            }
-            for err in exc.errors(include_url=False)
-        ]
-        fields = ", ".join(sorted({e["field"] for e in errors}))
-        raise BadRequest(f"invalid request body: {fields}", details=errors) from exc
-
-
-_ENTITY_ID: TypeAdapter[str] = TypeAdapter(EntityId)
-
-
-def _path_id(request: Request, name: str) -> str:
-    value = str(request.path_params[name])
-    try:
-        return str(_ENTITY_ID.validate_python(value))
-    except ValidationError as exc:
-        raise BadRequest(f"{name} is not a valid id", details={"field": name}) from exc
 
 
 def _render(
@@ -125,24 +85,33 @@ def _render(
 def create_app(
     store: PageStore,
     *,
-    authorizer: Authorizer | None = None,
+    authenticator: Authenticator,
+    facts: FactStore | None = None,
+    sink: EventSink | None = None,
     max_request_bytes: int = 65_536,
+    max_ingest_request_bytes: int = 2_097_152,
+    correct_min_score: float = 1.0,
     on_shutdown: Sequence[Any] = (),
 ) -> Starlette:
-    """Build the API over a page store (Redis in production, anything in tests)."""
-    auth = authorizer or AllowAll()
+    """Build the API over its ports: the page store (reads), the fact store and
+    the event sink (ingest; answered with 503 when absent)."""
+    authn = authenticator
+    openapi = orjson.dumps(openapi_document())
 
     async def learning_instance_status(request: Request) -> Response:
-        li_id = _path_id(request, "li_id")
-        raw = await _read_json(request, max_request_bytes)
-        query = _validate(LearningInstanceQuery, raw)
-        await auth.authorize(request, "read_learning_instance", li_id)
+        principal = authn.authenticate(request)
+        li_id = path_entity_id(request, "li_id")
+        raw = await read_json(request, max_request_bytes)
+        query = validate(LearningInstanceQuery, raw)
         page = await store.learning_instance_page(
             li_id,
             query.goal_ids,
             query.registration_offset,
             query.registrations_per_page,
+            "" if principal.unrestricted else principal.sub,
         )
+        authorize_learning_instance(principal, page.access, li_id)
+        _goals_found(page)
         end = query.registration_offset + len(page.registration_ids)
         next_ = (
             {
@@ -152,34 +121,40 @@ def create_app(
             if end < page.total
             else None
         )
-        return _json_response(_render(raw, query.goal_ids, page, next_))
+        return json_response(_render(raw, query.goal_ids, page, next_))
 
     async def registration_status(request: Request) -> Response:
-        reg_id = _path_id(request, "reg_id")
-        raw = await _read_json(request, max_request_bytes)
-        query = _validate(RegistrationQuery, raw)
-        await auth.authorize(request, "read_registration", reg_id)
-        page = await store.registration_page(reg_id, query.goal_ids)
-        return _json_response(_render(raw, query.goal_ids, page, None))
+        principal = authn.authenticate(request)
+        reg_id = path_entity_id(request, "reg_id")
+        raw = await read_json(request, max_request_bytes)
+        query = validate(RegistrationQuery, raw)
+        page = await store.registration_page(
+            reg_id, query.goal_ids, "" if principal.unrestricted else principal.sub
+        )
+        authorize_registration(principal, page.access, reg_id)
+        _goals_found(page)
+        return json_response(_render(raw, query.goal_ids, page, None))
 
     async def health(request: Request) -> Response:
-        return _json_response(b'{"status":"ok"}')
+        return json_response(b'{"status":"ok"}')
+
+    async def openapi_json(request: Request) -> Response:
+        return json_response(openapi)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return _error_response(exc)
+        return error_response(exc)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(
             exc.status_code, "http_error"
         )
-        err = ApiError(str(exc.detail), code=code)
-        return _json_response(orjson.dumps(err.body()), exc.status_code)
+        return error_response(ApiError(str(exc.detail), code=code), exc.status_code)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(ApiError("internal error"))
+        return error_response(ApiError("internal error"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -187,6 +162,13 @@ def create_app(
         for close in on_shutdown:
             await close()
 
+    ingest = IngestRoutes(
+        authn,
+        facts,
+        sink,
+        max_request_bytes=max_ingest_request_bytes,
+        correct_min_score=correct_min_score,
+    )
     return Starlette(
         routes=[
             Route(
@@ -199,6 +181,8 @@ def create_app(
                 registration_status,
                 methods=["POST"],
             ),
+            *ingest.routes(),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
             Route("/healthz", health, methods=["GET"]),
         ],
         exception_handlers={
@@ -211,10 +195,44 @@ def create_app(
 
 
 def create_redis_app(redis_url: str, *, max_request_bytes: int = 65_536) -> Starlette:
-    """The production app: pages from the Redis read model."""
-    redis = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    """Deprecated: ``create_api(settings)``; kept until ``mastery api`` passes
+    its Settings. Reads the same environment as ``Settings()`` does."""
+    settings = Settings().model_copy(
+        update={"redis_url": redis_url, "max_request_bytes": max_request_bytes}
+    )
+    return create_api(settings)
+
+
+def create_api(settings: Settings) -> Starlette:
+    """The production app: pages from Redis, events to Kafka, auth from settings.
+
+    Raises :class:`api.tokens.AuthConfigError` (refusing to start) when
+    authentication is on without a key, and ``ValueError`` without ``REDIS_URL``.
+    """
+    if settings.redis_url is None:
+        raise ValueError("REDIS_URL is not set")
+    authenticator = authenticator_from_settings(settings)
+    redis = Redis.from_url(
+        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
+    closers: list[Any] = [redis.aclose]
+    sink: KafkaEventSink | None = None
+    if settings.kafka_bootstrap_servers is not None:
+        sink = KafkaEventSink(
+            settings.kafka_bootstrap_servers,
+            profile_for(settings),
+            TopicNames(settings.topic_prefix),
+            ack_timeout_s=settings.ingest_ack_timeout_s,
+            retry_after_s=settings.ingest_retry_after_s,
+        )
+        closers.insert(0, sink.stop)
     return create_app(
         RedisPageStore(redis),
-        max_request_bytes=max_request_bytes,
-        on_shutdown=[redis.aclose],
+        authenticator=authenticator,
+        facts=RedisFactStore(redis),
+        sink=sink,
+        max_request_bytes=settings.max_request_bytes,
+        max_ingest_request_bytes=settings.max_ingest_request_bytes,
+        correct_min_score=settings.ingest_correct_min_score,
+        on_shutdown=closers,
     )

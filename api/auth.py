@@ -1,32 +1,129 @@
-"""The authorization seam: every endpoint asks one :class:`Authorizer`.
+"""Authentication (who calls) and the contract's access rules (may they).
 
-Issue "authentication with the contract's access rules" replaces
-:class:`AllowAll` with bearer-token verification; the routes do not change.
+Token roles are only ``partner_admin`` and ``ingest``. Whether the caller is an
+instructor of a learning instance, or the learner of a registration, is a fact
+of the event stream: the read model answers it in the same Redis round trip
+that reads the page (:class:`api.store.Access`). The rules are pure functions
+of the principal and those facts; docs/auth.md explains the 404-versus-403
+choice.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
 from starlette.requests import Request
 
-__all__ = ["Action", "AllowAll", "Authorizer"]
+from api.errors import Forbidden, Unauthorized, not_found
+from api.store import Access
+from api.tokens import InvalidToken, Principal, TokenVerifier, verifier_from_settings
+from app.settings import Settings
 
-Action = Literal["read_learning_instance", "read_registration"]
+__all__ = [
+    "Authenticator",
+    "BearerAuthenticator",
+    "NoAuthentication",
+    "authenticator_from_settings",
+    "authorize_learning_instance",
+    "authorize_partner",
+    "authorize_registration",
+    "require_role",
+]
 
 
-class Authorizer(Protocol):
-    """Raises an :class:`api.errors.ApiError` when the caller may not act."""
+class Authenticator(Protocol):
+    """Turns a request into a :class:`Principal` or raises :class:`Unauthorized`."""
 
-    async def authorize(
-        self, request: Request, action: Action, resource_id: str
-    ) -> None: ...
+    def authenticate(self, request: Request) -> Principal: ...
 
 
-class AllowAll:
-    """Development default: no authentication (the embedded stack only)."""
+class BearerAuthenticator:
+    """``Authorization: Bearer <JWT>``, verified on every request."""
 
-    async def authorize(
-        self, request: Request, action: Action, resource_id: str
-    ) -> None:
-        return None
+    def __init__(self, verifier: TokenVerifier) -> None:
+        self.verifier = verifier
+
+    def authenticate(self, request: Request) -> Principal:
+        header = request.headers.get("authorization")
+        if not header:
+            raise Unauthorized("a bearer token is required")
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthorized(
+                "the Authorization header must be 'Bearer <token>'",
+                invalid_token=True,
+            )
+        try:
+            return self.verifier.verify(token)
+        except InvalidToken as exc:
+            raise Unauthorized(str(exc), invalid_token=True) from exc
+
+
+class NoAuthentication:
+    """``auth_mode="none"``: every caller may do everything (local use only)."""
+
+    def __init__(self, partner_id: str = "dev") -> None:
+        self.principal = Principal(
+            sub="anonymous",
+            partner_id=partner_id,
+            roles=frozenset({"partner_admin", "ingest"}),
+            unrestricted=True,
+        )
+
+    def authenticate(self, request: Request) -> Principal:
+        return self.principal
+
+
+def authenticator_from_settings(settings: Settings) -> Authenticator:
+    """The configured authenticator; raises AuthConfigError when JWT has no key."""
+    if settings.auth_mode == "none":
+        return NoAuthentication()
+    return BearerAuthenticator(verifier_from_settings(settings))
+
+
+def require_role(principal: Principal, *roles: str) -> None:
+    """403 unless the token carries one of ``roles`` (reveals no data)."""
+    if not principal.has_role(*roles):
+        raise Forbidden(
+            f"this endpoint needs one of the roles {sorted(roles)}",
+            details={"required_roles": sorted(roles)},
+        )
+
+
+def authorize_partner(
+    principal: Principal, partner_id: str | None, field: str, ident: str
+) -> None:
+    """404, exactly as for an unknown id, when the resource is another partner's."""
+    if principal.unrestricted:
+        return
+    if partner_id is None or partner_id != principal.partner_id:
+        raise not_found(field, ident)
+
+
+def authorize_learning_instance(
+    principal: Principal, access: Access, li_id: str
+) -> None:
+    """Partner admin of the LI's partner, or an instructor registered in it."""
+    authorize_partner(principal, access.partner_id, "li_id", li_id)
+    if principal.unrestricted or "partner_admin" in principal.roles:
+        return
+    if access.caller_is_instructor:
+        return
+    raise Forbidden(
+        "only a partner admin or an instructor of this learning instance may "
+        "read its status and progress"
+    )
+
+
+def authorize_registration(principal: Principal, access: Access, reg_id: str) -> None:
+    """As for the learning instance, or the user of the registration."""
+    authorize_partner(principal, access.partner_id, "reg_id", reg_id)
+    if principal.unrestricted or "partner_admin" in principal.roles:
+        return
+    if access.caller_is_instructor or access.registration_user_id == principal.sub:
+        return
+    raise Forbidden(
+        "only a partner admin, an instructor of the learning instance or the "
+        "registered user may read this registration's status and progress"
+    )

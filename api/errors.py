@@ -1,6 +1,8 @@
 """API errors: one root exception, subclasses carrying data, one JSON shape.
 
-Every error body is ``{"error": {"code", "message", "details"}}``.
+Every error body is ``{"error": {"code", "message", "details"}}``; an error may
+also carry response headers (``WWW-Authenticate`` on 401, ``Retry-After`` on
+503).
 """
 
 from __future__ import annotations
@@ -10,9 +12,14 @@ from typing import Any
 __all__ = [
     "ApiError",
     "BadRequest",
+    "BrokerUnavailable",
+    "Conflict",
+    "Forbidden",
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
+    "Unauthorized",
+    "not_found",
 ]
 
 
@@ -23,11 +30,17 @@ class ApiError(Exception):
     code = "internal_error"
 
     def __init__(
-        self, message: str, *, details: Any = None, code: str | None = None
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers = headers or {}
         if code is not None:
             self.code = code
 
@@ -46,9 +59,36 @@ class BadRequest(ApiError):
     code = "invalid_request"
 
 
+class Unauthorized(ApiError):
+    """No valid bearer token: answered with ``WWW-Authenticate: Bearer``."""
+
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+        # RFC 6750 section 3: error="invalid_token" only when a token was sent.
+        challenge = 'Bearer realm="mastery-stream"'
+        if invalid_token:
+            safe = message.replace('"', "'").replace("\\", "/")
+            challenge += f', error="invalid_token", error_description="{safe}"'
+        super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    """The caller is known but lacks a role; only where that reveals nothing."""
+
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
 
 
 class PayloadTooLarge(ApiError):
@@ -59,3 +99,36 @@ class PayloadTooLarge(ApiError):
 class ServiceUnavailable(ApiError):
     status_code = 503
     code = "read_model_unavailable"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        code: str | None = None,
+        retry_after_s: int = 1,
+    ) -> None:
+        super().__init__(
+            message,
+            details=details,
+            code=code,
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+class BrokerUnavailable(ServiceUnavailable):
+    """The broker did not acknowledge every event of a request.
+
+    ``details.stored`` lists the indexes (in request order) of the events the
+    broker did acknowledge; the others may or may not have been stored.
+    """
+
+    code = "broker_unavailable"
+
+
+def not_found(field: str, ident: str) -> NotFound:
+    """The one 404 for an id that does not exist *or* belongs to another partner.
+
+    Both cases must be byte-identical so a guessed id reveals nothing.
+    """
+    return NotFound(f"{field} {ident!r} not found", details={"field": field})

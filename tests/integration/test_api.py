@@ -1,5 +1,6 @@
 """The two status-and-progress endpoints, through Starlette's TestClient, over a
-real Redis seeded by the worker's own projector."""
+real Redis seeded by the worker's own projector, called as a partner admin
+(access rules per role: tests/integration/test_auth.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.auth import BearerAuthenticator
 from api.store import RedisPageStore
+from api.tokens import mint_token, verifier_from_settings
 from app.embedded import EmbeddedRedis, free_port
 from app.projector import Projection, RedisProjector
+from app.settings import Settings
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -30,6 +34,12 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LI, OTHER_LI = "li-1", "li-2"
 GOALS = ["goal-a", "goal-b"]
 LEARNERS = [f"reg-{i:02d}" for i in range(7)]
+SETTINGS = Settings(jwt_hs256_secret="test-secret-" + "x" * 32)
+AUTHN = BearerAuthenticator(verifier_from_settings(SETTINGS))
+ADMIN = {
+    "authorization": "Bearer "
+    + mint_token(SETTINGS, sub="admin-1", partner_id="p1", roles=["partner_admin"])
+}
 
 
 def _item(goal_id: str, reg: str) -> bytes:
@@ -114,8 +124,8 @@ async def _seed(url: str) -> None:
 def client(redis_server: EmbeddedRedis) -> Iterator[TestClient]:
     asyncio.run(_seed(redis_server.url))
     redis = Redis.from_url(redis_server.url)
-    app = create_app(RedisPageStore(redis), max_request_bytes=4096)
-    with TestClient(app) as c:
+    app = create_app(RedisPageStore(redis), authenticator=AUTHN, max_request_bytes=4096)
+    with TestClient(app, headers=ADMIN) as c:
         yield c
 
 
@@ -296,10 +306,12 @@ def test_redis_unreachable_is_a_503_not_a_500() -> None:
     dead = Redis.from_url(
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
     )
-    with TestClient(create_app(RedisPageStore(dead))) as c:
+    app = create_app(RedisPageStore(dead), authenticator=AUTHN)
+    with TestClient(app, headers=ADMIN) as c:
         r = c.post(
             f"/learning-instances/{LI}/metrics/status-and-progress",
             json={"goal_ids": GOALS},
         )
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "read_model_unavailable"
+    assert r.headers["retry-after"] == "1"

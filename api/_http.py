@@ -1,0 +1,108 @@
+"""Request/response helpers shared by the routes: bounded JSON bodies, validation
+errors that name the field, ids in paths, the error response."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.errors import ApiError, BadRequest, PayloadTooLarge
+from schemas.events import EntityId, RefId
+
+__all__ = [
+    "error_response",
+    "json_response",
+    "path_entity_id",
+    "path_ref_id",
+    "read_json",
+    "validate",
+    "validation_details",
+]
+
+_JSON = "application/json"
+M = TypeVar("M", bound=BaseModel)
+
+_ENTITY_ID: TypeAdapter[str] = TypeAdapter(EntityId)
+_REF_ID: TypeAdapter[str] = TypeAdapter(RefId)
+
+
+def json_response(
+    body: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(content=body, status_code=status, media_type=_JSON, headers=headers)
+
+
+def error_response(exc: ApiError, status: int | None = None) -> Response:
+    return json_response(
+        orjson.dumps(exc.body()), status or exc.status_code, exc.headers or None
+    )
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The request's JSON body; 413 beyond ``limit`` bytes, 400 if not JSON."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(
+            f"request body over {limit} bytes", details={"limit": limit}
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"request body over {limit} bytes", details={"limit": limit}
+            )
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"request body is not valid JSON: {exc}", details={"field": "body"}
+        ) from exc
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, str]]:
+    return [
+        {
+            "field": ".".join(str(p) for p in err["loc"]) or "body",
+            "message": err["msg"],
+        }
+        for err in exc.errors(include_url=False)
+    ]
+
+
+def validate(model: type[M], data: Any) -> M:
+    """``model`` from a JSON object; 400 naming every bad field otherwise."""
+    if not isinstance(data, dict):
+        raise BadRequest(
+            "request body must be a JSON object", details={"field": "body"}
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = validation_details(exc)
+        fields = ", ".join(sorted({e["field"] for e in errors}))
+        raise BadRequest(f"invalid request body: {fields}", details=errors) from exc
+
+
+def _path(request: Request, name: str, adapter: TypeAdapter[str]) -> str:
+    value = str(request.path_params[name])
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as exc:
+        raise BadRequest(f"{name} is not a valid id", details={"field": name}) from exc
+
+
+def path_entity_id(request: Request, name: str) -> str:
+    """A learning instance, registration or goal id from the path (400 if bad)."""
+    return _path(request, name, _ENTITY_ID)
+
+
+def path_ref_id(request: Request, name: str) -> str:
+    """A module id from the path (IRIs allowed; 400 if bad)."""
+    return _path(request, name, _REF_ID)

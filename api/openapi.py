@@ -1,0 +1,411 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Request and response bodies are the pydantic models' own JSON Schemas (so the
+document cannot drift from validation); the paths, status codes and headers
+are written here, next to each other, where a reviewer can check them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from schemas.api import MAX_GOALS_PER_QUERY, LearningInstanceQuery, RegistrationQuery
+from schemas.ingest import (
+    MAX_BATCH_EVENTS,
+    Accepted,
+    BatchGradedEvent,
+    BatchResult,
+    CreateLearningInstance,
+    CreateRegistration,
+    DefineGoal,
+    GradedEvent,
+    TagModule,
+)
+
+__all__ = ["openapi_document"]
+
+_REF = "#/components/schemas/{model}"
+_ENTITY_ID = {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,128}$"}
+_REF_ID = {"type": "string", "pattern": r"^\S{1,512}$"}
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {},
+            },
+        }
+    },
+}
+
+_TARGET_ITEM = {
+    "type": "object",
+    "required": ["status", "progress"],
+    "properties": {
+        "target_id": {"type": "string"},
+        "module_id": {"type": "string"},
+        "status": {"type": "string"},
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+    },
+}
+_STATUS_ITEM = {
+    "type": "object",
+    "required": ["goal_id", "status", "progress", "work_remaining", "targets"],
+    "properties": {
+        "goal_id": {"type": "string"},
+        "status": {
+            "enum": [
+                "complete",
+                "complete_max_work",
+                "in_progress",
+                "struggling",
+                "no_work",
+            ]
+        },
+        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+        "work_remaining": {"type": "integer", "minimum": -1, "maximum": 30},
+        "targets": {"type": "array", "items": _TARGET_ITEM},
+        "topic_work_remaining": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "topic_id": {"type": "string"},
+                    "min_work_remaining": {"type": "integer"},
+                    "average_work_remaining": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+_PAGE = {
+    "type": "object",
+    "required": ["query", "column_headers", "data"],
+    "properties": {
+        "query": {"type": "object"},
+        "column_headers": {"type": "array", "items": {"type": "string"}},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["registration_id", "status_and_progress"],
+                "properties": {
+                    "registration_id": {"type": "string"},
+                    "status_and_progress": {"type": "array", "items": _STATUS_ITEM},
+                },
+            },
+        },
+        "next": {
+            "type": "object",
+            "required": ["registration_offset", "registrations_per_page"],
+            "properties": {
+                "registration_offset": {"type": "integer", "minimum": 0},
+                "registrations_per_page": {"type": "integer", "minimum": 1},
+            },
+        },
+    },
+}
+_XAPI = {
+    "description": "one xAPI 1.0.3 statement or an array of them; statements "
+    "that cannot be mapped are rejected one by one in the 207 results",
+    "oneOf": [
+        {"type": "object"},
+        {"type": "array", "items": {"type": "object"}, "maxItems": MAX_BATCH_EVENTS},
+    ],
+}
+_CALIPER = {
+    "description": "an IMS Caliper 1.2 envelope; data items that are not "
+    "GradeEvent/AssessmentItemEvent attempts are rejected one by one",
+    "type": "object",
+    "required": ["dataVersion", "data"],
+    "properties": {
+        "sensor": {"type": "string"},
+        "sendTime": {"type": "string"},
+        "dataVersion": {"const": "http://purl.imsglobal.org/ctx/caliper/v1p2"},
+        "data": {
+            "type": "array",
+            "items": {"type": "object"},
+            "maxItems": MAX_BATCH_EVENTS,
+        },
+    },
+}
+_BATCH = {
+    "type": "object",
+    "required": ["events"],
+    "additionalProperties": False,
+    "properties": {
+        "events": {
+            "type": "array",
+            "maxItems": MAX_BATCH_EVENTS,
+            "description": "graded events; invalid ones are rejected one by one "
+            "in the 207 results",
+            "items": {"$ref": "#/components/schemas/BatchGradedEvent"},
+        }
+    },
+}
+
+_DESCRIPTIONS = {
+    400: "invalid path id or body; the message names the field",
+    401: "missing, malformed, expired or wrongly signed bearer token",
+    403: "the token lacks the role this endpoint needs (reveals no data)",
+    404: "unknown id, or an id of another partner (indistinguishable)",
+    409: "an id already in use, or an attempt for an instructor's registration",
+    413: "body over the size limit, or more than 500 events",
+    503: "Redis or the broker is unavailable; retry after Retry-After seconds",
+}
+
+
+def _error(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _DESCRIPTIONS[status],
+        "content": {
+            "application/json": {"schema": {"$ref": _REF.format(model="Error")}}
+        },
+    }
+    if status == 401:
+        response["headers"] = {
+            "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
+        }
+    if status == 503:
+        response["headers"] = {
+            "Retry-After": {"required": True, "schema": {"type": "string"}}
+        }
+    return response
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
+def _ref(model: type[BaseModel] | str) -> dict[str, str]:
+    name = model if isinstance(model, str) else model.__name__
+    return {"$ref": _REF.format(model=name)}
+
+
+def _operation(
+    summary: str,
+    *,
+    body: dict[str, Any] | None,
+    ok: tuple[int, dict[str, Any], str],
+    errors: tuple[int, ...],
+    params: tuple[tuple[str, dict[str, Any]], ...] = (),
+) -> dict[str, Any]:
+    status, schema, description = ok
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": {str(status): _json(schema, description)}
+        | {str(code): _error(code) for code in errors},
+    }
+    if params:
+        op["parameters"] = [
+            {"name": name, "in": "path", "required": True, "schema": schema_}
+            for name, schema_ in params
+        ]
+    if body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body}},
+        }
+    return op
+
+
+def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    # The contract's sample sends registrations_per_page as a numeric string.
+    props = schema.get("properties", {})
+    for name in ("registration_offset", "registrations_per_page"):
+        if name in props:
+            number = dict(props[name])
+            number.pop("title", None)
+            number["type"] = "integer"
+            props[name] = {
+                "anyOf": [number, {"type": "string", "pattern": "^[0-9]{1,8}$"}],
+                "description": "an integer, or a string of digits",
+            }
+    return schema
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    """The document (built once; the models do not change at run time)."""
+    _, defs = models_json_schema(
+        [
+            (LearningInstanceQuery, "validation"),
+            (RegistrationQuery, "validation"),
+            (CreateLearningInstance, "validation"),
+            (CreateRegistration, "validation"),
+            (DefineGoal, "validation"),
+            (TagModule, "validation"),
+            (GradedEvent, "validation"),
+            (BatchGradedEvent, "validation"),
+            (Accepted, "serialization"),
+            (BatchResult, "serialization"),
+        ],
+        ref_template=_REF,
+    )
+    schemas: dict[str, Any] = dict(defs["$defs"])
+    schemas["LearningInstanceQuery"] = _query_schema(schemas["LearningInstanceQuery"])
+    schemas |= {
+        "Error": _ERROR,
+        "StatusAndProgressPage": _PAGE,
+        "BatchEvents": _BATCH,
+        "XapiStatements": _XAPI,
+        "CaliperEnvelope": _CALIPER,
+    }
+    read = (400, 401, 403, 404, 413, 503)
+    page = (200, _ref("StatusAndProgressPage"), "a page of status and progress")
+    accepted = (202, _ref(Accepted), "acknowledged by the broker")
+    multi = (207, _ref(BatchResult), "one result per item, in request order")
+    admin = (400, 401, 403, 404, 409, 413, 503)
+    batch = (400, 401, 403, 413, 503)
+    li_param = (("li_id", _ENTITY_ID),)
+    reg_param = (("reg_id", _ENTITY_ID),)
+    paths: dict[str, Any] = {
+        "/learning-instances/{li_id}/metrics/status-and-progress": {
+            "post": _operation(
+                "Status and progress of a learning instance's registrations "
+                "(partner admin, or an instructor of the learning instance)",
+                body=_ref(LearningInstanceQuery),
+                ok=page,
+                errors=read,
+                params=li_param,
+            )
+        },
+        "/registrations/{reg_id}/metrics/status-and-progress": {
+            "post": _operation(
+                "Status and progress of one registration (partner admin, an "
+                "instructor of its learning instance, or its learner)",
+                body=_ref(RegistrationQuery),
+                ok=page,
+                errors=read,
+                params=reg_param,
+            )
+        },
+        "/learning-instances": {
+            "post": _operation(
+                "Create a learning instance of the caller's partner (partner admin)",
+                body=_ref(CreateLearningInstance),
+                ok=accepted,
+                errors=(400, 401, 403, 409, 413, 503),
+            )
+        },
+        "/registrations": {
+            "post": _operation(
+                "Register a learner or an instructor (partner admin)",
+                body=_ref(CreateRegistration),
+                ok=accepted,
+                errors=admin,
+            )
+        },
+        "/goals/{goal_id}": {
+            "put": _operation(
+                "Define or redefine a scoped goal (partner admin)",
+                body=_ref(DefineGoal),
+                ok=accepted,
+                errors=admin,
+                params=(("goal_id", _ENTITY_ID),),
+            )
+        },
+        "/modules/{module_id}": {
+            "put": _operation(
+                "Tag a module with learning objectives and BKT parameters "
+                "(partner admin)",
+                body=_ref(TagModule),
+                ok=accepted,
+                errors=(400, 401, 403, 404, 413, 503),
+                params=(("module_id", _REF_ID),),
+            )
+        },
+        "/registrations/{reg_id}/graded-events": {
+            "post": _operation(
+                "Record one graded attempt (partner admin or ingest)",
+                body=_ref(GradedEvent),
+                ok=accepted,
+                errors=admin,
+                params=reg_param,
+            )
+        },
+        "/batch-events": {
+            "post": _operation(
+                f"Up to {MAX_BATCH_EVENTS} graded attempts (partner admin or ingest)",
+                body=_ref("BatchEvents"),
+                ok=multi,
+                errors=batch,
+            )
+        },
+        "/xapi/statements": {
+            "post": _operation(
+                "xAPI 1.0.3 statements as graded attempts (partner admin or ingest)",
+                body=_ref("XapiStatements"),
+                ok=multi,
+                errors=batch,
+            )
+        },
+        "/caliper/events": {
+            "post": _operation(
+                "IMS Caliper 1.2 GradeEvent/AssessmentItemEvent envelopes as "
+                "graded attempts (partner admin or ingest)",
+                body=_ref("CaliperEnvelope"),
+                ok=multi,
+                errors=batch,
+            )
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status"],
+                            "properties": {"status": {"const": "ok"}},
+                        },
+                        "alive",
+                    )
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "mastery-stream",
+            "version": "1",
+            "description": "Status and progress analytics (contract: "
+            "status-and-progress-api.txt), ingest and admin endpoints. "
+            f"At most {MAX_GOALS_PER_QUERY} goals per query. Access rules: "
+            "docs/auth.md; mappings: docs/ingest.md.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                }
+            },
+        },
+        "security": [{"bearerAuth": []}],
+    }

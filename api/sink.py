@@ -1,0 +1,130 @@
+"""The ingest endpoints' port to the broker: every event acknowledged, or 503.
+
+The API never writes state itself: it produces events, and the worker folds
+them. :class:`KafkaEventSink` returns only when the broker acknowledged every
+event of the request (``acks=all``); otherwise it raises
+:class:`api.errors.BrokerUnavailable`, which the app answers with ``503`` and
+``Retry-After``. A 503 does not prove an event was *not* stored (an ack can be
+lost after the write), which is why retries are made idempotent by ids chosen
+by the client (docs/ingest.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from aiokafka.errors import KafkaError
+
+from api.errors import BrokerUnavailable
+from app.broker import BrokerProfile
+from app.producer import EventProducer
+from app.topics import AnyEvent, TopicNames
+
+__all__ = ["EventSink", "KafkaEventSink"]
+
+log = logging.getLogger(__name__)
+
+
+class EventSink(Protocol):
+    """Stores events in order; returns once all are stored, else raises
+    :class:`BrokerUnavailable` (``details.stored``: indexes that were acked)."""
+
+    async def send(self, events: Sequence[AnyEvent]) -> None: ...
+
+
+class KafkaEventSink:
+    """:class:`EventSink` over :class:`app.producer.EventProducer`.
+
+    The producer is started on first use (and again after a failed start), so
+    the API serves reads while the broker is down and ingest recovers by itself.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        profile: BrokerProfile,
+        topics: TopicNames,
+        *,
+        ack_timeout_s: float = 10.0,
+        retry_after_s: int = 5,
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._profile = profile
+        self._topics = topics
+        self._ack_timeout_s = ack_timeout_s
+        self._retry_after_s = retry_after_s
+        self._producer: EventProducer | None = None
+        self._lock = asyncio.Lock()
+
+    def _unavailable(self, reason: str, stored: list[int]) -> BrokerUnavailable:
+        return BrokerUnavailable(
+            "the broker did not acknowledge the events; retry later (ids you "
+            "chose make the retry idempotent)",
+            details={"reason": reason, "stored": stored},
+            retry_after_s=self._retry_after_s,
+        )
+
+    async def _started(self) -> EventProducer:
+        async with self._lock:
+            if self._producer is None:
+                producer = EventProducer(self._bootstrap, self._profile, self._topics)
+                try:
+                    async with asyncio.timeout(self._ack_timeout_s):
+                        await producer.start()
+                except (KafkaError, OSError, TimeoutError) as exc:
+                    with contextlib.suppress(KafkaError, OSError, RuntimeError):
+                        await producer.stop()
+                    raise self._unavailable(
+                        f"cannot connect: {exc!r}", stored=[]
+                    ) from exc
+                self._producer = producer
+            return self._producer
+
+    async def send(self, events: Sequence[AnyEvent]) -> None:
+        if not events:
+            return
+        producer = await self._started()
+        futures: list[asyncio.Future[object]] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._ack_timeout_s
+        try:
+            async with asyncio.timeout_at(deadline):
+                # Queued one after another: events of one registration keep
+                # their request order on its partition.
+                for event in events:
+                    futures.append(await producer.send(event))
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise self._unavailable(repr(exc), self._acked(futures)) from exc
+        if futures:
+            _, pending = await asyncio.wait(
+                futures, timeout=max(0.0, deadline - loop.time())
+            )
+            if pending:
+                raise self._unavailable(
+                    "timed out waiting for acks", self._acked(futures)
+                )
+        failed = [f for f in futures if f.cancelled() or f.exception() is not None]
+        if failed:
+            reason = (
+                "cancelled" if failed[0].cancelled() else repr(failed[0].exception())
+            )
+            raise self._unavailable(reason, self._acked(futures))
+
+    @staticmethod
+    def _acked(futures: list[asyncio.Future[object]]) -> list[int]:
+        return [
+            i
+            for i, f in enumerate(futures)
+            if f.done() and not f.cancelled() and f.exception() is None
+        ]
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if self._producer is not None:
+                with contextlib.suppress(KafkaError, OSError):
+                    await self._producer.stop()
+                self._producer = None
