@@ -97,7 +97,7 @@ def fresh_learner(li: str, at: datetime, tag: str) -> RegistrationCreated:
 
 def sentinels(li: str, at: datetime) -> list[RegistrationCreated]:
     """One fresh learner per partition (same partitioner as the producer)."""
-    part, found = DefaultPartitioner(), {}
+    part, found = DefaultPartitioner(), dict[int, RegistrationCreated]()
     all_parts = list(range(PARTITIONS))
     while len(found) < PARTITIONS:
         reg = fresh_learner(li, at, "sentinel")
@@ -167,7 +167,7 @@ async def throughput(
         if time.monotonic() - t_spawn > 120 or stack.workers[0].poll() is not None:
             raise RuntimeError("no row written within 120 s of starting the worker")
     t_first = time.monotonic()
-    await pubsub.aclose()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
     await ar.config_set("notify-keyspace-events", "")
     say(f"first row {t_first - t_spawn:.1f} s after spawning the worker")
     learners = list(oracle)
@@ -196,17 +196,11 @@ async def throughput(
     R["execs"] = writes(rd)
     R["per_batch"] = total_events / max(1, R["execs"])
     bad = mismatches(rd, oracle, learners)
-    R.update(
-        t_join=t_first - t_spawn,
-        t_proc=t_done - t_first,
-        attempts=len(w.attempts),
-        registrations=len(w.registrations),
-        learners=len(learners),
-        total_events=total_events,
-        rows_checked=sum(len(v) for v in oracle.values()),
-        rows_bad=bad,
-        cpu_tp=cpu_delta(cpu0, cpu1, t_done - t_spawn),
-    )
+    R.update(t_join=t_first - t_spawn, t_proc=t_done - t_first, rows_bad=bad)
+    R.update(attempts=len(w.attempts), registrations=len(w.registrations))
+    R.update(learners=len(learners), total_events=total_events)
+    R["rows_checked"] = sum(len(v) for v in oracle.values())
+    R["cpu_tp"] = cpu_delta(cpu0, cpu1, t_done - t_spawn)
     R["eps"] = len(w.attempts) / R["t_proc"]
     R["eps_all"] = total_events / R["t_proc"]
     R["eps_spawn"] = total_events / (t_done - t_spawn)
@@ -220,7 +214,7 @@ async def throughput(
 def listen(url: str, channels: list[str], conn: Connection) -> None:
     """Child process: timestamp every keyspace notification of the probe rows."""
     rd = Redis.from_url(url)
-    ps = rd.pubsub()
+    ps = rd.pubsub()  # type: ignore[no-untyped-call]
     ps.subscribe(*channels)
     for _ in channels:
         ps.get_message(timeout=5)  # subscribe confirmations
@@ -315,18 +309,10 @@ async def freshness(stack: DevStack, w: Workload, rate: float, probes: int) -> N
     R["f_thirds"] = " / ".join(
         f"{pct(lat[i : i + third], 0.5):.0f}" for i in range(0, 3 * third, third)
     )
-    R.update(
-        f_rate=rate,
-        f_bg=n_bg / t_sent,
-        f_bg_n=n_bg,
-        f_secs=t_sent,
-        f_probes=n_probe,
-        f_seen=len(lat),
-        f_p50=pct(lat, 0.5),
-        f_p99=pct(lat, 0.99),
-        f_max=max(lat),
-        cpu_f=cpu_delta(cpu0, cpu1, t_sent + 3),
-    )
+    R.update(f_rate=rate, f_bg=n_bg / t_sent, f_bg_n=n_bg, f_secs=t_sent)
+    R.update(f_probes=n_probe, f_seen=len(lat), f_max=max(lat))
+    R.update(f_p50=pct(lat, 0.5), f_p99=pct(lat, 0.99))
+    R["cpu_f"] = cpu_delta(cpu0, cpu1, t_sent + 3)
     say(
         f"freshness p50 {R['f_p50']:.1f} ms, p99 {R['f_p99']:.1f} ms, "
         f"max {R['f_max']:.1f} ms ({len(lat)}/{n_probe} probes seen), "
@@ -476,8 +462,8 @@ def api_load(stack: DevStack, w: Workload, seconds: float, force_raw: bool) -> N
 REPORT = """# Benchmarks: end to end on one machine
 
 - Date: {date} UTC
-- Machine: {machine}; broker, Redis, worker, API and load generators all share
-  this box (loopback)
+- Machine: {machine}; load average {load} at the start; broker, Redis,
+  worker, API and load generators all share this box (loopback)
 - Code: git `{rev}` (the tree the worker and API ran from)
 - Command: `{command}` (`make bench`) from the repository root; took {runtime:.1f} min
 - One run: single figures, not medians of repeated runs; the machine is shared and
@@ -519,7 +505,7 @@ before the sentinels has been applied; all learner rows are then compared with
 
 Worker idle after (1). {f_probes} probe learners were registered and projected
 beforehand. Background: copies of workload attempts (new ids) at a
-{f_rate:,.0f}/s target (half of (1)); achieved {f_bg:,.0f}/s ({f_bg_n:,} in
+{f_rate:,.0f}/s target ({f_rate_note}); achieved {f_bg:,.0f}/s ({f_bg_n:,} in
 {f_secs:.1f} s). Every 100 ms one probe attempt; freshness = first keyspace
 notification of the probe's row after the send (exact-channel SUBSCRIBE in a
 separate process) - monotonic time taken right before `send`. It includes the
@@ -585,6 +571,7 @@ def main() -> int:
     ap.add_argument("--raw-client", action="store_true", help="skip wrk")
     args = ap.parse_args()
     started = time.monotonic()
+    R["load"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     say("building the ASSISTments workload and the oracle ...")
     w = assistments(DATA, params_path=PARAMS, max_learners=args.max_learners)
     oracle = expected_rows(w.catalog, [*w.registrations, *w.attempts])
@@ -599,6 +586,7 @@ def main() -> int:
         say(f"broker {stack.kafka.bootstrap_servers}, {stack.redis.url}, logs {logs}")
         asyncio.run(throughput(stack, w, oracle, args.timeout))
         rate = args.fresh_rate or R["eps"] / 2
+        R["f_rate_note"] = "set by --fresh-rate" if args.fresh_rate else "half of (1)"
         asyncio.run(freshness(stack, w, rate, args.probes))
         api_load(stack, w, args.api_seconds, args.raw_client)
     finally:
