@@ -257,6 +257,8 @@ def openapi_document() -> dict[str, Any]:
     )
     schemas: dict[str, Any] = dict(defs["$defs"])
     schemas["LearningInstanceQuery"] = _query_schema(schemas["LearningInstanceQuery"])
+    for query in ("LearningInstanceQuery", "RegistrationQuery"):
+        schemas[query]["properties"]["goal_ids"]["uniqueItems"] = True
     schemas |= {
         "Error": _ERROR,
         "StatusAndProgressPage": _PAGE,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from redis.asyncio import Redis
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from api.app import create_app
@@ -45,6 +46,7 @@ __all__ = [
     "SETTINGS",
     "api_client",
     "bearer",
+    "build_app",
     "seed_world",
 ]
 
@@ -128,10 +130,9 @@ def seed_world(redis_url: str) -> None:
     asyncio.run(_seed(redis_url))
 
 
-@contextmanager
-def api_client(
+def build_app(
     redis_url: str, bootstrap: str | None, topic_prefix: str, **app_kw: object
-) -> Iterator[TestClient]:
+) -> Starlette:
     """The real app over real Redis (and the real broker, when given)."""
     redis = Redis.from_url(redis_url)
     sink = None
@@ -147,7 +148,7 @@ def api_client(
             retry_after_s=7,
         )
         closers.insert(0, sink.stop)
-    app = create_app(
+    return create_app(
         RedisPageStore(redis),
         authenticator=BearerAuthenticator(verifier_from_settings(SETTINGS)),
         facts=RedisFactStore(redis),
@@ -155,5 +156,12 @@ def api_client(
         on_shutdown=closers,
         **app_kw,  # type: ignore[arg-type]
     )
-    with TestClient(app) as client:
+
+
+@contextmanager
+def api_client(
+    redis_url: str, bootstrap: str | None, topic_prefix: str, **app_kw: object
+) -> Iterator[TestClient]:
+    """A TestClient over :func:`build_app` (lifespan included)."""
+    with TestClient(build_app(redis_url, bootstrap, topic_prefix, **app_kw)) as client:
         yield client
