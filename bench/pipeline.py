@@ -50,6 +50,7 @@ DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
 PARAMS = Path("/work/shared/reference/bkt/params.json")
 PREFIX = "bench"
 PARTITIONS = 4
+PARTNER = "partner-assistments"  # app.workload.assistments
 TARGETS = {"events": 10_000.0, "fresh_p99": 250.0, "api_rps": 3_000.0, "api_p99": 10.0}
 R: dict[str, Any] = {}  # every raw figure, rendered at the end
 
@@ -350,12 +351,25 @@ def raw_client(
     conn.send(asyncio.run(run(seconds)))
 
 
+def bearer() -> str:
+    """A partner-admin token when the API has bearer auth (api.tokens), else ''."""
+    try:
+        from api.tokens import mint_token  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return ""
+    os.environ.setdefault("MASTERY_JWT_HS256_SECRET", uuid.uuid4().hex * 2)
+    roles = ["partner_admin"]
+    token = mint_token(Settings(), sub="bench", partner_id=PARTNER, roles=roles)
+    return f"Bearer {token}"
+
+
 def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
     """Warm up 2 s, then run wrk; parse its summary."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         lua.write(
             f'wrk.method = "POST"\nwrk.body = {orjson.dumps(body.decode()).decode()}\n'
             'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.headers["Authorization"] = "{R["auth"]}"\n'
         )
     base = [wrk, "-t1", "-c10", "--latency", "-s", lua.name]
     try:
@@ -400,7 +414,8 @@ def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
 def raw_run(port: int, path: str, body: bytes, seconds: float) -> dict[str, Any]:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Authorization: {R['auth']}\r\n\r\n"
     ).encode()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -427,7 +442,9 @@ def api_load(stack: DevStack, w: Workload, seconds: float, force_raw: bool) -> N
     path = f"/learning-instances/{li}/metrics/status-and-progress"
     body = orjson.dumps({"goal_ids": w.goals_of(li), "registrations_per_page": 100})
     request = urllib.request.Request(
-        stack.api_url + path, data=body, headers={"Content-Type": "application/json"}
+        stack.api_url + path,
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": R["auth"]},
     )
     with urllib.request.urlopen(request, timeout=5) as response:
         status, raw = response.status, response.read()
@@ -520,7 +537,7 @@ Redis write.
 
 `POST /learning-instances/{{li}}/metrics/status-and-progress` with the LI's 2
 goals, `registrations_per_page: 100` ({api_rows} rows, {api_bytes:,}-byte body).
-Client: {api_client}, closed loop, 2 s warm-up then {api_secs:.0f} s.
+Auth: {auth_note}. Client: {api_client}, closed loop, 2 s warm-up then {api_secs:.0f} s.
 
 - {api_n:,} responses, {api_bad} not 200; {api_check}
 - {api_rps:,.0f} req/s, p50 {api_p50:.2f} ms, p99 {api_p99:.2f} ms
@@ -554,6 +571,9 @@ def render(args: argparse.Namespace, runtime: float) -> str:
         subset="" if args.max_learners is None else f", first {args.max_learners}",
         partitions=PARTITIONS,
         api_secs=args.api_seconds,
+        auth_note="HS256 bearer token of a partner admin, verified on every request"
+        if R["auth"]
+        else "none (this API version has no bearer auth)",
         **R,
     )
 
@@ -582,6 +602,7 @@ def main() -> int:
     )
     try:
         stack.start_servers()
+        R["auth"] = bearer()
         stack.start_api()
         say(f"broker {stack.kafka.bootstrap_servers}, {stack.redis.url}, logs {logs}")
         asyncio.run(throughput(stack, w, oracle, args.timeout))
