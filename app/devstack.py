@@ -60,8 +60,14 @@ class DevStack:
         return env
 
     def start_servers(self) -> None:
+        """Start the broker and Redis, and create the topics (as production does
+        before any producer runs: Tansu would auto-create them with its own
+        partition count on a producer's first metadata request)."""
+        from app.broker import ensure_topics
+
         self.kafka.start()
         self.redis.start()
+        asyncio.run(ensure_topics(self.settings, self.kafka.bootstrap_servers))
 
     def start_worker(
         self, name: str = "worker-1", *, wipe_data: bool = False

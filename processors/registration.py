@@ -228,5 +228,6 @@ def apply_attempt(
         untagged,
         tagged,
         seen,
+        state.created_us,
     )
     return AttemptResult(new, "applied")

@@ -14,6 +14,7 @@ from processors.registration import (
     SEEN_LIMIT,
     RegistrationState,
     apply_attempt,
+    epoch_us,
     register,
 )
 from schemas.events import (
@@ -220,3 +221,41 @@ def test_bytes_round_trip_is_exact() -> None:
 def test_from_bytes_rejects_other_formats() -> None:
     with pytest.raises(ValueError, match="not a registration state"):
         RegistrationState.from_bytes(b'[9,"r","li","u","learner",{},{},{},""]')
+
+
+def test_creation_time_survives_attempts_and_re_registration() -> None:
+    """The learner's place in the learning instance's order must never move."""
+    catalog = Catalog()
+    catalog.apply(
+        ModuleTagged(
+            event_id="m",
+            occurred_at=NOW,
+            module_id="mod",
+            learning_objective_ids=["lo"],
+        )
+    )
+    created = RegistrationCreated(
+        event_id="r",
+        occurred_at=dt.datetime(2026, 3, 1, 9, 30, 0, 250_000, tzinfo=dt.UTC),
+        registration_id="reg",
+        learning_instance_id="li",
+        user_id="u",
+        role="learner",
+    )
+    state = register(None, created)
+    assert state.created_us == epoch_us(created.occurred_at) == 1772357400250000
+    attempt = AttemptGraded(
+        event_id="a",
+        occurred_at=NOW,
+        attempt_id="a1",
+        registration_id="reg",
+        module_id="mod",
+        is_correct=True,
+        interaction_end_time=NOW,
+    )
+    applied = apply_attempt(state, attempt, catalog).state
+    assert applied is not None
+    assert applied.created_us == state.created_us
+    again = register(applied, created.model_copy(update={"occurred_at": NOW}))
+    assert again.created_us == state.created_us
+    assert RegistrationState.from_bytes(again.to_bytes()).created_us == state.created_us
