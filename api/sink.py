@@ -96,7 +96,9 @@ class KafkaEventSink:
                 # Queued one after another: events of one registration keep
                 # their request order on its partition.
                 for event in events:
-                    futures.append(await producer.send(event))
+                    future = await producer.send(event)
+                    future.add_done_callback(_retrieve)
+                    futures.append(future)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise self._unavailable(repr(exc), self._acked(futures)) from exc
         if futures:
@@ -123,8 +125,17 @@ class KafkaEventSink:
         ]
 
     async def stop(self) -> None:
+        """Flush and stop; bounded, so a dead broker cannot hold up shutdown."""
         async with self._lock:
             if self._producer is not None:
-                with contextlib.suppress(KafkaError, OSError):
-                    await self._producer.stop()
+                with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                    async with asyncio.timeout(self._ack_timeout_s):
+                        await self._producer.stop()
                 self._producer = None
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    # Failures are reported through BrokerUnavailable (or arrive after the
+    # request gave up); mark them retrieved so asyncio does not log them again.
+    if not future.cancelled():
+        future.exception()
