@@ -9,6 +9,8 @@ Nothing is cached: every request's token is verified (HS256 costs ~20 µs).
 
 from __future__ import annotations
 
+import base64
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -16,13 +18,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
-from pydantic import TypeAdapter, ValidationError
 
 from app.settings import Settings
-from schemas.events import EntityId
 
 __all__ = [
     "KNOWN_ROLES",
@@ -42,7 +43,8 @@ KNOWN_ROLES = frozenset({"partner_admin", "ingest"})
 #: RFC 7518 section 3.2: an HS256 key must be at least as long as the hash.
 MIN_HS256_SECRET_BYTES = 32
 
-_ENTITY_ID: TypeAdapter[str] = TypeAdapter(EntityId)
+#: The pattern of :data:`schemas.events.EntityId` (a regex: ~1 µs, on every request).
+_ENTITY_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 
 
 class AuthConfigError(RuntimeError):
@@ -123,10 +125,7 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The token's principal, or :class:`InvalidToken` saying why not."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.InvalidTokenError as exc:
-            raise InvalidToken("malformed token") from exc
+        header = _header(token)
         alg = header.get("alg")
         key = self._keys.get(alg) if isinstance(alg, str) else None
         if key is None or not isinstance(alg, str):
@@ -154,12 +153,31 @@ class TokenVerifier:
         return _principal(claims)
 
 
-def _principal(claims: dict[str, Any]) -> Principal:
+def _header(token: str) -> dict[str, Any]:
+    # The header alone, parsed by hand: 1-2 µs instead of PyJWT's ~13 µs for
+    # get_unverified_header (which parses the whole token); PyJWT then
+    # verifies the complete token.
+    head, dot, _ = token.partition(".")
     try:
-        sub = _ENTITY_ID.validate_python(claims["sub"], strict=True)
-        partner_id = _ENTITY_ID.validate_python(claims["partner_id"], strict=True)
-    except ValidationError as exc:
-        raise InvalidToken("'sub' and 'partner_id' must be ids") from exc
+        if not dot:
+            raise ValueError("no '.'")
+        header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except ValueError as exc:  # binascii.Error and JSONDecodeError included
+        raise InvalidToken("malformed token") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed token")
+    return header
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    sub, partner_id = claims["sub"], claims["partner_id"]
+    if not (
+        isinstance(sub, str)
+        and isinstance(partner_id, str)
+        and _ENTITY_ID.fullmatch(sub)
+        and _ENTITY_ID.fullmatch(partner_id)
+    ):
+        raise InvalidToken("'sub' and 'partner_id' must be ids")
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
         raise InvalidToken("'roles' must be a list of strings")
