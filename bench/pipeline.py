@@ -77,7 +77,9 @@ def cpu_snapshot(stack: DevStack) -> dict[str, float]:
     procs = {"worker": stack.workers[0] if stack.workers else None, "api": stack.api}
     procs |= {"tansu": stack.kafka.proc, "valkey": stack.redis.proc}
     out = {k: cpu_seconds(p.pid) for k, p in procs.items() if p and p.poll() is None}
-    return out | {"bench": cpu_seconds(os.getpid())}
+    busy = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
+    machine = (sum(busy) - busy[3] - busy[4]) / os.sysconf("SC_CLK_TCK")
+    return out | {"bench": cpu_seconds(os.getpid()), "whole machine": machine}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float], secs: float) -> str:
