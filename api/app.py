@@ -38,7 +38,7 @@ from app.settings import Settings
 from app.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
 
-__all__ = ["create_api", "create_app", "create_redis_app"]
+__all__ = ["create_api", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -192,15 +192,6 @@ def create_app(
         },
         lifespan=lifespan,
     )
-
-
-def create_redis_app(redis_url: str, *, max_request_bytes: int = 65_536) -> Starlette:
-    """Deprecated: ``create_api(settings)``; kept until ``mastery api`` passes
-    its Settings. Reads the same environment as ``Settings()`` does."""
-    settings = Settings().model_copy(
-        update={"redis_url": redis_url, "max_request_bytes": max_request_bytes}
-    )
-    return create_api(settings)
 
 
 def create_api(settings: Settings) -> Starlette:

@@ -61,10 +61,14 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_redis_app
+    from api.app import create_api
+    from api.tokens import AuthConfigError
 
-    redis_url = _require(settings.redis_url, "REDIS_URL")
-    app = create_redis_app(redis_url, max_request_bytes=settings.max_request_bytes)
+    _require(settings.redis_url, "REDIS_URL")
+    try:
+        app = create_api(settings)
+    except AuthConfigError as exc:
+        raise SystemExit(f"error: {exc}") from exc
     uvicorn.run(
         app,
         host=args.host or settings.api_host,
@@ -132,6 +136,23 @@ def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
     check = asyncio.run(self_check(bootstrap, TopicNames(settings.topic_prefix)))
     print(check.describe())
     return 0 if check.reports_offsets_correctly else 3
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from api.tokens import AuthConfigError, mint_token
+
+    try:
+        token = mint_token(
+            settings,
+            sub=args.sub,
+            partner_id=args.partner,
+            roles=args.role or [],
+            ttl_s=args.ttl,
+        )
+    except AuthConfigError as exc:
+        raise SystemExit(f"error: {exc}") from exc
+    print(token)
+    return 0
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
@@ -258,6 +279,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workload_args(p_prod)
     p_prod.set_defaults(func=cmd_produce)
+
+    p_token = sub.add_parser(
+        "token", help="mint a development token (HS256, MASTERY_JWT_HS256_SECRET)"
+    )
+    p_token.add_argument("--sub", default="dev-admin", help="user id (claim sub)")
+    p_token.add_argument("--partner", default="partner-demo", help="claim partner_id")
+    p_token.add_argument(
+        "--role",
+        action="append",
+        choices=["partner_admin", "ingest"],
+        help="repeatable; none = a plain user (learner/instructor rights only)",
+    )
+    p_token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
+    p_token.set_defaults(func=cmd_token)
 
     p_rebuild = sub.add_parser(
         "rebuild",

@@ -22,7 +22,9 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+from pydantic import SecretStr
 
+from api.tokens import generate_secret, mint_token
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from app.settings import Settings
 
@@ -41,6 +43,25 @@ class DevStack:
         self.log_dir = log_dir or self.workdir
         self.workers: list[subprocess.Popen[bytes]] = []
         self.api: subprocess.Popen[bytes] | None = None
+        # The embedded stack's API authenticates like production, with a
+        # random HS256 secret made for this run (`token()` mints tokens).
+        self.jwt_secret = generate_secret()
+
+    def token(
+        self,
+        *,
+        sub: str = "dev-admin",
+        partner_id: str = "partner-demo",
+        roles: tuple[str, ...] = ("partner_admin",),
+        ttl_s: int = 24 * 3600,
+    ) -> str:
+        """A bearer token the stack's API accepts."""
+        settings = self.settings.model_copy(
+            update={"jwt_hs256_secret": SecretStr(self.jwt_secret), "auth_mode": "jwt"}
+        )
+        return mint_token(
+            settings, sub=sub, partner_id=partner_id, roles=roles, ttl_s=ttl_s
+        )
 
     @property
     def api_url(self) -> str:
@@ -55,6 +76,8 @@ class DevStack:
             MASTERY_TOPIC_PREFIX=self.settings.topic_prefix,
             MASTERY_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
             MASTERY_LOG_LEVEL=self.settings.log_level,
+            MASTERY_AUTH_MODE="jwt",
+            MASTERY_JWT_HS256_SECRET=self.jwt_secret,
         )
         env.update(extra)
         return env
@@ -140,13 +163,15 @@ class DevStack:
         self.stop()
 
 
-def post_json(url: str, body: object, timeout: float = 5.0) -> tuple[int, object]:
+def post_json(
+    url: str, body: object, *, token: str | None = None, timeout: float = 5.0
+) -> tuple[int, object]:
     """POST JSON with the standard library; returns (status, decoded body)."""
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        url,
-        data=orjson.dumps(body),
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        url, data=orjson.dumps(body), headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -159,6 +184,7 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
     """``mastery dev``: start everything, stream the workload, print a curl."""
     from app.cli import _produce
     from app.workload import Workload
+    from schemas.events import LearningInstanceCreated
 
     assert isinstance(workload, Workload)
     stack = DevStack(settings)
@@ -184,10 +210,16 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
         goals = workload.goals_of(li)
         url = f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress"
         body = {"goal_ids": goals, "registrations_per_page": 2}
+        partner = next(
+            e.partner_id
+            for e in workload.catalog
+            if isinstance(e, LearningInstanceCreated)
+        )
+        token = stack.token(sub="demo-admin", partner_id=partner)
         print("waiting for the worker to project rows ...", flush=True)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            status, page = post_json(url, body)
+            status, page = post_json(url, body, token=token)
             if status == 200 and isinstance(page, dict) and _has_work(page):
                 break
             time.sleep(0.5)
@@ -202,9 +234,15 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
             f"\nrows are live ({time.monotonic() - started:.1f} s after start). "
             f"API: {stack.api_url}\n"
         )
+        print(
+            f"a partner-admin token for {partner!r}, valid 24 h "
+            "(`mastery token` mints more):\n"
+        )
+        print(f"export TOKEN={token}\n")
         print("try:\n")
         print(
             f"curl -s -X POST {url} \\\n  -H 'Content-Type: application/json' \\\n"
+            f'  -H "Authorization: Bearer $TOKEN" \\\n'
             f"  -d '{orjson.dumps(body).decode()}'\n"
         )
         print(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode()[:3000])

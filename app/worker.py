@@ -282,7 +282,12 @@ class Worker:
         )
         projection = Projection(self.keys)
         if isinstance(event, LearningInstanceCreated):
-            projection.learning_instance(event)
+            # The first creation wins (as in the catalog): a second one must
+            # not hand the learning instance to another partner.
+            projection.learning_instance(
+                self.follower.catalog.learning_instance(event.learning_instance_id)
+                or event
+            )
         elif isinstance(event, GoalDefined):
             current = self.follower.catalog.goal(event.goal_id) or event
             template = orjson.dumps(evaluate(current, None, self.follower.catalog))

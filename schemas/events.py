@@ -13,6 +13,7 @@ from typing import Annotated, Literal, TypeAlias
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -53,6 +54,18 @@ RefId: TypeAlias = Annotated[str, StringConstraints(pattern=r"^\S{1,512}$")]
 _Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 
 
+def _rfc3339_only(value: object) -> object:
+    # Lax pydantic would read a number as a Unix timestamp; on the wire a
+    # timestamp must be an RFC 3339 string with an offset.
+    if isinstance(value, int | float):
+        raise ValueError("must be an RFC 3339 date-time string with a timezone offset")
+    return value
+
+
+#: An aware datetime that JSON must spell as an RFC 3339 string.
+Timestamp: TypeAlias = Annotated[AwareDatetime, BeforeValidator(_rfc3339_only)]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
 
@@ -60,7 +73,7 @@ class _Model(BaseModel):
 class _EventBase(_Model):
     schema_version: Literal[1] = 1
     event_id: EntityId
-    occurred_at: AwareDatetime
+    occurred_at: Timestamp
 
 
 class LearningInstanceCreated(_EventBase):
@@ -192,7 +205,7 @@ class AttemptGraded(_EventBase):
     registration_id: EntityId
     module_id: RefId
     is_correct: bool
-    interaction_end_time: AwareDatetime
+    interaction_end_time: Timestamp
     goal_id: EntityId | None = None
 
 

@@ -13,10 +13,10 @@ from app.producer import EventProducer
 from app.settings import Settings
 from app.topics import AnyEvent, TopicNames
 from app.workload import Workload
-from schemas.events import AttemptGraded, RegistrationCreated
+from schemas.events import AttemptGraded, LearningInstanceCreated, RegistrationCreated
 from tests.oracle import expected_rows
 
-__all__ = ["all_pages", "produce", "wait_until_rows_match"]
+__all__ = ["all_pages", "partner_of", "produce", "wait_until_rows_match"]
 
 
 def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:
@@ -33,16 +33,28 @@ def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:
     asyncio.run(go())
 
 
+def partner_of(workload: Workload, li: str) -> str:
+    """The partner that owns a learning instance of the workload."""
+    return next(
+        e.partner_id
+        for e in workload.catalog
+        if isinstance(e, LearningInstanceCreated) and e.learning_instance_id == li
+    )
+
+
 def all_pages(
-    stack: DevStack, li: str, goals: list[str], per_page: int
+    stack: DevStack, workload: Workload, li: str, goals: list[str], per_page: int
 ) -> tuple[int, list[dict[str, Any]]] | str:
     """Every row of a learning instance, page by page; a string on HTTP errors."""
     rows: list[dict[str, Any]] = []
     body: dict[str, Any] = {"goal_ids": goals, "registrations_per_page": per_page}
+    token = stack.token(partner_id=partner_of(workload, li))
     pages = 0
     while True:
         status, page = post_json(
-            f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress", body
+            f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress",
+            body,
+            token=token,
         )
         if status != 200:  # e.g. 404 until the worker has projected the LI
             return f"{li}: HTTP {status} {page}"
@@ -81,7 +93,7 @@ def wait_until_rows_match(
         problems = []
         for li in workload.learning_instances:
             goals = workload.goals_of(li)
-            result = all_pages(stack, li, goals, per_page)
+            result = all_pages(stack, workload, li, goals, per_page)
             if isinstance(result, str):
                 problems.append(result)
                 continue

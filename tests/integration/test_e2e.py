@@ -10,7 +10,7 @@ import pytest
 from app.devstack import DevStack, post_json
 from app.settings import Settings
 from app.workload import simulated
-from tests.integration.helpers import produce, wait_until_rows_match
+from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,14 +40,20 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
     # One registration through the other endpoint, both goals.
     li = workload.learning_instances[1]
     goals = workload.goals_of(li)
-    reg = next(
-        r.registration_id
+    learner = next(
+        r
         for r in workload.registrations
         if r.learning_instance_id == li and r.role == "learner"
+    )
+    reg = learner.registration_id
+    # Asked by the learner themself: no role, only the registration's user id.
+    own_token = stack.token(
+        sub=learner.user_id, partner_id=partner_of(workload, li), roles=()
     )
     status, page = post_json(
         f"{stack.api_url}/registrations/{reg}/metrics/status-and-progress",
         {"goal_ids": goals},
+        token=own_token,
     )
     assert status == 200
     assert isinstance(page, dict)

@@ -186,3 +186,22 @@ def test_queries_accept_numeric_strings_and_refuse_the_rest() -> None:
             LearningInstanceQuery.model_validate(bad)
     with pytest.raises(ValidationError):
         RegistrationQuery.model_validate({"goal_ids": ["g"], "registration_offset": 1})
+
+
+def test_timestamps_must_be_strings_with_an_offset() -> None:
+    attempt = {
+        **BASE,
+        "attempt_id": "a",
+        "registration_id": "r",
+        "module_id": "m",
+        "is_correct": True,
+        "interaction_end_time": "2026-01-01T00:00:00Z",
+    }
+    assert AttemptGraded.model_validate(attempt)
+    for field, value in (
+        ("occurred_at", 12),
+        ("interaction_end_time", 1.5e9),
+        ("interaction_end_time", "2026-01-01T00:00:00"),
+    ):
+        with pytest.raises(ValidationError, match=field):
+            AttemptGraded.model_validate({**attempt, field: value})
