@@ -7,8 +7,12 @@ measured on this project's machines:
 1. ListOffsets "latest" answers the *last batch's base offset + 1*, ignoring the
    batch's other records. Faust's changelog recovery reads up to that offset, so
    it stops short (lost updates) and a warm restart raises ConsistencyError.
-   Workaround: ``producer_max_batch_size=1`` (bytes): every record is its own
-   batch, so "base offset + 1" is the true end offset.
+   Workaround: :func:`end_offsets` reads the last batch (a fetch returns whole
+   batches) and returns the offset after its last record. Faust's recovery
+   (through :mod:`app.transport`), the catalog follower and the offline readers
+   all ask for end offsets through it. (The first workaround measured,
+   ``producer_max_batch_size=1`` so that every batch holds one record, capped
+   the changelog at ~4k records/s: Faust's producer buffer kept filling up.)
 2. Every consumer-group join waits ``session_timeout / 2``. Workaround: a 10 s
    session timeout (joins take ~5 s instead of Faust's default ~30 s).
 3. Idempotent and transactional producers fail. Workaround:
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,6 +49,7 @@ __all__ = [
     "BrokerCheck",
     "BrokerProfile",
     "ProfileMismatchError",
+    "end_offsets",
     "ensure_topics",
     "profile_for",
     "self_check",
@@ -61,39 +67,29 @@ class BrokerProfile:
     """Client settings for one kind of broker."""
 
     name: Literal["kafka", "tansu"]
-    producer_max_batch_size: int  # bytes, as aiokafka's max_batch_size
     session_timeout_s: float
     fetch_max_wait_ms: int
+
+    @property
+    def corrects_end_offsets(self) -> bool:
+        """Read the last batch to find the true end (Tansu bug 1)."""
+        return self.name == "tansu"
 
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App``."""
         return {
-            "producer_max_batch_size": self.producer_max_batch_size,
             "broker_session_timeout": self.session_timeout_s,
             "broker_heartbeat_interval": min(3.0, self.session_timeout_s / 3),
             "processing_guarantee": "at_least_once",
         }
 
-    def producer_settings(self, *, bulk: bool = False) -> dict[str, Any]:
-        """Keyword arguments for an ``AIOKafkaProducer`` of ours.
-
-        ``bulk=True`` is for producers that only write registration events:
-        nobody reads that topic's end offsets, so batching is safe there even on
-        Tansu, and it is ~20x faster than one record per batch.
-        """
-        batch = 16384 if bulk else self.producer_max_batch_size
-        return {"max_batch_size": batch, "linger_ms": 5, "acks": "all"}
+    def producer_settings(self) -> dict[str, Any]:
+        """Keyword arguments for an ``AIOKafkaProducer`` of ours."""
+        return {"linger_ms": 5, "acks": "all"}
 
 
-KAFKA = BrokerProfile(
-    name="kafka",
-    producer_max_batch_size=16384,
-    session_timeout_s=60.0,
-    fetch_max_wait_ms=1500,
-)
-TANSU = BrokerProfile(
-    name="tansu", producer_max_batch_size=1, session_timeout_s=10.0, fetch_max_wait_ms=5
-)
+KAFKA = BrokerProfile(name="kafka", session_timeout_s=60.0, fetch_max_wait_ms=1500)
+TANSU = BrokerProfile(name="tansu", session_timeout_s=10.0, fetch_max_wait_ms=5)
 
 
 def profile_for(settings: Settings) -> BrokerProfile:
@@ -106,7 +102,6 @@ def profile_for(settings: Settings) -> BrokerProfile:
         base = KAFKA
     return BrokerProfile(
         name=base.name,
-        producer_max_batch_size=base.producer_max_batch_size,
         session_timeout_s=settings.broker_session_timeout_s or base.session_timeout_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms or base.fetch_max_wait_ms,
     )
@@ -134,6 +129,48 @@ class BrokerCheck:
             f"reported end {self.reported_end}, true end {self.expected_end}); this "
             f"is Tansu's ListOffsets bug, the Tansu profile is required"
         )
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer,
+    bootstrap: str,
+    tps: Sequence[TopicPartition],
+    profile: BrokerProfile,
+) -> dict[TopicPartition, int]:
+    """End offsets of ``tps``: the broker's answer, corrected under Tansu.
+
+    Tansu reports the last batch's base offset + 1. A fetch from that offset - 1
+    returns the whole last batch, so the true end is the offset after the last
+    record fetched (reading on until a fetch comes back empty also covers
+    records appended meanwhile). A probe consumer of its own is used, so the
+    caller's positions are untouched.
+    """
+    reported: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(tps)))
+    if not profile.corrects_end_offsets:
+        return reported
+    with_data = [tp for tp in tps if reported[tp] > 0]
+    if not with_data:
+        return reported
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
+    )
+    await probe.start()
+    try:
+        probe.assign(with_data)
+        for tp in with_data:
+            probe.seek(tp, reported[tp] - 1)
+        empty_rounds = 0
+        while empty_rounds < 2:
+            batches = await probe.getmany(*with_data, timeout_ms=50, max_records=10_000)
+            got = False
+            for tp, records in batches.items():
+                if records:
+                    got = True
+                    reported[tp] = max(reported[tp], records[-1].offset + 1)
+            empty_rounds = 0 if got else empty_rounds + 1
+    finally:
+        await probe.stop()
+    return reported
 
 
 async def self_check(bootstrap: str, topics: TopicNames) -> BrokerCheck:

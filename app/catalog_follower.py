@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from app.broker import BrokerProfile, end_offsets
 from processors.catalog import Catalog
 from schemas.events import (
     GoalDefined,
@@ -45,14 +46,14 @@ class CatalogFollower:
         bootstrap: str,
         topic: str,
         *,
-        fetch_max_wait_ms: int,
+        profile: BrokerProfile,
         listener: CatalogListener | None = None,
     ) -> None:
         self.catalog = Catalog()
         self.ready = asyncio.Event()
         self._bootstrap = bootstrap
         self._topic = topic
-        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._profile = profile
         self._listener = listener
         self._positions: dict[TopicPartition, int] = {}
         self._advanced = asyncio.Condition()
@@ -64,7 +65,7 @@ class CatalogFollower:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            fetch_max_wait_ms=self._profile.fetch_max_wait_ms,
         )
         await consumer.start()
         self._consumer = consumer
@@ -75,7 +76,9 @@ class CatalogFollower:
             tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            initial_end = await consumer.end_offsets(tps)
+            initial_end = await end_offsets(
+                consumer, self._bootstrap, tps, self._profile
+            )
             self._positions = dict.fromkeys(tps, 0)
             while True:
                 batches = await consumer.getmany(*tps, timeout_ms=200)
@@ -133,7 +136,9 @@ class CatalogFollower:
         consumer = self._consumer
         if consumer is None:
             return False
-        ends = await consumer.end_offsets(list(self._positions))
+        ends = await end_offsets(
+            consumer, self._bootstrap, list(self._positions), self._profile
+        )
         return await self.wait_for(ends, timeout_s)
 
     async def wait_for_record(

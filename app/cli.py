@@ -176,7 +176,7 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     topics = TopicNames(settings.topic_prefix)
-    view = asyncio.run(pending_dead_letters(bootstrap, topics))
+    view = asyncio.run(pending_dead_letters(bootstrap, topics, profile_for(settings)))
     letters = [
         d
         for d in view.pending

@@ -35,12 +35,14 @@ class DeadLetterView:
     duplicates: int
 
 
-async def pending_dead_letters(bootstrap: str, topics: TopicNames) -> DeadLetterView:
+async def pending_dead_letters(
+    bootstrap: str, topics: TopicNames, profile: BrokerProfile
+) -> DeadLetterView:
     """Read the dead-letter topic whole; dedupe by key; drop re-driven ones."""
     entries: dict[str, DeadLetter] = {}
     done: set[str] = set()
     duplicates = 0
-    async for record in read_topic(bootstrap, topics.dead_letter):
+    async for record in read_topic(bootstrap, topics.dead_letter, profile):
         key = (record.key or b"").decode(errors="replace")
         payload = orjson.loads(record.value or b"null")
         if isinstance(payload, dict) and "redriven_at" in payload:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,10 @@ from api.tokens import generate_secret, mint_token
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from app.settings import Settings
 
-__all__ = ["DevStack", "run_dev"]
+__all__ = ["RESTART_EXIT_CODE", "DevStack", "run_dev"]
+
+#: A worker exits with this code to be restarted (EX_TEMPFAIL).
+RESTART_EXIT_CODE = 75
 
 
 class DevStack:
@@ -46,6 +50,7 @@ class DevStack:
         # The embedded stack's API authenticates like production, with a
         # random HS256 secret made for this run (`token()` mints tokens).
         self.jwt_secret = generate_secret()
+        self._stopping = False
 
     def token(
         self,
@@ -107,7 +112,14 @@ class DevStack:
             start_new_session=True,
         )
         self.workers.append(proc)
+        threading.Thread(target=self._supervise, args=(proc, name), daemon=True).start()
         return proc
+
+    def _supervise(self, proc: subprocess.Popen[bytes], name: str) -> None:
+        """Restart a worker that asks for it (exit code 75: stalled, see the
+        worker's watchdog), as a production supervisor would."""
+        if proc.wait() == RESTART_EXIT_CODE and not self._stopping:
+            self.start_worker(name)
 
     def start_api(self) -> None:
         log = (self.log_dir / "api.log").open("ab")
@@ -148,6 +160,7 @@ class DevStack:
                 proc.wait(timeout=5)
 
     def stop(self) -> None:
+        self._stopping = True
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             self._terminate(proc)
         self.workers.clear()
@@ -250,7 +263,8 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
         end = None if exit_after is None else time.monotonic() + exit_after
         while end is None or time.monotonic() < end:
             for proc in [*stack.workers, stack.api]:
-                if proc is not None and proc.poll() is not None:
+                restarted = proc is not None and proc.returncode == RESTART_EXIT_CODE
+                if proc is not None and proc.poll() is not None and not restarted:
                     print(
                         f"a child process exited ({proc.args!r}); stopping",
                         file=sys.stderr,

@@ -15,32 +15,21 @@ __all__ = ["EventProducer"]
 
 
 class EventProducer:
-    """Routes events to their topic and key; every send is acknowledged.
-
-    Under the Tansu profile every topic but registration-events is written one
-    record per batch (readers of the catalog and dead-letter topics rely on
-    correct end offsets); registration events are batched, see
-    :meth:`BrokerProfile.producer_settings`.
-    """
+    """Routes events to their topic and key; every send is acknowledged."""
 
     def __init__(
         self, bootstrap: str, profile: BrokerProfile, topics: TopicNames
     ) -> None:
         self.topics = topics
-        self._single = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, **profile.producer_settings(bulk=False)
-        )
-        self._bulk = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, **profile.producer_settings(bulk=True)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, **profile.producer_settings()
         )
 
     async def start(self) -> None:
-        await self._single.start()
-        await self._bulk.start()
+        await self._producer.start()
 
     async def stop(self) -> None:
-        await self._single.stop()
-        await self._bulk.stop()
+        await self._producer.stop()
 
     async def __aenter__(self) -> EventProducer:
         await self.start()
@@ -53,12 +42,7 @@ class EventProducer:
         self, topic: str, key: bytes | None, value: bytes
     ) -> asyncio.Future[object]:
         """Queue raw bytes (for tests of bad input); await the result for the ack."""
-        # Only registration events may be batched: nobody reads that topic's end
-        # offsets (see BrokerProfile.producer_settings).
-        producer = (
-            self._bulk if topic == self.topics.registration_events else self._single
-        )
-        fut: asyncio.Future[object] = await producer.send(topic, value, key=key)
+        fut: asyncio.Future[object] = await self._producer.send(topic, value, key=key)
         return fut
 
     async def send(self, event: AnyEvent) -> asyncio.Future[object]:

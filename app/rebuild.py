@@ -19,6 +19,7 @@ import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from app.broker import profile_for
 from app.projector import Projection, RedisProjector
 from app.settings import Settings
 from app.topic_reader import read_topic
@@ -80,9 +81,11 @@ async def rebuild(
     topics = TopicNames(settings.topic_prefix)
     catalog = Catalog()
     n_catalog = 0
+    profile = profile_for(settings)
     async for record in read_topic(
         bootstrap,
         topics.catalog,
+        profile,
         on_progress=progress_bar("catalog") if show_progress else None,
     ):
         try:
@@ -97,6 +100,7 @@ async def rebuild(
     async for record in read_topic(
         bootstrap,
         changelog_topic(settings),
+        profile,
         on_progress=progress_bar("state") if show_progress else None,
     ):
         if record.key is None:

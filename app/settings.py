@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default=None, description="consumer group session timeout; profile default"
     )
     catalog_catchup_timeout_s: float = Field(default=30.0, gt=0)
+    stall_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="exit (code 75, for the supervisor to restart) when events "
+        "wait on assigned partitions and no batch was processed for this long",
+    )
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)

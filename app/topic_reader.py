@@ -1,8 +1,7 @@
 """Reading a whole topic, up to its end offsets, outside any consumer group.
 
-Used by the offline commands (``mastery rebuild``, ``mastery dlq``). The end
-offsets must be right: under the Tansu profile every topic these commands read
-is written one record per batch (see app/broker.py).
+Used by the offline commands (``mastery rebuild``, ``mastery dlq``). End
+offsets come from :func:`app.broker.end_offsets` (corrected under Tansu).
 """
 
 from __future__ import annotations
@@ -11,6 +10,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.broker import BrokerProfile, end_offsets
 
 __all__ = ["Record", "read_topic"]
 
@@ -27,6 +28,7 @@ class Record:
 async def read_topic(
     bootstrap: str,
     topic: str,
+    profile: BrokerProfile,
     *,
     on_progress: Callable[[int, int], None] | None = None,
     fetch_max_wait_ms: int = 100,
@@ -46,7 +48,7 @@ async def read_topic(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
+        ends = await end_offsets(consumer, bootstrap, tps, profile)
         total = sum(ends[tp] - starts[tp] for tp in tps)
         remaining = {tp for tp in tps if ends[tp] > starts[tp]}
         done = 0

@@ -1,17 +1,26 @@
-"""Faust's aiokafka transport with a configurable fetch max wait.
+"""Faust's aiokafka transport, following the broker profile (app/broker.py).
 
-Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. On real
-Kafka that only bounds idle polls, but Tansu always waits it out, which made
-rows appear ~1 s late. The subclass below sets the consumer's wait from the
-broker profile before the consumer starts (aiokafka reads it in ``start()``).
+- Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. On real
+  Kafka that only bounds idle polls, but Tansu always waits it out, which made
+  rows appear ~1 s late: the consumer's wait comes from the profile instead.
+- Table recovery reads changelogs up to the "highwater" end offsets; under the
+  Tansu profile they are corrected by :func:`app.broker.end_offsets`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from collections.abc import Mapping
+from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition as AIOTopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+from app.broker import BrokerProfile, end_offsets
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MasteryApp"]
 
@@ -19,12 +28,33 @@ __all__ = ["MasteryApp"]
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
-        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
-        if wait_ms is not None:
+        profile: BrokerProfile | None = getattr(self.app, "profile", None)
+        if profile is not None:
             # aiokafka keeps the constructor argument here and builds its
             # Fetcher from it in start(); there is no public setter.
-            consumer._fetch_max_wait_ms = int(wait_ms)
+            consumer._fetch_max_wait_ms = profile.fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        # Faust's table recovery reads changelogs up to these offsets.
+        profile: BrokerProfile | None = getattr(self.app, "profile", None)
+        if profile is None or not profile.corrects_end_offsets:
+            return await super()._highwaters(partitions)
+        consumer = self._ensure_consumer()
+        transport = cast(faust_aiokafka.Transport, self.transport)
+        bootstrap = ",".join(
+            faust_aiokafka.server_list(transport.url, transport.default_port)
+        )
+        ends = await end_offsets(
+            consumer,
+            bootstrap,
+            [AIOTopicPartition(tp.topic, tp.partition) for tp in partitions],
+            profile,
+        )
+        import logging
+
+        logging.getLogger("dbg").warning("HIGHWATERS %s", ends)
+        return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
 class _Consumer(faust_aiokafka.Consumer):
@@ -37,10 +67,10 @@ class _Transport(faust_aiokafka.Transport):
 
 
 class MasteryApp(faust.App):
-    """``faust.App`` whose consumer honours ``fetch_max_wait_ms``."""
+    """``faust.App`` whose consumer follows a :class:`BrokerProfile`."""
 
-    def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None, **kwargs: Any):
-        self.fetch_max_wait_ms = fetch_max_wait_ms
+    def __init__(self, *args: Any, profile: BrokerProfile | None = None, **kwargs: Any):
+        self.profile = profile
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:

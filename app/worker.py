@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 import weakref
 from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AIOTopicPartition
 from faust.streams import _current_event
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from app.broker import BrokerProfile
+from app.broker import BrokerProfile, end_offsets
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.projector import Projection, RedisProjector
 from app.settings import Settings
@@ -98,13 +101,16 @@ class Worker:
         self.follower = CatalogFollower(
             bootstrap,
             self.topics.catalog,
-            fetch_max_wait_ms=profile.fetch_max_wait_ms,
+            profile=profile,
             listener=self._on_catalog_change,
         )
         self.lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
         self.stats: dict[str, int] = {"applied": 0, "duplicate": 0, "rejected": 0}
+        self._bootstrap = bootstrap
+        self._profile = profile
+        self._last_progress = time.monotonic()
 
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -116,7 +122,7 @@ class Worker:
             web_enabled=False,
             topic_partitions=settings.topic_partitions,
             topic_replication_factor=settings.topic_replication,
-            fetch_max_wait_ms=profile.fetch_max_wait_ms,
+            profile=profile,
             consumer_auto_offset_reset="earliest",
             key_serializer="raw",
             value_serializer="raw",
@@ -146,6 +152,7 @@ class Worker:
         self.app.agent(self.catalog_topic, name="catalog-events")(self._catalog_agent)
         self.app.task(self._run_follower)
         self.app.task(self._run_rederiver)
+        self.app.task(self._run_watchdog)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
     # -- agents -------------------------------------------------------------
@@ -156,6 +163,7 @@ class Worker:
         async for events in stream.take_events(self.settings.batch_max_events, within):
             async with self.lock:
                 await _or_die(self.handle_registration_batch(events))
+            self._last_progress = time.monotonic()
 
     async def _catalog_agent(self, stream: Any) -> None:
         async for event in stream.events():
@@ -306,6 +314,62 @@ class Worker:
             # mastery depend on module tags.
             self._mark_dirty(_ALL)
 
+    # -- liveness -----------------------------------------------------------
+
+    async def _run_watchdog(self) -> None:
+        """Crash-only answer to a stalled consumer.
+
+        Seen with Faust on the embedded broker: after a double group join at
+        start-up the stream sometimes never resumes, with no error. When events
+        wait (end offset > committed offset on this group's partitions) and no
+        batch was processed for ``stall_timeout_s``, exit with code 75 so the
+        supervisor restarts the worker; uncommitted events are then processed
+        again, idempotently.
+        """
+        await self.follower.ready.wait()
+        probe = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.settings.worker_id,
+            enable_auto_commit=False,
+        )
+        await probe.start()
+        try:
+            while True:
+                await asyncio.sleep(min(5.0, self.settings.stall_timeout_s / 3))
+                if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+                    self._last_progress = time.monotonic()  # busy, not stalled
+                    continue
+                idle = time.monotonic() - self._last_progress
+                if idle < self.settings.stall_timeout_s:
+                    continue
+                lag = await self._lag(probe)
+                if lag > 0:
+                    log.critical(
+                        "no batch for %.0f s while %d events wait: exiting to restart",
+                        idle,
+                        lag,
+                    )
+                    logging.shutdown()
+                    os._exit(75)  # EX_TEMPFAIL: app.devstack.RESTART_EXIT_CODE
+                self._last_progress = time.monotonic()  # idle, and rightly so
+        finally:
+            await probe.stop()
+
+    async def _lag(self, probe: AIOKafkaConsumer) -> int:
+        assigned = [
+            AIOTopicPartition(tp.topic, tp.partition)
+            for tp in self.app.consumer.assignment()
+            if tp.topic == self.topics.registration_events
+        ]
+        if not assigned:
+            return 0
+        ends = await end_offsets(probe, self._bootstrap, assigned, self._profile)
+        lag = 0
+        for tp in assigned:
+            committed = await probe.committed(tp)
+            lag += max(0, ends[tp] - (committed or 0))
+        return lag
+
     # -- re-derivation (goal/module changes, startup repair) ---------------
 
     def _mark_dirty(self, li_id: str) -> None:
@@ -313,6 +377,7 @@ class Worker:
         self._dirty_event.set()
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        self._last_progress = time.monotonic()
         self._mark_dirty(_ALL)
 
     async def _run_follower(self) -> None:
@@ -351,6 +416,7 @@ class Worker:
             if len(projection) >= 5000:
                 await self.projector.write(projection)
                 projection = Projection(self.keys)
+                self._last_progress = time.monotonic()  # a long repair is progress
         await self.projector.write(projection)
         if count:
             log.info("re-derived rows of %d registrations", count)

@@ -79,7 +79,9 @@ def test_unknown_roles_are_dropped() -> None:
         ("garbage", "malformed"),
         (jwt.encode({"sub": "u1", "partner_id": "p1"}, SECRET, "HS256"), "'exp'"),
         (
-            jwt.encode({"sub": "u1", "exp": int(time.time()) + 6 * 3600}, SECRET, "HS256"),
+            jwt.encode(
+                {"sub": "u1", "exp": int(time.time()) + 6 * 3600}, SECRET, "HS256"
+            ),
             "'partner_id'",
         ),
         (jwt.encode(_claims(sub="bad id!"), SECRET, "HS256"), "must be ids"),
