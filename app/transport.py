@@ -3,6 +3,9 @@
 - Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. On real
   Kafka that only bounds idle polls, but Tansu always waits it out, which made
   rows appear ~1 s late: the consumer's wait comes from the profile instead.
+- Faust pauses all streams while its producer buffer holds over 100 records;
+  a batch here writes one changelog record per touched registration, so the
+  limit is raised.
 - Table recovery reads changelogs up to the "highwater" end offsets; under the
   Tansu profile they are corrected by :func:`app.broker.end_offsets`.
 """
@@ -21,6 +24,9 @@ from faust.types import TP
 from app.broker import BrokerProfile, end_offsets
 
 log = logging.getLogger(__name__)
+
+#: Changelog records queued before Faust pauses the streams (Faust: 100).
+PRODUCER_BUFFER_MESSAGES = 5000
 
 __all__ = ["MasteryApp"]
 
@@ -72,6 +78,15 @@ class MasteryApp(faust.App):
     def __init__(self, *args: Any, profile: BrokerProfile | None = None, **kwargs: Any):
         self.profile = profile
         super().__init__(*args, **kwargs)
+
+    def _new_producer(self) -> Any:
+        producer = super()._new_producer()
+        # Table writes queue their changelog records in this buffer; Faust
+        # blocks every stream when it holds over 100 (its default). A worker
+        # batch writes one record per touched registration, often more than
+        # 100 at once: let a whole batch in before the streams wait.
+        producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
+        return producer
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

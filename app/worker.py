@@ -15,6 +15,7 @@ import os
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,8 @@ from app.projector import Projection, RedisProjector
 from app.settings import Settings
 from app.topics import TopicNames
 from app.transport import MasteryApp
-from processors.goals import evaluate
+from processors.catalog import Catalog
+from processors.goals import affected_by, evaluate
 from processors.registration import (
     AttemptResult,
     RegistrationState,
@@ -65,6 +67,23 @@ def _reason(exc: Exception) -> str:
         ]
         return "invalid event: " + "; ".join(parts)
     return f"invalid event: {exc}"
+
+
+@dataclass(slots=True)
+class _Touched:
+    """What a batch's applied attempts touched for one registration."""
+
+    modules: set[str] = field(default_factory=set)
+    objectives: set[str] = field(default_factory=set)
+    goal_ids: set[str] = field(default_factory=set)
+
+    def add(self, attempt: AttemptGraded, catalog: Catalog) -> None:
+        self.modules.add(attempt.module_id)
+        module = catalog.module(attempt.module_id)
+        if module is not None:
+            self.objectives.update(module.learning_objective_ids)
+        if attempt.goal_id is not None:
+            self.goal_ids.add(attempt.goal_id)
 
 
 async def _or_die(work: Awaitable[None]) -> None:
@@ -195,6 +214,7 @@ class Worker:
         states: dict[str, RegistrationState | None] = {}
         carrier: dict[str, Any] = {}
         registered: set[str] = set()
+        touched: dict[str, _Touched] = {}
         projection = Projection(self.keys)
         for ev, event in decoded:
             reg_id = event.registration_id
@@ -215,6 +235,8 @@ class Worker:
                 if result.outcome == "rejected":
                     dead.append(self._dead_letter(ev, result.reason or "rejected"))
                 new_state = result.state
+                if result.outcome == "applied":
+                    touched.setdefault(reg_id, _Touched()).add(event, catalog)
             if new_state is not state:
                 states[reg_id] = new_state
                 carrier[reg_id] = ev
@@ -225,7 +247,8 @@ class Worker:
             state = states[reg_id]
             if state is not None:
                 self._store(reg_id, state, ev)
-                self._project_rows(projection, reg_id, state)
+                if reg_id in touched:
+                    self._project_rows(projection, reg_id, state, touched[reg_id])
         for reg_id in registered:
             state = states[reg_id]
             if state is not None:
@@ -258,12 +281,26 @@ class Worker:
             _current_event.reset(token)
 
     def _project_rows(
-        self, projection: Projection, reg_id: str, state: RegistrationState
+        self,
+        projection: Projection,
+        reg_id: str,
+        state: RegistrationState,
+        touched: _Touched | None = None,
     ) -> None:
+        """Rows of the registration's goals; with ``touched``, only of the goals
+        those attempts can change (the others keep their row or template)."""
         if state.role != "learner":
             return
         catalog = self.follower.catalog
         for goal in catalog.goals_of(state.learning_instance_id):
+            if touched is not None and not affected_by(
+                goal,
+                catalog,
+                modules=touched.modules,
+                objectives=touched.objectives,
+                goal_ids=touched.goal_ids,
+            ):
+                continue
             projection.row(
                 reg_id, goal.goal_id, orjson.dumps(evaluate(goal, state, catalog))
             )

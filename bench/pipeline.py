@@ -353,16 +353,9 @@ def raw_client(
     conn.send(asyncio.run(run(seconds)))
 
 
-def bearer() -> str:
-    """A partner-admin token when the API has bearer auth (api.tokens), else ''."""
-    try:
-        from api.tokens import mint_token  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return ""
-    os.environ.setdefault("MASTERY_JWT_HS256_SECRET", uuid.uuid4().hex * 2)
-    roles = ["partner_admin"]
-    token = mint_token(Settings(), sub="bench", partner_id=PARTNER, roles=roles)
-    return f"Bearer {token}"
+def bearer(stack: DevStack) -> str:
+    """A partner-admin token the stack's API accepts."""
+    return f"Bearer {stack.token(sub='bench', partner_id=PARTNER)}"
 
 
 def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
@@ -604,7 +597,7 @@ def main() -> int:
     )
     try:
         stack.start_servers()
-        R["auth"] = bearer()
+        R["auth"] = bearer(stack)
         stack.start_api()
         say(f"broker {stack.kafka.bootstrap_servers}, {stack.redis.url}, logs {logs}")
         asyncio.run(throughput(stack, w, oracle, args.timeout))

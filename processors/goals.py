@@ -17,7 +17,7 @@ this module implements exactly that document. In short:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from processors.catalog import Catalog
@@ -36,6 +36,7 @@ __all__ = [
     "STRUGGLE_LLR",
     "STRUGGLE_MIN_ATTEMPTS",
     "TargetOutcome",
+    "affected_by",
     "evaluate",
     "evaluate_target",
 ]
@@ -83,6 +84,30 @@ def _target_scope(target: Target, catalog: Catalog) -> tuple[list[str], frozense
     module = catalog.module(module_id)
     objectives = [] if module is None else list(module.learning_objective_ids)
     return objectives, frozenset((module_id,))
+
+
+def affected_by(
+    goal: GoalDefined,
+    catalog: Catalog,
+    *,
+    modules: Collection[str],
+    objectives: Collection[str],
+    goal_ids: Collection[str],
+) -> bool:
+    """Can attempts on ``modules`` (updating ``objectives``, tagged with
+    ``goal_ids``) change this goal's row? Exact: a row depends only on its
+    targets' objectives, the work on modules covering them, and the work tagged
+    with the goal; the worker skips re-evaluating goals this returns False for.
+    """
+    if goal.goal_id in goal_ids:
+        return True
+    for target in goal.targets:
+        target_objectives, target_modules = _target_scope(target, catalog)
+        if any(o in objectives for o in target_objectives):
+            return True
+        if any(m in modules for m in target_modules):
+            return True
+    return False
 
 
 def evaluate_target(

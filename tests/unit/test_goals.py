@@ -9,7 +9,7 @@ import random
 import orjson
 
 from processors.catalog import Catalog
-from processors.goals import STRUGGLE_MIN_ATTEMPTS, evaluate
+from processors.goals import STRUGGLE_MIN_ATTEMPTS, affected_by, evaluate
 from processors.registration import RegistrationState, apply_attempt, register
 from schemas.events import (
     AttemptGraded,
@@ -346,3 +346,39 @@ def test_evaluation_is_deterministic() -> None:
     first = orjson.dumps(evaluate(G_OBJ, s, c))
     again = orjson.dumps(evaluate(G_OBJ, RegistrationState.from_bytes(s.to_bytes()), c))
     assert first == again
+
+
+def test_affected_by_is_exact_on_random_histories() -> None:
+    """Whenever affected_by says an attempt cannot change a goal's row, the row
+    really is unchanged (the worker skips evaluating it); and it does say True
+    for attempts that do change it."""
+    catalog = make_catalog()
+    rng = random.Random(99)
+    module_ids = ["m-a", "m-b", "m-ab", "m-c", "m-s"]
+    goal_tags = [None, None, "g-obj", "g-mod", "g-other"]
+    said_unaffected = changed_when_affected = 0
+    for _ in range(40):
+        state = fresh()
+        for _ in range(25):
+            module, tag = rng.choice(module_ids), rng.choice(goal_tags)
+            after = answer(state, catalog, module, rng.random() < 0.6, tag)
+            module_event = catalog.module(module)
+            assert module_event is not None
+            for g in GOALS:
+                hit = affected_by(
+                    g,
+                    catalog,
+                    modules={module},
+                    objectives=set(module_event.learning_objective_ids),
+                    goal_ids=set() if tag is None else {tag},
+                )
+                before_row = evaluate(g, state, catalog)
+                after_row = evaluate(g, after, catalog)
+                if not hit:
+                    said_unaffected += 1
+                    assert after_row == before_row, (g.goal_id, module, tag)
+                elif after_row != before_row:
+                    changed_when_affected += 1
+            state = after
+    assert said_unaffected > 500
+    assert changed_when_affected > 500
