@@ -10,9 +10,12 @@ measured on this project's machines:
    Workaround: :func:`end_offsets` reads the last batch (a fetch returns whole
    batches) and returns the offset after its last record. Faust's recovery
    (through :mod:`app.transport`), the catalog follower and the offline readers
-   all ask for end offsets through it. (The first workaround measured,
-   ``producer_max_batch_size=1`` so that every batch holds one record, capped
-   the changelog at ~4k records/s: Faust's producer buffer kept filling up.)
+   all ask for end offsets through it.
+   The worker's own producer (changelog, dead letters) still sends one record
+   per batch (``producer_max_batch_size=1``): with batched changelog writes the
+   worker's stream stalled on Tansu, mid-stream and after restarts (benchmark
+   and restart test, several runs), which it never did with single-record
+   batches. That caps changelog writes at a few thousand records/s.
 2. Every consumer-group join waits ``session_timeout / 2``. Workaround: a 10 s
    session timeout (joins take ~5 s instead of Faust's default ~30 s).
 3. Idempotent and transactional producers fail. Workaround:
@@ -69,6 +72,9 @@ class BrokerProfile:
     name: Literal["kafka", "tansu"]
     session_timeout_s: float
     fetch_max_wait_ms: int
+    #: aiokafka ``max_batch_size`` (bytes) of the worker's own producer
+    #: (changelog and dead letters); 1 = one record per batch.
+    worker_producer_max_batch_size: int = 16384
 
     @property
     def corrects_end_offsets(self) -> bool:
@@ -78,6 +84,7 @@ class BrokerProfile:
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App``."""
         return {
+            "producer_max_batch_size": self.worker_producer_max_batch_size,
             "broker_session_timeout": self.session_timeout_s,
             "broker_heartbeat_interval": min(3.0, self.session_timeout_s / 3),
             "processing_guarantee": "at_least_once",
@@ -89,7 +96,12 @@ class BrokerProfile:
 
 
 KAFKA = BrokerProfile(name="kafka", session_timeout_s=60.0, fetch_max_wait_ms=1500)
-TANSU = BrokerProfile(name="tansu", session_timeout_s=10.0, fetch_max_wait_ms=5)
+TANSU = BrokerProfile(
+    name="tansu",
+    session_timeout_s=10.0,
+    fetch_max_wait_ms=5,
+    worker_producer_max_batch_size=1,
+)
 
 
 def profile_for(settings: Settings) -> BrokerProfile:
@@ -102,6 +114,7 @@ def profile_for(settings: Settings) -> BrokerProfile:
         base = KAFKA
     return BrokerProfile(
         name=base.name,
+        worker_producer_max_batch_size=base.worker_producer_max_batch_size,
         session_timeout_s=settings.broker_session_timeout_s or base.session_timeout_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms or base.fetch_max_wait_ms,
     )

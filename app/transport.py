@@ -57,9 +57,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             [AIOTopicPartition(tp.topic, tp.partition) for tp in partitions],
             profile,
         )
-        import logging
-
-        logging.getLogger("dbg").warning("HIGHWATERS %s", ends)
+        log.info(
+            "changelog end offsets (corrected): %s",
+            {str(k): v for k, v in ends.items()},
+        )
         return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 

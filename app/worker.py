@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AIOTopicPartition
+from aiokafka.errors import KafkaError
 from faust.streams import _current_event
 from pydantic import ValidationError
 from redis.asyncio import Redis
@@ -379,7 +380,11 @@ class Worker:
                 idle = time.monotonic() - self._last_progress
                 if idle < self.settings.stall_timeout_s:
                     continue
-                lag = await self._lag(probe)
+                try:
+                    lag = await asyncio.wait_for(self._lag(probe), 15.0)
+                except (TimeoutError, KafkaError) as exc:
+                    log.warning("watchdog could not read the lag: %r", exc)
+                    continue
                 if lag > 0:
                     log.critical(
                         "no batch for %.0f s while %d events wait: exiting to restart",
