@@ -248,7 +248,9 @@ class Worker:
             state = states[reg_id]
             if state is not None:
                 self._store(reg_id, state, ev)
-                if reg_id in touched:
+                if reg_id in registered:  # every goal: a new learner gets its rows
+                    self._project_rows(projection, reg_id, state)
+                elif reg_id in touched:
                     self._project_rows(projection, reg_id, state, touched[reg_id])
         for reg_id in registered:
             state = states[reg_id]

@@ -43,7 +43,7 @@ from app.producer import EventProducer
 from app.settings import Settings
 from app.topics import TopicNames
 from app.workload import Workload, assistments
-from schemas.events import RegistrationCreated
+from schemas.events import GoalDefined, RegistrationCreated
 from tests.oracle import expected_rows
 
 DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
@@ -241,6 +241,12 @@ async def freshness(stack: DevStack, w: Workload, rate: float, probes: int) -> N
         + w.goals_of(r.learning_instance_id)[0]
         for r in regs
     }
+    probe_module = {
+        e.learning_instance_id: e.targets[0].id
+        for e in w.catalog
+        if isinstance(e, GoalDefined)
+        and e.goal_id == w.goals_of(e.learning_instance_id)[0]
+    }
     await produce(boot, regs, "probe registrations")
     deadline = time.monotonic() + 60
     while sum(rd.exists(k) for k in key.values()) < probes:
@@ -281,6 +287,8 @@ async def freshness(stack: DevStack, w: Workload, rate: float, probes: int) -> N
                 update = {
                     "attempt_id": new_id(),
                     "registration_id": reg.registration_id,
+                    # a module the probed goal counts, so the row must change
+                    "module_id": probe_module[reg.learning_instance_id],
                 }
                 probe = w.attempts[-1].model_copy(
                     update=update | {"event_id": new_id()}
