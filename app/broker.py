@@ -7,15 +7,15 @@ measured on this project's machines:
 1. ListOffsets "latest" answers the *last batch's base offset + 1*, ignoring the
    batch's other records. Faust's changelog recovery reads up to that offset, so
    it stops short (lost updates) and a warm restart raises ConsistencyError.
-   Workaround: :func:`end_offsets` reads the last batch (a fetch returns whole
-   batches) and returns the offset after its last record. Faust's recovery
-   (through :mod:`app.transport`), the catalog follower and the offline readers
-   all ask for end offsets through it.
-   The worker's own producer (changelog, dead letters) still sends one record
-   per batch (``producer_max_batch_size=1``): with batched changelog writes the
-   worker's stream stalled on Tansu, mid-stream and after restarts (benchmark
-   and restart test, several runs), which it never did with single-record
-   batches. That caps changelog writes at a few thousand records/s.
+   Workarounds: the worker's own producer (changelog, dead letters) sends one
+   record per batch (``producer_max_batch_size=1``), so "base offset + 1" is
+   the true end of the changelog Faust recovers from; this caps changelog
+   writes at a few thousand records/s. Our own readers (catalog follower,
+   ``mastery rebuild``, ``mastery dlq``) read topics that batching producers
+   write, so they ask :func:`end_offsets`, which reads the last batch (a fetch
+   returns whole batches) and returns the offset after its last record. (Doing
+   that correction inside Faust's recovery instead, so the changelog could be
+   batched, made restarted workers stall: tried and reverted.)
 2. Every consumer-group join waits ``session_timeout / 2``. Workaround: a 10 s
    session timeout (joins take ~5 s instead of Faust's default ~30 s).
 3. Idempotent and transactional producers fail. Workaround:

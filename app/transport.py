@@ -6,22 +6,22 @@
 - Faust pauses all streams while its producer buffer holds over 100 records;
   a batch here writes one changelog record per touched registration, so the
   limit is raised.
-- Table recovery reads changelogs up to the "highwater" end offsets; under the
-  Tansu profile they are corrected by :func:`app.broker.end_offsets`.
+- Table recovery reads changelogs up to the broker's "highwater" end offsets.
+  Under the Tansu profile these are right only because the worker's producer
+  writes one record per batch (app/broker.py). Correcting them here instead,
+  with a probe consumer started inside Faust's consumer thread during
+  recovery, made restarted workers stall: do not.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import faust
-from aiokafka import TopicPartition as AIOTopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
 
-from app.broker import BrokerProfile, end_offsets
+from app.broker import BrokerProfile
 
 log = logging.getLogger(__name__)
 
@@ -40,28 +40,6 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             # Fetcher from it in start(); there is no public setter.
             consumer._fetch_max_wait_ms = profile.fetch_max_wait_ms
         return consumer
-
-    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
-        # Faust's table recovery reads changelogs up to these offsets.
-        profile: BrokerProfile | None = getattr(self.app, "profile", None)
-        if profile is None or not profile.corrects_end_offsets:
-            return await super()._highwaters(partitions)
-        consumer = self._ensure_consumer()
-        transport = cast(faust_aiokafka.Transport, self.transport)
-        bootstrap = ",".join(
-            faust_aiokafka.server_list(transport.url, transport.default_port)
-        )
-        ends = await end_offsets(
-            consumer,
-            bootstrap,
-            [AIOTopicPartition(tp.topic, tp.partition) for tp in partitions],
-            profile,
-        )
-        log.info(
-            "changelog end offsets (corrected): %s",
-            {str(k): v for k, v in ends.items()},
-        )
-        return {TP(tp.topic, tp.partition): end for tp, end in ends.items()}
 
 
 class _Consumer(faust_aiokafka.Consumer):

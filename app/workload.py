@@ -163,14 +163,7 @@ def simulated(
             )
         )
         for n in range(learners_per_instance):
-            reg = RegistrationCreated(
-                event_id=new_id(),
-                occurred_at=next(clock),
-                registration_id=new_id(),
-                learning_instance_id=li,
-                user_id=f"user-{new_id()[:8]}",
-                role="learner",
-            )
+            reg = _learner(new_id, clock, li, f"user-{new_id()[:8]}")
             w.registrations.append(reg)
             never_learns = n % 10 == 9
             streams.append(
@@ -236,6 +229,19 @@ def _simulate_learner(
             interaction_end_time=_EPOCH,
             goal_id=goal,
         )
+
+
+def _learner(
+    new_id: _Ids, clock: Iterator[datetime], li: str, user_id: str
+) -> RegistrationCreated:
+    return RegistrationCreated(
+        event_id=new_id(),
+        occurred_at=next(clock),
+        registration_id=new_id(),
+        learning_instance_id=li,
+        user_id=user_id,
+        role="learner",
+    )
 
 
 def _interleave(
@@ -335,14 +341,7 @@ def assistments(
                         },
                     )
                 )
-        reg = RegistrationCreated(
-            event_id=new_id(),
-            occurred_at=next(clock),
-            registration_id=new_id(),
-            learning_instance_id=li,
-            user_id=f"assist-{n}",
-            role="learner",
-        )
+        reg = _learner(new_id, clock, li, f"assist-{n}")
         w.registrations.append(reg)
         streams.append(
             iter(

@@ -1,0 +1,104 @@
+"""Losing the read model: FLUSHALL, rebuild, Redis down and back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from redis import Redis
+
+from app.devstack import DevStack, post_json
+from app.workload import simulated
+from tests.integration.helpers import partner_of, produce, wait_until_rows_match
+from tests.reliability.readmodel import dump_read_model
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _rebuild(stack: DevStack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", "rebuild", *args],
+        env=stack.env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def test_flushall_then_rebuild_restores_identical_keys(stack: DevStack) -> None:
+    workload = simulated(
+        learning_instances=2, learners_per_instance=20, attempts_per_learner=30, seed=41
+    )
+    events = [*workload.registrations, *workload.attempts]
+    produce(stack, [*workload.catalog, *events])
+    stack.start_worker()
+    wait_until_rows_match(stack, workload, events)
+    before = dump_read_model(stack.redis.url)
+    assert len(before) > 100
+
+    Redis.from_url(stack.redis.url).flushall()
+    assert dump_read_model(stack.redis.url) == {}
+    done = _rebuild(stack)
+    assert "rebuilt the read model" in done.stdout
+    assert "100.0%" in done.stderr  # the progress bar ran to the end
+    assert dump_read_model(stack.redis.url) == before
+
+
+def test_worker_repairs_a_flushed_redis_on_restart(stack: DevStack) -> None:
+    workload = simulated(
+        learning_instances=1, learners_per_instance=15, attempts_per_learner=20, seed=42
+    )
+    events = [*workload.registrations, *workload.attempts]
+    produce(stack, [*workload.catalog, *events])
+    worker = stack.start_worker()
+    wait_until_rows_match(stack, workload, events)
+    before = dump_read_model(stack.redis.url)
+    Redis.from_url(stack.redis.url).flushall()
+    stack._terminate(worker)
+    stack.start_worker()
+    deadline = time.monotonic() + 90
+    while dump_read_model(stack.redis.url) != before and time.monotonic() < deadline:
+        time.sleep(1)
+    assert dump_read_model(stack.redis.url) == before
+
+
+def test_api_answers_503_while_redis_is_down_and_recovers(stack: DevStack) -> None:
+    workload = simulated(
+        learning_instances=1, learners_per_instance=5, attempts_per_learner=10, seed=43
+    )
+    events = [*workload.registrations, *workload.attempts]
+    produce(stack, [*workload.catalog, *events])
+    stack.start_worker()
+    wait_until_rows_match(stack, workload, events)
+    li = workload.learning_instances[0]
+    url = f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress"
+    body = {"goal_ids": workload.goals_of(li)}
+    token = stack.token(partner_id=partner_of(workload, li))
+
+    assert stack.redis.proc is not None
+    stack.redis.proc.terminate()
+    stack.redis.proc.wait(timeout=10)
+    status, error = post_json(url, body, token=token)
+    assert status == 503
+    assert isinstance(error, dict)
+    assert error["error"]["code"] == "read_model_unavailable"
+
+    # More attempts while Redis is down: the worker holds them, nothing lost.
+    more = simulated(
+        learning_instances=1, learners_per_instance=5, attempts_per_learner=10, seed=43
+    )
+    extra = [
+        a.model_copy(update={"attempt_id": f"{a.attempt_id}-2"})
+        for a in more.attempts[:20]
+    ]
+    produce(stack, extra)
+    time.sleep(2)
+
+    stack.redis.restart()  # memory only: it comes back empty
+    _rebuild(stack)
+    status, _ = post_json(url, body, token=token)
+    assert status == 200
+    wait_until_rows_match(stack, workload, [*events, *extra])
