@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Sequence
@@ -393,6 +394,12 @@ class Worker:
                         idle,
                         lag,
                     )
+                    # The local store may hold writes whose changelog records
+                    # never reached the broker (the stall blocks the producer's
+                    # flush, and so the offset commit): restart from the
+                    # changelog alone, which is consistent with the committed
+                    # offsets (Faust flushes the producer before committing).
+                    shutil.rmtree(self.settings.data_dir, ignore_errors=True)
                     logging.shutdown()
                     os._exit(75)  # EX_TEMPFAIL: app.devstack.RESTART_EXIT_CODE
                 self._last_progress = time.monotonic()  # idle, and rightly so
