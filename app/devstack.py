@@ -51,6 +51,7 @@ class DevStack:
         # random HS256 secret made for this run (`token()` mints tokens).
         self.jwt_secret = generate_secret()
         self._stopping = False
+        self._retired: set[int] = set()  # terminated on purpose: not restarted
 
     def token(
         self,
@@ -118,7 +119,12 @@ class DevStack:
     def _supervise(self, proc: subprocess.Popen[bytes], name: str) -> None:
         """Restart a worker that asks for it (exit code 75: stalled, see the
         worker's watchdog), as a production supervisor would."""
-        if proc.wait() == RESTART_EXIT_CODE and not self._stopping:
+        code = proc.wait()
+        if (
+            code == RESTART_EXIT_CODE
+            and not self._stopping
+            and proc.pid not in self._retired
+        ):
             self.start_worker(name)
 
     def start_api(self) -> None:
@@ -149,8 +155,10 @@ class DevStack:
         self.start_api()
         return self
 
-    @staticmethod
-    def _terminate(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    def _terminate(
+        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM
+    ) -> None:
+        self._retired.add(proc.pid)
         if proc.poll() is None:
             proc.send_signal(sig)
             try:

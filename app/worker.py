@@ -99,7 +99,11 @@ async def _or_die(work: Awaitable[None]) -> None:
     try:
         await work
     except asyncio.CancelledError:
-        raise
+        # Cancelled mid-batch (shutdown or rebalance): returning would let
+        # take_events ack events whose effects may not all be stored.
+        log.warning("batch cancelled mid-way; exiting without committing its offsets")
+        logging.shutdown()
+        os._exit(75)  # EX_TEMPFAIL: restart me (app.devstack.RESTART_EXIT_CODE)
     except Exception:
         log.critical(
             "batch failed; exiting without committing its offsets", exc_info=True
