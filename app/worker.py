@@ -378,13 +378,20 @@ class Worker:
             enable_auto_commit=False,
         )
         await probe.start()
+        busy_since: float | None = None
         try:
             while True:
                 await asyncio.sleep(min(5.0, self.settings.stall_timeout_s / 3))
+                now = time.monotonic()
                 if self.app.rebalancing or getattr(self.app, "in_recovery", False):
-                    self._last_progress = time.monotonic()  # busy, not stalled
-                    continue
-                idle = time.monotonic() - self._last_progress
+                    # Rebalancing or recovering is progress, unless it never ends.
+                    busy_since = busy_since or now
+                    if now - busy_since < 4 * self.settings.stall_timeout_s:
+                        self._last_progress = now
+                        continue
+                else:
+                    busy_since = None
+                idle = now - self._last_progress
                 if idle < self.settings.stall_timeout_s:
                     continue
                 try:
@@ -417,7 +424,15 @@ class Worker:
             if tp.topic == self.topics.registration_events
         ]
         if not assigned:
-            return 0
+            # A worker left with no partitions after a rebalance is idle while
+            # the group's events may wait: judge by the whole topic.
+            partitions = probe.partitions_for_topic(self.topics.registration_events)
+            assigned = [
+                AIOTopicPartition(self.topics.registration_events, p)
+                for p in sorted(partitions or ())
+            ]
+            if not assigned:
+                return 0
         ends = await end_offsets(probe, self._bootstrap, assigned, self._profile)
         lag = 0
         for tp in assigned:

@@ -42,7 +42,7 @@ def _kill(proc: object) -> None:
     strict=False,
     reason="known, intermittent (docs/reliability.md 'Known issue'): after repeated "
     "restarts on the embedded Tansu broker a Faust worker has been seen idle with "
-    "rows missing updates (passed 2 of 4 runs). Issue 5 stays open on this; the "
+    "rows missing updates (failed 2 of 4 runs). Issue 5 stays open on this; the "
     "test runs in full every time.",
 )
 def test_sigkill_three_times_loses_and_doubles_nothing(stack: DevStack) -> None:
