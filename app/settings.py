@@ -77,7 +77,6 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8080, ge=0, le=65535)
-    max_registrations_per_page: int = Field(default=100, ge=1, le=100)
     max_request_bytes: int = Field(default=65_536, ge=1024)
 
     # Authentication of the API (docs/auth.md). Secure by default: with
