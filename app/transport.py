@@ -15,15 +15,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from app.broker import BrokerProfile
-
-log = logging.getLogger(__name__)
 
 #: Changelog records queued before Faust pauses the streams (Faust: 100).
 PRODUCER_BUFFER_MESSAGES = 5000
