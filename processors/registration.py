@@ -13,6 +13,15 @@ partition (seconds of events; a learner answers a few items a minute). 128
 keeps the state small (1 KiB of fingerprints), and it is written to the
 changelog once per batch. The chance that a new id collides with one of 128
 fingerprints is 128 / 2**48 ~ 5e-13 per attempt.
+
+Redelivery: fingerprints alone cannot recognize a *replay* of records already
+applied when more than 128 attempts of a registration are replayed (a worker
+that crashed before committing any offset replays its partitions from the
+start). The state therefore also remembers the position (partition, offset) of
+the last record of its partition it has folded in: a record at or before it is
+a redelivery (:func:`is_redelivery`). All events of a registration are on one
+partition (keyed by registration id) and applied in offset order, so this is
+exact and O(1). Fingerprints still catch attempts *re-sent* as new records.
 """
 
 from __future__ import annotations
@@ -36,13 +45,16 @@ __all__ = [
     "RegistrationState",
     "apply_attempt",
     "epoch_us",
+    "is_redelivery",
     "register",
+    "with_position",
 ]
 
 #: How many applied attempt ids a registration remembers for de-duplication.
 SEEN_LIMIT = 128
 _FP = 8  # characters per fingerprint
-_FORMAT = 2
+_FORMAT = 3
+_FORMATS = {2: 10, 3: 12}  # format -> number of fields (2 has no position)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -65,6 +77,10 @@ class RegistrationState:
     #: ``occurred_at`` of the first RegistrationCreated, in microseconds since
     #: the epoch: the registration's place in its learning instance's order.
     created_us: int = 0
+    #: Position of the last record folded in (see the module docstring);
+    #: -1 when unknown (a state written before positions were kept).
+    source_partition: int = -1
+    source_offset: int = -1
 
     def to_bytes(self) -> bytes:
         """Compact JSON; :meth:`from_bytes` restores an equal state."""
@@ -80,6 +96,8 @@ class RegistrationState:
                 self.tagged_work,
                 self.seen,
                 self.created_us,
+                self.source_partition,
+                self.source_offset,
             ]
         )
 
@@ -87,10 +105,13 @@ class RegistrationState:
     def from_bytes(cls, data: bytes) -> RegistrationState:
         """Inverse of :meth:`to_bytes`."""
         fields = orjson.loads(data)
-        if not isinstance(fields, list) or len(fields) != 10 or fields[0] != _FORMAT:
-            head = fields[0] if isinstance(fields, list) and fields else None
+        head = fields[0] if isinstance(fields, list) and fields else None
+        if not isinstance(head, int) or _FORMATS.get(head) != len(fields):
             raise ValueError(f"not a registration state (format {head!r})")
-        _, reg, li, user, role, objectives, untagged, tagged, seen, created = fields
+        _, reg, li, user, role, objectives, untagged, tagged, seen, created = fields[
+            :10
+        ]
+        partition, offset = fields[10:] if head == 3 else (-1, -1)
         if role not in ("learner", "instructor"):
             raise ValueError(f"not a registration state (role {role!r})")
         from_json = ObjectiveState.from_json
@@ -104,6 +125,8 @@ class RegistrationState:
             tagged,
             seen,
             created,
+            partition,
+            offset,
         )
 
 
@@ -140,6 +163,24 @@ def register(
         user_id=event.user_id,
         role=event.role,
     )
+
+
+def is_redelivery(state: RegistrationState | None, partition: int, offset: int) -> bool:
+    """Is the record at (partition, offset) one the state already folded in?"""
+    return (
+        state is not None
+        and state.source_partition == partition
+        and offset <= state.source_offset
+    )
+
+
+def with_position(
+    state: RegistrationState, partition: int, offset: int
+) -> RegistrationState:
+    """The state, remembering (partition, offset) as the last record folded in."""
+    if (state.source_partition, state.source_offset) == (partition, offset):
+        return state
+    return replace(state, source_partition=partition, source_offset=offset)
 
 
 def epoch_us(moment: datetime) -> int:
@@ -232,5 +273,7 @@ def apply_attempt(
         tagged,
         seen,
         state.created_us,
+        state.source_partition,
+        state.source_offset,
     )
     return AttemptResult(new, "applied")

@@ -15,7 +15,9 @@ from processors.registration import (
     RegistrationState,
     apply_attempt,
     epoch_us,
+    is_redelivery,
     register,
+    with_position,
 )
 from schemas.events import (
     AttemptGraded,
@@ -221,6 +223,46 @@ def test_bytes_round_trip_is_exact() -> None:
 def test_from_bytes_rejects_other_formats() -> None:
     with pytest.raises(ValueError, match="not a registration state"):
         RegistrationState.from_bytes(b'[9,"r","li","u","learner",{},{},{},""]')
+    with pytest.raises(ValueError, match="not a registration state"):  # 3 needs 12
+        RegistrationState.from_bytes(b'[3,"r","li","u","learner",{},{},{},"",0]')
+
+
+def test_position_round_trips_and_format_2_reads_as_unknown() -> None:
+    s = with_position(register(None, created()), 2, 41)
+    back = RegistrationState.from_bytes(s.to_bytes())
+    assert (back.source_partition, back.source_offset) == (2, 41)
+    assert back == s
+    old = RegistrationState.from_bytes(b'[2,"r1","li1","u1","learner",{},{},{},"",7]')
+    assert (old.source_partition, old.source_offset) == (-1, -1)
+    assert old.created_us == 7
+    assert not is_redelivery(old, 0, 0)
+
+
+def test_redelivery_is_a_record_at_or_before_the_position_on_its_partition() -> None:
+    c = make_catalog()
+    s = with_position(register(None, created()), 1, 100)
+    assert is_redelivery(s, 1, 100)
+    assert is_redelivery(s, 1, 3)
+    assert not is_redelivery(s, 1, 101)
+    assert not is_redelivery(s, 0, 3)  # another partition: not comparable
+    assert not is_redelivery(None, 1, 3)
+    # Folding attempts keeps the position (the worker advances it).
+    after = applied(s, attempt("m-a"), c)
+    assert (after.source_partition, after.source_offset) == (1, 100)
+    assert with_position(after, 1, 100) is after
+
+
+def test_replaying_more_than_the_fingerprint_window_needs_the_position() -> None:
+    """Why positions exist: 200 attempts replayed from the start of the
+    partition; the fingerprints remember only the last 128 of them."""
+    c = make_catalog()
+    attempts = [attempt("m-a", attempt_id=f"a{i}") for i in range(200)]
+    s = register(None, created())
+    for offset, a in enumerate(attempts, start=1):
+        s = with_position(applied(s, a, c), 0, offset)
+    replayed_by_fingerprint = [apply_attempt(s, a, c).outcome for a in attempts]
+    assert replayed_by_fingerprint.count("applied") == 200 - SEEN_LIMIT
+    assert all(is_redelivery(s, 0, offset) for offset in range(1, 201))
 
 
 def test_creation_time_survives_attempts_and_re_registration() -> None:
