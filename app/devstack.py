@@ -84,6 +84,9 @@ class DevStack:
             MASTERY_LOG_LEVEL=self.settings.log_level,
             MASTERY_AUTH_MODE="jwt",
             MASTERY_JWT_HS256_SECRET=self.jwt_secret,
+            # Children's logs go to files: unbuffered, so a killed process
+            # leaves every line it wrote.
+            PYTHONUNBUFFERED="1",
         )
         env.update(extra)
         return env
@@ -154,6 +157,10 @@ class DevStack:
             self.start_worker(f"worker-{i + 1}")
         self.start_api()
         return self
+
+    def stop_worker(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop one worker gracefully (SIGTERM); it is not restarted."""
+        self._terminate(proc)
 
     def _terminate(
         self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM

@@ -82,7 +82,7 @@ def test_worker_restart_recovers_state_from_the_changelog(stack: DevStack) -> No
     wait_until_rows_match(stack, workload, first)
 
     old = stack.workers[0]
-    stack._terminate(old)
+    stack.stop_worker(old)
     stack.start_worker("worker-1", wipe_data=True)
     produce(stack, workload.attempts[half:])
     wait_until_rows_match(stack, workload, [*first, *workload.attempts[half:]])

@@ -57,7 +57,7 @@ def test_worker_repairs_a_flushed_redis_on_restart(stack: DevStack) -> None:
     wait_until_rows_match(stack, workload, events)
     before = dump_read_model(stack.redis.url)
     Redis.from_url(stack.redis.url).flushall()
-    stack._terminate(worker)
+    stack.stop_worker(worker)
     stack.start_worker()
     deadline = time.monotonic() + 90
     while dump_read_model(stack.redis.url) != before and time.monotonic() < deadline:
