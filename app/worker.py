@@ -41,7 +41,9 @@ from processors.registration import (
     AttemptResult,
     RegistrationState,
     apply_attempt,
+    is_redelivery,
     register,
+    with_position,
 )
 from schemas.dead_letter import DeadLetter
 from schemas.events import (
@@ -88,6 +90,15 @@ class _Touched:
             self.goal_ids.add(attempt.goal_id)
 
 
+def _advanced(
+    state: RegistrationState, partition: int, offset: int
+) -> RegistrationState:
+    """The state at the later of its position and (partition, offset)."""
+    if state.source_partition == partition and state.source_offset > offset:
+        return state
+    return with_position(state, partition, offset)
+
+
 async def _or_die(work: Awaitable[None]) -> None:
     """Run one batch; on an unexpected error exit at once, without acking it.
 
@@ -132,10 +143,19 @@ class Worker:
         self.lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
-        self.stats: dict[str, int] = {"applied": 0, "duplicate": 0, "rejected": 0}
+        self.stats: dict[str, int] = {
+            "applied": 0,
+            "duplicate": 0,
+            "redelivered": 0,
+            "rejected": 0,
+        }
         self._bootstrap = bootstrap
         self._profile = profile
         self._last_progress = time.monotonic()
+        #: Source partitions whose first event since the last assignment was
+        #: checked to start where the group's committed offset says.
+        self._start_checked: set[tuple[str, int]] = set()
+        self._offsets_probe: AIOKafkaConsumer | None = None
 
         data_dir = Path(settings.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +172,9 @@ class Worker:
             key_serializer="raw",
             value_serializer="raw",
             **profile.faust_settings(),
+        )
+        self.app.seek_unset_to_beginning = frozenset(
+            {self.topics.registration_events, self.topics.catalog}
         )
         self.registration_topic = self.app.topic(
             self.topics.registration_events,
@@ -179,6 +202,7 @@ class Worker:
         self.app.task(self._run_rederiver)
         self.app.task(self._run_watchdog)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        self.app.on_before_shutdown.connect(self._on_before_shutdown)
 
     # -- agents -------------------------------------------------------------
 
@@ -200,6 +224,7 @@ class Worker:
         """Apply one batch of registration events; see the module docstring."""
         decoded: list[tuple[Any, RegistrationCreated | AttemptGraded]] = []
         dead: list[DeadLetter] = []
+        await self._check_no_records_skipped(events)
         for ev in events:
             try:
                 event = decode_event(ev.value or b"")
@@ -224,7 +249,23 @@ class Worker:
         projection = Projection(self.keys)
         for ev, event in decoded:
             reg_id = event.registration_id
-            state = states[reg_id] if reg_id in states else self._load(reg_id)
+            if reg_id in states:
+                state = states[reg_id]
+            else:
+                state = states[reg_id] = self._load(reg_id, ev)
+            if is_redelivery(state, ev.message.partition, ev.message.offset):
+                # Already folded in (redelivered after a crash or rebalance).
+                # Written and projected again all the same: the local store
+                # may hold its effect while the changelog and Redis do not
+                # (the process died between them); the re-write puts it in
+                # the changelog before this offset is committed.
+                self.stats["redelivered"] += 1
+                carrier[reg_id] = ev
+                if isinstance(event, RegistrationCreated):
+                    registered.add(reg_id)
+                else:
+                    touched.setdefault(reg_id, _Touched()).add(event, catalog)
+                continue
             if isinstance(event, RegistrationCreated):
                 new_state: RegistrationState | None = register(state, event)
                 registered.add(reg_id)
@@ -241,17 +282,20 @@ class Worker:
                 if result.outcome == "rejected":
                     dead.append(self._dead_letter(ev, result.reason or "rejected"))
                 new_state = result.state
-                if result.outcome == "applied":
+                if result.outcome != "rejected":
+                    # A duplicate (an attempt re-sent as a new record) is
+                    # re-written and re-projected too, as a redelivery is.
                     touched.setdefault(reg_id, _Touched()).add(event, catalog)
-            if new_state is not state:
-                states[reg_id] = new_state
+            states[reg_id] = new_state
+            if new_state is not None:
+                # The state advances to this record's position, whatever its
+                # outcome: a redelivered rejection is not dead-lettered twice.
                 carrier[reg_id] = ev
-            elif reg_id not in states:
-                states[reg_id] = state
 
         for reg_id, ev in carrier.items():
             state = states[reg_id]
             if state is not None:
+                state = _advanced(state, ev.message.partition, ev.message.offset)
                 self._store(reg_id, state, ev)
                 if reg_id in registered:  # every goal: a new learner gets its rows
                     self._project_rows(projection, reg_id, state)
@@ -265,6 +309,89 @@ class Worker:
         await self._send_dead_letters(dead)
         await self.projector.write(projection)
 
+    async def _check_no_records_skipped(self, events: Sequence[Any]) -> None:
+        """Crash-only guard: the first event of a partition after an assignment
+        must be the record at the group's committed offset (or the first
+        record, with none committed).
+
+        Faust drops records it fetched when a rebalance begins and seeks back
+        to the committed offsets; a race in its fetch loop can still drop the
+        records read again after that seek (it skips offsets below the last
+        one it delivered before). Their offsets would then be committed by
+        the acks of the later records, and the records never applied. When
+        the first event is later than the first record still in the log, the
+        worker exits (75) without acking this batch; restarted, it reads from
+        the committed offset. Gaps that are really in the log (e.g. a
+        transaction's control records on a real Kafka) are told apart by
+        reading the partition from the expected offset.
+        """
+        first: dict[tuple[str, int], int] = {}
+        for ev in events:
+            tp = (ev.message.topic, ev.message.partition)
+            if tp not in self._start_checked and tp not in first:
+                first[tp] = ev.message.offset
+        for (topic, partition), offset in first.items():
+            tp = AIOTopicPartition(topic, partition)
+            try:
+                skipped = await asyncio.wait_for(self._skipped_before(tp, offset), 30.0)
+            except (TimeoutError, KafkaError) as exc:
+                skipped = f"could not check ({exc!r})"
+            if skipped:
+                log.critical(
+                    "first event of %s/%d after an assignment is offset %d but %s "
+                    "(Faust's read offset: %s): exiting to restart from the "
+                    "committed offset",
+                    topic,
+                    partition,
+                    offset,
+                    skipped,
+                    self._faust_read_offset(topic, partition),
+                )
+                logging.shutdown()
+                os._exit(75)  # EX_TEMPFAIL: app.devstack.RESTART_EXIT_CODE
+            self._start_checked.add((topic, partition))
+
+    def _faust_read_offset(self, topic: str, partition: int) -> object:
+        read_offsets = getattr(self.app.consumer, "_read_offset", {})
+        return next(
+            (
+                o
+                for tp, o in read_offsets.items()
+                if (tp.topic, tp.partition) == (topic, partition)
+            ),
+            None,
+        )
+
+    async def _skipped_before(self, tp: AIOTopicPartition, offset: int) -> str:
+        """Why records before ``offset`` were skipped, or "" when none were."""
+        probe = self._offsets_probe
+        if probe is None:
+            probe = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                group_id=self.settings.worker_id,
+                enable_auto_commit=False,
+                fetch_max_wait_ms=self._profile.fetch_max_wait_ms,
+            )
+            await probe.start()
+            self._offsets_probe = probe
+        committed = await probe.committed(tp)
+        if committed is None:
+            committed = (await probe.beginning_offsets([tp]))[tp]
+        if offset <= committed:
+            return ""
+        probe.assign([tp])
+        try:
+            probe.seek(tp, committed)
+            batch = await probe.getmany(tp, timeout_ms=5000, max_records=1)
+        finally:
+            probe.assign([])
+        records = batch.get(tp, [])
+        if not records:
+            return f"nothing could be read from offset {committed}"
+        if records[0].offset < offset:
+            return f"the log has offset {records[0].offset} (committed: {committed})"
+        return ""
+
     def _needs_catalog(self, event: RegistrationCreated | AttemptGraded) -> bool:
         """Does the event name a module or goal this worker has not seen yet?"""
         if not isinstance(event, AttemptGraded):
@@ -274,14 +401,21 @@ class Worker:
             return True
         return event.goal_id is not None and catalog.goal(event.goal_id) is None
 
-    def _load(self, reg_id: str) -> RegistrationState | None:
-        raw = self.states.get(reg_id.encode())
+    def _load(self, reg_id: str, carrier: Any) -> RegistrationState | None:
+        # Faust's RocksDB store reads a key from the store partition of "the
+        # current event". Inside a take_events batch that is the batch's last
+        # event, whose partition may not be this registration's: a read there
+        # finds nothing (the registration would look unknown). Name the event.
+        token = _current_event.set(weakref.ref(carrier))
+        try:
+            raw = self.states.get(reg_id.encode())
+        finally:
+            _current_event.reset(token)
         return None if raw is None else RegistrationState.from_bytes(raw)
 
     def _store(self, reg_id: str, state: RegistrationState, carrier: Any) -> None:
-        # Faust routes a table write to the changelog partition of the event
-        # being processed; inside a take_events batch we name that event
-        # explicitly (the last one of this registration: same partition).
+        # Likewise Faust writes a key to the store and changelog partition of
+        # the current event: name one of this registration's events.
         token = _current_event.set(weakref.ref(carrier))
         try:
             self.states[reg_id.encode()] = state.to_bytes()
@@ -446,8 +580,14 @@ class Worker:
         self._dirty.add(li_id)
         self._dirty_event.set()
 
+    async def _on_before_shutdown(self, *args: Any, **kwargs: Any) -> None:
+        probe, self._offsets_probe = self._offsets_probe, None
+        if probe is not None:
+            await probe.stop()
+
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         self._last_progress = time.monotonic()
+        self._start_checked.clear()
         self._mark_dirty(_ALL)
 
     async def _run_follower(self) -> None:

@@ -1,0 +1,129 @@
+"""The worker consumer's seek after an assignment, on the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from types import SimpleNamespace
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from app.embedded import EmbeddedKafka
+from app.transport import _ConsumerThread
+from app.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+
+async def _positions_after_seek(
+    bootstrap: str,
+) -> tuple[dict[int, int], dict[int, int]]:
+    topic, other = f"seek-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1), NewTopic(other, 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i in range(10):
+            await producer.send_and_wait(topic, b"%d" % i, partition=i % 2)
+            await producer.send_and_wait(other, b"%d" % i, partition=0)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+        tp_other = TopicPartition(other, 0)
+        consumer.assign([*tps, tp_other])
+        await consumer.commit({tps[0]: 2})
+        # As after records were fetched and then dropped at a rebalance:
+        for tp in [*tps, tp_other]:
+            consumer.seek(tp, 4)
+        thread = SimpleNamespace(
+            _ensure_consumer=lambda: consumer,
+            app=SimpleNamespace(seek_unset_to_beginning=frozenset({topic})),
+        )
+        committed = await _ConsumerThread._seek_to_committed_or_beginning(thread)  # type: ignore[arg-type]
+        positions = {tp.partition: await consumer.position(tp) for tp in tps}
+        return (
+            {tp.partition: committed[tp] for tp in tps if committed[tp] is not None},
+            {**positions, -1: await consumer.position(tp_other)},
+        )
+    finally:
+        await consumer.stop()
+
+
+def test_partitions_without_a_committed_offset_are_read_from_the_beginning(
+    kafka_server: EmbeddedKafka,
+) -> None:
+    committed, positions = asyncio.run(
+        _positions_after_seek(kafka_server.bootstrap_servers)
+    )
+    assert committed == {0: 2}
+    assert positions[0] == 2  # the committed offset
+    assert positions[1] == 0  # no committed offset: the beginning, not 4
+    assert positions[-1] == 4  # a topic the worker does not name is left alone
+
+
+async def _skipped(bootstrap: str) -> dict[str, str]:
+    topic = f"gap-{uuid.uuid4().hex[:8]}"
+    group = f"w-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 2, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i in range(10):
+            await producer.send_and_wait(topic, b"%d" % i, partition=i % 2)
+    finally:
+        await producer.stop()
+    committer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(topic, 0)])
+        await committer.commit({TopicPartition(topic, 0): 3})
+    finally:
+        await committer.stop()
+    worker = SimpleNamespace(
+        _offsets_probe=None,
+        _bootstrap=bootstrap,
+        settings=SimpleNamespace(worker_id=group),
+        _profile=SimpleNamespace(fetch_max_wait_ms=5),
+    )
+    check = Worker._skipped_before
+    try:
+        return {
+            "p0 at committed": await check(worker, TopicPartition(topic, 0), 3),  # type: ignore[arg-type]
+            "p0 past committed": await check(worker, TopicPartition(topic, 0), 4),  # type: ignore[arg-type]
+            "p1 first record": await check(worker, TopicPartition(topic, 1), 0),  # type: ignore[arg-type]
+            "p1 past first": await check(worker, TopicPartition(topic, 1), 2),  # type: ignore[arg-type]
+        }
+    finally:
+        await worker._offsets_probe.stop()  # type: ignore[attr-defined]
+
+
+def test_a_first_event_past_the_committed_offset_is_caught(
+    kafka_server: EmbeddedKafka,
+) -> None:
+    found = asyncio.run(_skipped(kafka_server.bootstrap_servers))
+    assert found["p0 at committed"] == ""
+    assert found["p1 first record"] == ""  # nothing committed: the first record
+    assert "the log has offset 3 (committed: 3)" in found["p0 past committed"]
+    assert "the log has offset 0 (committed: 0)" in found["p1 past first"]
