@@ -152,9 +152,9 @@ class Worker:
         self._bootstrap = bootstrap
         self._profile = profile
         self._last_progress = time.monotonic()
-        #: Source partitions whose first event since the last assignment was
-        #: checked to start where the group's committed offset says.
-        self._start_checked: set[tuple[str, int]] = set()
+        #: Next offset expected per source partition since the last assignment
+        #: (see _check_no_records_skipped).
+        self._next_offset: dict[tuple[str, int], int] = {}
         self._offsets_probe: AIOKafkaConsumer | None = None
 
         data_dir = Path(settings.data_dir)
@@ -310,46 +310,58 @@ class Worker:
         await self.projector.write(projection)
 
     async def _check_no_records_skipped(self, events: Sequence[Any]) -> None:
-        """Crash-only guard: the first event of a partition after an assignment
-        must be the record at the group's committed offset (or the first
-        record, with none committed).
+        """Crash-only guard: no record of a source partition may be skipped.
 
         Faust drops records it fetched when a rebalance begins and seeks back
-        to the committed offsets; a race in its fetch loop can still drop the
-        records read again after that seek (it skips offsets below the last
-        one it delivered before). Their offsets would then be committed by
-        the acks of the later records, and the records never applied. When
-        the first event is later than the first record still in the log, the
-        worker exits (75) without acking this batch; restarted, it reads from
-        the committed offset. Gaps that are really in the log (e.g. a
-        transaction's control records on a real Kafka) are told apart by
-        reading the partition from the expected offset.
+        to the committed offsets, but its fetch loop then also drops every
+        record below the highest offset it delivered before (its "read
+        offset"), which a prefetched record of the old generation can leave
+        too high (faust-streaming issues #216, #221). The skipped offsets would
+        then be committed by the acks of later records and never applied.
+
+        So after each assignment the first event of a partition must be the
+        record at the group's committed offset (or the log's first record),
+        and every later one the record after the previous one. A larger offset
+        is checked by reading the partition from the expected offset (a real
+        Kafka may have gaps, e.g. a transaction's control records); if records
+        were skipped, the worker exits (75) without acking this batch, and its
+        restart reads from the committed offset.
         """
-        first: dict[tuple[str, int], int] = {}
+        expected = self._next_offset
         for ev in events:
-            tp = (ev.message.topic, ev.message.partition)
-            if tp not in self._start_checked and tp not in first:
-                first[tp] = ev.message.offset
-        for (topic, partition), offset in first.items():
-            tp = AIOTopicPartition(topic, partition)
-            try:
-                skipped = await asyncio.wait_for(self._skipped_before(tp, offset), 30.0)
-            except (TimeoutError, KafkaError) as exc:
-                skipped = f"could not check ({exc!r})"
-            if skipped:
-                log.critical(
-                    "first event of %s/%d after an assignment is offset %d but %s "
-                    "(Faust's read offset: %s): exiting to restart from the "
-                    "committed offset",
-                    topic,
-                    partition,
-                    offset,
-                    skipped,
-                    self._faust_read_offset(topic, partition),
-                )
-                logging.shutdown()
-                os._exit(75)  # EX_TEMPFAIL: app.devstack.RESTART_EXIT_CODE
-            self._start_checked.add((topic, partition))
+            message = ev.message
+            tp = (message.topic, message.partition)
+            offset = message.offset
+            want = expected.get(tp)
+            if want is None or offset > want:
+                await self._or_restart(tp, offset, want)
+            if want is None or offset >= want:
+                expected[tp] = offset + 1
+
+    async def _or_restart(
+        self, tp: tuple[str, int], offset: int, want: int | None
+    ) -> None:
+        topic, partition = tp
+        try:
+            skipped = await asyncio.wait_for(
+                self._skipped_before(AIOTopicPartition(topic, partition), offset, want),
+                30.0,
+            )
+        except (TimeoutError, KafkaError) as exc:
+            skipped = f"could not check ({exc!r})"
+        if not skipped:
+            return
+        log.critical(
+            "event %s/%d at offset %d, but %s (Faust's read offset: %s): exiting "
+            "to restart from the committed offset",
+            topic,
+            partition,
+            offset,
+            skipped,
+            self._faust_read_offset(topic, partition),
+        )
+        logging.shutdown()
+        os._exit(75)  # EX_TEMPFAIL: app.devstack.RESTART_EXIT_CODE
 
     def _faust_read_offset(self, topic: str, partition: int) -> object:
         read_offsets = getattr(self.app.consumer, "_read_offset", {})
@@ -362,8 +374,15 @@ class Worker:
             None,
         )
 
-    async def _skipped_before(self, tp: AIOTopicPartition, offset: int) -> str:
-        """Why records before ``offset`` were skipped, or "" when none were."""
+    async def _skipped_before(
+        self, tp: AIOTopicPartition, offset: int, want: int | None = None
+    ) -> str:
+        """Why records before ``offset`` were skipped, or "" when none were.
+
+        ``want``: the offset expected next; None for the first event after an
+        assignment, which must be the group's committed offset (or the first
+        record in the log).
+        """
         probe = self._offsets_probe
         if probe is None:
             probe = AIOKafkaConsumer(
@@ -374,9 +393,12 @@ class Worker:
             )
             await probe.start()
             self._offsets_probe = probe
-        committed = await probe.committed(tp)
-        if committed is None:
-            committed = (await probe.beginning_offsets([tp]))[tp]
+        if want is None:
+            committed = await probe.committed(tp)
+            if committed is None:
+                committed = (await probe.beginning_offsets([tp]))[tp]
+        else:
+            committed = want
         if offset <= committed:
             return ""
         probe.assign([tp])
@@ -389,7 +411,7 @@ class Worker:
         if not records:
             return f"nothing could be read from offset {committed}"
         if records[0].offset < offset:
-            return f"the log has offset {records[0].offset} (committed: {committed})"
+            return f"the log has offset {records[0].offset} (expected: {committed})"
         return ""
 
     def _needs_catalog(self, event: RegistrationCreated | AttemptGraded) -> bool:
@@ -587,7 +609,7 @@ class Worker:
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         self._last_progress = time.monotonic()
-        self._start_checked.clear()
+        self._next_offset.clear()
         self._mark_dirty(_ALL)
 
     async def _run_follower(self) -> None:

@@ -62,13 +62,6 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known, intermittent (docs/reliability.md 'Known issue'): on the embedded "
-    "Tansu broker a restarted Faust worker sometimes stalls after a double group "
-    "join; the watchdog restarts it, and in some such runs rows then miss updates. "
-    "Issue 5 stays open on this; the test runs in full every time.",
-)
 def test_worker_restart_recovers_state_from_the_changelog(stack: DevStack) -> None:
     """Half the attempts, then a new worker with its RocksDB folder deleted,
     then the rest: every row must still equal the oracle of all events. With

@@ -114,6 +114,8 @@ async def _skipped(bootstrap: str) -> dict[str, str]:
             "p0 past committed": await check(worker, TopicPartition(topic, 0), 4),  # type: ignore[arg-type]
             "p1 first record": await check(worker, TopicPartition(topic, 1), 0),  # type: ignore[arg-type]
             "p1 past first": await check(worker, TopicPartition(topic, 1), 2),  # type: ignore[arg-type]
+            "p1 next": await check(worker, TopicPartition(topic, 1), 3, 3),  # type: ignore[arg-type]
+            "p1 gap": await check(worker, TopicPartition(topic, 1), 4, 2),  # type: ignore[arg-type]
         }
     finally:
         await worker._offsets_probe.stop()  # type: ignore[attr-defined]
@@ -125,5 +127,7 @@ def test_a_first_event_past_the_committed_offset_is_caught(
     found = asyncio.run(_skipped(kafka_server.bootstrap_servers))
     assert found["p0 at committed"] == ""
     assert found["p1 first record"] == ""  # nothing committed: the first record
-    assert "the log has offset 3 (committed: 3)" in found["p0 past committed"]
-    assert "the log has offset 0 (committed: 0)" in found["p1 past first"]
+    assert "the log has offset 3 (expected: 3)" in found["p0 past committed"]
+    assert "the log has offset 0 (expected: 0)" in found["p1 past first"]
+    assert found["p1 next"] == ""  # the record after the previous one
+    assert "the log has offset 2 (expected: 2)" in found["p1 gap"]

@@ -38,13 +38,6 @@ def _kill(proc: object) -> None:
     proc.wait(timeout=10)  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known, intermittent (docs/reliability.md 'Known issue'): after repeated "
-    "restarts on the embedded Tansu broker a Faust worker has been seen idle with "
-    "rows missing updates (failed 2 of 4 runs). Issue 5 stays open on this; the "
-    "test runs in full every time.",
-)
 def test_sigkill_three_times_loses_and_doubles_nothing(stack: DevStack) -> None:
     rng = random.Random(2026)
     workload = simulated(
