@@ -90,15 +90,6 @@ class _Touched:
             self.goal_ids.add(attempt.goal_id)
 
 
-def _advanced(
-    state: RegistrationState, partition: int, offset: int
-) -> RegistrationState:
-    """The state at the later of its position and (partition, offset)."""
-    if state.source_partition == partition and state.source_offset > offset:
-        return state
-    return with_position(state, partition, offset)
-
-
 async def _or_die(work: Awaitable[None]) -> None:
     """Run one batch; on an unexpected error exit at once, without acking it.
 
@@ -295,7 +286,7 @@ class Worker:
         for reg_id, ev in carrier.items():
             state = states[reg_id]
             if state is not None:
-                state = _advanced(state, ev.message.partition, ev.message.offset)
+                state = with_position(state, ev.message.partition, ev.message.offset)
                 self._store(reg_id, state, ev)
                 if reg_id in registered:  # every goal: a new learner gets its rows
                     self._project_rows(projection, reg_id, state)
@@ -385,14 +376,8 @@ class Worker:
         """
         probe = self._offsets_probe
         if probe is None:
-            probe = AIOKafkaConsumer(
-                bootstrap_servers=self._bootstrap,
-                group_id=self.settings.worker_id,
-                enable_auto_commit=False,
-                fetch_max_wait_ms=self._profile.fetch_max_wait_ms,
-            )
+            probe = self._offsets_probe = self._group_probe()
             await probe.start()
-            self._offsets_probe = probe
         if want is None:
             committed = await probe.committed(tp)
             if committed is None:
@@ -528,11 +513,7 @@ class Worker:
         again, idempotently.
         """
         await self.follower.ready.wait()
-        probe = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=self.settings.worker_id,
-            enable_auto_commit=False,
-        )
+        probe = self._group_probe()
         await probe.start()
         busy_since: float | None = None
         try:
@@ -572,6 +553,16 @@ class Worker:
                 self._last_progress = time.monotonic()  # idle, and rightly so
         finally:
             await probe.stop()
+
+    def _group_probe(self) -> AIOKafkaConsumer:
+        """A consumer that reads the group's committed offsets and, by manual
+        assignment, records; it never joins the group or commits."""
+        return AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.settings.worker_id,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._profile.fetch_max_wait_ms,
+        )
 
     async def _lag(self, probe: AIOKafkaConsumer) -> int:
         assigned = [

@@ -177,8 +177,12 @@ def is_redelivery(state: RegistrationState | None, partition: int, offset: int) 
 def with_position(
     state: RegistrationState, partition: int, offset: int
 ) -> RegistrationState:
-    """The state, remembering (partition, offset) as the last record folded in."""
-    if (state.source_partition, state.source_offset) == (partition, offset):
+    """The state, remembering (partition, offset) as the last record folded in.
+
+    A position never moves back on its partition: an earlier record (a
+    redelivery) leaves the state as it is.
+    """
+    if state.source_partition == partition and offset <= state.source_offset:
         return state
     return replace(state, source_partition=partition, source_offset=offset)
 
