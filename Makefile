@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-integration lint format bench bench-model clean
+.PHONY: demo test test-unit test-integration lint format bench bench-model soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -37,6 +37,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
+
+soak: $(STAMP)
+	$(BIN)/python -m bench.crash_soak --seeds 1-8
 
 bench-model: $(STAMP)
 	$(BIN)/python -m bench.model_calibration --learners 1000 --seed 7 --out docs/model-calibration.md

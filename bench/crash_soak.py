@@ -1,0 +1,131 @@
+"""Crash soak: the SIGKILL scenario of tests/reliability, repeated over seeds.
+
+Each run starts its own embedded broker, Redis, API and worker; feeds 20,000
+attempts at ~1,000/s while the worker is SIGKILLed three times at random
+moments (the second restart with its RocksDB folder deleted); then compares
+every row with the oracle. Between kills it prints the changelog records per
+partition and the group's committed offsets; at the end of each run, how often
+the worker restarted itself (skip guard, watchdog). For finding and
+re-checking restart bugs, not a unit test:
+
+    .venv/bin/python -m bench.crash_soak --seeds 31-38
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.devstack import DevStack
+from app.settings import Settings
+from app.workload import simulated
+from tests.integration.helpers import produce, wait_until_rows_match
+from tests.reliability.test_crash_and_failover import _produce_slowly
+
+PREFIX = "soak"
+
+
+async def _inspect(bootstrap: str, partitions: int) -> str:
+    changelog = f"{PREFIX}-worker-registration-state-changelog"
+    tps = [TopicPartition(changelog, p) for p in range(partitions)]
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    counts = dict.fromkeys(range(partitions), 0)
+    try:
+        reader.assign(tps)
+        for tp in tps:
+            reader.seek(tp, 0)
+        while batch := await reader.getmany(timeout_ms=700):
+            for tp, records in batch.items():
+                counts[tp.partition] += len(records)
+    finally:
+        await reader.stop()
+    group = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=f"{PREFIX}-worker",
+        enable_auto_commit=False,
+    )
+    await group.start()
+    try:
+        source = f"{PREFIX}.registration-events.v1"
+        committed = [
+            await group.committed(TopicPartition(source, p)) for p in range(partitions)
+        ]
+    finally:
+        await group.stop()
+    return f"changelog records {counts}, committed {committed}"
+
+
+def run(seed: int, log_dir: Path) -> bool:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(api_port=0, topic_partitions=4, topic_prefix=PREFIX)
+    with DevStack(settings, log_dir=log_dir) as stack:
+        stack.start_servers()
+        stack.start_api()
+        boot = stack.kafka.bootstrap_servers
+        rng = random.Random(seed)
+        workload = simulated(
+            learning_instances=2,
+            learners_per_instance=50,
+            attempts_per_learner=200,
+            seed=5,
+        )
+        produce(stack, [*workload.catalog, *workload.registrations])
+        worker = stack.start_worker("worker-1")
+        feeder = _produce_slowly(stack, workload.attempts, per_second=1000)
+        for wipe in (False, True, False):
+            time.sleep(rng.uniform(6.0, 9.0))
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            print(
+                f"  killed {worker.pid}: {asyncio.run(_inspect(boot, 4))}", flush=True
+            )
+            worker = stack.start_worker("worker-1", wipe_data=wipe)
+        feeder.join()
+        try:
+            wait_until_rows_match(
+                stack,
+                workload,
+                [*workload.registrations, *workload.attempts],
+                per_page=100,
+                timeout_s=120,
+            )
+            ok = True
+        except AssertionError as exc:
+            print(f"  FAIL {str(exc)[:300]}", flush=True)
+            ok = False
+        print(f"  end: {asyncio.run(_inspect(boot, 4))}", flush=True)
+    log = (log_dir / "worker-1.log").read_text(errors="replace")
+    guard = log.count("exiting to restart from the committed offset")
+    watchdog = log.count("no batch for")
+    print(
+        f"seed {seed}: {'PASS' if ok else 'FAIL'}; restarts by the skip guard "
+        f"{guard}, by the watchdog {watchdog}; logs in {log_dir}",
+        flush=True,
+    )
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="1-5", help="e.g. 1-5 or 3,7,9")
+    args = parser.parse_args()
+    seeds: list[int] = []
+    for part in args.seeds.split(","):
+        first, _, last = part.partition("-")
+        seeds += range(int(first), int(last or first) + 1)
+    base = Path(tempfile.mkdtemp(prefix="crash-soak-"))
+    results = [run(seed, base / f"seed-{seed}") for seed in seeds]
+    print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
+    return 0 if all(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
