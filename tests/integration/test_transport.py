@@ -107,6 +107,7 @@ async def _skipped(bootstrap: str) -> dict[str, str]:
         settings=SimpleNamespace(worker_id=group),
         _profile=SimpleNamespace(fetch_max_wait_ms=5),
     )
+    worker._group_probe = lambda: Worker._group_probe(worker)  # type: ignore[arg-type]
     check = Worker._skipped_before
     try:
         return {
