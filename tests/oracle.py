@@ -20,7 +20,21 @@ from schemas.events import (
     RegistrationCreated,
 )
 
-__all__ = ["expected_rows"]
+__all__ = ["expected_rows", "expected_states"]
+
+
+def expected_states(
+    catalog: Catalog, registration_events: Iterable[RegistrationCreated | AttemptGraded]
+) -> dict[str, RegistrationState]:
+    """Every registration's state after the events, folded in one clean pass."""
+    states: dict[str, RegistrationState | None] = {}
+    for event in registration_events:
+        state = states.get(event.registration_id)
+        if isinstance(event, RegistrationCreated):
+            states[event.registration_id] = register(state, event)
+        else:
+            states[event.registration_id] = apply_attempt(state, event, catalog).state
+    return {reg_id: state for reg_id, state in states.items() if state is not None}
 
 
 def expected_rows(
@@ -31,16 +45,9 @@ def expected_rows(
     catalog = Catalog()
     for event in catalog_events:
         catalog.apply(event)
-    states: dict[str, RegistrationState | None] = {}
-    for event in registration_events:
-        state = states.get(event.registration_id)
-        if isinstance(event, RegistrationCreated):
-            states[event.registration_id] = register(state, event)
-        else:
-            states[event.registration_id] = apply_attempt(state, event, catalog).state
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    for reg_id, state in states.items():
-        if state is None or state.role != "learner":
+    for reg_id, state in expected_states(catalog, registration_events).items():
+        if state.role != "learner":
             continue
         out[reg_id] = {
             goal.goal_id: evaluate(goal, state, catalog)

@@ -17,24 +17,30 @@ from app.worker import Worker
 pytestmark = pytest.mark.integration
 
 
-async def _positions_after_seek(
-    bootstrap: str,
-) -> tuple[dict[int, int], dict[int, int]]:
-    topic, other = f"seek-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+async def _topic_with_records(bootstrap: str, prefix: str, partitions: int) -> str:
+    """A new topic whose partitions get 10 records, round robin, in order."""
+    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 2, 1), NewTopic(other, 1, 1)])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:
-        for i in range(10):
-            await producer.send_and_wait(topic, b"%d" % i, partition=i % 2)
-            await producer.send_and_wait(other, b"%d" % i, partition=0)
+        for i in range(10 * partitions):
+            await producer.send_and_wait(topic, b"%d" % i, partition=i % partitions)
     finally:
         await producer.stop()
+    return topic
+
+
+async def _positions_after_seek(
+    bootstrap: str,
+) -> tuple[dict[int, int], dict[int, int]]:
+    topic = await _topic_with_records(bootstrap, "seek", 2)
+    other = await _topic_with_records(bootstrap, "other", 1)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=f"g-{uuid.uuid4().hex[:8]}",
@@ -77,21 +83,8 @@ def test_partitions_without_a_committed_offset_are_read_from_the_beginning(
 
 
 async def _skipped(bootstrap: str) -> dict[str, str]:
-    topic = f"gap-{uuid.uuid4().hex[:8]}"
+    topic = await _topic_with_records(bootstrap, "gap", 2)
     group = f"w-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, 2, 1)])
-    finally:
-        await admin.close()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    try:
-        for i in range(10):
-            await producer.send_and_wait(topic, b"%d" % i, partition=i % 2)
-    finally:
-        await producer.stop()
     committer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )

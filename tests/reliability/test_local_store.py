@@ -23,13 +23,10 @@ from app.devstack import DevStack
 from app.workload import simulated
 from processors.catalog import Catalog
 from processors.registration import (
-    RegistrationState,
-    apply_attempt,
-    register,
     with_position,
 )
-from schemas.events import AttemptGraded, RegistrationCreated
 from tests.integration.helpers import produce, wait_until_rows_match
+from tests.oracle import expected_states
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,19 +34,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _partition(key: str, partitions: int) -> int:
     """aiokafka's default partitioner (the producer's) for a record key."""
     return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def _fold(
-    catalog: Catalog, events: list[RegistrationCreated | AttemptGraded]
-) -> dict[str, RegistrationState]:
-    states: dict[str, RegistrationState | None] = {}
-    for event in events:
-        state = states.get(event.registration_id)
-        if isinstance(event, RegistrationCreated):
-            states[event.registration_id] = register(state, event)
-        else:
-            states[event.registration_id] = apply_attempt(state, event, catalog).state
-    return {k: v for k, v in states.items() if v is not None}
 
 
 def test_redelivered_events_already_in_the_local_store_reach_the_changelog(
@@ -71,7 +55,7 @@ def test_redelivered_events_already_in_the_local_store_reach_the_changelog(
     catalog = Catalog()
     for event in workload.catalog:
         catalog.apply(event)
-    ahead = _fold(catalog, everything)
+    ahead = expected_states(catalog, everything)
     partitions = stack.settings.topic_partitions
     # Each state at the position of its registration's last record, as the
     # worker keeps it: records of a partition get offsets 0, 1, 2, ... in the
