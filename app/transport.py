@@ -11,7 +11,7 @@
   as gone once it is taken off the queue, before aiokafka has accepted it. A
   commit could then precede the changelog records of the events it covers, and
   a crash lose those updates. :class:`_DrainingBuffer` flushes every record
-  that was put, however long it takes.
+  put before the flush began, however long it takes.
 - After every partition assignment Faust seeks its stream partitions back to
   their committed offsets, because it drops records it fetched while a
   rebalance began (``Consumer.getmany`` breaks off when the flow stops, the
