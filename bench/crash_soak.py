@@ -16,18 +16,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import signal
 import tempfile
-import time
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.devstack import DevStack
 from app.settings import Settings
-from app.workload import simulated
-from tests.integration.helpers import produce, wait_until_rows_match
-from tests.reliability.test_crash_and_failover import _produce_slowly
+from tests.integration.helpers import wait_until_rows_match
+from tests.reliability.crashes import sigkill_three_times
 
 PREFIX = "soak"
 
@@ -70,25 +67,13 @@ def run(seed: int, log_dir: Path) -> bool:
         stack.start_servers()
         stack.start_api()
         boot = stack.kafka.bootstrap_servers
-        rng = random.Random(seed)
-        workload = simulated(
-            learning_instances=2,
-            learners_per_instance=50,
-            attempts_per_learner=200,
-            seed=5,
+        workload = sigkill_three_times(
+            stack,
+            random.Random(seed),
+            after_kill=lambda proc: print(
+                f"  killed {proc.pid}: {asyncio.run(_inspect(boot, 4))}", flush=True
+            ),
         )
-        produce(stack, [*workload.catalog, *workload.registrations])
-        worker = stack.start_worker("worker-1")
-        feeder = _produce_slowly(stack, workload.attempts, per_second=1000)
-        for wipe in (False, True, False):
-            time.sleep(rng.uniform(6.0, 9.0))
-            worker.send_signal(signal.SIGKILL)
-            worker.wait()
-            print(
-                f"  killed {worker.pid}: {asyncio.run(_inspect(boot, 4))}", flush=True
-            )
-            worker = stack.start_worker("worker-1", wipe_data=wipe)
-        feeder.join()
         try:
             wait_until_rows_match(
                 stack,

@@ -1,0 +1,64 @@
+"""The SIGKILL scenario, shared by its test and by ``bench.crash_soak``."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from app.devstack import DevStack
+from app.topics import AnyEvent
+from app.workload import Workload, simulated
+from tests.integration.helpers import produce
+
+
+def produce_slowly(
+    stack: DevStack, events: Sequence[AnyEvent], per_second: float
+) -> threading.Thread:
+    """Produce in chunks at about ``per_second`` from a background thread."""
+
+    def run() -> None:
+        chunk = max(1, int(per_second / 4))
+        for start in range(0, len(events), chunk):
+            began = time.monotonic()
+            produce(stack, events[start : start + chunk])
+            time.sleep(max(0.0, 0.25 - (time.monotonic() - began)))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def sigkill_three_times(
+    stack: DevStack,
+    rng: random.Random,
+    after_kill: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None,
+) -> Workload:
+    """20,000 attempts fed at ~1,000/s while the worker is SIGKILLed three times
+    at random moments and restarted, the second time with its RocksDB folder
+    deleted (its state must come back from the changelog alone). Returns once
+    every attempt is produced; the caller compares the rows."""
+    workload = simulated(
+        learning_instances=2, learners_per_instance=50, attempts_per_learner=200, seed=5
+    )
+    assert len(workload.attempts) >= 20_000
+    produce(stack, [*workload.catalog, *workload.registrations])
+    worker = stack.start_worker("worker-1")
+    feeder = produce_slowly(stack, workload.attempts, per_second=1000)
+    for n, wipe in enumerate((False, True, False)):
+        time.sleep(rng.uniform(6.0, 9.0))  # past the group join, into processing
+        kill(worker)
+        after_kill(worker)
+        worker = stack.start_worker("worker-1", wipe_data=wipe)
+        assert worker.poll() is None, f"restart {n} failed"
+    feeder.join(timeout=120)
+    assert not feeder.is_alive()
+    return workload
