@@ -27,13 +27,13 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check app processors api schemas tests bench
-	$(BIN)/ruff format --check app processors api schemas tests bench
+	$(BIN)/ruff check app processors api schemas infra tests bench
+	$(BIN)/ruff format --check app processors api schemas infra tests bench
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format app processors api schemas tests bench
-	$(BIN)/ruff check --fix app processors api schemas tests bench
+	$(BIN)/ruff format app processors api schemas infra tests bench
+	$(BIN)/ruff check --fix app processors api schemas infra tests bench
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md

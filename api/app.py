@@ -33,9 +33,9 @@ from api.ingest import IngestRoutes
 from api.openapi import openapi_document
 from api.sink import EventSink, KafkaEventSink
 from api.store import Page, PageStore, RedisPageStore
-from app.broker import profile_for
-from app.settings import Settings
-from app.topics import TopicNames
+from infra.broker import profile_for
+from infra.settings import Settings
+from infra.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
 
 __all__ = ["create_api", "create_app"]

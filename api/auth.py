@@ -17,7 +17,7 @@ from starlette.requests import Request
 from api.errors import Forbidden, Unauthorized, not_found
 from api.store import Access
 from api.tokens import InvalidToken, Principal, TokenVerifier, verifier_from_settings
-from app.settings import Settings
+from infra.settings import Settings
 
 __all__ = [
     "Authenticator",

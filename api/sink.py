@@ -20,9 +20,9 @@ from typing import Protocol
 from aiokafka.errors import KafkaError
 
 from api.errors import BrokerUnavailable
-from app.broker import BrokerProfile
-from app.producer import EventProducer
-from app.topics import AnyEvent, TopicNames
+from infra.broker import BrokerProfile
+from infra.producer import EventProducer
+from infra.topics import AnyEvent, TopicNames
 
 __all__ = ["EventSink", "KafkaEventSink"]
 
@@ -37,7 +37,7 @@ class EventSink(Protocol):
 
 
 class KafkaEventSink:
-    """:class:`EventSink` over :class:`app.producer.EventProducer`.
+    """:class:`EventSink` over :class:`infra.producer.EventProducer`.
 
     The producer is started on first use (and again after a failed start), so
     the API serves reads while the broker is down and ingest recovers by itself.

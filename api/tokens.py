@@ -1,4 +1,4 @@
-"""Bearer tokens: verifying signed JWTs (PyJWT) and minting development tokens.
+"""Bearer tokens: verifying signed JWTs (PyJWT). Minting lives in infra.tokens.
 
 Accepted algorithms are exactly those a key is configured for: HS256 with the
 shared secret, RS256 with the PEM public key. The key is chosen by the token's
@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-import secrets
-import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
-from app.settings import Settings
+from infra.settings import Settings
 
 __all__ = [
     "KNOWN_ROLES",
@@ -32,8 +29,6 @@ __all__ = [
     "InvalidToken",
     "Principal",
     "TokenVerifier",
-    "generate_secret",
-    "mint_token",
     "verifier_from_settings",
 ]
 
@@ -196,40 +191,3 @@ def verifier_from_settings(settings: Settings) -> TokenVerifier:
         issuer=settings.jwt_issuer,
         leeway_s=settings.jwt_leeway_s,
     )
-
-
-def generate_secret() -> str:
-    """A fresh random HS256 secret (for the embedded development stack)."""
-    return secrets.token_urlsafe(48)
-
-
-def mint_token(
-    settings: Settings,
-    *,
-    sub: str,
-    partner_id: str,
-    roles: Iterable[str] = (),
-    ttl_s: int = 3600,
-    now: float | None = None,
-) -> str:
-    """An HS256 token signed with the configured secret (development, tests).
-
-    Production tokens come from the partner's identity provider; this exists
-    for ``mastery token``, ``make demo`` and the test suite.
-    """
-    secret = settings.jwt_hs256_secret
-    if secret is None:
-        raise AuthConfigError("minting needs MASTERY_JWT_HS256_SECRET")
-    issued = int(time.time() if now is None else now)
-    claims: dict[str, Any] = {
-        "sub": sub,
-        "partner_id": partner_id,
-        "roles": sorted(set(roles)),
-        "iat": issued,
-        "exp": issued + ttl_s,
-    }
-    if settings.jwt_audience is not None:
-        claims["aud"] = settings.jwt_audience
-    if settings.jwt_issuer is not None:
-        claims["iss"] = settings.jwt_issuer
-    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from app.broker import BrokerProfile, end_offsets
+from infra.broker import BrokerProfile, end_offsets
 from processors.catalog import Catalog
 from schemas.events import (
     GoalDefined,
@@ -70,7 +70,7 @@ class CatalogFollower:
         await consumer.start()
         self._consumer = consumer
         try:
-            # The topic is created with one partition (app.broker), but a
+            # The topic is created with one partition (infra.broker), but a
             # broker may auto-create it wider: read every partition there is.
             partitions = consumer.partitions_for_topic(self._topic) or {0}
             tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]

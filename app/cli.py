@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.settings import Settings
+from infra.settings import Settings
 
 __all__ = ["main"]
 
@@ -36,8 +36,8 @@ def _require(value: str | None, name: str) -> str:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
-    from app.broker import ensure_topics, profile_for, verify_profile
     from app.worker import create_worker
+    from infra.broker import ensure_topics, profile_for, verify_profile
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
@@ -99,10 +99,10 @@ def _workload(settings: Settings, args: argparse.Namespace) -> object:
 
 
 async def _produce(settings: Settings, bootstrap: str, workload: object) -> None:
-    from app.broker import ensure_topics, profile_for
-    from app.producer import EventProducer
-    from app.topics import TopicNames
     from app.workload import Workload
+    from infra.broker import ensure_topics, profile_for
+    from infra.producer import EventProducer
+    from infra.topics import TopicNames
 
     assert isinstance(workload, Workload)
     await ensure_topics(settings, bootstrap)
@@ -129,8 +129,8 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
-    from app.broker import self_check
-    from app.topics import TopicNames
+    from infra.broker import self_check
+    from infra.topics import TopicNames
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     check = asyncio.run(self_check(bootstrap, TopicNames(settings.topic_prefix)))
@@ -139,7 +139,7 @@ def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    from api.tokens import AuthConfigError, mint_token
+    from infra.tokens import MintError, mint_token
 
     try:
         token = mint_token(
@@ -149,7 +149,7 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
             roles=args.role or [],
             ttl_s=args.ttl,
         )
-    except AuthConfigError as exc:
+    except MintError as exc:
         raise SystemExit(f"error: {exc}") from exc
     print(token)
     return 0
@@ -170,9 +170,9 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from app.broker import profile_for
     from app.dead_letters import pending_dead_letters, redrive
-    from app.topics import TopicNames
+    from infra.broker import profile_for
+    from infra.topics import TopicNames
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     topics = TopicNames(settings.topic_prefix)

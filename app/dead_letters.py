@@ -17,10 +17,10 @@ from datetime import UTC, datetime
 import orjson
 from pydantic import ValidationError
 
-from app.broker import BrokerProfile
-from app.producer import EventProducer
-from app.topic_reader import read_topic
-from app.topics import TopicNames
+from infra.broker import BrokerProfile
+from infra.producer import EventProducer
+from infra.topic_reader import read_topic
+from infra.topics import TopicNames
 from schemas.dead_letter import DeadLetter
 
 __all__ = ["DeadLetterView", "pending_dead_letters", "redrive"]

@@ -25,9 +25,9 @@ from pathlib import Path
 import orjson
 from pydantic import SecretStr
 
-from api.tokens import generate_secret, mint_token
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from app.settings import Settings
+from infra.settings import Settings
+from infra.tokens import generate_secret, mint_token
 
 __all__ = ["RESTART_EXIT_CODE", "DevStack", "run_dev"]
 
@@ -95,7 +95,7 @@ class DevStack:
         """Start the broker and Redis, and create the topics (as production does
         before any producer runs: Tansu would auto-create them with its own
         partition count on a producer's first metadata request)."""
-        from app.broker import ensure_topics
+        from infra.broker import ensure_topics
 
         self.kafka.start()
         self.redis.start()

@@ -19,11 +19,11 @@ import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from app.broker import profile_for
 from app.projector import Projection, RedisProjector
-from app.settings import Settings
-from app.topic_reader import read_topic
-from app.topics import TopicNames
+from infra.broker import profile_for
+from infra.settings import Settings
+from infra.topic_reader import read_topic
+from infra.topics import TopicNames
 from processors.catalog import Catalog
 from processors.goals import evaluate
 from processors.registration import RegistrationState

@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport, following the broker profile (app/broker.py).
+"""Faust's aiokafka transport, following the broker profile (infra/broker.py).
 
 - Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. On real
   Kafka that only bounds idle polls, but Tansu always waits it out, which made
@@ -24,7 +24,7 @@
   instead, which is what ``auto_offset_reset="earliest"`` means.
 - Table recovery reads changelogs up to the broker's "highwater" end offsets.
   Under the Tansu profile these are right only because the worker's producer
-  writes one record per batch (app/broker.py). Correcting them here instead,
+  writes one record per batch (infra/broker.py). Correcting them here instead,
   with a probe consumer started inside Faust's consumer thread during
   recovery, made restarted workers stall: do not.
 """
@@ -40,7 +40,7 @@ import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 
-from app.broker import BrokerProfile
+from infra.broker import BrokerProfile
 
 #: Changelog records queued before Faust pauses the streams (Faust: 100).
 PRODUCER_BUFFER_MESSAGES = 5000

@@ -29,12 +29,12 @@ from faust.streams import _current_event
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from app.broker import BrokerProfile, end_offsets
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.projector import Projection, RedisProjector
-from app.settings import Settings
-from app.topics import TopicNames
 from app.transport import MasteryApp
+from infra.broker import BrokerProfile, end_offsets
+from infra.settings import Settings
+from infra.topics import TopicNames
 from processors.catalog import Catalog
 from processors.goals import affected_by, evaluate
 from processors.registration import (

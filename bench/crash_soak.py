@@ -22,7 +22,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.devstack import DevStack
-from app.settings import Settings
+from infra.settings import Settings
 from tests.integration.helpers import wait_until_rows_match
 from tests.reliability.crashes import sigkill_three_times
 

@@ -37,12 +37,12 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app.broker import profile_for
 from app.devstack import DevStack
-from app.producer import EventProducer
-from app.settings import Settings
-from app.topics import TopicNames
 from app.workload import Workload, assistments
+from infra.broker import profile_for
+from infra.producer import EventProducer
+from infra.settings import Settings
+from infra.topics import TopicNames
 from schemas.events import GoalDefined, RegistrationCreated
 from tests.oracle import expected_rows
 

@@ -26,11 +26,12 @@ from api.auth import BearerAuthenticator
 from api.facts import RedisFactStore
 from api.sink import KafkaEventSink
 from api.store import RedisPageStore
-from api.tokens import mint_token, verifier_from_settings
-from app.broker import ensure_topics, profile_for
+from api.tokens import verifier_from_settings
 from app.projector import Projection, RedisProjector
-from app.settings import Settings
-from app.topics import TopicNames
+from infra.broker import ensure_topics, profile_for
+from infra.settings import Settings
+from infra.tokens import mint_token
+from infra.topics import TopicNames
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,

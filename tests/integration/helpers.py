@@ -7,12 +7,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from app.broker import profile_for
 from app.devstack import DevStack, post_json
-from app.producer import EventProducer
-from app.settings import Settings
-from app.topics import AnyEvent, TopicNames
 from app.workload import Workload
+from infra.broker import profile_for
+from infra.producer import EventProducer
+from infra.settings import Settings
+from infra.topics import AnyEvent, TopicNames
 from schemas.events import AttemptGraded, LearningInstanceCreated, RegistrationCreated
 from tests.oracle import expected_rows
 

@@ -16,10 +16,11 @@ from starlette.testclient import TestClient
 from api.app import create_app
 from api.auth import BearerAuthenticator
 from api.store import RedisPageStore
-from api.tokens import mint_token, verifier_from_settings
+from api.tokens import verifier_from_settings
 from app.embedded import EmbeddedRedis, free_port
 from app.projector import Projection, RedisProjector
-from app.settings import Settings
+from infra.settings import Settings
+from infra.tokens import mint_token
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from app.broker import TANSU, self_check, verify_profile
 from app.embedded import EmbeddedKafka
-from app.settings import Settings
-from app.topics import TopicNames
+from infra.broker import TANSU, self_check, verify_profile
+from infra.settings import Settings
+from infra.topics import TopicNames
 
 pytestmark = pytest.mark.integration
 

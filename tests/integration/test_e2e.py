@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.devstack import DevStack, post_json
-from app.settings import Settings
 from app.workload import simulated
+from infra.settings import Settings
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

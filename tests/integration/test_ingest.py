@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from app.projector import Projection, RedisProjector
-from app.topics import TopicNames
+from infra.topics import TopicNames
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -92,7 +92,7 @@ async def _consume(
 ) -> list[dict[str, Any]]:
     """Records of the topics, read until every wanted event was seen (or 15 s).
 
-    Not "read to the end offsets": Tansu misreports them (app/broker.py).
+    Not "read to the end offsets": Tansu misreports them (infra/broker.py).
     """
     consumer = AIOKafkaConsumer(
         *topics,
@@ -273,7 +273,7 @@ def test_a_broker_outage_is_a_503_with_retry_after_never_a_2xx(
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "ingest_unavailable"
     from api.sink import KafkaEventSink  # the real client against a dead port
-    from app.broker import TANSU
+    from infra.broker import TANSU
 
     sink = KafkaEventSink(dead, TANSU, TopicNames(PREFIX), ack_timeout_s=2.0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.devstack import DevStack
-from app.settings import Settings
+from infra.settings import Settings
 
 _prefixes = itertools.count(1)
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 
 from app.devstack import DevStack
-from app.topics import AnyEvent
 from app.workload import Workload, simulated
+from infra.topics import AnyEvent
 from tests.integration.helpers import produce
 
 

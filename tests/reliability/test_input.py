@@ -9,13 +9,13 @@ import time
 import orjson
 import pytest
 
-from app.broker import TANSU, profile_for
 from app.dead_letters import pending_dead_letters, redrive
 from app.devstack import DevStack
-from app.producer import EventProducer
-from app.settings import Settings
-from app.topics import TopicNames
 from app.workload import simulated
+from infra.broker import TANSU, profile_for
+from infra.producer import EventProducer
+from infra.settings import Settings
+from infra.topics import TopicNames
 from schemas.dead_letter import DeadLetter
 from schemas.events import AttemptGraded, ModuleTagged, encode_event
 from tests.integration.helpers import produce, wait_until_rows_match

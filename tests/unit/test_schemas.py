@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from app.topics import TopicNames
+from infra.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
 from schemas.events import (
     AttemptGraded,

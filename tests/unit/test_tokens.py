@@ -17,11 +17,10 @@ from api.tokens import (
     AuthConfigError,
     InvalidToken,
     TokenVerifier,
-    generate_secret,
-    mint_token,
     verifier_from_settings,
 )
-from app.settings import Settings
+from infra.settings import Settings
+from infra.tokens import MintError, generate_secret, mint_token
 
 SECRET = "s" * 40
 SETTINGS = Settings(jwt_hs256_secret=SECRET)
@@ -142,6 +141,6 @@ def test_misconfiguration_refuses_to_start() -> None:
         TokenVerifier(hs256_secret="short")
     with pytest.raises(AuthConfigError, match="PEM"):
         TokenVerifier(rs256_public_key="not a key")
-    with pytest.raises(AuthConfigError, match="MASTERY_JWT_HS256_SECRET"):
+    with pytest.raises(MintError, match="MASTERY_JWT_HS256_SECRET"):
         mint_token(Settings(), sub="u1", partner_id="p1")
     assert len(generate_secret()) >= 32

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 from faust.streams import _current_event
 
-from app.broker import TANSU
-from app.settings import Settings
 from app.worker import create_worker
+from infra.broker import TANSU
+from infra.settings import Settings
 from processors.registration import RegistrationState
 
 

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     broker_profile: Literal["auto", "kafka", "tansu"] = Field(
         default="auto",
         description=(
-            "workarounds for the embedded Tansu broker (see app/broker.py); 'auto' "
+            "workarounds for the embedded Tansu broker (see infra/broker.py); 'auto' "
             "applies them only to a broker this process started itself"
         ),
     )

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
 
-from app.broker import BrokerProfile
-from app.topics import AnyEvent, TopicNames
+from infra.broker import BrokerProfile
+from infra.topics import AnyEvent, TopicNames
 from schemas.events import encode_event
 
 __all__ = ["EventProducer"]

@@ -1,7 +1,7 @@
 """Reading a whole topic, up to its end offsets, outside any consumer group.
 
 Used by the offline commands (``mastery rebuild``, ``mastery dlq``). End
-offsets come from :func:`app.broker.end_offsets` (corrected under Tansu).
+offsets come from :func:`infra.broker.end_offsets` (corrected under Tansu).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.broker import BrokerProfile, end_offsets
+from infra.broker import BrokerProfile, end_offsets
 
 __all__ = ["Record", "read_topic"]
 

@@ -45,8 +45,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from app.settings import Settings
-from app.topics import TopicNames
+from infra.settings import Settings
+from infra.topics import TopicNames
 
 __all__ = [
     "BrokerCheck",

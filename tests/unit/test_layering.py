@@ -1,0 +1,56 @@
+"""The package layering of STYLE.md: api and the worker never import each other.
+
+Only the CLI (``app/cli.py``) composes the two; shared infrastructure lives in
+``infra``; ``processors`` and ``schemas`` import nothing with I/O of ours.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: package -> top-level packages of ours it may import
+ALLOWED = {
+    "schemas": {"schemas"},
+    "processors": {"processors", "schemas"},
+    "infra": {"infra", "schemas"},
+    "api": {"api", "infra", "processors", "schemas"},
+    "app": {"app", "infra", "processors", "schemas"},
+}
+OURS = set(ALLOWED)
+#: the composition root may import the API (lazily, per command)
+COMPOSERS = {"app/cli.py"}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_its_layer_allows(package: str) -> None:
+    bad = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        extra = _imports(path) - ALLOWED[package]
+        if rel in COMPOSERS:
+            extra -= {"api"}
+        if extra:
+            bad[rel] = sorted(extra)
+    assert not bad, f"layering broken: {bad}"
+
+
+def test_the_check_sees_imports() -> None:
+    # The checker itself must find imports, or the test above proves nothing.
+    assert "api" in _imports(ROOT / "app" / "cli.py")
+    assert "infra" in _imports(ROOT / "api" / "app.py")
