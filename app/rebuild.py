@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import orjson
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
@@ -25,8 +24,8 @@ from infra.settings import Settings
 from infra.topic_reader import read_topic
 from infra.topics import TopicNames
 from processors.catalog import Catalog
-from processors.goals import evaluate
 from processors.registration import RegistrationState
+from processors.rows import derive_rows, goal_template
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -121,19 +120,14 @@ async def rebuild(
         for li in catalog.learning_instances():
             projection.learning_instance(li)
         for goal in catalog.goals():
-            projection.goal(goal, orjson.dumps(evaluate(goal, None, catalog)))
+            projection.goal(goal, goal_template(goal, catalog))
         show = progress_bar("redis") if show_progress else None
         for i, raw in enumerate(latest.values(), 1):
             state = RegistrationState.from_bytes(raw)
             projection.registration(state)
-            if state.role == "learner":
-                for goal in catalog.goals_of(state.learning_instance_id):
-                    projection.row(
-                        state.registration_id,
-                        goal.goal_id,
-                        orjson.dumps(evaluate(goal, state, catalog)),
-                    )
-                    rows += 1
+            for goal_id, row in derive_rows(state, catalog):
+                projection.row(state.registration_id, goal_id, row)
+                rows += 1
             if len(projection) >= 5000:
                 written += len(projection)
                 await projector.write(projection)

@@ -23,7 +23,7 @@ measured on this project's machines:
    state (attempt ids) instead of transactions.
 4. Fetch requests always wait out ``fetch_max_wait_ms`` even when data is
    there; Faust hard-codes 1.5 s, so rows would show ~1 s late. Workaround: a
-   5 ms fetch wait, made configurable by :mod:`app.transport`.
+   5 ms fetch wait, made configurable by :mod:`app.faust_corrections.transport`.
 
 The profile applies only to the broker the project started itself (or when
 ``MASTERY_BROKER_PROFILE=tansu`` says so explicitly). :func:`self_check` tells

@@ -68,6 +68,18 @@ class Settings(BaseSettings):
         default=None, description="consumer group session timeout; profile default"
     )
     catalog_catchup_timeout_s: float = Field(default=30.0, gt=0)
+    state_cache_max_entries: int = Field(
+        default=200_000,
+        ge=1,
+        description="decoded registration states the worker keeps in memory "
+        "(clean ones beyond this are dropped after a checkpoint)",
+    )
+    commit_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often the worker checkpoints states and commits offsets",
+    )
     stall_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import faust
+from faust.exceptions import ProducerSendError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 
@@ -144,6 +145,29 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
+        # Faust (0.15, transport/consumer.py) picks the offsets to commit here
+        # and then flushes its producer and commits. The app's checkpoint hook
+        # runs right after the pick, with no await in between: the states it
+        # snapshots include every record those offsets cover, and it writes
+        # them (changelog, then local store) before the offsets are committed
+        # (app/checkpoint.py says the whole protocol in order).
+        commit_offsets = self._filter_committable_offsets(tps)
+        if not commit_offsets:
+            return False
+        hook = getattr(self.app, "before_commit", None)
+        if hook is not None:
+            await hook()
+        try:
+            await self._handle_attached(commit_offsets)
+        except ProducerSendError as exc:
+            await self.crash(exc)
+            return False
+        did_commit: bool = await self._commit_offsets(
+            commit_offsets, start_new_transaction=start_new_transaction
+        )
+        return did_commit
+
 
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
@@ -151,6 +175,10 @@ class _Transport(faust_aiokafka.Transport):
 
 class MasteryApp(faust.App):
     """``faust.App`` whose consumer follows a :class:`BrokerProfile`."""
+
+    #: Awaited before every offset commit, after the offsets are chosen
+    #: (see ``_Consumer._commit_tps``); the worker's checkpoint.
+    before_commit: Callable[[], Awaitable[None]] | None = None
 
     #: Source topics whose partitions without a committed offset are read
     #: from the beginning after an assignment (see the module docstring).

@@ -1,0 +1,208 @@
+"""What happens between a batch and an offset commit, in the order it happens.
+
+A batch (app/worker.py) folds its records into the state cache
+(app/state_cache.py), projects its rows to Redis from memory and dead-letters
+what it rejects (acknowledged by the broker); only then does Faust ack its
+records. Faust commits acked offsets every ``broker_commit_interval`` seconds,
+at a rebalance and at shutdown; every such commit goes through
+``_Consumer._commit_tps`` (app/faust_corrections/transport.py), which runs
+:meth:`Checkpoint.before_commit` between choosing the offsets and committing
+them:
+
+1. Faust picks the offsets to commit: per partition, the offset after the last
+   acked record with no gap before it.
+2. With no await in between, the checkpoint takes the cache's dirty states
+   (every state changed since the previous checkpoint). Every record those
+   offsets cover has been folded into the cache before it was acked, so the
+   snapshot holds its effect (possibly more: effects of records acked later,
+   which is harmless, since a redelivered record is recognized by position).
+3. The states are encoded, one changelog record per registration, and sent
+   per partition in as few produce requests as the broker allows; the
+   checkpoint waits for the broker to acknowledge all of them. Under the
+   Tansu profile the last record of each partition goes in a request of its
+   own, so that Tansu's "end offset = last batch's base offset + 1" is the
+   true end of the changelog and Faust's recovery reads all of it
+   (infra/broker.py, bug 1).
+4. The states are written to the local RocksDB store, one ``WriteBatch`` per
+   partition together with the changelog offset of step 3 (from which Faust's
+   recovery resumes).
+5. Faust sends attached records, flushes its own producer (dead letters are
+   already acknowledged) and commits the offsets of step 1.
+6. After the commit, clean cache entries beyond the cache's bound are dropped.
+
+A failure in 3 or 4 raises :class:`CheckpointFailed`: the worker exits (75)
+without committing; its restart reads the uncommitted records again.
+Checkpoints never overlap (a lock): a later snapshot is written after an
+earlier one, so the changelog never goes back for a key. The stream keeps
+running during steps 3-5; only step 2 and the encoding (yielding every few
+hundred states) run on the event loop between two batches.
+
+On revocation the same checkpoint runs once more for everything dirty, before
+the revoked partitions' entries are evicted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from app.faust_corrections.restart import CheckpointFailed
+from app.faust_corrections.store import PartitionStore
+from app.state_cache import DirtyStates, StateCache
+from infra.broker import BrokerProfile
+
+__all__ = ["ChangelogWriter", "Checkpoint", "CheckpointStats"]
+
+log = logging.getLogger(__name__)
+
+#: Encode this many states between two yields to the event loop.
+_ENCODE_SLICE = 256
+
+
+class ChangelogWriter:
+    """Writes state records to the changelog topic, batched per partition."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        profile: BrokerProfile,
+        *,
+        client_kwargs: dict[str, object] | None = None,
+    ) -> None:
+        self.topic = topic
+        self._last_alone = profile.corrects_end_offsets
+        self._kwargs: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "acks": "all",
+            "linger_ms": 2,
+            "max_batch_size": 512 * 1024,
+            "max_request_size": 4 * 1024 * 1024,
+            "enable_idempotence": False,
+            **(client_kwargs or {}),
+        }
+        self._started: AIOKafkaProducer | None = None
+
+    @property
+    def _producer(self) -> AIOKafkaProducer:
+        if self._started is None:
+            raise RuntimeError("the changelog writer is not started")
+        return self._started
+
+    async def start(self) -> None:
+        """Create and start the producer (aiokafka needs the running loop)."""
+        if self._started is None:
+            producer = AIOKafkaProducer(**self._kwargs)
+            await producer.start()
+            self._started = producer
+
+    async def stop(self) -> None:
+        producer, self._started = self._started, None
+        if producer is not None:
+            await producer.stop()
+
+    async def write(
+        self, partition: int, records: Sequence[tuple[bytes, bytes]]
+    ) -> int:
+        """Send the records to the partition; the offset of the last one."""
+        head: Sequence[tuple[bytes, bytes]] = records
+        tail: Sequence[tuple[bytes, bytes]] = ()
+        if self._last_alone and len(records) > 1:
+            head, tail = records[:-1], records[-1:]
+        send = self._producer.send
+        futures = [
+            await send(self.topic, value, key, partition=partition)
+            for key, value in head
+        ]
+        last = None
+        if futures:
+            done = await asyncio.gather(*futures)
+            last = done[-1].offset
+        if tail:
+            # A request of its own: aiokafka starts a new batch for it, since
+            # every earlier batch of this partition has been acknowledged.
+            batch = self._producer.create_batch()
+            batch.append(key=tail[0][0], value=tail[0][1], timestamp=None)
+            fut = await self._producer.send_batch(
+                batch, self.topic, partition=partition
+            )
+            last = (await fut).offset
+        assert last is not None
+        return int(last)
+
+
+@dataclass(slots=True)
+class CheckpointStats:
+    """Counters of the checkpoints so far (for logs and metrics)."""
+
+    checkpoints: int = 0
+    states_written: int = 0
+    last_seconds: float = 0.0
+    max_seconds: float = 0.0
+
+
+class Checkpoint:
+    """Runs steps 2-4 and 6 of the module docstring."""
+
+    def __init__(
+        self,
+        cache: StateCache,
+        store: PartitionStore,
+        changelog: ChangelogWriter,
+        *,
+        on_done: Callable[[float, int], None] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.store = store
+        self.changelog = changelog
+        self.stats = CheckpointStats()
+        self._lock = asyncio.Lock()
+        self._on_done = on_done
+
+    async def before_commit(self) -> None:
+        """Steps 2-4: write every state changed so far; see the module docstring."""
+        dirty = self.cache.take_dirty()  # step 2, before any await
+        async with self._lock:
+            await self._write(dirty)
+        self.cache.trim()  # step 6 (the commit itself follows in Faust)
+
+    async def _write(self, dirty: DirtyStates) -> None:
+        if not dirty:
+            return
+        started = time.perf_counter()
+        count = 0
+        try:
+            encoded: dict[int, list[tuple[bytes, bytes]]] = {}
+            for partition, states in dirty.items():
+                records = encoded[partition] = []
+                for i, (reg_id, state) in enumerate(states.items(), 1):
+                    records.append((reg_id.encode(), state.to_bytes()))
+                    if i % _ENCODE_SLICE == 0:
+                        await asyncio.sleep(0)
+                count += len(records)
+            partitions = list(encoded)
+            offsets = await asyncio.gather(
+                *(self.changelog.write(p, encoded[p]) for p in partitions)
+            )
+            for partition, offset in zip(partitions, offsets, strict=True):
+                self.store.write(partition, dict(encoded[partition]), offset)
+        except (KafkaError, OSError, RuntimeError) as exc:
+            raise CheckpointFailed(
+                f"could not write {count} states to the changelog/local store"
+            ) from exc
+        elapsed = time.perf_counter() - started
+        stats = self.stats
+        stats.checkpoints += 1
+        stats.states_written += count
+        stats.last_seconds = elapsed
+        stats.max_seconds = max(stats.max_seconds, elapsed)
+        if self._on_done is not None:
+            self._on_done(elapsed, count)
+        log.debug("checkpoint: %d states in %.1f ms", count, elapsed * 1000)

@@ -1,0 +1,90 @@
+"""Why the worker process ends itself, and the one place that ends it.
+
+Crash-only: where exactness is at stake the worker does not try to recover in
+process. It raises a :class:`WorkerExit`; the agent or task that catches it
+calls :func:`exit_process`, which logs, flushes the logs and exits with the
+exception's code without running Faust's shutdown (which would ack and commit
+the batch in hand: ``take_events`` acks in a ``finally``). The supervisor
+(``mastery dev``, the deployment's restart policy) restarts code 75.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import NoReturn
+
+__all__ = [
+    "EXIT_RESTART",
+    "EXIT_SOFTWARE",
+    "BatchCancelled",
+    "BatchFailed",
+    "CheckpointFailed",
+    "RecordsSkipped",
+    "RestartRequired",
+    "Stalled",
+    "WorkerExit",
+    "exit_process",
+]
+
+#: EX_TEMPFAIL: restart me (the supervisor's contract, deploy/README.md).
+EXIT_RESTART = 75
+#: EX_SOFTWARE: a bug; restarting may not help.
+EXIT_SOFTWARE = 70
+
+log = logging.getLogger(__name__)
+
+
+class WorkerExit(Exception):
+    """The worker must end now, without committing what it holds."""
+
+    exit_code = EXIT_SOFTWARE
+
+
+class RestartRequired(WorkerExit):
+    """A restart (from the committed offsets and the changelog) fixes this."""
+
+    exit_code = EXIT_RESTART
+
+
+class RecordsSkipped(RestartRequired):
+    """Faust's fetch loop skipped records of a partition (see guards)."""
+
+
+class Stalled(RestartRequired):
+    """Events wait and nothing was processed for the stall timeout."""
+
+    #: The local store may hold writes whose changelog records never reached
+    #: the broker: the restart recovers from the changelog alone.
+    wipe_local_store = True
+
+
+class CheckpointFailed(RestartRequired):
+    """States could not be written to the changelog or the local store."""
+
+
+class BatchCancelled(RestartRequired):
+    """A batch was cancelled mid-way (shutdown or rebalance)."""
+
+
+class BatchFailed(WorkerExit):
+    """A batch raised an unexpected error (a bug)."""
+
+
+def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
+    """Log why and end the process with ``exc.exit_code``; nothing is acked."""
+    level = logging.WARNING if isinstance(exc, RestartRequired) else logging.CRITICAL
+    log.log(
+        level,
+        "worker exits (code %d, %s): %s",
+        exc.exit_code,
+        type(exc).__name__,
+        exc,
+        exc_info=exc.__cause__ is not None,
+    )
+    if getattr(exc, "wipe_local_store", False) and data_dir:
+        import shutil
+
+        shutil.rmtree(data_dir, ignore_errors=True)
+    logging.shutdown()
+    os._exit(exc.exit_code)

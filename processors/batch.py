@@ -1,0 +1,213 @@
+"""The worker's batch fold: records + states + catalog -> a plan of effects.
+
+Pure: no I/O, no Faust. The worker decodes a batch of registration-topic
+records (:func:`decode`), makes sure its catalog knows every module and goal
+they name (:func:`needs_catalog`), looks up the states of their registrations
+and calls :func:`fold`, then executes the returned :class:`BatchPlan`: dead
+letters, state writes, rows, registration facts.
+
+Rules (each tested in tests/unit/test_batch.py):
+
+- A record at or before the position its registration's state has folded in
+  is a *redelivery* (after a crash or rebalance): not applied again, but its
+  state is written and its rows projected again, since the local store may
+  hold its effect while the changelog and Redis do not.
+- An attempt whose id the state remembers is a *duplicate* (re-sent as a new
+  record): not applied, written and projected again likewise.
+- Anything that cannot be applied is *rejected* with a reason: undecodable or
+  invalid records, events that do not belong on the topic, a key that is not
+  the registration id, unknown registrations, modules or goals, instructors'
+  attempts. A rejected record of a known registration still advances its
+  position, so a redelivered rejection is not dead-lettered twice.
+- Every changed state carries the position of the last record folded in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import ValidationError
+
+from processors.catalog import Catalog
+from processors.registration import (
+    AttemptResult,
+    RegistrationState,
+    apply_attempt,
+    is_redelivery,
+    register,
+    with_position,
+)
+from processors.rows import Touched, derive_rows
+from schemas.events import AttemptGraded, RegistrationCreated, decode_event
+
+__all__ = [
+    "BatchPlan",
+    "Decoded",
+    "Outcome",
+    "Record",
+    "Rejection",
+    "decode",
+    "fold",
+    "needs_catalog",
+    "registration_ids",
+    "rejection_reason",
+]
+
+Outcome = Literal["applied", "duplicate", "redelivered", "rejected"]
+RegistrationEvent = RegistrationCreated | AttemptGraded
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed record: where it is in the log and its bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    record: Record
+    event: RegistrationEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A record to dead-letter, and why."""
+
+    record: Record
+    reason: str
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one batch changes. ``states`` hold their new positions."""
+
+    states: dict[str, RegistrationState] = field(default_factory=dict)
+    rows: list[tuple[str, str, bytes]] = field(default_factory=list)
+    registrations: list[RegistrationState] = field(default_factory=list)
+    dead: list[Rejection] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+def rejection_reason(exc: Exception) -> str:
+    """A dead letter's reason for an invalid record."""
+    if isinstance(exc, ValidationError):
+        parts = [
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()[:5]
+        ]
+        return "invalid event: " + "; ".join(parts)
+    return f"invalid event: {exc}"
+
+
+def decode(records: Iterable[Record]) -> tuple[list[Decoded], list[Rejection]]:
+    """Validate records of the registration-events topic."""
+    decoded: list[Decoded] = []
+    rejected: list[Rejection] = []
+    for record in records:
+        try:
+            event = decode_event(record.value or b"")
+            if not isinstance(event, RegistrationCreated | AttemptGraded):
+                raise ValueError(f"{event.type} does not belong on this topic")
+            if record.key is not None and record.key != event.registration_id.encode():
+                raise ValueError("record key differs from registration_id")
+        except (ValidationError, ValueError) as exc:
+            rejected.append(Rejection(record, rejection_reason(exc)))
+            continue
+        decoded.append(Decoded(record, event))
+    return decoded, rejected
+
+
+def registration_ids(decoded: Iterable[Decoded]) -> dict[str, int]:
+    """Registration id -> partition of its records, in order of appearance."""
+    return {d.event.registration_id: d.record.partition for d in decoded}
+
+
+def needs_catalog(decoded: Iterable[Decoded], catalog: Catalog) -> bool:
+    """Does an attempt name a module or goal the catalog does not know yet?"""
+    for d in decoded:
+        event = d.event
+        if isinstance(event, AttemptGraded) and (
+            catalog.module(event.module_id) is None
+            or (event.goal_id is not None and catalog.goal(event.goal_id) is None)
+        ):
+            return True
+    return False
+
+
+def fold(
+    decoded: Sequence[Decoded],
+    states: Mapping[str, RegistrationState | None],
+    catalog: Catalog,
+) -> BatchPlan:
+    """Fold a decoded batch into the states of its registrations.
+
+    ``states`` must hold an entry (``None`` when unknown) for every
+    registration of the batch. Decode rejections are not repeated here: the
+    caller adds them to the plan's dead letters (:func:`decode`).
+    """
+    plan = BatchPlan()
+    current: dict[str, RegistrationState | None] = {}
+    last: dict[str, Record] = {}  # the record whose position each state takes
+    registered: set[str] = set()
+    touched: dict[str, Touched] = {}
+    outcomes = plan.outcomes
+    for d in decoded:
+        record, event = d.record, d.event
+        reg_id = event.registration_id
+        state = current[reg_id] if reg_id in current else states[reg_id]
+        if is_redelivery(state, record.partition, record.offset):
+            outcomes["redelivered"] += 1
+            last[reg_id] = record
+            if isinstance(event, RegistrationCreated):
+                registered.add(reg_id)
+            else:
+                touched.setdefault(reg_id, Touched()).add(
+                    event.module_id, event.goal_id, catalog
+                )
+            current[reg_id] = state
+            continue
+        new_state: RegistrationState | None
+        if isinstance(event, RegistrationCreated):
+            new_state = register(state, event)
+            registered.add(reg_id)
+            outcomes["applied"] += 1
+        else:
+            try:
+                result = apply_attempt(state, event, catalog)
+            except Exception as exc:  # a bug must not sink the batch or the event
+                result = AttemptResult(state, "rejected", f"internal error: {exc!r}")
+            outcomes[result.outcome] += 1
+            if result.outcome == "rejected":
+                plan.dead.append(Rejection(record, result.reason or "rejected"))
+            else:
+                touched.setdefault(reg_id, Touched()).add(
+                    event.module_id, event.goal_id, catalog
+                )
+            new_state = result.state
+        current[reg_id] = new_state
+        if new_state is not None:
+            last[reg_id] = record
+    for reg_id, record in last.items():
+        folded = current[reg_id]
+        assert folded is not None  # a position is only taken by a known state
+        state = with_position(folded, record.partition, record.offset)
+        plan.states[reg_id] = state
+        if reg_id in registered:  # every goal: a new learner gets its rows
+            rows = derive_rows(state, catalog)
+        elif reg_id in touched:
+            rows = derive_rows(state, catalog, touched[reg_id])
+        else:
+            rows = []
+        plan.rows.extend((reg_id, goal_id, row) for goal_id, row in rows)
+    plan.registrations.extend(
+        s for reg_id in registered if (s := plan.states.get(reg_id)) is not None
+    )
+    return plan

@@ -1,0 +1,71 @@
+"""A registration's rows: the one derivation of what the read model serves.
+
+Used by the worker's batch fold, its re-derivation after catalog changes and
+repairs, and ``mastery rebuild``: every path that writes a row derives it here,
+so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import orjson
+
+from processors.catalog import Catalog
+from processors.goals import affected_by, evaluate
+from processors.registration import RegistrationState
+from schemas.events import GoalDefined
+
+__all__ = ["Touched", "derive_rows", "goal_template"]
+
+
+@dataclass(slots=True)
+class Touched:
+    """What applied attempts touched for one registration (limits re-evaluation)."""
+
+    modules: set[str] = field(default_factory=set)
+    objectives: set[str] = field(default_factory=set)
+    goal_ids: set[str] = field(default_factory=set)
+
+    def add(self, module_id: str, goal_id: str | None, catalog: Catalog) -> None:
+        self.modules.add(module_id)
+        module = catalog.module(module_id)
+        if module is not None:
+            self.objectives.update(module.learning_objective_ids)
+        if goal_id is not None:
+            self.goal_ids.add(goal_id)
+
+
+def derive_rows(
+    state: RegistrationState,
+    catalog: Catalog,
+    touched: Touched | None = None,
+    goals: Collection[GoalDefined] | None = None,
+) -> list[tuple[str, bytes]]:
+    """``(goal_id, row JSON)`` of the registration's goals.
+
+    Instructors have no rows. With ``touched``, only the goals those attempts
+    can change (the others keep their row); with ``goals``, only those goals.
+    """
+    if state.role != "learner":
+        return []
+    rows: list[tuple[str, bytes]] = []
+    for goal in catalog.goals_of(state.learning_instance_id):
+        if goals is not None and goal not in goals:
+            continue
+        if touched is not None and not affected_by(
+            goal,
+            catalog,
+            modules=touched.modules,
+            objectives=touched.objectives,
+            goal_ids=touched.goal_ids,
+        ):
+            continue
+        rows.append((goal.goal_id, orjson.dumps(evaluate(goal, state, catalog))))
+    return rows
+
+
+def goal_template(goal: GoalDefined, catalog: Catalog) -> bytes:
+    """The row of a learner without attempts (served until its first row)."""
+    return orjson.dumps(evaluate(goal, None, catalog))
