@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedKafka
-from app.transport import _ConsumerThread
+from app.faust_corrections.transport import _ConsumerThread
 from app.worker import Worker
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The pure batch fold (processors/batch.py): outcomes, positions, rows, dead letters."""
+"""The pure batch fold (processors/batch.py): outcomes, positions, rows."""
 
 from __future__ import annotations
 

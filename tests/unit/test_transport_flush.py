@@ -8,7 +8,7 @@ from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
-from app.transport import _DrainingBuffer
+from app.faust_corrections.transport import _DrainingBuffer
 
 
 class _SlowChannel:
