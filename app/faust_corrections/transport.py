@@ -32,21 +32,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import faust
 from faust.exceptions import ProducerSendError
+from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
+from mode.services import WaitResults
 
 from infra.broker import BrokerProfile
 
 #: Changelog records queued before Faust pauses the streams (Faust: 100).
 PRODUCER_BUFFER_MESSAGES = 5000
 
-__all__ = ["MasteryApp"]
+__all__ = ["LeanMonitor", "MasteryApp"]
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +146,72 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return committed
 
 
+def _wake(waiter: asyncio.Future[None], _: object) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
+    """Run a coroutine that was started by hand and yielded ``yielded`` to
+    completion, as an asyncio Task would (a future to wait for, or None)."""
+    try:
+        while True:
+            if yielded is None:
+                await asyncio.sleep(0)  # a bare yield: one turn of the loop
+            else:
+                yielded._asyncio_future_blocking = False
+                waiter = asyncio.get_running_loop().create_future()
+                yielded.add_done_callback(functools.partial(_wake, waiter))
+                await waiter
+            try:
+                yielded = coro.send(None)
+            except StopIteration as stop:
+                return stop.value
+    except asyncio.CancelledError:
+        with contextlib.suppress(StopIteration, asyncio.CancelledError):
+            coro.throw(asyncio.CancelledError())
+        coro.close()
+        raise
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
+        # Faust's fetch loop (Consumer._drain_messages) delivers every record
+        # with ``await self.wait_first(callback(message), suspend_flow.wait())``:
+        # mode's wait_first wraps each of those and the service's stop and
+        # crash events in a task, waits for the first, and cancels the rest.
+        # Four tasks per record were ~45 % of a counting agent's CPU (profile
+        # in docs/benchmarks.md). The callback (the conductor putting the
+        # event on its streams' queues) almost always completes without
+        # suspending: run it inline, and race it against the other awaitables
+        # the way mode does only when it suspends (a full queue).
+        if (
+            len(coros) == 2
+            and timeout is None
+            and inspect.iscoroutine(coros[0])
+            and inspect.iscoroutine(coros[1])
+            and not self.suspend_flow.is_set()
+            and not self._stopped.is_set()
+            and not self._crashed.is_set()
+        ):
+            first, other = coros
+            try:
+                yielded = first.send(None)
+            except StopIteration as stop:
+                other.close()
+                return WaitResults([first], [stop.value], False)
+            except BaseException:
+                other.close()  # as mode would: the error propagates
+                raise
+            results: WaitResults = await super().wait_first(
+                _resume(first, yielded), other
+            )
+            return results
+        results = await super().wait_first(*coros, timeout=timeout)
+        return results
 
     async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
         # Faust (0.15, transport/consumer.py) picks the offsets to commit here
@@ -173,6 +241,33 @@ class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 
 
+class LeanMonitor(Monitor):
+    """Faust's Monitor without its per-record bookkeeping.
+
+    Faust (0.15) calls four Monitor hooks for every record (message in,
+    stream event in/out, message out), each updating counters and deques
+    that only Faust's web views read; the worker runs without them
+    (``web_enabled=False``) and measures itself. Commit, rebalance and send
+    hooks stay.
+    """
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(
+        self, tp: Any, offset: int, stream: Any, event: Any
+    ) -> dict[str, Any] | None:
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+
 class MasteryApp(faust.App):
     """``faust.App`` whose consumer follows a :class:`BrokerProfile`."""
 
@@ -186,6 +281,7 @@ class MasteryApp(faust.App):
 
     def __init__(self, *args: Any, profile: BrokerProfile | None = None, **kwargs: Any):
         self.profile = profile
+        kwargs.setdefault("Monitor", LeanMonitor)
         super().__init__(*args, **kwargs)
 
     def _new_producer(self) -> Any:

@@ -1,0 +1,110 @@
+"""Per-event cost of the worker's domain code alone: no Kafka, Faust, RocksDB, Redis.
+
+Replays the ASSISTments training file in the worker's batch shape (records of
+one partition at a time, ``--batch`` per batch, partitioned as the producer
+does) through exactly what the worker calls per batch: ``processors.batch``
+``decode`` + ``fold`` over a dict standing in for the state cache, then,
+every ``--checkpoint-every`` batches, ``to_bytes`` of every changed state (the
+checkpoint's encoding). Prints the median over ``--repeat`` runs of µs/event
+for each part and in total.
+
+    .venv/bin/python -m bench.domain [--max-learners N] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from aiokafka.partitioner import DefaultPartitioner
+
+from app.workload import assistments
+from processors.batch import Record, decode, fold, registration_ids
+from processors.catalog import Catalog
+from processors.registration import RegistrationState
+from schemas.events import encode_event
+
+__all__ = ["main", "measure"]
+
+TOPIC = "bench.registration-events.v1"
+
+
+def _records(args: argparse.Namespace) -> tuple[Catalog, list[list[Record]], int]:
+    w = assistments(args.data, params_path=args.params, max_learners=args.max_learners)
+    catalog = Catalog()
+    for event in w.catalog:
+        catalog.apply(event)
+    partitioner, parts = DefaultPartitioner(), list(range(args.partitions))
+    logs: dict[int, list[Record]] = defaultdict(list)
+    for event in [*w.registrations, *w.attempts]:
+        key = event.registration_id.encode()
+        p = partitioner(key, parts, parts)
+        logs[p].append(Record(TOPIC, p, len(logs[p]), key, encode_event(event)))
+    batches = [
+        recs[i : i + args.batch]
+        for recs in logs.values()
+        for i in range(0, len(recs), args.batch)
+    ]
+    return catalog, batches, sum(len(b) for b in batches)
+
+
+def measure(
+    catalog: Catalog, batches: list[list[Record]], checkpoint_every: int
+) -> dict[str, float]:
+    """Seconds spent in each part over one replay."""
+    pc = time.perf_counter
+    spent: dict[str, float] = defaultdict(float)
+    states: dict[str, RegistrationState] = {}
+    dirty: dict[str, RegistrationState] = {}
+    for i, records in enumerate(batches, 1):
+        t0 = pc()
+        decoded, _ = decode(records)
+        t1 = pc()
+        lookup = {r: states.get(r) for r in registration_ids(decoded)}
+        plan = fold(decoded, lookup, catalog)
+        states.update(plan.states)
+        dirty.update(plan.states)
+        t2 = pc()
+        spent["decode"] += t1 - t0
+        spent["fold (apply, positions, rows)"] += t2 - t1
+        if i % checkpoint_every == 0 or i == len(batches):
+            t3 = pc()
+            for state in dirty.values():
+                state.to_bytes()
+            dirty.clear()
+            spent["checkpoint encoding"] += pc() - t3
+    return spent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/assistments2009/builder_train.csv"),
+    )
+    ap.add_argument(
+        "--params", type=Path, default=Path("../shared/reference/bkt/params.json")
+    )
+    ap.add_argument("--max-learners", type=int, default=None)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=2000)
+    ap.add_argument("--checkpoint-every", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    catalog, batches, n = _records(args)
+    runs = [
+        measure(catalog, batches, args.checkpoint_every) for _ in range(args.repeat)
+    ]
+    print(f"{n:,} events in {len(batches)} batches; median of {args.repeat} runs")
+    parts = list(runs[0])
+    for part in [*parts, "total"]:
+        values = [sum(r.values()) if part == "total" else r[part] for r in runs]
+        print(f"  {part:32s} {statistics.median(values) / n * 1e6:6.2f} µs/event")
+
+
+if __name__ == "__main__":
+    main()
