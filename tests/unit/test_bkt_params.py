@@ -76,9 +76,7 @@ def test_guess_1e_40_is_refused_in_a_module_tagged_event() -> None:
     }
     with pytest.raises(ValidationError) as info:
         ModuleTagged.model_validate(body)
-    assert [e["loc"] for e in info.value.errors()] == [
-        ("parameters", "lo-1", "guess")
-    ]
+    assert [e["loc"] for e in info.value.errors()] == [("parameters", "lo-1", "guess")]
 
 
 def test_clip_projects_onto_the_interval() -> None:
