@@ -252,7 +252,7 @@ def _fit_from_log(settings: Settings, args: argparse.Namespace) -> int:
 
     catalog, answers = asyncio.run(_read_log(settings, bootstrap, since, until))
     for reason, count in sorted(answers.skipped.items()):
-        print(f"left out: {count:,} attempts ({reason})", file=sys.stderr)
+        print(f"left out: {count:,} attempts, all partners ({reason})", file=sys.stderr)
     data = answers.sequences(args.partner)
     if not data:
         raise _InputError(
