@@ -19,7 +19,6 @@ import csv
 import json
 import sys
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,22 +146,17 @@ async def _read_log(
 
 def _fit_all(data: Data, args: argparse.Namespace) -> dict[str, FitResult]:
     from app.rebuild import progress_bar
-    from processors.fit import Sequences, fit
+    from processors.fit import fit_skills
 
-    show = progress_bar("skills")
-    results: dict[str, FitResult] = {}
     started = time.perf_counter()
-    for done, (skill, sequences) in enumerate(data.items(), start=1):
-        # Seeded per skill, so a skill's fit does not depend on the others.
-        seed = [args.seed, zlib.crc32(skill.encode())]
-        results[skill] = fit(
-            Sequences.of(sequences),
-            restarts=args.restarts,
-            seed=seed,
-            tol=args.tol,
-            max_iter=args.max_iter,
-        )
-        show(done, len(data))
+    results = fit_skills(
+        data,
+        restarts=args.restarts,
+        seed=args.seed,
+        tol=args.tol,
+        max_iter=args.max_iter,
+        on_progress=progress_bar("skills"),
+    )
     width = max(len(s) for s in results)
     for skill, r in results.items():
         flag = "" if r.converged else "  (not converged)"

@@ -30,7 +30,8 @@ the likelihood.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ __all__ = [
     "FitResult",
     "Sequences",
     "fit",
+    "fit_skills",
     "log_likelihood",
 ]
 
@@ -251,3 +253,31 @@ def fit(
         attempts=data.attempts,
         learners=data.learners,
     )
+
+
+def fit_skills(
+    data: Mapping[str, Iterable[Sequence[bool]]],
+    *,
+    restarts: int = 5,
+    seed: int = 0,
+    tol: float = 1e-9,
+    max_iter: int = 2000,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> dict[str, FitResult]:
+    """:func:`fit` every skill of ``data`` (skill -> answer sequences).
+
+    Each skill's random starts are seeded by ``(seed, crc32(skill))``, so a
+    skill's fit does not depend on which other skills are fitted with it.
+    """
+    results: dict[str, FitResult] = {}
+    for done, (skill, sequences) in enumerate(data.items(), start=1):
+        results[skill] = fit(
+            Sequences.of(sequences),
+            restarts=restarts,
+            seed=[seed, zlib.crc32(skill.encode())],
+            tol=tol,
+            max_iter=max_iter,
+        )
+        if on_progress is not None:
+            on_progress(done, len(data))
+    return results
