@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from processors.mastery import DEFAULT_PARAMS
 from schemas.bkt_params import BOUNDS, GUESS, MARGIN, SLIP
-from schemas.events import BKTParameters, ModuleTagged
+from schemas.events import BKTParameters, ModuleTagged, decode_event
 
 SHARED = Path(
     os.environ.get("MASTERY_SHARED_DIR", Path(__file__).parents[3] / "shared")
@@ -55,7 +55,7 @@ def test_each_parameter_is_refused_outside_its_range_naming_it(name: str) -> Non
     for bad, words in (
         (below, "greater than or equal to"),
         (above, "less than or equal to"),
-        (math.nan, "greater than or equal to"),
+        (math.nan, "or equal to"),  # NaN fails both comparisons
         (0.0, "greater than or equal to"),
         (1.0, "less than or equal to"),
     ):
@@ -83,3 +83,26 @@ def test_clip_projects_onto_the_interval() -> None:
     assert GUESS.clip(0.7) == GUESS.high
     assert GUESS.clip(0.0) == GUESS.low
     assert GUESS.clip(0.25) == 0.25
+
+
+def test_the_worker_dead_letters_out_of_range_parameters_naming_the_field() -> None:
+    # The worker decodes every record with decode_event and dead-letters a
+    # ValidationError with this reason (app/worker.py).
+    from app.worker import _reason
+
+    record = json.dumps(
+        {
+            "type": "ModuleTagged",
+            "event_id": "e-1",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "module_id": "m",
+            "learning_objective_ids": ["lo-1"],
+            "parameters": {"lo-1": {**GOOD, "guess": 1e-40}},
+        }
+    )
+    with pytest.raises(ValidationError) as info:
+        decode_event(record)
+    assert _reason(info.value) == (
+        "invalid event: ModuleTagged.parameters.lo-1.guess: "
+        "Input should be greater than or equal to 0.0001"
+    )
