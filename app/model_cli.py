@@ -148,6 +148,19 @@ def _fit_all(data: Data, args: argparse.Namespace) -> dict[str, FitResult]:
     from app.rebuild import progress_bar
     from processors.fit import fit_skills
 
+    small = {
+        skill: n
+        for skill, seqs in data.items()
+        if (n := sum(len(s) for s in seqs)) < args.min_attempts
+    }
+    for skill, n in small.items():
+        print(
+            f"{skill}: left out, {n:,} attempts < --min-attempts {args.min_attempts}",
+            file=sys.stderr,
+        )
+    data = {skill: seqs for skill, seqs in data.items() if skill not in small}
+    if not data:
+        raise _InputError("no skill has enough attempts to fit")
     started = time.perf_counter()
     results = fit_skills(
         data,
@@ -375,6 +388,14 @@ def add_commands(
         help="stop when the log-likelihood changes by less than this, relatively",
     )
     p_fit.add_argument("--max-iter", type=int, default=2000, help="per restart")
+    p_fit.add_argument(
+        "--min-attempts",
+        type=int,
+        default=1,
+        metavar="N",
+        help="leave out skills with fewer attempts (docs/analytics.md suggests "
+        "~5,000 before publishing)",
+    )
     p_fit.add_argument(
         "--partner", help="with --from-log: fit this partner's registrations only"
     )

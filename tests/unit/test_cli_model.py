@@ -134,6 +134,20 @@ def test_bad_input_is_a_clean_error(args: list[str], message: str) -> None:
     assert message in str(info.value.code)
 
 
+def test_min_attempts_leaves_small_skills_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["model", "fit", "--dkt", str(TRAIN), "--skills", "skill-7,skill-93"]
+    assert main([*args, "--min-attempts", "12000"]) == 0
+    captured = capsys.readouterr()
+    assert list(json.loads(captured.out)) == ["skill-7"]  # 15,506 attempts
+    assert "skill-93: left out, 11,150 attempts < --min-attempts 12000" in (
+        captured.err
+    )
+    with pytest.raises(SystemExit, match="no skill has enough attempts"):
+        main([*args, "--min-attempts", "10000000"])
+
+
 def test_missing_columns_and_missing_parameters(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("user_id,skill_name,correct\nu,s,1\n")
