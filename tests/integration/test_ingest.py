@@ -288,9 +288,7 @@ def test_out_of_range_bkt_parameters_are_a_400_naming_the_field(
     error = r.json()["error"]
     field = f"parameters.lo-r.{name}"
     assert error["message"] == f"invalid request body: {field}"
-    assert error["details"] == [
-        {"field": field, "message": f"Input should be {words}"}
-    ]
+    assert error["details"] == [{"field": field, "message": f"Input should be {words}"}]
 
 
 def test_a_broker_outage_is_a_503_with_retry_after_never_a_2xx(
