@@ -6,6 +6,8 @@ mastery api                   the HTTP API (REDIS_URL)
 mastery produce ...           stream a workload to the configured broker
 mastery selfcheck             does the broker report end offsets correctly?
 mastery model trace ...       run the BKT model offline over a CSV export
+mastery model fit ...         fit BKT parameters by EM (CSV, DKT or the event log)
+mastery model evaluate ...    next-attempt AUC, RMSE and log-loss of parameters
 """
 
 from __future__ import annotations
@@ -347,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the default parameters for skills missing from PARAMS (else: error)",
     )
     p_trace.set_defaults(func=cmd_model_trace)
+    from app.model_cli import add_commands
+
+    add_commands(model_sub)
     return parser
 
 

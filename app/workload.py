@@ -12,6 +12,7 @@ events in the order a platform would emit them (learners interleaved).
 from __future__ import annotations
 
 import json
+import logging
 import random
 import uuid
 from collections import Counter
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from schemas.bkt_params import BOUNDS
 from schemas.events import (
     AttemptGraded,
     BKTParameters,
@@ -34,6 +36,7 @@ from schemas.events import (
 __all__ = ["Workload", "assistments", "read_dkt", "simulated"]
 
 _EPOCH = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -278,6 +281,24 @@ def read_dkt(path: Path) -> Iterator[tuple[list[str], list[bool]]]:
             yield skills, answers
 
 
+def _accepted(skill: str, values: dict[str, float]) -> BKTParameters:
+    """Reference parameters moved into the accepted ranges, with a warning.
+
+    pyBKT's skill-44 has guess 0.539; the API refuses guess >= 0.5
+    (schemas/bkt_params.py), so the replay uses the nearest accepted value.
+    """
+    clipped = {name: BOUNDS[name].clip(float(values[name])) for name in BOUNDS}
+    moved = [name for name in BOUNDS if clipped[name] != float(values[name])]
+    if moved:
+        log.warning(
+            "%s: %s outside the accepted ranges, replayed as %s",
+            skill,
+            {name: values[name] for name in moved},
+            {name: clipped[name] for name in moved},
+        )
+    return BKTParameters(**clipped)
+
+
 def assistments(
     path: Path,
     *,
@@ -310,7 +331,7 @@ def assistments(
                 occurred_at=next(clock),
                 module_id=name,
                 learning_objective_ids=[name],
-                parameters={name: BKTParameters(**p)} if p else None,
+                parameters={name: _accepted(name, p)} if p else None,
             )
         )
     top = [f"skill-{s}" for s, _ in usage.most_common(8)]

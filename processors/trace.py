@@ -23,7 +23,7 @@ from processors.mastery import (
     p_mastered,
 )
 
-__all__ = ["TraceError", "load_params", "trace_rows"]
+__all__ = ["TraceError", "answer_sequences", "load_params", "trace_rows"]
 
 _FIELDS = ("prior", "learn", "guess", "slip")
 _TRUE = frozenset({"1", "1.0", "true", "True"})
@@ -76,12 +76,27 @@ def trace_rows(
         chosen = params.get(skill, default)
         if chosen is None:
             raise TraceError(f"no parameters for skill {skill!r}", f"row {number}")
-        flag = row["correct"].strip()
-        if flag not in _TRUE and flag not in _FALSE:
-            raise TraceError(f"correct must be 0 or 1, got {flag!r}", f"row {number}")
+        correct = _correct(row, number)
         key = (row["user_id"], skill)
         state = states.get(key)
         if state is None:
             state = initial(chosen)
         yield row["order_id"], p_correct(state, chosen), p_mastered(state)
-        states[key] = apply(state, chosen, flag in _TRUE)
+        states[key] = apply(state, chosen, correct)
+
+
+def _correct(row: Mapping[str, str], number: int) -> bool:
+    flag = row["correct"].strip()
+    if flag not in _TRUE and flag not in _FALSE:
+        raise TraceError(f"correct must be 0 or 1, got {flag!r}", f"row {number}")
+    return flag in _TRUE
+
+
+def answer_sequences(rows: Iterable[Mapping[str, str]]) -> dict[str, list[list[bool]]]:
+    """Skill -> the answer sequences of its learners, as :func:`trace_rows` reads
+    them (one per (user_id, skill_name), in input order)."""
+    by_learner: dict[str, dict[str, list[bool]]] = {}
+    for number, row in enumerate(rows, start=1):
+        learners = by_learner.setdefault(row["skill_name"], {})
+        learners.setdefault(row["user_id"], []).append(_correct(row, number))
+    return {skill: list(seqs.values()) for skill, seqs in by_learner.items()}

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from schemas.bkt_params import GUESS, LEARN, PRIOR, SLIP
+
 __all__ = [
     "SCHEMA_VERSION",
     "AttemptGraded",
@@ -51,7 +53,11 @@ EntityId: TypeAlias = Annotated[
 #: such as ``lref-…`` or IRIs; no whitespace, bounded length.
 RefId: TypeAlias = Annotated[str, StringConstraints(pattern=r"^\S{1,512}$")]
 
-_Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+# One type per BKT parameter, constrained to its range (schemas/bkt_params.py).
+_Prior = Annotated[float, Field(ge=PRIOR.low, le=PRIOR.high, description=PRIOR.reason)]
+_Learn = Annotated[float, Field(ge=LEARN.low, le=LEARN.high, description=LEARN.reason)]
+_Guess = Annotated[float, Field(ge=GUESS.low, le=GUESS.high, description=GUESS.reason)]
+_Slip = Annotated[float, Field(ge=SLIP.low, le=SLIP.high, description=SLIP.reason)]
 
 
 def _rfc3339_only(value: object) -> object:
@@ -163,19 +169,17 @@ class GoalDefined(_EventBase):
 
 
 class BKTParameters(_Model):
-    """Bayesian Knowledge Tracing parameters of one learning objective."""
+    """Bayesian Knowledge Tracing parameters of one learning objective.
 
-    prior: _Probability
-    learn: Annotated[float, Field(ge=0.0, lt=1.0)]
-    guess: _Probability
-    slip: _Probability
+    Each must lie in its range of :mod:`schemas.bkt_params` (the ranges and
+    their reasons: docs/analytics.md, "Parameter bounds"); guess and slip below
+    0.5 also make ``guess + slip < 1``.
+    """
 
-    @model_validator(mode="after")
-    def _identifiable(self) -> BKTParameters:
-        # guess + slip >= 1 makes a correct answer evidence *against* mastery.
-        if self.guess + self.slip >= 1.0:
-            raise ValueError("guess + slip must be below 1")
-        return self
+    prior: _Prior
+    learn: _Learn
+    guess: _Guess
+    slip: _Slip
 
 
 class ModuleTagged(_EventBase):

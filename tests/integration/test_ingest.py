@@ -263,6 +263,34 @@ def test_other_partners_learning_instance_is_404_and_bad_bodies_400(
     assert r.json()["error"]["details"] == {"field": "dataVersion"}
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("prior", 1.0, "less than or equal to 0.9999"),
+        ("learn", 0.0, "greater than or equal to 0.0001"),
+        ("guess", 0.5, "less than or equal to 0.4999"),
+        ("slip", 1e-40, "greater than or equal to 0.0001"),
+    ],
+)
+def test_out_of_range_bkt_parameters_are_a_400_naming_the_field(
+    client: TestClient, name: str, value: float, words: str
+) -> None:
+    good = {"prior": 0.2, "learn": 0.15, "guess": 0.2, "slip": 0.1}
+    r = client.put(
+        "/modules/m-range",
+        json={
+            "learning_objective_ids": ["lo-r"],
+            "parameters": {"lo-r": {**good, name: value}},
+        },
+        headers=ADMIN,
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    field = f"parameters.lo-r.{name}"
+    assert error["message"] == f"invalid request body: {field}"
+    assert error["details"] == [{"field": field, "message": f"Input should be {words}"}]
+
+
 def test_a_broker_outage_is_a_503_with_retry_after_never_a_2xx(
     redis_server: EmbeddedRedis,
 ) -> None:

@@ -117,9 +117,12 @@ def test_invalid_goals_are_refused_with_a_reason(
         GoalDefined.model_validate(body)
 
 
-def test_module_parameters_must_be_identifiable_and_for_tagged_objectives() -> None:
+def test_module_parameters_must_be_in_range_and_for_tagged_objectives() -> None:
     tagged = {**BASE, "module_id": "m", "learning_objective_ids": ["lo-1"]}
-    with pytest.raises(ValidationError, match="guess \\+ slip"):
+    # guess + slip >= 1 cannot pass: each of them is below 0.5 (bkt_params).
+    with pytest.raises(
+        ValidationError, match=r"guess\n.*less than or equal to 0\.4999"
+    ):
         ModuleTagged.model_validate(
             {
                 **tagged,
