@@ -87,8 +87,8 @@ def test_clip_projects_onto_the_interval() -> None:
 
 def test_the_worker_dead_letters_out_of_range_parameters_naming_the_field() -> None:
     # The worker decodes every record with decode_event and dead-letters a
-    # ValidationError with this reason (app/worker.py).
-    from app.worker import _reason
+    # ValidationError with this reason (processors/batch.py).
+    from processors.batch import rejection_reason as _reason
 
     record = json.dumps(
         {
