@@ -34,6 +34,7 @@ from api.openapi import openapi_document
 from api.sink import EventSink, KafkaEventSink
 from api.store import Page, PageStore, RedisPageStore
 from infra.broker import profile_for
+from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
@@ -215,6 +216,7 @@ def create_api(settings: Settings) -> Starlette:
             TopicNames(settings.topic_prefix),
             ack_timeout_s=settings.ingest_ack_timeout_s,
             retry_after_s=settings.ingest_retry_after_s,
+            client_kwargs=kafka_client_kwargs(settings),
         )
         closers.insert(0, sink.stop)
     return create_app(

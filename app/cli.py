@@ -6,6 +6,9 @@ mastery api                   the HTTP API (REDIS_URL)
 mastery produce ...           stream a workload to the configured broker
 mastery selfcheck             does the broker report end offsets correctly?
 mastery model trace ...       run the BKT model offline over a CSV export
+
+Each command's --help lists the environment variables it reads (app/cli_help.py);
+the usual mistakes end in one line naming the setting to fix (app/cli_errors.py).
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from pydantic import ValidationError
+
+from app.cli_errors import bind_port, explain, explain_settings_error
+from app.cli_help import environment_help
+from infra.logs import configure_logging
 from infra.settings import Settings
 
 __all__ = ["main"]
@@ -53,7 +62,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     log.info("broker profile: %s", profile)
     worker = create_worker(settings, profile, bootstrap, redis_url)
     faust.Worker(
-        worker.app, loglevel=settings.log_level.lower(), loop=loop, quiet=True
+        worker.app,
+        loglevel=settings.log_level.lower(),
+        loop=loop,
+        quiet=True,
+        # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
+        override_logging=False,
     ).execute_from_commandline()
     return 0
 
@@ -69,15 +83,20 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         app = create_api(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    uvicorn.run(
+    sock = bind_port(
+        args.host or settings.api_host,
+        args.port if args.port is not None else settings.api_port,
+    )
+    config = uvicorn.Config(
         app,
-        host=args.host or settings.api_host,
-        port=args.port if args.port is not None else settings.api_port,
         log_level="warning",
+        # None: uvicorn's loggers propagate to the handlers of infra.logs.
+        log_config=None,
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http="httptools",
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -101,13 +120,17 @@ def _workload(settings: Settings, args: argparse.Namespace) -> object:
 async def _produce(settings: Settings, bootstrap: str, workload: object) -> None:
     from app.workload import Workload
     from infra.broker import ensure_topics, profile_for
+    from infra.kafka_security import kafka_client_kwargs
     from infra.producer import EventProducer
     from infra.topics import TopicNames
 
     assert isinstance(workload, Workload)
     await ensure_topics(settings, bootstrap)
     async with EventProducer(
-        bootstrap, profile_for(settings), TopicNames(settings.topic_prefix)
+        bootstrap,
+        profile_for(settings),
+        TopicNames(settings.topic_prefix),
+        client_kwargs=kafka_client_kwargs(settings),
     ) as producer:
         n = await producer.send_all(workload.catalog)
         n += await producer.send_all(workload.registrations)
@@ -172,11 +195,17 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from app.dead_letters import pending_dead_letters, redrive
     from infra.broker import profile_for
+    from infra.kafka_security import kafka_client_kwargs
     from infra.topics import TopicNames
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     topics = TopicNames(settings.topic_prefix)
-    view = asyncio.run(pending_dead_letters(bootstrap, topics, profile_for(settings)))
+    security = kafka_client_kwargs(settings)
+    view = asyncio.run(
+        pending_dead_letters(
+            bootstrap, topics, profile_for(settings), client_kwargs=security
+        )
+    )
     letters = [
         d
         for d in view.pending
@@ -192,7 +221,11 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    n = asyncio.run(redrive(bootstrap, profile_for(settings), topics, letters))
+    n = asyncio.run(
+        redrive(
+            bootstrap, profile_for(settings), topics, letters, client_kwargs=security
+        )
+    )
     print(f"re-drove {n:,} records")
     return 0
 
@@ -232,8 +265,13 @@ def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="mastery", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="version", version=f"mastery {version('mastery-stream')}"
+    )
+    sub = _EnvironmentHelp(parser.add_subparsers(dest="command", required=True))
 
     def workload_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -336,14 +374,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _EnvironmentHelp:
+    """``add_subparsers()`` whose parsers end their help with the environment
+    variables the command reads."""
+
+    def __init__(self, subparsers: Any) -> None:
+        self._subparsers = subparsers
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(
+            name,
+            epilog=environment_help(name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+        return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    result: int = args.func(settings, args)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        bad = explain_settings_error(exc)
+        print(f"error: {bad.message}", file=sys.stderr)
+        return bad.exit_code
+    configure_logging(settings)
+    try:
+        result: int = args.func(settings, args)
+    except Exception as exc:
+        problem = explain(exc, settings)
+        if problem is None:
+            raise
+        log.debug("one-line error explained", exc_info=True)
+        print(f"error: {problem.message}", file=sys.stderr)
+        return problem.exit_code
     return result
 
 

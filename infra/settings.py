@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -114,11 +114,93 @@ class Settings(BaseSettings):
         "fraction of the maximum, is at least this",
     )
 
+    # Kafka security (docs/operations.md): applied to every Kafka client through
+    # infra.kafka_security.
+    kafka_security_protocol: Literal[
+        "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
+    ] = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="with a SASL_* protocol"
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="with a SASL_* protocol"
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="with a SASL_* protocol"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signed the brokers' certificates "
+        "(SSL, SASL_SSL); unset = the system's trust store",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for mutual TLS"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of the client certificate's key"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="verify that broker certificates match their host"
+    )
+
+    # Operations (docs/operations.md, deploy/README.md).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': one JSON object per line; 'text': readable lines",
+    )
+    log_rate_limit: int = Field(
+        default=20,
+        ge=1,
+        description="at most this many lines per logger and message per "
+        "log_rate_interval_s; the rest are counted and reported in one line",
+    )
+    log_rate_interval_s: float = Field(default=60.0, gt=0)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="worker: port of its /metrics, /healthz and /readyz; "
+        "unset = not served",
+    )
+
     shared_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared",
         description="the project's shared data folder (ASSISTments, pyBKT reference)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"MASTERY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "needs MASTERY_KAFKA_SASL_USERNAME and MASTERY_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "MASTERY_KAFKA_SASL_USERNAME/PASSWORD are set but "
+                f"MASTERY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "does not use SASL (use SASL_SSL or SASL_PLAINTEXT)"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile)
+        if not self.kafka_security_protocol.endswith("SSL") and any(tls_files):
+            raise ValueError(
+                "MASTERY_KAFKA_SSL_* files are set but "
+                f"MASTERY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "does not use TLS (use SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError(
+                "MASTERY_KAFKA_SSL_KEYFILE needs MASTERY_KAFKA_SSL_CERTFILE"
+            )
+        return self
 
     @property
     def worker_id(self) -> str:

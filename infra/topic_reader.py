@@ -6,8 +6,9 @@ offsets come from :func:`infra.broker.end_offsets` (corrected under Tansu).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -32,12 +33,17 @@ async def read_topic(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     fetch_max_wait_ms: int = 100,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Record]:
-    """Yield every record of every partition present now, then stop."""
+    """Yield every record of every partition present now, then stop.
+
+    ``client_kwargs``: security arguments (:mod:`infra.kafka_security`).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         fetch_max_wait_ms=fetch_max_wait_ms,
+        **(client_kwargs or {}),
     )
     await consumer.start()
     try:
