@@ -307,3 +307,13 @@ def test_cli_produce_passes_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
         monkeypatch.setenv(name, value)
     assert main(["produce", "--instances", "1", "--learners", "1"]) == 69
     _assert_client_has(seen[0].client, Settings())
+
+
+async def test_api_readiness_probe_gets_the_settings() -> None:
+    from api.health import BrokerProbe
+
+    settings = _sasl(kafka_sasl_mechanism="SCRAM-SHA-512")
+    probe = BrokerProbe("kafka:9093", client_kwargs=kafka_client_kwargs(settings))
+    admin = probe._new_admin()
+    _assert_client_has(admin._client, settings)
+    await admin.close()
