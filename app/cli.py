@@ -33,6 +33,9 @@ __all__ = ["main"]
 
 log = logging.getLogger("mastery")
 
+#: commands that run to completion (not the long-running worker, api, dev)
+_ONE_SHOT = frozenset({"produce", "selfcheck", "token", "rebuild", "dlq", "model"})
+
 
 def _require(value: str | None, name: str) -> str:
     if not value:
@@ -178,12 +181,25 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _mark_materialized(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from app.materialized import mark_materialized
+
+    redis = Redis.from_url(redis_url)
+    try:
+        await mark_materialized(redis, "mastery rebuild")
+    finally:
+        await redis.aclose()
+
+
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from app.rebuild import rebuild
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
     report = asyncio.run(rebuild(settings, bootstrap, redis_url, flush=args.flush))
+    asyncio.run(_mark_materialized(redis_url))
     print(
         f"rebuilt the read model: {report.registrations:,} registrations, "
         f"{report.rows:,} rows, {report.catalog_events:,} catalog events, "
@@ -400,6 +416,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {bad.message}", file=sys.stderr)
         return bad.exit_code
     configure_logging(settings)
+    if args.command in _ONE_SHOT and settings.log_level != "DEBUG":
+        # A one-shot command's connection failure ends in one explained line;
+        # aiokafka's own error lines would only repeat it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         result: int = args.func(settings, args)
     except Exception as exc:

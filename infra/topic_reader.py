@@ -6,6 +6,7 @@ offsets come from :func:`infra.broker.end_offsets` (corrected under Tansu).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,4 +72,9 @@ async def read_topic(
             if on_progress is not None:
                 on_progress(done, total)
     finally:
+        # aiokafka 0.14's NoGroupCoordinator.close() awaits a task it has just
+        # cancelled; one cancelled before its first step (a topic that does not
+        # exist returns at once) raises CancelledError out of stop(). One loop
+        # iteration lets the task start.
+        await asyncio.sleep(0)
         await consumer.stop()
