@@ -76,8 +76,12 @@ def _kind(kind: str) -> list[dict[str, Any]]:
 
 def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec"]
-        + [str(path)],
+        [
+            str(BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(path),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -249,10 +253,10 @@ def test_kubernetes_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_compose_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for env in _compose_environments():
+    for raw in _compose_environments():
         env = {
             k: ("x" * 40 if v.startswith("${") else v)  # interpolated from the host
-            for k, v in env.items()
+            for k, v in raw.items()
         }
         settings = _settings_from(env, monkeypatch)
         assert settings.kafka_bootstrap_servers == "kafka:9092"
