@@ -389,3 +389,22 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
     mounted = _compose()["services"]["grafana"]["volumes"]
     path = provider["providers"][0]["options"]["path"]
     assert any(v.endswith(f":{path}:ro") for v in mounted)
+
+
+def test_the_readme_check_commands_run_here() -> None:
+    """deploy/README.md's "Check the artefacts" block, executed as written."""
+    text = (DEPLOY / "README.md").read_text()
+    block = text.split("## Check the artefacts", 1)[1].split("```sh\n", 1)[1]
+    commands = [c for c in block.split("```", 1)[0].splitlines() if c.strip()]
+    assert len(commands) == 4
+    for command in commands:
+        argv = shlex.split(command)
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert "MASTERY_METRICS_PORT" in done.stdout  # `mastery worker --help`
