@@ -5,10 +5,14 @@ materialized (what the API's /readyz requires)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import orjson
 import pytest
 from redis import Redis
 
@@ -74,3 +78,58 @@ def test_rebuild_marks_the_read_model_materialized(
     assert main(["rebuild"]) == 0
     value = redis.get(marker)
     assert value is not None and b'"by":"mastery rebuild"' in value
+
+
+def test_api_process_serves_the_operator_endpoints_and_logs_json(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """`mastery api` as deployed: socket bound by the CLI, uvicorn's loggers
+    going through infra.logs (every stderr line is JSON)."""
+    port = free_port()
+    Redis.from_url(redis_server.url).set(ReadModelKeys().materialized(), b"{}")
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_server.url,
+        "MASTERY_AUTH_MODE": "none",
+        "MASTERY_LOG_FORMAT": "json",
+        "MASTERY_LOG_LEVEL": "DEBUG",
+    }
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    proc = subprocess.Popen(
+        [MASTERY, "api", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the API did not start"
+                time.sleep(0.1)
+        ready = orjson.loads(urllib.request.urlopen(f"{base}/readyz").read())
+        assert ready == {
+            "status": "ready",
+            "checks": {"redis": "ok", "read_model": "ok"},
+        }
+        page = urllib.request.urlopen(f"{base}/docs").read()
+        assert b"swagger-ui-bundle.js" in page
+        metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
+        assert (
+            'mastery_api_requests_total{method="GET",route="/healthz",status="200"}'
+            in metrics
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines, "DEBUG logging produced no line at all"
+    for line in lines:
+        entry = orjson.loads(line)  # every line is one JSON object
+        assert {"ts", "level", "logger", "message"} <= set(entry)
