@@ -356,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_rebuild.set_defaults(func=cmd_rebuild)
 
     p_dlq = sub.add_parser("dlq", help="list or re-drive dead-lettered records")
-    dlq_sub = p_dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_sub = _EnvironmentHelp(
+        p_dlq.add_subparsers(dest="dlq_command", required=True), "dlq"
+    )
     for name, text in (
         ("list", "list pending rejections"),
         ("redrive", "produce them again"),
@@ -371,7 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p_model = sub.add_parser("model", help="the mastery model, offline")
-    model_sub = p_model.add_subparsers(dest="model_command", required=True)
+    model_sub = _EnvironmentHelp(
+        p_model.add_subparsers(dest="model_command", required=True), "model"
+    )
     p_trace = model_sub.add_parser(
         "trace", help="P(correct), P(mastered) before each attempt"
     )
@@ -392,15 +396,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 class _EnvironmentHelp:
     """``add_subparsers()`` whose parsers end their help with the environment
-    variables the command reads."""
+    variables the command reads (``command``'s, for the parsers of its own
+    subcommands such as ``dlq list``)."""
 
-    def __init__(self, subparsers: Any) -> None:
+    def __init__(self, subparsers: Any, command: str | None = None) -> None:
         self._subparsers = subparsers
+        self._command = command
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = self._subparsers.add_parser(
             name,
-            epilog=environment_help(name),
+            epilog=environment_help(self._command or name),
             formatter_class=argparse.RawDescriptionHelpFormatter,
             **kwargs,
         )

@@ -58,6 +58,21 @@ def test_help_lists_variables_with_defaults(
         ), name
 
 
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        (["dlq", "list"], "MASTERY_KAFKA_SASL_USERNAME"),
+        (["model", "trace"], "MASTERY_LOG_FORMAT"),
+    ],
+)
+def test_nested_commands_list_their_variables_too(
+    argv: list[str], variable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*argv, "--help"])
+    assert f"  {variable} [" in capsys.readouterr().out
+
+
 def test_help_shows_defaults_and_descriptions(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
