@@ -50,16 +50,30 @@ class Settings(BaseSettings):
         description="Faust app id (consumer group, changelog prefix); "
         "default <topic_prefix>-worker",
     )
-    topic_prefix: str = "mastery"
-    topic_partitions: int = Field(default=4, ge=1, le=256)
-    topic_replication: int = Field(default=1, ge=1, le=5)
+    topic_prefix: str = Field(
+        default="mastery", description="topic names <prefix>.<name>.v1"
+    )
+    topic_partitions: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="partitions of the registration-events topic (at most as "
+        "many busy workers)",
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, le=5, description="replication factor of created topics"
+    )
 
     data_dir: Path = Field(
         default=_REPO_ROOT / "var" / "worker",
         description="RocksDB tables of the worker (rebuildable from changelogs)",
     )
-    batch_max_events: int = Field(default=2000, ge=1, le=100_000)
-    batch_within_ms: int = Field(default=20, ge=1, le=10_000)
+    batch_max_events: int = Field(
+        default=2000, ge=1, le=100_000, description="most events in one batch"
+    )
+    batch_within_ms: int = Field(
+        default=20, ge=1, le=10_000, description="longest wait to fill a batch"
+    )
     fetch_max_wait_ms: int | None = Field(
         default=None,
         description="consumer fetch max wait; default 1500 (Faust's) or the profile's",
@@ -67,7 +81,11 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float | None = Field(
         default=None, description="consumer group session timeout; profile default"
     )
-    catalog_catchup_timeout_s: float = Field(default=30.0, gt=0)
+    catalog_catchup_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="start-up: longest wait for the catalog to be read whole",
+    )
     stall_timeout_s: float = Field(
         default=30.0,
         gt=0,
@@ -75,9 +93,13 @@ class Settings(BaseSettings):
         "wait on assigned partitions and no batch was processed for this long",
     )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8080, ge=0, le=65535)
-    max_request_bytes: int = Field(default=65_536, ge=1024)
+    api_host: str = Field(
+        default="127.0.0.1", description="API listen address (0.0.0.0: all)"
+    )
+    api_port: int = Field(default=8080, ge=0, le=65535, description="API port")
+    max_request_bytes: int = Field(
+        default=65_536, ge=1024, description="largest status-query body"
+    )
 
     # Authentication of the API (docs/auth.md). Secure by default: with
     # auth_mode "jwt" and no key configured the API refuses to start.
@@ -98,14 +120,20 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(
         default=None, description="required 'iss' claim, when set"
     )
-    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    jwt_leeway_s: int = Field(
+        default=30, ge=0, le=300, description="clock skew allowed on exp/nbf"
+    )
 
     # Ingest endpoints (docs/ingest.md).
-    max_ingest_request_bytes: int = Field(default=2_097_152, ge=1024)
+    max_ingest_request_bytes: int = Field(
+        default=2_097_152, ge=1024, description="largest ingest request body"
+    )
     ingest_ack_timeout_s: float = Field(
         default=10.0, gt=0, description="wait for the broker's acks per request"
     )
-    ingest_retry_after_s: int = Field(default=5, ge=1, le=3600)
+    ingest_retry_after_s: int = Field(
+        default=5, ge=1, le=3600, description="Retry-After of ingest 503s"
+    )
     ingest_correct_min_score: float = Field(
         default=1.0,
         gt=0.0,
@@ -160,7 +188,9 @@ class Settings(BaseSettings):
         description="at most this many lines per logger and message per "
         "log_rate_interval_s; the rest are counted and reported in one line",
     )
-    log_rate_interval_s: float = Field(default=60.0, gt=0)
+    log_rate_interval_s: float = Field(
+        default=60.0, gt=0, description="window of log_rate_limit"
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=0,
@@ -173,7 +203,9 @@ class Settings(BaseSettings):
         default=_REPO_ROOT.parent / "shared",
         description="the project's shared data folder (ASSISTments, pyBKT reference)",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="lowest level logged"
+    )
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Settings:

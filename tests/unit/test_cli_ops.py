@@ -40,6 +40,11 @@ def test_every_setting_is_read_by_some_command() -> None:
     assert set(Settings.model_fields) <= listed
 
 
+def test_every_setting_has_a_description_for_the_help() -> None:
+    missing = [n for n, f in Settings.model_fields.items() if not f.description]
+    assert not missing
+
+
 def test_every_command_has_its_environment_section() -> None:
     commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert commands == set(COMMAND_SETTINGS)
