@@ -40,9 +40,11 @@ __all__ = [
 
 REDACTED = "[redacted]"
 
-#: Attributes every LogRecord has; anything else on a record came from ``extra=``.
+#: Attributes every LogRecord has; anything else on a record came from ``extra=``
+#: (except uvicorn's ANSI-coloured copy of its message).
 _STANDARD = frozenset(
-    set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+    set(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+    | {"message", "asctime", "color_message"}
 )
 _SECRET_NAME = re.compile(
     r"token|secret|password|passwd|authorization|api_?key|credential|cookie",

@@ -92,6 +92,13 @@ def test_json_line_carries_the_traceback() -> None:
     assert "ValueError: boom" in entry["exc_info"]
 
 
+def test_uvicorns_coloured_copy_is_not_a_field() -> None:
+    entry = orjson.loads(
+        JsonFormatter().format(_record("Started", color_message="\x1b[32mStarted"))
+    )
+    assert "color_message" not in entry
+
+
 def test_text_line_is_readable_with_extras() -> None:
     line = TextFormatter().format(_record("batch done", partition=1, outcome="applied"))
     assert " WARNING mastery.test: batch done partition=1 outcome=applied" in line
