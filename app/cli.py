@@ -20,12 +20,11 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from app.cli_errors import bind_port, explain, explain_settings_error
-from app.cli_help import environment_help
+from app.cli_help import EnvironmentHelp
 from infra.logs import configure_logging
 from infra.settings import Settings
 
@@ -287,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--version", action="version", version=f"mastery {version('mastery-stream')}"
     )
-    sub = _EnvironmentHelp(parser.add_subparsers(dest="command", required=True))
+    sub = EnvironmentHelp(parser.add_subparsers(dest="command", required=True))
 
     def workload_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -356,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_rebuild.set_defaults(func=cmd_rebuild)
 
     p_dlq = sub.add_parser("dlq", help="list or re-drive dead-lettered records")
-    dlq_sub = _EnvironmentHelp(
+    dlq_sub = EnvironmentHelp(
         p_dlq.add_subparsers(dest="dlq_command", required=True), "dlq"
     )
     for name, text in (
@@ -373,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p_model = sub.add_parser("model", help="the mastery model, offline")
-    model_sub = _EnvironmentHelp(
+    model_sub = EnvironmentHelp(
         p_model.add_subparsers(dest="model_command", required=True), "model"
     )
     p_trace = model_sub.add_parser(
@@ -392,25 +391,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_trace.set_defaults(func=cmd_model_trace)
     return parser
-
-
-class _EnvironmentHelp:
-    """``add_subparsers()`` whose parsers end their help with the environment
-    variables the command reads (``command``'s, for the parsers of its own
-    subcommands such as ``dlq list``)."""
-
-    def __init__(self, subparsers: Any, command: str | None = None) -> None:
-        self._subparsers = subparsers
-        self._command = command
-
-    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = self._subparsers.add_parser(
-            name,
-            epilog=environment_help(self._command or name),
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-            **kwargs,
-        )
-        return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

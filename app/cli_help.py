@@ -7,6 +7,7 @@ fields themselves; this module only says which settings each command reads
 
 from __future__ import annotations
 
+import argparse
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from pydantic_core import PydanticUndefined
 
 from infra.settings import Settings
 
-__all__ = ["COMMAND_SETTINGS", "env_name", "environment_help"]
+__all__ = ["COMMAND_SETTINGS", "EnvironmentHelp", "env_name", "environment_help"]
 
 _LOGS = ("log_level", "log_format", "log_rate_limit", "log_rate_interval_s")
 _KAFKA = (
@@ -140,3 +141,22 @@ def environment_help(command: str, *, width: int = 79) -> str:
                 subsequent_indent="      ",
             )
     return "\n".join(lines)
+
+
+class EnvironmentHelp:
+    """Wraps ``add_subparsers()``: each parser it adds ends its help with the
+    environment variables the command reads (``command``'s, for the parsers of
+    a command's own subcommands such as ``dlq list``)."""
+
+    def __init__(self, subparsers: Any, command: str | None = None) -> None:
+        self._subparsers = subparsers
+        self._command = command
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._subparsers.add_parser(
+            name,
+            epilog=environment_help(self._command or name),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            **kwargs,
+        )
+        return parser
