@@ -4,6 +4,7 @@ demo that installs only runtime dependencies."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
@@ -165,9 +166,12 @@ def test_redis_url_passwords_are_not_printed() -> None:
 
 
 def test_make_demo_installs_only_runtime_dependencies() -> None:
+    # Not the MAKEFLAGS of a `make test` that may be running this test.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
     plan = subprocess.run(
-        ["make", "-n", "-B", "demo"],
+        ["make", "--no-print-directory", "-n", "-B", "demo"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
