@@ -85,12 +85,12 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``,
+    """One JSON object per line: ``timestamp``, ``level``, ``logger``, ``message``,
     the ``extra=`` fields, and ``exc_info`` (the traceback) when there is one."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": _timestamp(record),
+            "timestamp": _timestamp(record),
             "level": record.levelname,
             "logger": record.name,
             "message": redact(record.getMessage()),
@@ -150,6 +150,7 @@ class RateLimitingHandler(logging.Handler):
         self._clock = clock
         self._windows: dict[tuple[str, int, str], _Window] = {}
         self._guard = threading.Lock()
+        self._next_sweep = 0.0
 
     def emit(self, record: logging.LogRecord) -> None:
         now = self._clock()
@@ -157,6 +158,11 @@ class RateLimitingHandler(logging.Handler):
         with self._guard:
             summaries = self._expired(now)
             window = self._windows.get(key)
+            if window is not None and now - window.start >= self.interval_s:
+                del self._windows[key]  # ended since the last sweep
+                if window.suppressed:
+                    summaries.append(self._summary(window))
+                window = None
             if window is None:
                 window = self._windows[key] = _Window(now, record)
             window.count += 1
@@ -168,7 +174,12 @@ class RateLimitingHandler(logging.Handler):
         if passed:
             self.target.handle(record)
 
-    def _expired(self, now: float) -> list[logging.LogRecord]:
+    def _expired(self, now: float, *, force: bool = False) -> list[logging.LogRecord]:
+        # Other keys' windows are swept at most once a second: a log call
+        # stays O(1) however many distinct messages there are.
+        if now < self._next_sweep and not force:
+            return []
+        self._next_sweep = now + min(1.0, self.interval_s)
         summaries = []
         for key, window in list(self._windows.items()):
             if now - window.start >= self.interval_s:
@@ -192,7 +203,8 @@ class RateLimitingHandler(logging.Handler):
 
     def flush(self) -> None:
         with self._guard:
-            summaries = self._expired(float("inf"))
+            summaries = self._expired(float("inf"), force=True)
+            self._next_sweep = 0.0
         for summary in summaries:
             self.target.handle(summary)
         self.target.flush()

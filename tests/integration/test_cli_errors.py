@@ -132,4 +132,4 @@ def test_api_process_serves_the_operator_endpoints_and_logs_json(
     assert lines, "DEBUG logging produced no line at all"
     for line in lines:
         entry = orjson.loads(line)  # every line is one JSON object
-        assert {"ts", "level", "logger", "message"} <= set(entry)
+        assert {"timestamp", "level", "logger", "message"} <= set(entry)

@@ -72,7 +72,7 @@ def test_json_line_has_the_standard_and_extra_fields() -> None:
     assert entry["level"] == "WARNING"
     assert entry["logger"] == "mastery.test"
     assert entry["message"] == "applied 3 events"
-    assert entry["ts"].endswith("+00:00")
+    assert entry["timestamp"].endswith("+00:00")
     assert {k: entry[k] for k in ("key", "partition", "offset", "outcome")} == {
         "key": "reg-1",
         "partition": 2,
@@ -159,6 +159,41 @@ def test_different_messages_have_their_own_budget() -> None:
         handler.handle(_record("broker down"))
         handler.handle(_record("redis down"))
     assert [r.getMessage() for r in target.records] == ["broker down", "redis down"] * 2
+
+
+def test_a_new_window_starts_between_sweeps() -> None:
+    handler, target, now = _limited(limit=1)
+    handler.handle(_record("a"))
+    handler.handle(_record("a"))  # suppressed
+    now[0] = 59.5
+    handler.handle(_record("b"))  # sweeps now: "a" has 0.5 s left
+    now[0] = 60.2  # "a" ended, but the next sweep is due at 60.5 only
+    handler.handle(_record("a"))
+    assert [r.getMessage() for r in target.records] == [
+        "a",
+        "b",
+        "suppressed 1 similar messages in 60 s: a",
+        "a",
+    ]
+
+
+def test_flush_reports_and_logging_goes_on() -> None:
+    handler, target, now = _limited(limit=1)
+    handler.handle(_record("x"))
+    handler.handle(_record("x"))
+    handler.flush()
+    now[0] = 0.1
+    handler.handle(_record("x"))  # a new window after the flush
+    handler.handle(_record("x"))
+    now[0] = 70.0
+    handler.handle(_record("y"))
+    assert [r.getMessage() for r in target.records] == [
+        "x",
+        "suppressed 1 similar messages in 60 s: x",
+        "x",
+        "suppressed 1 similar messages in 60 s: x",
+        "y",
+    ]
 
 
 def test_close_reports_what_was_suppressed() -> None:
