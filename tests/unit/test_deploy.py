@@ -252,6 +252,16 @@ def test_kubernetes_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -
     assert settings.log_format == "json"
 
 
+def test_the_placeholder_jwt_secret_cannot_go_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from api.tokens import AuthConfigError, verifier_from_settings
+
+    settings = _settings_from(_config_env(), monkeypatch)
+    with pytest.raises(AuthConfigError, match="at least 32 bytes"):
+        verifier_from_settings(settings)
+
+
 def test_compose_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for raw in _compose_environments():
         env = {
