@@ -104,7 +104,11 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from infra.kafka_security import KafkaSecurityError
+
     bootstrap = settings.kafka_bootstrap_servers or "(embedded)"
+    if isinstance(exc, KafkaSecurityError):
+        return Problem(str(exc), EX_CONFIG)
     if isinstance(exc, PortInUse):
         return Problem(
             f"cannot listen on {exc.host}:{exc.port} ({exc.reason}); set "
@@ -135,12 +139,6 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
         url = redact_url(settings.redis_url or "(embedded)")
         return Problem(
             f"cannot reach Redis at {url} ({exc}); check REDIS_URL", EX_UNAVAILABLE
-        )
-    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
-        return Problem(
-            f"file not found: {exc.filename}; check the setting or option that "
-            "names it (MASTERY_KAFKA_SSL_* for TLS files)",
-            EX_CONFIG,
         )
     return None
 

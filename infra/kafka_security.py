@@ -10,16 +10,22 @@ Faust app takes :func:`faust_broker_credentials` as ``broker_credentials``
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 from typing import Any
 
 from infra.settings import Settings
 
 __all__ = [
+    "KafkaSecurityError",
     "describe_kafka_security",
     "faust_broker_credentials",
     "kafka_client_kwargs",
     "kafka_ssl_context",
 ]
+
+
+class KafkaSecurityError(ValueError):
+    """A TLS file named by a ``MASTERY_KAFKA_SSL_*`` setting is unusable."""
 
 
 def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -32,13 +38,26 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     from aiokafka.helpers import create_ssl_context
 
+    files = {
+        "MASTERY_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "MASTERY_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "MASTERY_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    for variable, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise KafkaSecurityError(f"{variable}: no such file: {path}")
     key_password = settings.kafka_ssl_key_password
-    context: ssl.SSLContext = create_ssl_context(
-        cafile=_path(settings.kafka_ssl_cafile),
-        certfile=_path(settings.kafka_ssl_certfile),
-        keyfile=_path(settings.kafka_ssl_keyfile),
-        password=key_password.get_secret_value() if key_password else None,
-    )
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=_path(settings.kafka_ssl_cafile),
+            certfile=_path(settings.kafka_ssl_certfile),
+            keyfile=_path(settings.kafka_ssl_keyfile),
+            password=key_password.get_secret_value() if key_password else None,
+        )
+    except ssl.SSLError as exc:
+        raise KafkaSecurityError(
+            f"MASTERY_KAFKA_SSL_* files cannot be loaded: {exc}"
+        ) from exc
     context.check_hostname = settings.kafka_ssl_check_hostname
     return context
 

@@ -129,6 +129,20 @@ def test_incomplete_sasl_settings_name_the_missing_ones(
     assert "MASTERY_KAFKA_SASL_USERNAME and MASTERY_KAFKA_SASL_PASSWORD" in err
 
 
+def test_a_missing_tls_file_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "ca.pem"
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9093")
+    monkeypatch.setenv("MASTERY_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("MASTERY_KAFKA_SSL_CAFILE", str(missing))
+    code, err = _run(["dlq", "list"], capsys)
+    assert code == 78
+    assert err == f"error: MASTERY_KAFKA_SSL_CAFILE: no such file: {missing}\n"
+
+
 def test_port_in_use_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,7 @@ from api.sink import KafkaEventSink
 from app.cli import main
 from infra.broker import KAFKA
 from infra.kafka_security import (
+    KafkaSecurityError,
     describe_kafka_security,
     faust_broker_credentials,
     kafka_client_kwargs,
@@ -154,7 +155,15 @@ def test_a_missing_ca_file_fails_at_start_naming_it(tmp_path: Path) -> None:
     settings = Settings(
         kafka_security_protocol="SSL", kafka_ssl_cafile=tmp_path / "nope.pem"
     )
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(KafkaSecurityError, match="MASTERY_KAFKA_SSL_CAFILE: no such"):
+        kafka_client_kwargs(settings)
+
+
+def test_a_file_that_is_not_pem_is_named(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate")
+    settings = Settings(kafka_security_protocol="SSL", kafka_ssl_cafile=bogus)
+    with pytest.raises(KafkaSecurityError, match="cannot be loaded"):
         kafka_client_kwargs(settings)
 
 
