@@ -13,8 +13,9 @@
     Redis round trips (page reads, fact reads, readiness PING), failed ones
     included
 
-Each app has its own registry, so several apps in one process (tests) never
-share counts.
+plus the standard ``process_*`` metrics (CPU, memory, open files) of the
+process. Each app has its own registry, so several apps in one process (tests)
+never share counts.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -65,6 +72,7 @@ class ApiMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
         labels = ("route", "method", "status")
         self.requests = Counter(
             "mastery_api_requests_total",

@@ -121,3 +121,9 @@ async def test_ready_when_every_check_passes() -> None:
         "status": "ready",
         "checks": {"redis": "ok", "read_model": "ok"},
     }
+
+
+def test_process_metrics_come_along() -> None:
+    text = ApiMetrics().render().decode()
+    assert "process_resident_memory_bytes" in text
+    assert "process_cpu_seconds_total" in text
