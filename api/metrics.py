@@ -2,7 +2,8 @@
 
 ``mastery_api_requests_total{route,method,status}``
     requests answered, by route *template* (``/registrations/{reg_id}/...``,
-    never the id: bounded label values), method and status code
+    never the id: bounded label values), method (unknown ones as ``other``)
+    and status code
 ``mastery_api_request_seconds{route,method,status}``
     their latency (histogram)
 ``mastery_api_auth_failures_total{reason}``
@@ -64,6 +65,8 @@ _LATENCY_BUCKETS = (
     10.0,
 )
 _UNMATCHED = "unmatched"
+#: Methods are client-chosen strings: others share one label value.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 T = TypeVar("T")
 
 
@@ -145,7 +148,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             route = self._template(scope)
-            labels = (route, scope["method"], str(status))
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            labels = (route, method, str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.request_seconds.labels(*labels).observe(
                 time.perf_counter() - start

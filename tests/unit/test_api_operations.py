@@ -127,3 +127,25 @@ def test_process_metrics_come_along() -> None:
     text = ApiMetrics().render().decode()
     assert "process_resident_memory_bytes" in text
     assert "process_cpu_seconds_total" in text
+
+
+def test_client_chosen_methods_do_not_create_series() -> None:
+    metrics = ApiMetrics()
+    app = create_app(
+        ExplodingStore(), authenticator=NoAuthentication(), metrics=metrics
+    )
+    with TestClient(app) as client:
+        for method in ("FOO", "BAR", "BAZ"):
+            assert client.request(method, "/healthz").status_code == 405
+    assert (
+        _value(
+            metrics,
+            "mastery_api_requests_total",
+            route="/healthz",
+            method="other",
+            status="405",
+        )
+        == 3
+    )
+    text = metrics.render().decode()
+    assert "FOO" not in text and "BAR" not in text
