@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -237,3 +238,23 @@ def test_text_is_the_default(root_restored: None) -> None:
     configure_logging(Settings(), stream=out)
     logging.getLogger("mastery.cfg").warning("plain %s", "text")
     assert out.getvalue().rstrip().endswith("WARNING mastery.cfg: plain text")
+
+
+def test_the_documented_json_line_is_what_we_write() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    example = orjson.loads(
+        next(ln for ln in docs.splitlines() if ln.startswith('{"timestamp"'))
+    )
+    record = _record(
+        example["message"],
+        **{k: v for k, v in example.items() if k not in _DOCUMENTED_STANDARD},
+    )
+    record.name = example["logger"]
+    written = orjson.loads(JsonFormatter().format(record))
+    assert list(written) == list(example)
+    assert {k: v for k, v in written.items() if k != "timestamp"} == {
+        k: v for k, v in example.items() if k != "timestamp"
+    }
+
+
+_DOCUMENTED_STANDARD = {"timestamp", "level", "logger", "message"}
