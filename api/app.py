@@ -1,5 +1,7 @@
 """Starlette app factory: the status-and-progress endpoints of the contract, the
-ingest and admin endpoints (api/ingest.py) and the OpenAPI document.
+ingest and admin endpoints (api/ingest.py), the OpenAPI document and its
+interactive docs (api/docs.py), liveness/readiness (api/health.py) and
+Prometheus metrics (api/metrics.py).
 
 Pages are assembled from the stored JSON bytes of each row: the response is
 concatenated, never decoded and re-encoded (see docs/read-model.md).
@@ -16,9 +18,10 @@ import orjson
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from api._http import error_response, json_response, path_entity_id, read_json, validate
 from api.auth import (
@@ -27,13 +30,23 @@ from api.auth import (
     authorize_learning_instance,
     authorize_registration,
 )
-from api.errors import ApiError, NotFound
+from api.docs import docs_routes
+from api.errors import ApiError, NotFound, Unauthorized
 from api.facts import FactStore, RedisFactStore
+from api.health import BrokerProbe, Readiness, redis_checks
 from api.ingest import IngestRoutes
+from api.metrics import (
+    CONTENT_TYPE,
+    ApiMetrics,
+    MetricsMiddleware,
+    TimedFactStore,
+    TimedPageStore,
+)
 from api.openapi import openapi_document
 from api.sink import EventSink, KafkaEventSink
 from api.store import Page, PageStore, RedisPageStore
 from infra.broker import profile_for
+from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
@@ -92,11 +105,19 @@ def create_app(
     max_ingest_request_bytes: int = 2_097_152,
     correct_min_score: float = 1.0,
     on_shutdown: Sequence[Any] = (),
+    metrics: ApiMetrics | None = None,
+    readiness: Readiness | None = None,
 ) -> Starlette:
     """Build the API over its ports: the page store (reads), the fact store and
-    the event sink (ingest; answered with 503 when absent)."""
+    the event sink (ingest; answered with 503 when absent). ``readiness``
+    holds the checks of ``/readyz`` (none: always ready)."""
     authn = authenticator
     openapi = orjson.dumps(openapi_document())
+    metrics = metrics or ApiMetrics()
+    ready = readiness or Readiness()
+    store = TimedPageStore(store, metrics)
+    if facts is not None:
+        facts = TimedFactStore(facts, metrics)
 
     async def learning_instance_status(request: Request) -> Response:
         principal = authn.authenticate(request)
@@ -136,13 +157,22 @@ def create_app(
         return json_response(_render(raw, query.goal_ids, page, None))
 
     async def health(request: Request) -> Response:
+        # Liveness only: dependencies are /readyz's business.
         return json_response(b'{"status":"ok"}')
+
+    async def readyz(request: Request) -> Response:
+        return json_response(orjson.dumps(await ready.report()))
+
+    async def metrics_text(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     async def openapi_json(request: Request) -> Response:
         return json_response(openapi)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        if isinstance(exc, Unauthorized):
+            metrics.auth_failures.labels(exc.reason).inc()
         return error_response(exc)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -169,22 +199,27 @@ def create_app(
         max_request_bytes=max_ingest_request_bytes,
         correct_min_score=correct_min_score,
     )
+    routes: list[BaseRoute] = [
+        Route(
+            "/learning-instances/{li_id}/metrics/status-and-progress",
+            learning_instance_status,
+            methods=["POST"],
+        ),
+        Route(
+            "/registrations/{reg_id}/metrics/status-and-progress",
+            registration_status,
+            methods=["POST"],
+        ),
+        *ingest.routes(),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_text, methods=["GET"]),
+        *docs_routes(),
+    ]
     return Starlette(
-        routes=[
-            Route(
-                "/learning-instances/{li_id}/metrics/status-and-progress",
-                learning_instance_status,
-                methods=["POST"],
-            ),
-            Route(
-                "/registrations/{reg_id}/metrics/status-and-progress",
-                registration_status,
-                methods=["POST"],
-            ),
-            *ingest.routes(),
-            Route("/openapi.json", openapi_json, methods=["GET"]),
-            Route("/healthz", health, methods=["GET"]),
-        ],
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,
@@ -207,16 +242,22 @@ def create_api(settings: Settings) -> Starlette:
         settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
     )
     closers: list[Any] = [redis.aclose]
+    metrics = ApiMetrics()
+    checks, depends = redis_checks(redis, metrics)
     sink: KafkaEventSink | None = None
     if settings.kafka_bootstrap_servers is not None:
+        security = kafka_client_kwargs(settings)
         sink = KafkaEventSink(
             settings.kafka_bootstrap_servers,
             profile_for(settings),
             TopicNames(settings.topic_prefix),
             ack_timeout_s=settings.ingest_ack_timeout_s,
             retry_after_s=settings.ingest_retry_after_s,
+            client_kwargs=security,
         )
-        closers.insert(0, sink.stop)
+        probe = BrokerProbe(settings.kafka_bootstrap_servers, client_kwargs=security)
+        checks["broker"] = probe
+        closers[:0] = [sink.stop, probe.close]
     return create_app(
         RedisPageStore(redis),
         authenticator=authenticator,
@@ -226,4 +267,6 @@ def create_api(settings: Settings) -> Starlette:
         max_ingest_request_bytes=settings.max_ingest_request_bytes,
         correct_min_score=settings.ingest_correct_min_score,
         on_shutdown=closers,
+        metrics=metrics,
+        readiness=Readiness(checks, depends),
     )

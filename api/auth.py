@@ -53,11 +53,12 @@ class BearerAuthenticator:
             raise Unauthorized(
                 "the Authorization header must be 'Bearer <token>'",
                 invalid_token=True,
+                reason="malformed_header",
             )
         try:
             return self.verifier.verify(token)
         except InvalidToken as exc:
-            raise Unauthorized(str(exc), invalid_token=True) from exc
+            raise Unauthorized(str(exc), invalid_token=True, reason=exc.reason) from exc
 
 
 class NoAuthentication:

@@ -65,7 +65,12 @@ class Unauthorized(ApiError):
     status_code = 401
     code = "unauthorized"
 
-    def __init__(self, message: str, *, invalid_token: bool = False) -> None:
+    def __init__(
+        self, message: str, *, invalid_token: bool = False, reason: str = "missing"
+    ) -> None:
+        #: short fixed label for metrics: missing, malformed_header, or the
+        #: token's refusal reason (api.tokens.InvalidToken.reason)
+        self.reason = reason
         # RFC 6750 section 3: error="invalid_token" only when a token was sent.
         challenge = 'Bearer realm="mastery-stream"'
         if invalid_token:

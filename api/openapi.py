@@ -373,7 +373,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/healthz": {
             "get": {
-                "summary": "Liveness",
+                "summary": "Liveness: 200 while the process serves (dependencies "
+                "are /readyz's)",
                 "security": [],
                 "responses": {
                     "200": _json(
@@ -384,6 +385,56 @@ def openapi_document() -> dict[str, Any]:
                         },
                         "alive",
                     )
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: Redis answers PING, the read model is "
+                "materialized, the broker's metadata can be fetched (when ingest "
+                "is on); 503 names the failing dependencies in details.failing",
+                "security": [],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "checks"],
+                            "properties": {
+                                "status": {"const": "ready"},
+                                "checks": {
+                                    "type": "object",
+                                    "additionalProperties": {"const": "ok"},
+                                },
+                            },
+                        },
+                        "every dependency is available",
+                    ),
+                    "503": _error(503),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics of this API process",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/docs": {
+            "get": {
+                "summary": "Interactive documentation of this document (Swagger "
+                "UI, served from this process: no CDN)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "an HTML page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
                 },
             }
         },

@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
@@ -51,8 +51,10 @@ class KafkaEventSink:
         *,
         ack_timeout_s: float = 10.0,
         retry_after_s: int = 5,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap = bootstrap
+        self._client_kwargs = dict(client_kwargs or {})
         self._profile = profile
         self._topics = topics
         self._ack_timeout_s = ack_timeout_s
@@ -71,7 +73,12 @@ class KafkaEventSink:
     async def _started(self) -> EventProducer:
         async with self._lock:
             if self._producer is None:
-                producer = EventProducer(self._bootstrap, self._profile, self._topics)
+                producer = EventProducer(
+                    self._bootstrap,
+                    self._profile,
+                    self._topics,
+                    client_kwargs=self._client_kwargs,
+                )
                 try:
                     async with asyncio.timeout(self._ack_timeout_s):
                         await producer.start()

@@ -47,7 +47,14 @@ class AuthConfigError(RuntimeError):
 
 
 class InvalidToken(Exception):
-    """The token was refused; the message says why (safe to show the caller)."""
+    """The token was refused; the message says why (safe to show the caller).
+
+    ``reason`` is a short fixed label for metrics (``mastery_api_auth_failures_total``).
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +132,8 @@ class TokenVerifier:
         key = self._keys.get(alg) if isinstance(alg, str) else None
         if key is None or not isinstance(alg, str):
             raise InvalidToken(
-                f"algorithm {alg!r} is not accepted (accepted: {self.algorithms})"
+                f"algorithm {alg!r} is not accepted (accepted: {self.algorithms})",
+                reason="algorithm",
             )
         try:
             claims = jwt.decode(
@@ -138,11 +146,13 @@ class TokenVerifier:
                 options=self._options,
             )
         except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("token expired") from exc
+            raise InvalidToken("token expired", reason="expired") from exc
         except jwt.InvalidSignatureError as exc:
-            raise InvalidToken("bad signature") from exc
+            raise InvalidToken("bad signature", reason="bad_signature") from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise InvalidToken(f"token lacks the {exc.claim!r} claim") from exc
+            raise InvalidToken(
+                f"token lacks the {exc.claim!r} claim", reason="missing_claim"
+            ) from exc
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(f"invalid token: {exc}") from exc
         return _principal(claims)
@@ -158,9 +168,9 @@ def _header(token: str) -> dict[str, Any]:
             raise ValueError("no '.'")
         header = orjson.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
     except ValueError as exc:  # binascii.Error and JSONDecodeError included
-        raise InvalidToken("malformed token") from exc
+        raise InvalidToken("malformed token", reason="malformed") from exc
     if not isinstance(header, dict):
-        raise InvalidToken("malformed token")
+        raise InvalidToken("malformed token", reason="malformed")
     return header
 
 
@@ -172,10 +182,10 @@ def _principal(claims: dict[str, Any]) -> Principal:
         and _ENTITY_ID.fullmatch(sub)
         and _ENTITY_ID.fullmatch(partner_id)
     ):
-        raise InvalidToken("'sub' and 'partner_id' must be ids")
+        raise InvalidToken("'sub' and 'partner_id' must be ids", reason="bad_claims")
     roles = claims.get("roles", [])
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-        raise InvalidToken("'roles' must be a list of strings")
+        raise InvalidToken("'roles' must be a list of strings", reason="bad_claims")
     # Unknown roles are ignored rather than refused: an identity provider may
     # put its own roles into the same claim.
     return Principal(sub, partner_id, frozenset(roles) & KNOWN_ROLES)

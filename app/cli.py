@@ -8,6 +8,9 @@ mastery selfcheck             does the broker report end offsets correctly?
 mastery model trace ...       run the BKT model offline over a CSV export
 mastery model fit ...         fit BKT parameters by EM (CSV, DKT or the event log)
 mastery model evaluate ...    next-attempt AUC, RMSE and log-loss of parameters
+
+Each command's --help lists the environment variables it reads (app/cli_help.py);
+the usual mistakes end in one line naming the setting to fix (app/cli_errors.py).
 """
 
 from __future__ import annotations
@@ -20,11 +23,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from app.cli_errors import bind_port, explain, explain_settings_error
+from app.cli_help import EnvironmentHelp
+from infra.logs import configure_logging
 from infra.settings import Settings
 
 __all__ = ["main"]
 
 log = logging.getLogger("mastery")
+
+#: commands that run to completion (not the long-running worker, api, dev)
+_ONE_SHOT = frozenset({"produce", "selfcheck", "token", "rebuild", "dlq", "model"})
 
 
 def _require(value: str | None, name: str) -> str:
@@ -69,7 +80,12 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     log.info("broker profile: %s", profile)
     worker = create_worker(settings, profile, bootstrap, redis_url)
     faust.Worker(
-        worker.app, loglevel=settings.log_level.lower(), loop=loop, quiet=True
+        worker.app,
+        loglevel=settings.log_level.lower(),
+        loop=loop,
+        quiet=True,
+        # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
+        override_logging=False,
     ).execute_from_commandline()
     return 0
 
@@ -85,15 +101,20 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         app = create_api(settings)
     except AuthConfigError as exc:
         raise SystemExit(f"error: {exc}") from exc
-    uvicorn.run(
+    sock = bind_port(
+        args.host or settings.api_host,
+        args.port if args.port is not None else settings.api_port,
+    )
+    config = uvicorn.Config(
         app,
-        host=args.host or settings.api_host,
-        port=args.port if args.port is not None else settings.api_port,
         log_level="warning",
+        # None: uvicorn's loggers propagate to the handlers of infra.logs.
+        log_config=None,
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
         http="httptools",
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -117,13 +138,17 @@ def _workload(settings: Settings, args: argparse.Namespace) -> object:
 async def _produce(settings: Settings, bootstrap: str, workload: object) -> None:
     from app.workload import Workload
     from infra.broker import ensure_topics, profile_for
+    from infra.kafka_security import kafka_client_kwargs
     from infra.producer import EventProducer
     from infra.topics import TopicNames
 
     assert isinstance(workload, Workload)
     await ensure_topics(settings, bootstrap)
     async with EventProducer(
-        bootstrap, profile_for(settings), TopicNames(settings.topic_prefix)
+        bootstrap,
+        profile_for(settings),
+        TopicNames(settings.topic_prefix),
+        client_kwargs=kafka_client_kwargs(settings),
     ) as producer:
         n = await producer.send_all(workload.catalog)
         n += await producer.send_all(workload.registrations)
@@ -171,12 +196,25 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _mark_materialized(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    from app.materialized import mark_materialized
+
+    redis = Redis.from_url(redis_url)
+    try:
+        await mark_materialized(redis, "mastery rebuild")
+    finally:
+        await redis.aclose()
+
+
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from app.rebuild import rebuild
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
     report = asyncio.run(rebuild(settings, bootstrap, redis_url, flush=args.flush))
+    asyncio.run(_mark_materialized(redis_url))
     print(
         f"rebuilt the read model: {report.registrations:,} registrations, "
         f"{report.rows:,} rows, {report.catalog_events:,} catalog events, "
@@ -188,11 +226,17 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     from app.dead_letters import pending_dead_letters, redrive
     from infra.broker import profile_for
+    from infra.kafka_security import kafka_client_kwargs
     from infra.topics import TopicNames
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     topics = TopicNames(settings.topic_prefix)
-    view = asyncio.run(pending_dead_letters(bootstrap, topics, profile_for(settings)))
+    security = kafka_client_kwargs(settings)
+    view = asyncio.run(
+        pending_dead_letters(
+            bootstrap, topics, profile_for(settings), client_kwargs=security
+        )
+    )
     letters = [
         d
         for d in view.pending
@@ -208,7 +252,11 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 0
-    n = asyncio.run(redrive(bootstrap, profile_for(settings), topics, letters))
+    n = asyncio.run(
+        redrive(
+            bootstrap, profile_for(settings), topics, letters, client_kwargs=security
+        )
+    )
     print(f"re-drove {n:,} records")
     return 0
 
@@ -248,8 +296,13 @@ def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import version
+
     parser = argparse.ArgumentParser(prog="mastery", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version", action="version", version=f"mastery {version('mastery-stream')}"
+    )
+    sub = EnvironmentHelp(parser.add_subparsers(dest="command", required=True))
 
     def workload_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -318,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_rebuild.set_defaults(func=cmd_rebuild)
 
     p_dlq = sub.add_parser("dlq", help="list or re-drive dead-lettered records")
-    dlq_sub = p_dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_sub = EnvironmentHelp(
+        p_dlq.add_subparsers(dest="dlq_command", required=True), "dlq"
+    )
     for name, text in (
         ("list", "list pending rejections"),
         ("redrive", "produce them again"),
@@ -333,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p_model = sub.add_parser("model", help="the mastery model, offline")
-    model_sub = p_model.add_subparsers(dest="model_command", required=True)
+    model_sub = EnvironmentHelp(
+        p_model.add_subparsers(dest="model_command", required=True), "model"
+    )
     p_trace = model_sub.add_parser(
         "trace", help="P(correct), P(mastered) before each attempt"
     )
@@ -357,12 +414,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    result: int = args.func(settings, args)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        bad = explain_settings_error(exc)
+        print(f"error: {bad.message}", file=sys.stderr)
+        return bad.exit_code
+    configure_logging(settings)
+    if args.command in _ONE_SHOT and settings.log_level != "DEBUG":
+        # A one-shot command's connection failure ends in one explained line;
+        # aiokafka's own error lines would only repeat it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        result: int = args.func(settings, args)
+    except Exception as exc:
+        problem = explain(exc, settings)
+        if problem is None:
+            raise
+        log.debug("one-line error explained", exc_info=True)
+        print(f"error: {problem.message}", file=sys.stderr)
+        return problem.exit_code
     return result
 
 

@@ -11,8 +11,10 @@ them idempotent.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -36,13 +38,22 @@ class DeadLetterView:
 
 
 async def pending_dead_letters(
-    bootstrap: str, topics: TopicNames, profile: BrokerProfile
+    bootstrap: str,
+    topics: TopicNames,
+    profile: BrokerProfile,
+    *,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> DeadLetterView:
-    """Read the dead-letter topic whole; dedupe by key; drop re-driven ones."""
+    """Read the dead-letter topic whole; dedupe by key; drop re-driven ones.
+
+    ``client_kwargs``: security arguments (:mod:`infra.kafka_security`).
+    """
     entries: dict[str, DeadLetter] = {}
     done: set[str] = set()
     duplicates = 0
-    async for record in read_topic(bootstrap, topics.dead_letter, profile):
+    async for record in read_topic(
+        bootstrap, topics.dead_letter, profile, client_kwargs=client_kwargs
+    ):
         key = (record.key or b"").decode(errors="replace")
         payload = orjson.loads(record.value or b"null")
         if isinstance(payload, dict) and "redriven_at" in payload:
@@ -64,9 +75,13 @@ async def redrive(
     profile: BrokerProfile,
     topics: TopicNames,
     letters: list[DeadLetter],
+    *,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> int:
     """Produce each letter's original record again, then mark it re-driven."""
-    async with EventProducer(bootstrap, profile, topics) as producer:
+    async with EventProducer(
+        bootstrap, profile, topics, client_kwargs=client_kwargs
+    ) as producer:
         for letter in letters:
             value = letter.value
             if value is None:

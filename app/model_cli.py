@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from infra.settings import Settings
 from processors.trace import TraceError, answer_sequences, load_params
@@ -371,9 +371,13 @@ def _source_args(p: argparse.ArgumentParser, *, log: bool) -> None:
     p.add_argument("--skills", metavar="A,B", help="only these skills (objectives)")
 
 
-def add_commands(
-    model_sub: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+class Subcommands(Protocol):
+    """What ``add_subparsers()`` returns (or app.cli_help's wrapper of it)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def add_commands(model_sub: Subcommands) -> None:
     """Register ``fit`` and ``evaluate`` under ``mastery model``."""
     p_fit = model_sub.add_parser(
         "fit", help="fit BKT parameters by EM; JSON for --params on stdout"

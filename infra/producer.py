@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -15,14 +16,25 @@ __all__ = ["EventProducer"]
 
 
 class EventProducer:
-    """Routes events to their topic and key; every send is acknowledged."""
+    """Routes events to their topic and key; every send is acknowledged.
+
+    ``client_kwargs`` are the connection's security arguments
+    (:func:`infra.kafka_security.kafka_client_kwargs`).
+    """
 
     def __init__(
-        self, bootstrap: str, profile: BrokerProfile, topics: TopicNames
+        self,
+        bootstrap: str,
+        profile: BrokerProfile,
+        topics: TopicNames,
+        *,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.topics = topics
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, **profile.producer_settings()
+            bootstrap_servers=bootstrap,
+            **profile.producer_settings(),
+            **(client_kwargs or {}),
         )
 
     async def start(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -50,16 +50,30 @@ class Settings(BaseSettings):
         description="Faust app id (consumer group, changelog prefix); "
         "default <topic_prefix>-worker",
     )
-    topic_prefix: str = "mastery"
-    topic_partitions: int = Field(default=4, ge=1, le=256)
-    topic_replication: int = Field(default=1, ge=1, le=5)
+    topic_prefix: str = Field(
+        default="mastery", description="topic names <prefix>.<name>.v1"
+    )
+    topic_partitions: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="partitions of the registration-events topic (at most as "
+        "many busy workers)",
+    )
+    topic_replication: int = Field(
+        default=1, ge=1, le=5, description="replication factor of created topics"
+    )
 
     data_dir: Path = Field(
         default=_REPO_ROOT / "var" / "worker",
         description="RocksDB tables of the worker (rebuildable from changelogs)",
     )
-    batch_max_events: int = Field(default=2000, ge=1, le=100_000)
-    batch_within_ms: int = Field(default=20, ge=1, le=10_000)
+    batch_max_events: int = Field(
+        default=2000, ge=1, le=100_000, description="most events in one batch"
+    )
+    batch_within_ms: int = Field(
+        default=20, ge=1, le=10_000, description="longest wait to fill a batch"
+    )
     fetch_max_wait_ms: int | None = Field(
         default=None,
         description="consumer fetch max wait; default 1500 (Faust's) or the profile's",
@@ -67,7 +81,11 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float | None = Field(
         default=None, description="consumer group session timeout; profile default"
     )
-    catalog_catchup_timeout_s: float = Field(default=30.0, gt=0)
+    catalog_catchup_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="start-up: longest wait for the catalog to be read whole",
+    )
     state_cache_max_entries: int = Field(
         default=200_000,
         ge=1,
@@ -87,9 +105,13 @@ class Settings(BaseSettings):
         "wait on assigned partitions and no batch was processed for this long",
     )
 
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8080, ge=0, le=65535)
-    max_request_bytes: int = Field(default=65_536, ge=1024)
+    api_host: str = Field(
+        default="127.0.0.1", description="API listen address (0.0.0.0: all)"
+    )
+    api_port: int = Field(default=8080, ge=0, le=65535, description="API port")
+    max_request_bytes: int = Field(
+        default=65_536, ge=1024, description="largest status-query body"
+    )
 
     # Authentication of the API (docs/auth.md). Secure by default: with
     # auth_mode "jwt" and no key configured the API refuses to start.
@@ -110,14 +132,20 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(
         default=None, description="required 'iss' claim, when set"
     )
-    jwt_leeway_s: int = Field(default=30, ge=0, le=300)
+    jwt_leeway_s: int = Field(
+        default=30, ge=0, le=300, description="clock skew allowed on exp/nbf"
+    )
 
     # Ingest endpoints (docs/ingest.md).
-    max_ingest_request_bytes: int = Field(default=2_097_152, ge=1024)
+    max_ingest_request_bytes: int = Field(
+        default=2_097_152, ge=1024, description="largest ingest request body"
+    )
     ingest_ack_timeout_s: float = Field(
         default=10.0, gt=0, description="wait for the broker's acks per request"
     )
-    ingest_retry_after_s: int = Field(default=5, ge=1, le=3600)
+    ingest_retry_after_s: int = Field(
+        default=5, ge=1, le=3600, description="Retry-After of ingest 503s"
+    )
     ingest_correct_min_score: float = Field(
         default=1.0,
         gt=0.0,
@@ -126,11 +154,97 @@ class Settings(BaseSettings):
         "fraction of the maximum, is at least this",
     )
 
+    # Kafka security (docs/operations.md): applied to every Kafka client through
+    # infra.kafka_security.
+    kafka_security_protocol: Literal[
+        "PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"
+    ] = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (SASL over TLS)",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="PLAIN", description="with a SASL_* protocol"
+    )
+    kafka_sasl_username: str | None = Field(
+        default=None, description="with a SASL_* protocol"
+    )
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="with a SASL_* protocol"
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None,
+        description="PEM CA bundle that signed the brokers' certificates "
+        "(SSL, SASL_SSL); unset = the system's trust store",
+    )
+    kafka_ssl_certfile: Path | None = Field(
+        default=None, description="PEM client certificate, for mutual TLS"
+    )
+    kafka_ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key of the client certificate"
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="password of the client certificate's key"
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="verify that broker certificates match their host"
+    )
+
+    # Operations (docs/operations.md, deploy/README.md).
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="'json': one JSON object per line; 'text': readable lines",
+    )
+    log_rate_limit: int = Field(
+        default=20,
+        ge=1,
+        description="at most this many lines per logger and message per "
+        "log_rate_interval_s; the rest are counted and reported in one line",
+    )
+    log_rate_interval_s: float = Field(
+        default=60.0, gt=0, description="window of log_rate_limit"
+    )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="worker: port of its /metrics, /healthz and /readyz; "
+        "unset = not served",
+    )
+
     shared_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared",
         description="the project's shared data folder (ASSISTments, pyBKT reference)",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="lowest level logged"
+    )
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and (not self.kafka_sasl_username or self.kafka_sasl_password is None):
+            raise ValueError(
+                f"MASTERY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "needs MASTERY_KAFKA_SASL_USERNAME and MASTERY_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "MASTERY_KAFKA_SASL_USERNAME/PASSWORD are set but "
+                f"MASTERY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "does not use SASL (use SASL_SSL or SASL_PLAINTEXT)"
+            )
+        tls_files = (self.kafka_ssl_cafile, self.kafka_ssl_certfile)
+        if not self.kafka_security_protocol.endswith("SSL") and any(tls_files):
+            raise ValueError(
+                "MASTERY_KAFKA_SSL_* files are set but "
+                f"MASTERY_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                "does not use TLS (use SSL or SASL_SSL)"
+            )
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ValueError(
+                "MASTERY_KAFKA_SSL_KEYFILE needs MASTERY_KAFKA_SSL_CERTFILE"
+            )
+        return self
 
     @property
     def worker_id(self) -> str:

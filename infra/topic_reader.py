@@ -6,8 +6,10 @@ offsets come from :func:`infra.broker.end_offsets` (corrected under Tansu).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -32,12 +34,17 @@ async def read_topic(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     fetch_max_wait_ms: int = 100,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Record]:
-    """Yield every record of every partition present now, then stop."""
+    """Yield every record of every partition present now, then stop.
+
+    ``client_kwargs``: security arguments (:mod:`infra.kafka_security`).
+    """
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         fetch_max_wait_ms=fetch_max_wait_ms,
+        **(client_kwargs or {}),
     )
     await consumer.start()
     try:
@@ -65,4 +72,9 @@ async def read_topic(
             if on_progress is not None:
                 on_progress(done, total)
     finally:
+        # aiokafka 0.14's NoGroupCoordinator.close() awaits a task it has just
+        # cancelled; one cancelled before its first step (a topic that does not
+        # exist returns at once) raises CancelledError out of stop(). One loop
+        # iteration lets the task start.
+        await asyncio.sleep(0)
         await consumer.stop()

@@ -41,6 +41,12 @@ class ReadModelKeys:
         """STRING: the row served for a registration with no stored row yet."""
         return f"{self.prefix}:goal:{goal_id}:template"
 
+    def materialized(self) -> str:
+        """STRING: JSON ``{"by", "at"}``, set when the read model has been
+        materialized (a worker's start-up re-derivation, ``mastery rebuild``).
+        Its absence (Redis lost or flushed) makes the API's ``/readyz`` fail."""
+        return f"{self.prefix}:meta:materialized"
+
     def row(self, registration_id: str, goal_id: str) -> str:
         """STRING: the registration's ``status_and_progress[]`` item for the goal."""
         return f"{self.prefix}:row:{registration_id}:{goal_id}"

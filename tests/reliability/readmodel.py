@@ -7,17 +7,25 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from schemas.read_model import ReadModelKeys
+
 __all__ = ["dump_read_model"]
+
+#: Who materialized the model and when: metadata, not part of the comparison.
+_MARKER = ReadModelKeys().materialized()
 
 
 def dump_read_model(url: str) -> dict[str, Any]:
-    """Every ``ms:*`` key with its value (strings, sorted zset/set members)."""
+    """Every ``ms:*`` key with its value (strings, sorted zset/set members),
+    except the "materialized" marker."""
 
     async def go() -> dict[str, Any]:
         redis = Redis.from_url(url)
         out: dict[str, Any] = {}
         try:
             async for key in redis.scan_iter(match="ms:*", count=1000):
+                if key.decode() == _MARKER:
+                    continue
                 kind = (await redis.type(key)).decode()
                 if kind == "string":
                     out[key.decode()] = await redis.get(key)

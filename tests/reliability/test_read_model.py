@@ -11,6 +11,7 @@ from redis import Redis
 
 from app.devstack import DevStack, post_json
 from app.workload import simulated
+from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 from tests.reliability.readmodel import dump_read_model
 
@@ -45,6 +46,9 @@ def test_flushall_then_rebuild_restores_identical_keys(stack: DevStack) -> None:
     assert "rebuilt the read model" in done.stdout
     assert "100.0%" in done.stderr  # the progress bar ran to the end
     assert dump_read_model(stack.redis.url) == before
+    # ... and says so, for the API's /readyz (docs/operations.md)
+    marker = Redis.from_url(stack.redis.url).get(ReadModelKeys().materialized())
+    assert marker is not None and b'"by":"mastery rebuild"' in marker
 
 
 def test_worker_repairs_a_flushed_redis_on_restart(stack: DevStack) -> None:

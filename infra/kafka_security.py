@@ -1,0 +1,124 @@
+"""Kafka security: the ``MASTERY_KAFKA_*`` settings as client arguments.
+
+One translation for every Kafka client the project creates: aiokafka's
+producers, consumers and admin clients take :func:`kafka_client_kwargs`; the
+Faust app takes :func:`faust_broker_credentials` as ``broker_credentials``
+(Faust turns it into the same aiokafka arguments, which a unit test checks).
+``PLAINTEXT`` (the default, and the embedded broker) adds no arguments at all.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+from infra.settings import Settings
+
+__all__ = [
+    "KafkaSecurityError",
+    "describe_kafka_security",
+    "faust_broker_credentials",
+    "kafka_client_kwargs",
+    "kafka_ssl_context",
+]
+
+
+class KafkaSecurityError(ValueError):
+    """A TLS file named by a ``MASTERY_KAFKA_SSL_*`` setting is unusable."""
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of an ``SSL``/``SASL_SSL`` connection, else ``None``.
+
+    Without ``MASTERY_KAFKA_SSL_CAFILE`` the system's trust store verifies the
+    brokers (managed Kafka services use public CAs).
+    """
+    if not settings.kafka_security_protocol.endswith("SSL"):
+        return None
+    from aiokafka.helpers import create_ssl_context
+
+    files = {
+        "MASTERY_KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "MASTERY_KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "MASTERY_KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+    }
+    for variable, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise KafkaSecurityError(f"{variable}: no such file: {path}")
+    key_password = settings.kafka_ssl_key_password
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=_path(settings.kafka_ssl_cafile),
+            certfile=_path(settings.kafka_ssl_certfile),
+            keyfile=_path(settings.kafka_ssl_keyfile),
+            password=key_password.get_secret_value() if key_password else None,
+        )
+    except ssl.SSLError as exc:
+        raise KafkaSecurityError(
+            f"MASTERY_KAFKA_SSL_* files cannot be loaded: {exc}"
+        ) from exc
+    context.check_hostname = settings.kafka_ssl_check_hostname
+    return context
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``AIOKafkaProducer``/``Consumer``/``AdminClient``.
+
+    Empty for ``PLAINTEXT``, so clients of the embedded broker are unchanged.
+    """
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    context = kafka_ssl_context(settings)
+    if context is not None:
+        kwargs["ssl_context"] = context
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        kwargs |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password else None,
+        }
+    return kwargs
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    """``broker_credentials`` for ``faust.App`` (``None`` for ``PLAINTEXT``).
+
+    Faust derives the protocol from the type: ``SASLCredentials`` with a TLS
+    context is ``SASL_SSL``, without one ``SASL_PLAINTEXT``; ``SSLCredentials``
+    is ``SSL``. Faust is imported here, not at module level, so the API process
+    never loads it.
+    """
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    context = kafka_ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=context,
+        )
+    if context is not None:
+        return faust.SSLCredentials(context)
+    return None
+
+
+def describe_kafka_security(settings: Settings) -> str:
+    """One line for logs and errors; never includes a secret."""
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL_"):
+        return (
+            f"{protocol} {settings.kafka_sasl_mechanism} as "
+            f"{settings.kafka_sasl_username!r}"
+        )
+    return protocol
+
+
+def _path(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,420 @@
+"""The deploy artefacts, checked offline (no Docker, no cluster here):
+
+- deploy/compose.yaml against the compose specification's JSON schema, as
+  vendored by check-jsonschema (``--builtin-schema vendor.compose-spec``);
+- every manifest of deploy/k8s/ against the Kubernetes schemas that
+  kubernetes-validate ships (strict: unknown fields are errors);
+- every ``MASTERY_*`` variable an artefact sets or reads is a setting, and the
+  values they set are valid Settings;
+- topic names, ports and metric names agree with the code.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from api.metrics import ApiMetrics
+from app.cli_help import env_name
+from infra.settings import Settings
+from infra.topics import TopicNames
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose.yaml"
+K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "mastery-stream.json"
+K8S_VERSION = "1.30.0"
+BIN = Path(sys.executable).parent
+
+#: The worker's metric names (implemented by the worker; the dashboard uses them).
+WORKER_METRICS = {
+    "mastery_worker_consumer_lag",
+    "mastery_worker_events_total",
+    "mastery_worker_batch_seconds",
+    "mastery_worker_commit_seconds",
+    "mastery_worker_dead_letters_total",
+    "mastery_worker_freshness_seconds",
+    "mastery_worker_state_cache_entries",
+    "mastery_worker_rebalances_total",
+    "mastery_worker_redis_write_seconds",
+}
+#: Every variable Settings reads, by the names the artefacts may use.
+SETTING_VARIABLES = {
+    env_name(name, field) for name, field in Settings.model_fields.items()
+} | {f"MASTERY_{name.upper()}" for name in Settings.model_fields}
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return loaded
+
+
+def _manifests() -> list[tuple[Path, dict[str, Any]]]:
+    return [
+        (path, doc)
+        for path in K8S
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc is not None
+    ]
+
+
+def _kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in _manifests() if doc["kind"] == kind]
+
+
+def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(BIN / "check-jsonschema"),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+# -- compose -------------------------------------------------------------------
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    done = _check_jsonschema(COMPOSE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_compose_check_catches_a_broken_file(tmp_path: Path) -> None:
+    broken = _compose()
+    broken["services"]["api"]["restart"] = ["always"]  # must be a string
+    broken["services"]["api"]["no_such_key"] = True
+    path = tmp_path / "compose.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    done = _check_jsonschema(path)
+    assert done.returncode == 1
+    assert "no_such_key" in done.stdout or "restart" in done.stdout
+
+
+def test_compose_has_the_services_the_issue_asks_for() -> None:
+    services = _compose()["services"]
+    assert {"kafka", "redis", "worker-1", "worker-2", "api", "prometheus"} <= set(
+        services
+    )
+    assert "grafana" in services
+    kafka = services["kafka"]["environment"]
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    for worker in ("worker-1", "worker-2"):
+        assert services[worker]["command"] == ["worker"]
+        assert services[worker]["restart"] in {"unless-stopped", "always"}
+        mounts = services[worker]["volumes"]
+        assert any(str(m).endswith(":/var/lib/mastery") for m in mounts)
+    grafana_mounts = " ".join(services["grafana"]["volumes"])
+    assert "./grafana/provisioning:" in grafana_mounts
+    assert "./grafana/dashboards:" in grafana_mounts
+
+
+def _compose_environments() -> list[dict[str, str]]:
+    return [
+        {k: str(v) for k, v in (svc.get("environment") or {}).items()}
+        for name, svc in _compose()["services"].items()
+        if name.startswith(("worker", "api"))
+    ]
+
+
+# -- Kubernetes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [doc for _, doc in _manifests()],
+    ids=[f"{p.name}:{d['kind']}/{d['metadata']['name']}" for p, d in _manifests()],
+)
+def test_manifest_is_valid_kubernetes(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_the_kubernetes_check_catches_a_broken_manifest() -> None:
+    (worker,) = _kind("StatefulSet")
+    broken = copy.deepcopy(worker)
+    broken["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+    unknown = copy.deepcopy(worker)
+    unknown["spec"]["template"]["spec"]["containers"][0]["readinessPorbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(unknown, K8S_VERSION, strict=True)
+
+
+def test_the_manifests_have_what_the_issue_asks_for() -> None:
+    kinds = {doc["kind"] for _, doc in _manifests()}
+    assert {
+        "ConfigMap",
+        "Secret",
+        "Job",
+        "StatefulSet",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    } <= kinds
+    (worker,) = _kind("StatefulSet")
+    assert worker["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/var/lib/mastery"}
+    (hpa,) = _kind("HorizontalPodAutoscaler")
+    assert (
+        hpa["spec"]["scaleTargetRef"]["name"]
+        == _kind("Deployment")[0]["metadata"]["name"]
+    )
+    assert len(_kind("PodDisruptionBudget")) == 2
+
+
+def _config_env() -> dict[str, str]:
+    (config,) = _kind("ConfigMap")
+    (secret,) = _kind("Secret")
+    return {**config["data"], **secret["stringData"]}
+
+
+def test_probes_use_the_configured_ports() -> None:
+    env = _config_env()
+    (worker,) = _kind("StatefulSet")
+    (api,) = _kind("Deployment")
+    for workload, variable in (
+        (worker, "MASTERY_METRICS_PORT"),
+        (api, "MASTERY_API_PORT"),
+    ):
+        container = workload["spec"]["template"]["spec"]["containers"][0]
+        named = {p["name"]: p["containerPort"] for p in container["ports"]}
+        port = container["readinessProbe"]["httpGet"]["port"]
+        assert named[port] == int(env[variable])
+
+
+def test_no_more_workers_than_partitions() -> None:
+    (worker,) = _kind("StatefulSet")
+    assert worker["spec"]["replicas"] <= int(_config_env()["MASTERY_TOPIC_PARTITIONS"])
+
+
+# -- settings -----------------------------------------------------------------
+
+
+def _variables_in_text(text: str) -> set[str]:
+    return set(re.findall(r"\bMASTERY_[A-Z0-9_]+\b", text))
+
+
+def test_every_variable_the_artefacts_use_is_a_setting() -> None:
+    used: dict[str, set[str]] = {}
+    for path in [COMPOSE, *K8S, ROOT / "Dockerfile"]:
+        names = _variables_in_text(path.read_text())
+        # Compose's own interpolation of the host's variable, same name.
+        used[path.name] = names
+    assert used["compose.yaml"] and used["Dockerfile"]
+    unknown = {
+        name: sorted(names - SETTING_VARIABLES)
+        for name, names in used.items()
+        if names - SETTING_VARIABLES
+    }
+    assert not unknown, unknown
+
+
+def test_the_variable_check_sees_a_typo() -> None:
+    assert "MASTERY_METRIC_PORT" not in SETTING_VARIABLES
+    assert "MASTERY_METRICS_PORT" in SETTING_VARIABLES
+    assert "KAFKA_BOOTSTRAP_SERVERS" in SETTING_VARIABLES
+
+
+def _settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in SETTING_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()
+
+
+def test_kubernetes_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = _settings_from(_config_env(), monkeypatch)
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_password is not None
+    assert settings.metrics_port == 9180
+    assert settings.log_format == "json"
+
+
+def test_the_placeholder_jwt_secret_cannot_go_live(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from api.tokens import AuthConfigError, verifier_from_settings
+
+    settings = _settings_from(_config_env(), monkeypatch)
+    with pytest.raises(AuthConfigError, match="at least 32 bytes"):
+        verifier_from_settings(settings)
+
+
+def test_compose_values_are_valid_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    for raw in _compose_environments():
+        env = {
+            k: ("x" * 40 if v.startswith("${") else v)  # interpolated from the host
+            for k, v in raw.items()
+        }
+        settings = _settings_from(env, monkeypatch)
+        assert settings.kafka_bootstrap_servers == "kafka:9092"
+        assert settings.log_format == "json"
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [ln.strip() for ln in text.splitlines()]
+    return [
+        (ln.split(None, 1)[0].upper(), ln.split(None, 1)[1] if " " in ln else "")
+        for ln in lines
+        if ln and not ln.startswith("#")
+    ]
+
+
+def test_dockerfile_is_multi_stage_non_root_with_the_mastery_entry_point(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    instructions = _dockerfile()
+    stages = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
+    assert len(stages) >= 2
+    final = instructions[stages[-1] :]
+    users = [arg for op, arg in final if op == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+    entry = [arg for op, arg in final if op == "ENTRYPOINT"]
+    assert entry and json.loads(entry[-1]) == ["mastery"]
+    assert any(op == "COPY" and "--from=build" in arg for op, arg in final)
+    # Every package of the wheel is copied into the build stage.
+    copied = {shlex.split(arg)[0] for op, arg in instructions if op == "COPY"}
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    packages = re.search(r"packages = \[([^\]]*)\]", pyproject)
+    assert packages is not None
+    for package in re.findall(r'"(\w+)"', packages.group(1)):
+        assert package in copied
+        assert (ROOT / package).is_dir()
+    # ENV values are valid settings too.
+    env = {}
+    for op, arg in final:
+        if op == "ENV":
+            for key, value in re.findall(r"(MASTERY_\w+)=(\S+)", arg):
+                env[key] = value
+    settings = _settings_from(env, monkeypatch)
+    assert settings.api_host == "0.0.0.0"
+
+
+# -- topics, ports, metrics ---------------------------------------------------
+
+
+def _topic_flags(script: str, prefix: str) -> dict[str, str]:
+    found = {}
+    for line in script.splitlines():
+        match = re.search(r"--topic \"?([^\s\"]+)\"?(.*)", line)
+        if match:
+            found[match.group(1).replace("$p", prefix)] = match.group(2)
+    return found
+
+
+def test_topic_creation_matches_the_code() -> None:
+    names = TopicNames("mastery")
+    expected = {names.registration_events, names.catalog, names.dead_letter}
+    compose_script = _compose()["services"]["topics"]["command"][0]
+    (job,) = _kind("Job")
+    job_script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    prefix = _config_env()["MASTERY_TOPIC_PREFIX"]
+    for topics in (
+        _topic_flags(compose_script, "mastery"),
+        _topic_flags(job_script, prefix),
+    ):
+        assert set(topics) == expected
+        assert "cleanup.policy=compact" in topics[names.catalog]
+        assert "compact" not in topics[names.registration_events]
+
+
+def test_prometheus_scrapes_the_configured_ports() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: set(job["static_configs"][0]["targets"])
+        for job in config["scrape_configs"]
+    }
+    services = _compose()["services"]
+    worker_port = services["worker-1"]["environment"]["MASTERY_METRICS_PORT"]
+    assert targets["mastery-worker"] == {
+        f"worker-1:{worker_port}",
+        f"worker-2:{worker_port}",
+    }
+    assert targets["mastery-api"] == {
+        f"api:{services['api']['environment']['MASTERY_API_PORT']}"
+    }
+
+
+def _dashboard_metrics() -> tuple[dict[str, Any], set[str]]:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = " ".join(
+        t["expr"] for panel in dashboard["panels"] for t in panel["targets"]
+    )
+    names = set(re.findall(r"\bmastery_[a-z_]+", exprs))
+    return dashboard, {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
+
+
+def test_dashboard_uses_only_metrics_that_exist() -> None:
+    api_metrics = {
+        family.name
+        for family in text_string_to_metric_families(ApiMetrics().render().decode())
+    }
+    # Counters are exposed as <name>_total; their family name drops it.
+    api_metrics |= {f"{name}_total" for name in api_metrics}
+    _, used = _dashboard_metrics()
+    assert used <= WORKER_METRICS | api_metrics, used - WORKER_METRICS - api_metrics
+
+
+def test_dashboard_shows_what_the_issue_asks_for() -> None:
+    dashboard, used = _dashboard_metrics()
+    assert {
+        "mastery_worker_consumer_lag",
+        "mastery_worker_events_total",
+        "mastery_worker_freshness_seconds",
+        "mastery_worker_dead_letters_total",
+        "mastery_api_request_seconds",
+    } <= used
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    freshness = [e for e in exprs if "freshness" in e]
+    assert any("histogram_quantile(0.5," in e for e in freshness)
+    assert any("histogram_quantile(0.99," in e for e in freshness)
+    provider = yaml.safe_load(
+        (
+            DEPLOY / "grafana" / "provisioning" / "dashboards" / "mastery.yaml"
+        ).read_text()
+    )
+    mounted = _compose()["services"]["grafana"]["volumes"]
+    path = provider["providers"][0]["options"]["path"]
+    assert any(v.endswith(f":{path}:ro") for v in mounted)
+
+
+def test_the_readme_check_commands_run_here() -> None:
+    """deploy/README.md's "Check the artefacts" block, executed as written."""
+    text = (DEPLOY / "README.md").read_text()
+    block = text.split("## Check the artefacts", 1)[1].split("```sh\n", 1)[1]
+    commands = [c for c in block.split("```", 1)[0].splitlines() if c.strip()]
+    assert len(commands) == 4
+    for command in commands:
+        argv = shlex.split(command)
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert "MASTERY_METRICS_PORT" in done.stdout  # `mastery worker --help`
