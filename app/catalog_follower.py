@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
@@ -48,7 +49,9 @@ class CatalogFollower:
         *,
         profile: BrokerProfile,
         listener: CatalogListener | None = None,
+        client_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        self._client_kwargs = dict(client_kwargs or {})
         self.catalog = Catalog()
         self.ready = asyncio.Event()
         self._bootstrap = bootstrap
@@ -66,6 +69,7 @@ class CatalogFollower:
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
             fetch_max_wait_ms=self._profile.fetch_max_wait_ms,
+            **self._client_kwargs,
         )
         await consumer.start()
         self._consumer = consumer
@@ -77,7 +81,11 @@ class CatalogFollower:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             initial_end = await end_offsets(
-                consumer, self._bootstrap, tps, self._profile
+                consumer,
+                self._bootstrap,
+                tps,
+                self._profile,
+                client_kwargs=self._client_kwargs,
             )
             self._positions = dict.fromkeys(tps, 0)
             while True:
@@ -137,7 +145,11 @@ class CatalogFollower:
         if consumer is None:
             return False
         ends = await end_offsets(
-            consumer, self._bootstrap, list(self._positions), self._profile
+            consumer,
+            self._bootstrap,
+            list(self._positions),
+            self._profile,
+            client_kwargs=self._client_kwargs,
         )
         return await self.wait_for(ends, timeout_s)
 

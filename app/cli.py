@@ -171,10 +171,17 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
     from infra.broker import self_check
+    from infra.kafka_security import kafka_client_kwargs
     from infra.topics import TopicNames
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    check = asyncio.run(self_check(bootstrap, TopicNames(settings.topic_prefix)))
+    check = asyncio.run(
+        self_check(
+            bootstrap,
+            TopicNames(settings.topic_prefix),
+            client_kwargs=kafka_client_kwargs(settings),
+        )
+    )
     print(check.describe())
     return 0 if check.reports_offsets_correctly else 3
 

@@ -47,6 +47,8 @@ _WORKER = (
     "broker_session_timeout_s",
     "catalog_catchup_timeout_s",
     "stall_timeout_s",
+    "state_cache_max_entries",
+    "commit_interval_s",
     "metrics_port",
 )
 _JWT = (

@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from app.projector import Projection, RedisProjector
 from infra.broker import profile_for
+from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topic_reader import read_topic
 from infra.topics import TopicNames
@@ -81,10 +82,12 @@ async def rebuild(
     catalog = Catalog()
     n_catalog = 0
     profile = profile_for(settings)
+    security = kafka_client_kwargs(settings)
     async for record in read_topic(
         bootstrap,
         topics.catalog,
         profile,
+        client_kwargs=security,
         on_progress=progress_bar("catalog") if show_progress else None,
     ):
         try:
@@ -100,6 +103,7 @@ async def rebuild(
         bootstrap,
         changelog_topic(settings),
         profile,
+        client_kwargs=security,
         on_progress=progress_bar("state") if show_progress else None,
     ):
         if record.key is None:

@@ -32,9 +32,11 @@ from app.faust_corrections.restart import (
 )
 from app.faust_corrections.store import PartitionStore
 from app.faust_corrections.transport import MasteryApp
+from app.materialized import mark_materialized
 from app.projector import Projection, RedisProjector
 from app.state_cache import StateCache
 from infra.broker import BrokerProfile
+from infra.kafka_security import faust_broker_credentials, kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors import batch
@@ -71,6 +73,7 @@ class Worker:
             self.topics.catalog,
             profile=profile,
             listener=self._on_catalog_change,
+            client_kwargs=kafka_client_kwargs(settings),
         )
         self.lock = asyncio.Lock()
         self._dirty: set[str] = set()
@@ -89,6 +92,7 @@ class Worker:
         self.app = MasteryApp(
             settings.worker_id,
             broker=f"kafka://{bootstrap}",
+            broker_credentials=faust_broker_credentials(settings),
             store="rocksdb://",
             datadir=str(data_dir),
             web_enabled=False,
@@ -126,12 +130,22 @@ class Worker:
         self.cache = StateCache(
             self.store, max_entries=settings.state_cache_max_entries
         )
+        client_kwargs = kafka_client_kwargs(settings)
         self.changelog = ChangelogWriter(
-            bootstrap, self.states.changelog_topic.get_topic_name(), profile
+            bootstrap,
+            self.states.changelog_topic.get_topic_name(),
+            profile,
+            client_kwargs=client_kwargs,
         )
         self.checkpoint = Checkpoint(self.cache, self.store, self.changelog)
         self.app.before_commit = self._before_commit
-        self.skip_guard = SkipGuard(self.app, bootstrap, settings.worker_id, profile)
+        self.skip_guard = SkipGuard(
+            self.app,
+            bootstrap=bootstrap,
+            group_id=settings.worker_id,
+            profile=profile,
+            client_kwargs=client_kwargs,
+        )
         self.watchdog = Watchdog(
             self.app,
             bootstrap=bootstrap,
@@ -139,6 +153,7 @@ class Worker:
             topic=self.topics.registration_events,
             profile=profile,
             stall_timeout_s=settings.stall_timeout_s,
+            client_kwargs=client_kwargs,
         )
         self._changelog_started = False
         self.app.agent(self.registration_topic, name="registration-events")(
@@ -365,6 +380,10 @@ class Worker:
                 projection = Projection(self.keys)
                 self.watchdog.progress()  # a long repair is progress
         await self.projector.write(projection)
+        if everything:
+            # The whole read model of this worker's partitions is written:
+            # the API's /readyz may report it present.
+            await mark_materialized(self.redis, f"worker {self.settings.worker_id}")
         if count:
             log.info("re-derived rows of %d registrations", count)
         return count

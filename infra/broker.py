@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 
@@ -149,6 +150,8 @@ async def end_offsets(
     bootstrap: str,
     tps: Sequence[TopicPartition],
     profile: BrokerProfile,
+    *,
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[TopicPartition, int]:
     """End offsets of ``tps``: the broker's answer, corrected under Tansu.
 
@@ -165,7 +168,10 @@ async def end_offsets(
     if not with_data:
         return reported
     probe = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=5
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=5,
+        **(client_kwargs or {}),
     )
     await probe.start()
     try:
@@ -186,10 +192,16 @@ async def end_offsets(
     return reported
 
 
-async def self_check(bootstrap: str, topics: TopicNames) -> BrokerCheck:
+async def self_check(
+    bootstrap: str,
+    topics: TopicNames,
+    *,
+    client_kwargs: Mapping[str, Any] | None = None,
+) -> BrokerCheck:
     """Produce 3 records in one batch and compare the broker's end offset."""
-    await _create(bootstrap, [NewTopic(topics.selfcheck, 1, 1)])
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=100)
+    security = dict(client_kwargs or {})
+    await _create(bootstrap, [NewTopic(topics.selfcheck, 1, 1)], security)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=100, **security)
     await producer.start()
     try:
         batch = producer.create_batch()
@@ -200,7 +212,7 @@ async def self_check(bootstrap: str, topics: TopicNames) -> BrokerCheck:
     finally:
         await producer.stop()
     expected = meta.offset + 3  # base offset of the batch + its 3 records
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **security)
     await consumer.start()
     try:
         tp = TopicPartition(topics.selfcheck, 0)
@@ -214,7 +226,11 @@ async def verify_profile(
     settings: Settings, profile: BrokerProfile, bootstrap: str
 ) -> BrokerCheck:
     """Run the self-check, log its verdict, and refuse a mismatched profile."""
-    check = await self_check(bootstrap, TopicNames(settings.topic_prefix))
+    check = await self_check(
+        bootstrap,
+        TopicNames(settings.topic_prefix),
+        client_kwargs=kafka_client_kwargs(settings),
+    )
     log.info("%s", check.describe())
     if profile.name == "tansu" and check.reports_offsets_correctly:
         raise ProfileMismatchError(
@@ -229,8 +245,10 @@ async def verify_profile(
     return check
 
 
-async def _create(bootstrap: str, new_topics: list[NewTopic]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _create(
+    bootstrap: str, new_topics: list[NewTopic], client_kwargs: Mapping[str, Any]
+) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -253,6 +271,7 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> None:
             NewTopic(names.registration_events, settings.topic_partitions, r),
             NewTopic(names.dead_letter, 1, r),
         ],
+        kafka_client_kwargs(settings),
     )
     # Metadata of freshly created topics can lag on some brokers.
     await asyncio.sleep(0)

@@ -55,7 +55,9 @@ async def read_topic(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         starts = await consumer.beginning_offsets(tps)
-        ends = await end_offsets(consumer, bootstrap, tps, profile)
+        ends = await end_offsets(
+            consumer, bootstrap, tps, profile, client_kwargs=client_kwargs
+        )
         total = sum(ends[tp] - starts[tp] for tp in tps)
         remaining = {tp for tp in tps if ends[tp] > starts[tp]}
         done = 0

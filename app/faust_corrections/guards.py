@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 
 
 def group_probe(
-    bootstrap: str, group_id: str, profile: BrokerProfile
+    bootstrap: str,
+    group_id: str,
+    profile: BrokerProfile,
+    client_kwargs: dict[str, Any] | None = None,
 ) -> AIOKafkaConsumer:
     """A consumer that reads the group's committed offsets and, by manual
     assignment, records; it never joins the group or commits."""
@@ -53,17 +56,27 @@ def group_probe(
         group_id=group_id,
         enable_auto_commit=False,
         fetch_max_wait_ms=profile.fetch_max_wait_ms,
+        **(client_kwargs or {}),
     )
 
 
 class SkipGuard:
     """Checks that no record of a source partition is skipped (module docstring)."""
 
-    def __init__(self, app: Any, bootstrap: str, group_id: str, profile: BrokerProfile):
+    def __init__(
+        self,
+        app: Any,
+        *,
+        bootstrap: str,
+        group_id: str,
+        profile: BrokerProfile,
+        client_kwargs: dict[str, Any] | None = None,
+    ):
         self._app = app
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._profile = profile
+        self._client_kwargs = client_kwargs or {}
         #: Next offset expected per source partition since the last assignment.
         self._next: dict[tuple[str, int], int] = {}
         self._probe: AIOKafkaConsumer | None = None
@@ -128,7 +141,7 @@ class SkipGuard:
         probe = self._probe
         if probe is None:
             probe = self._probe = group_probe(
-                self._bootstrap, self._group_id, self._profile
+                self._bootstrap, self._group_id, self._profile, self._client_kwargs
             )
             await probe.start()
         if want is None:
@@ -165,8 +178,10 @@ class Watchdog:
         topic: str,
         profile: BrokerProfile,
         stall_timeout_s: float,
+        client_kwargs: dict[str, Any] | None = None,
     ):
         self._app = app
+        self._client_kwargs = client_kwargs or {}
         self._bootstrap = bootstrap
         self._group_id = group_id
         self._topic = topic
@@ -180,7 +195,9 @@ class Watchdog:
     async def run(self) -> None:
         """Watch until the process ends; raises :class:`Stalled`."""
         timeout = self.stall_timeout_s
-        probe = group_probe(self._bootstrap, self._group_id, self._profile)
+        probe = group_probe(
+            self._bootstrap, self._group_id, self._profile, self._client_kwargs
+        )
         await probe.start()
         busy_since: float | None = None
         try:
@@ -224,7 +241,13 @@ class Watchdog:
             ]
             if not assigned:
                 return 0
-        ends = await end_offsets(probe, self._bootstrap, assigned, self._profile)
+        ends = await end_offsets(
+            probe,
+            self._bootstrap,
+            assigned,
+            self._profile,
+            client_kwargs=self._client_kwargs,
+        )
         lag = 0
         for tp in assigned:
             committed = await probe.committed(tp)

@@ -11,8 +11,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedKafka
+from app.faust_corrections.guards import SkipGuard
+from app.faust_corrections.restart import RecordsSkipped
 from app.faust_corrections.transport import _ConsumerThread
-from app.worker import Worker
+from infra.broker import TANSU
 
 pytestmark = pytest.mark.integration
 
@@ -94,25 +96,31 @@ async def _skipped(bootstrap: str) -> dict[str, str]:
         await committer.commit({TopicPartition(topic, 0): 3})
     finally:
         await committer.stop()
-    worker = SimpleNamespace(
-        _offsets_probe=None,
-        _bootstrap=bootstrap,
-        settings=SimpleNamespace(worker_id=group),
-        _profile=SimpleNamespace(fetch_max_wait_ms=5),
+    guard = SkipGuard(
+        SimpleNamespace(consumer=SimpleNamespace(_read_offset={})),
+        bootstrap=bootstrap,
+        group_id=group,
+        profile=TANSU,
     )
-    worker._group_probe = lambda: Worker._group_probe(worker)  # type: ignore[arg-type]
-    check = Worker._skipped_before
+    check = guard._skipped_before
     try:
-        return {
-            "p0 at committed": await check(worker, TopicPartition(topic, 0), 3),  # type: ignore[arg-type]
-            "p0 past committed": await check(worker, TopicPartition(topic, 0), 4),  # type: ignore[arg-type]
-            "p1 first record": await check(worker, TopicPartition(topic, 1), 0),  # type: ignore[arg-type]
-            "p1 past first": await check(worker, TopicPartition(topic, 1), 2),  # type: ignore[arg-type]
-            "p1 next": await check(worker, TopicPartition(topic, 1), 3, 3),  # type: ignore[arg-type]
-            "p1 gap": await check(worker, TopicPartition(topic, 1), 4, 2),  # type: ignore[arg-type]
+        found = {
+            "p0 at committed": await check(TopicPartition(topic, 0), 3),
+            "p0 past committed": await check(TopicPartition(topic, 0), 4),
+            "p1 first record": await check(TopicPartition(topic, 1), 0),
+            "p1 past first": await check(TopicPartition(topic, 1), 2),
+            "p1 next": await check(TopicPartition(topic, 1), 3, 3),
+            "p1 gap": await check(TopicPartition(topic, 1), 4, 2),
         }
+        # The guard's check of a batch ends the worker on such a gap.
+        await guard.check([(topic, 0, 3), (topic, 0, 4)])
+        try:
+            await guard.check([(topic, 0, 6)])
+        except RecordsSkipped as exc:
+            found["check"] = str(exc)
+        return found
     finally:
-        await worker._offsets_probe.stop()  # type: ignore[attr-defined]
+        await guard.stop()
 
 
 def test_a_first_event_past_the_committed_offset_is_caught(
@@ -124,4 +132,5 @@ def test_a_first_event_past_the_committed_offset_is_caught(
     assert "the log has offset 3 (expected: 3)" in found["p0 past committed"]
     assert "the log has offset 0 (expected: 0)" in found["p1 past first"]
     assert found["p1 next"] == ""  # the record after the previous one
+    assert "at offset 6" in found["check"]
     assert "the log has offset 2 (expected: 2)" in found["p1 gap"]
