@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: demo test test-unit test-integration lint format bench bench-model soak clean
+.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration lint format bench bench-model soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -48,7 +48,15 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
 
 soak: $(STAMP)
-	$(BIN)/python -m bench.crash_soak --seeds 1-8
+	$(BIN)/python -m bench.crash_soak --seeds 1-12
+
+# The Quix Streams peer for `make bench`'s side-by-side run (../shared/peers).
+bench-peers-setup:
+	test -x quixvenv/bin/python || $(PYTHON) -m venv quixvenv
+	quixvenv/bin/pip install --quiet quixstreams==3.28.1 redis
+
+bench-domain: $(STAMP)
+	$(BIN)/python -m bench.domain
 
 bench-model: $(STAMP)
 	$(BIN)/python -m bench.model_calibration --learners 1000 --seed 7 --out docs/model-calibration.md

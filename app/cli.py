@@ -16,6 +16,7 @@ the usual mistakes end in one line naming the setting to fix (app/cli_errors.py)
 from __future__ import annotations
 
 import argparse
+import os
 import asyncio
 import csv
 import logging
@@ -271,8 +272,13 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     from app.devstack import run_dev
 
+    if args.workers < 1:
+        raise SystemExit("error: --workers must be at least 1")
     return run_dev(
-        settings, workload=_workload(settings, args), exit_after=args.exit_after
+        settings,
+        workload=_workload(settings, args),
+        exit_after=args.exit_after,
+        workers=args.workers,
     )
 
 
@@ -338,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="stop by itself after this long (default: until Ctrl-C)",
+    )
+    p_dev.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes in one consumer group (default: the machine's cores)",
     )
     p_dev.set_defaults(func=cmd_dev)
 

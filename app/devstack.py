@@ -102,7 +102,11 @@ class DevStack:
         asyncio.run(ensure_topics(self.settings, self.kafka.bootstrap_servers))
 
     def start_worker(
-        self, name: str = "worker-1", *, wipe_data: bool = False
+        self,
+        name: str = "worker-1",
+        *,
+        wipe_data: bool = False,
+        extra_env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         data_dir = self.workdir / name
         if wipe_data:
@@ -110,7 +114,7 @@ class DevStack:
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
-            env=self.env(MASTERY_DATA_DIR=str(data_dir)),
+            env=self.env(MASTERY_DATA_DIR=str(data_dir), **(extra_env or {})),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -208,7 +212,13 @@ def post_json(
         return exc.code, orjson.loads(exc.read() or b"null")
 
 
-def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -> int:
+def run_dev(
+    settings: Settings,
+    *,
+    workload: object,
+    exit_after: float | None,
+    workers: int = 1,
+) -> int:
     """``mastery dev``: start everything, stream the workload, print a curl."""
     from app.cli import _produce
     from app.workload import Workload
@@ -224,8 +234,9 @@ def run_dev(settings: Settings, *, workload: object, exit_after: float | None) -
             f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}",
             flush=True,
         )
-        print("starting the worker and the API ...", flush=True)
-        stack.start_worker()
+        print(f"starting {workers} worker(s) and the API ...", flush=True)
+        for i in range(workers):
+            stack.start_worker(f"worker-{i + 1}")
         stack.start_api()
         print(
             f"streaming {len(workload.catalog)} catalog events, "

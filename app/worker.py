@@ -337,6 +337,7 @@ class Worker:
         await self.skip_guard.stop()
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        log.info("assigned partitions %s", self._assigned_partitions())
         self.watchdog.progress()
         self.skip_guard.reset()
         self._mark_dirty(_ALL)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import platform
@@ -51,7 +52,15 @@ PARAMS = Path("/work/shared/reference/bkt/params.json")
 PREFIX = "bench"
 PARTITIONS = 4
 PARTNER = "partner-assistments"  # app.workload.assistments
-TARGETS = {"events": 10_000.0, "fresh_p99": 250.0, "api_rps": 3_000.0, "api_p99": 10.0}
+TARGETS = {
+    "events": 10_000.0,
+    "fresh_p50": 50.0,
+    "fresh_p99": 250.0,
+    "api_rps": 3_000.0,
+    "api_p99": 10.0,
+    "quix_ratio": 0.25,
+    "worker_rss_mb": 400.0,
+}
 R: dict[str, Any] = {}  # every raw figure, rendered at the end
 
 
@@ -73,9 +82,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def rss_mb(pid: int) -> float:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
 def cpu_snapshot(stack: DevStack) -> dict[str, float]:
-    procs = {"worker": stack.workers[0] if stack.workers else None, "api": stack.api}
-    procs |= {"tansu": stack.kafka.proc, "valkey": stack.redis.proc}
+    procs: dict[str, Any] = {
+        f"worker-{i + 1}": proc for i, proc in enumerate(stack.workers)
+    }
+    procs |= {"api": stack.api, "tansu": stack.kafka.proc, "valkey": stack.redis.proc}
     out = {k: cpu_seconds(p.pid) for k, p in procs.items() if p and p.poll() is None}
     busy = [int(x) for x in Path("/proc/stat").read_text().split()[1:9]]
     machine = (sum(busy) - busy[3] - busy[4]) / os.sysconf("SC_CLK_TCK")
@@ -143,7 +159,11 @@ def writes(rd: Redis) -> int:
 
 
 async def throughput(
-    stack: DevStack, w: Workload, oracle: dict[str, Any], timeout: float
+    stack: DevStack,
+    w: Workload,
+    oracle: dict[str, Any],
+    timeout: float,
+    workers: int = 1,
 ) -> None:
     li = w.learning_instances[-1]
     last = max(r.occurred_at for r in w.registrations)
@@ -164,8 +184,12 @@ async def throughput(
     rd.config_resetstat()
     cpu0 = cpu_snapshot(stack)
     t_spawn = time.monotonic()
-    stack.start_worker("worker-1")
-    say("worker started; waiting for its first row write (group join, catalog) ...")
+    for i in range(workers):
+        stack.start_worker(f"worker-{i + 1}")
+    say(
+        f"{workers} worker(s) started; waiting for the first row write "
+        "(group join, catalog) ..."
+    )
     while await pubsub.get_message(True, timeout=1.0) is None:
         if time.monotonic() - t_spawn > 120 or stack.workers[0].poll() is not None:
             raise RuntimeError("no row written within 120 s of starting the worker")
@@ -196,6 +220,10 @@ async def throughput(
         await asyncio.sleep(0.05)
     t_done = time.monotonic()
     cpu1 = cpu_snapshot(stack)
+    rss = [rss_mb(p.pid) for p in stack.workers if p.poll() is None]
+    R["worker_rss_mb"] = max(rss) if rss else 0.0
+    R["worker_rss_all"] = ", ".join(f"{r:.0f}" for r in rss)
+    R["workers"] = workers
     R["execs"] = writes(rd)
     R["per_batch"] = total_events / max(1, R["execs"])
     bad = mismatches(rd, oracle, learners)
@@ -491,9 +519,14 @@ REPORT = """# Benchmarks: end to end on one machine
 
 | Figure | Measured | Target | Verdict |
 |---|---|---|---|
-| Sustained throughput | {eps:,.0f} attempts/s | ≥ 10,000 events/s | {v_eps} |
-| Freshness p50 / p99 (max) | {f_p50:.0f} / {f_p99:.0f} ms ({f_max:.0f} ms) \
-| p99 ≤ 250 ms | {v_fresh} |
+| Sustained throughput ({workers} workers) | {eps:,.0f} attempts/s \
+| ≥ 10,000 attempts/s | {v_eps} |
+| Freshness p50 | {f_p50:.0f} ms | ≤ 50 ms | {v_fresh50} |
+| Freshness p99 (max) | {f_p99:.0f} ms ({f_max:.0f} ms) | ≤ 250 ms | {v_fresh} |
+| Worker RSS at the end of the replay (largest) | {worker_rss_mb:.0f} MB \
+| ≤ 400 MB | {v_rss} |
+| Project / Quix Streams peer, same input, same run | {quix_ratio_text} \
+| ≥ 0.25 | {v_ratio} |
 | API, 100-row page | {api_rps:,.0f} req/s | ≥ 3,000 req/s | {v_rps} |
 | API latency p50 / p99 | {api_p50:.2f} / {api_p99:.2f} ms | p99 ≤ 10 ms | {v_lat} |
 
@@ -502,7 +535,8 @@ REPORT = """# Benchmarks: end to end on one machine
 ### 1. Sustained throughput
 
 Workload: `{data}` ({learners:,} learners{subset}), {attempts:,} attempts,
-{registrations:,} registrations, {partitions} partitions, one worker. Catalog,
+{registrations:,} registrations, {partitions} partitions, {workers} worker
+process(es) in one consumer group. Catalog,
 registrations, all attempts and one sentinel registration per partition were
 produced with the worker stopped ({produce_s:.1f} s for the attempts), so the
 producer does not limit the figure. The interval starts at the first keyspace
@@ -520,6 +554,17 @@ before the sentinels has been applied; all learner rows are then compared with
   {per_batch:,.0f} events per worker batch on average
 - correctness: {rows_bad} of {rows_checked:,} learner rows differ from the oracle
 - CPU (spawn -> complete): {cpu_tp}
+- worker RSS at the end (each): {worker_rss_all} MB
+
+### 1b. Side by side with the Quix Streams peer
+
+`../shared/peers/compare.py` (through `bench/peers.py`), each system alone on
+a fresh Tansu + valkey with the same ASSISTments input, one process each,
+right after (1) in this run. The ratio in the table above is (1)'s figure
+(all workers) over the Quix peer's; one process against one process it is
+{quix_ratio_one_text}.
+
+{peers}
 
 ### 2. Freshness
 
@@ -548,6 +593,48 @@ Auth: {auth_note}. Client: {api_client}, closed loop, 2 s warm-up then {api_secs
 """
 
 
+def peers(args: argparse.Namespace) -> None:
+    """The shared compare.py (bench/peers.py) on the same input, one process each:
+    the Quix Streams peer, then this project's worker, in this run."""
+    quix = Path(args.quix_python)
+    if not quix.exists():
+        R["peers"] = (
+            f"not run: no Quix Streams install at `{quix}` (`make bench-peers-setup`"
+            " creates it: `python3 -m venv quixvenv && quixvenv/bin/pip install "
+            "quixstreams==3.28.1 redis`)"
+        )
+        return
+    found: dict[str, dict[str, Any]] = {}
+    for system in ("quix", "project"):
+        out = Path(tempfile.mkdtemp(prefix="bench-peer-")) / f"{system}.json"
+        cmd = [sys.executable, "-m", "bench.peers", "--system", system]
+        cmd += ["--quix-python", str(quix), "--json-out", str(out)]
+        if args.max_learners is not None:
+            cmd += ["--max-learners", str(args.max_learners)]
+        say(f"peers: {' '.join(cmd[2:])}")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not out.exists():
+            tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+            raise RuntimeError(f"compare.py --system {system} failed: {tail}")
+        found[system] = json.loads(out.read_text())
+    q, pr = found["quix"], found["project"]
+    R["quix_eps"] = q["attempts_per_s"]
+    R["peer_project_eps"] = pr["attempts_per_s"]
+    R["quix_ratio_one"] = pr["attempts_per_s"] / q["attempts_per_s"]
+    R["quix_ratio"] = R["eps"] / q["attempts_per_s"]
+    rows = []
+    for name, r in (("Quix Streams peer", q), ("project worker", pr)):
+        rows.append(
+            f"| {name} | {r['attempts_per_s']:,.0f} | {r['rss_hwm_mb']:.0f} MB "
+            f"| {r['cpu_process_pct_spawn_to_done']:.0f} % "
+            f"| {r['cpu_tansu_pct']:.0f} % | {r['rows_bad']}/{r['rows_checked']} |"
+        )
+    R["peers"] = (
+        "| system (one process) | attempts/s | peak RSS | CPU | Tansu CPU "
+        "| rows wrong |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+
+
 def verdict(value: float, target: float, higher: bool) -> str:
     ok = value >= target if higher else value <= target
     return "pass" if ok else f"**MISS** by {abs(value - target) / target:.0%}"
@@ -567,7 +654,12 @@ def render(args: argparse.Namespace, runtime: float) -> str:
         runtime=runtime / 60,
         rev=rev.strip() or "unknown",
         v_eps=verdict(R["eps"], TARGETS["events"], True),
+        v_fresh50=verdict(R["f_p50"], TARGETS["fresh_p50"], False),
         v_fresh=verdict(R["f_p99"], TARGETS["fresh_p99"], False),
+        v_rss=verdict(R["worker_rss_mb"], TARGETS["worker_rss_mb"], False),
+        v_ratio=verdict(R["quix_ratio"], TARGETS["quix_ratio"], True)
+        if "quix_ratio" in R
+        else "not measured",
         v_rps=verdict(R["api_rps"], TARGETS["api_rps"], True),
         v_lat=verdict(R["api_p99"], TARGETS["api_p99"], False),
         data=DATA,
@@ -577,6 +669,14 @@ def render(args: argparse.Namespace, runtime: float) -> str:
         auth_note="HS256 bearer token of a partner admin, verified on every request"
         if R["auth"]
         else "none (this API version has no bearer auth)",
+        quix_ratio_text=f"{R['eps']:,.0f} / {R['quix_eps']:,.0f} = "
+        f"{R['quix_ratio']:.2f}"
+        if "quix_ratio" in R
+        else "not measured",
+        quix_ratio_one_text=f"{R['peer_project_eps']:,.0f} / {R['quix_eps']:,.0f} "
+        f"= {R['quix_ratio_one']:.2f}"
+        if "quix_ratio" in R
+        else "not measured",
         **R,
     )
 
@@ -592,6 +692,17 @@ def main() -> int:
     )
     ap.add_argument("--fresh-rate", type=float, default=None, help="default: (1)/2")
     ap.add_argument("--raw-client", action="store_true", help="skip wrk")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes (default: the machine's cores)",
+    )
+    ap.add_argument(
+        "--quix-python",
+        default="quixvenv/bin/python",
+        help="Python with quixstreams for the side-by-side run (skipped if absent)",
+    )
     args = ap.parse_args()
     started = time.monotonic()
     R["load"] = " / ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -608,13 +719,14 @@ def main() -> int:
         R["auth"] = bearer(stack)
         stack.start_api()
         say(f"broker {stack.kafka.bootstrap_servers}, {stack.redis.url}, logs {logs}")
-        asyncio.run(throughput(stack, w, oracle, args.timeout))
+        asyncio.run(throughput(stack, w, oracle, args.timeout, args.workers))
         rate = args.fresh_rate or R["eps"] / 2
         R["f_rate_note"] = "set by --fresh-rate" if args.fresh_rate else "half of (1)"
         asyncio.run(freshness(stack, w, rate, args.probes))
         api_load(stack, w, args.api_seconds, args.raw_client)
     finally:
         stack.stop()
+    peers(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(args, time.monotonic() - started))
     say(f"wrote {args.out} ({(time.monotonic() - started) / 60:.1f} min)")

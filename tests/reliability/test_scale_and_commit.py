@@ -1,0 +1,107 @@
+"""Two workers share a replay exactly; a kill between a batch's Redis write and
+the next commit (write-back states not yet in the changelog) loses and doubles
+nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.devstack import DevStack
+from app.workload import simulated
+from infra.topics import TopicNames
+from tests.integration.helpers import produce, wait_until_rows_match
+from tests.reliability.crashes import kill
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _assignments(stack: DevStack, name: str) -> list[set[int]]:
+    text = (stack.log_dir / f"{name}.log").read_text()
+    return [
+        {int(p) for p in re.findall(r"\d+", found)}
+        for found in re.findall(r"assigned partitions \[([\d, ]*)\]", text)
+    ]
+
+
+def test_two_workers_finish_a_replay_exactly(stack: DevStack) -> None:
+    workload = simulated(
+        learning_instances=2, learners_per_instance=60, attempts_per_learner=100, seed=4
+    )
+    produce(stack, [*workload.catalog, *workload.registrations, *workload.attempts])
+    a = stack.start_worker("worker-a")
+    b = stack.start_worker("worker-b")
+    wait_until_rows_match(
+        stack,
+        workload,
+        [*workload.registrations, *workload.attempts],
+        per_page=100,
+        timeout_s=180,
+    )
+    assert a.poll() is None and b.poll() is None  # neither died nor restarted
+    assert len(stack.workers) == 2
+    last_a, last_b = (
+        _assignments(stack, "worker-a")[-1],
+        _assignments(stack, "worker-b")[-1],
+    )
+    # The group shares the partitions: both work, none twice, none left out.
+    assert last_a and last_b and not last_a & last_b
+    assert last_a | last_b == set(range(stack.settings.topic_partitions))
+
+
+async def _committed(stack: DevStack) -> dict[int, int | None]:
+    topic = TopicNames(stack.settings.topic_prefix).registration_events
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=stack.kafka.bootstrap_servers,
+        group_id=stack.settings.worker_id,
+        enable_auto_commit=False,
+    )
+    await probe.start()
+    try:
+        return {
+            p: await probe.committed(TopicPartition(topic, p))
+            for p in range(stack.settings.topic_partitions)
+        }
+    finally:
+        await probe.stop()
+
+
+def test_kill_between_redis_write_and_commit(stack: DevStack) -> None:
+    workload = simulated(
+        learning_instances=2, learners_per_instance=30, attempts_per_learner=60, seed=12
+    )
+    half = len(workload.attempts) // 2
+    produce(stack, [*workload.catalog, *workload.registrations])
+    produce(stack, workload.attempts[:half])
+    # Commits (and so checkpoints) only every 60 s: the rows below reach Redis
+    # from batches whose states exist only in the worker's memory.
+    slow = stack.start_worker(
+        "worker-1", extra_env={"MASTERY_COMMIT_INTERVAL_S": "60"}
+    )
+    wait_until_rows_match(
+        stack,
+        workload,
+        [*workload.registrations, *workload.attempts[:half]],
+        per_page=100,
+    )
+    committed = asyncio.run(_committed(stack))
+    assert all(offset is None for offset in committed.values()), committed
+    kill(slow)  # rows written, nothing checkpointed or committed
+    stack.start_worker("worker-1")
+    produce(stack, workload.attempts[half:])
+    wait_until_rows_match(
+        stack,
+        workload,
+        [*workload.registrations, *workload.attempts],
+        per_page=100,
+        timeout_s=180,
+    )
+    # ... and the restarted worker checkpoints and commits as usual.
+    deadline = time.monotonic() + 15
+    while not all(asyncio.run(_committed(stack)).values()):
+        assert time.monotonic() < deadline, asyncio.run(_committed(stack))
+        time.sleep(0.5)
