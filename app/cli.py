@@ -16,10 +16,10 @@ the usual mistakes end in one line naming the setting to fix (app/cli_errors.py)
 from __future__ import annotations
 
 import argparse
-import os
 import asyncio
 import csv
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path

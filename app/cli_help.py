@@ -49,6 +49,7 @@ _WORKER = (
     "stall_timeout_s",
     "state_cache_max_entries",
     "commit_interval_s",
+    "metrics_host",
     "metrics_port",
 )
 _JWT = (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,7 @@ from app.faust_corrections.restart import (
 from app.faust_corrections.store import PartitionStore
 from app.faust_corrections.transport import MasteryApp
 from app.materialized import mark_materialized
+from app.metrics import HealthServer, WorkerMetrics
 from app.projector import Projection, RedisProjector
 from app.state_cache import StateCache
 from infra.broker import BrokerProfile
@@ -137,7 +139,14 @@ class Worker:
             profile,
             client_kwargs=client_kwargs,
         )
-        self.checkpoint = Checkpoint(self.cache, self.store, self.changelog)
+        self.metrics = WorkerMetrics()
+        self.checkpoint = Checkpoint(
+            self.cache,
+            self.store,
+            self.changelog,
+            on_done=lambda seconds, _: self.metrics.commit_seconds.observe(seconds),
+        )
+        self._redis_writing_since: float | None = None
         self.app.before_commit = self._before_commit
         self.skip_guard = SkipGuard(
             self.app,
@@ -163,6 +172,8 @@ class Worker:
         self.app.task(self._run_follower)
         self.app.task(self._run_rederiver)
         self.app.task(self._run_watchdog)
+        if settings.metrics_port is not None:
+            self.app.task(self._run_health)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self.app.on_before_shutdown.connect(self._on_before_shutdown)
@@ -206,6 +217,7 @@ class Worker:
 
     async def handle_registration_batch(self, events: Sequence[Any]) -> None:
         """Apply one batch: guard, decode, fold (processors.batch), execute."""
+        started = time.perf_counter()
         messages = [ev.message for ev in events]
         await self.skip_guard.check((m.topic, m.partition, m.offset) for m in messages)
         decoded, rejected = batch.decode(
@@ -223,9 +235,12 @@ class Worker:
         plan = batch.fold(decoded, states, catalog)
         for state in plan.states.values():
             cache.put(state.source_partition, state)
+        metrics = self.metrics
         for outcome, n in plan.outcomes.items():
             self.stats[outcome] += n
+            metrics.events.labels(outcome).inc(n)
         self.stats["rejected"] += len(rejected)
+        metrics.events.labels("rejected").inc(len(rejected))
 
         projection = Projection(self.keys)
         for reg_id, goal_id, row in plan.rows:
@@ -235,7 +250,76 @@ class Worker:
         await self._send_dead_letters(
             [self._dead_letter(r.record, r.reason) for r in (*rejected, *plan.dead)]
         )
-        await self.projector.write(projection)
+        await self._write_projection(projection)
+        self._observe_batch(started, messages, decoded)
+
+    async def _write_projection(self, projection: Projection) -> None:
+        began = time.perf_counter()
+        self._redis_writing_since = time.monotonic()
+        try:
+            await self.projector.write(projection)
+        finally:
+            self._redis_writing_since = None
+        self.metrics.redis_write_seconds.observe(time.perf_counter() - began)
+
+    def _observe_batch(
+        self, started: float, messages: Sequence[Any], decoded: Sequence[batch.Decoded]
+    ) -> None:
+        metrics = self.metrics
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.batch_events.observe(len(messages))
+        metrics.cache_entries.set(len(self.cache))
+        now = time.time()
+        by_record = metrics.freshness.labels("record")
+        by_event = metrics.freshness.labels("occurred_at")
+        for m in messages:
+            if m.timestamp:
+                by_record.observe(max(0.0, now - m.timestamp))
+        for d in decoded:
+            by_event.observe(max(0.0, now - d.event.occurred_at.timestamp()))
+        last: dict[int, int] = {}
+        for m in messages:
+            last[m.partition] = m.offset
+        highwater = getattr(self.app.consumer, "highwater", None)
+        if highwater is not None:
+            for partition, offset in last.items():
+                tp = next(
+                    (
+                        tp
+                        for tp in self.app.consumer.assignment()
+                        if tp.topic == self.topics.registration_events
+                        and tp.partition == partition
+                    ),
+                    None,
+                )
+                end = highwater(tp) if tp is not None else None
+                if end is not None:
+                    metrics.lag.labels(str(partition)).set(max(0, end - offset - 1))
+
+    def ready(self) -> str | None:
+        """Why the worker is not ready, or None (its /readyz)."""
+        if not self._changelog_started:
+            return "starting: reading the catalog"
+        if self.app.rebalancing or getattr(self.app, "in_recovery", False):
+            return "rebalancing or recovering state"
+        if not self._assigned_partitions():
+            return "no partitions assigned"
+        since = self._redis_writing_since
+        if since is not None and time.monotonic() - since > 2.0:
+            return "Redis: a write has been retried for over 2 s"
+        return None
+
+    async def _run_health(self) -> None:
+        port = self.settings.metrics_port
+        assert port is not None
+        server = HealthServer(
+            self.metrics, self.ready, self.settings.metrics_host, port
+        )
+        await server.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
 
     # -- catalog events -----------------------------------------------------
 
@@ -338,6 +422,7 @@ class Worker:
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         log.info("assigned partitions %s", self._assigned_partitions())
+        self.metrics.rebalances.inc()
         self.watchdog.progress()
         self.skip_guard.reset()
         self._mark_dirty(_ALL)
@@ -417,6 +502,7 @@ class Worker:
         )
 
     async def _send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        self.metrics.dead_letters.inc(len(dead))
         futures = [
             await self.dead_letter_topic.send(
                 key=d.dlq_key.encode(), value=d.model_dump_json().encode()

@@ -203,6 +203,10 @@ class Settings(BaseSettings):
     log_rate_interval_s: float = Field(
         default=60.0, gt=0, description="window of log_rate_limit"
     )
+    metrics_host: str = Field(
+        default="0.0.0.0",
+        description="worker: address of its metrics and health port",
+    )
     metrics_port: int | None = Field(
         default=None,
         ge=0,

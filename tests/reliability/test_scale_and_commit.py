@@ -79,9 +79,7 @@ def test_kill_between_redis_write_and_commit(stack: DevStack) -> None:
     produce(stack, workload.attempts[:half])
     # Commits (and so checkpoints) only every 60 s: the rows below reach Redis
     # from batches whose states exist only in the worker's memory.
-    slow = stack.start_worker(
-        "worker-1", extra_env={"MASTERY_COMMIT_INTERVAL_S": "60"}
-    )
+    slow = stack.start_worker("worker-1", extra_env={"MASTERY_COMMIT_INTERVAL_S": "60"})
     wait_until_rows_match(
         stack,
         workload,

@@ -1,0 +1,185 @@
+"""The worker's Prometheus metrics and its health endpoints.
+
+Served on ``MASTERY_METRICS_PORT`` (unset: not served) by a small HTTP server
+on the worker's own event loop: ``GET /metrics``, ``GET /healthz`` (the
+process is alive and its loop answers) and ``GET /readyz`` (200 when the
+worker holds partitions, is not rebalancing or recovering, and its last Redis
+write succeeded; 503 with the failing condition named otherwise).
+
+``mastery_worker_events_total{outcome}``
+    registration-topic records by outcome: applied, duplicate, redelivered,
+    rejected
+``mastery_worker_dead_letters_total``
+    records sent to the dead-letter topic (both topics)
+``mastery_worker_batch_seconds`` / ``mastery_worker_batch_events``
+    duration and size of each batch (fold, dead letters, Redis)
+``mastery_worker_commit_seconds``
+    checkpoints (changelog + local store) before offset commits
+``mastery_worker_redis_write_seconds``
+    each batch's MULTI/EXEC, retries included
+``mastery_worker_freshness_seconds{clock}``
+    per record, until its row is written: ``occurred_at`` (the event's own
+    time) and ``record`` (the broker's record timestamp)
+``mastery_worker_consumer_lag{partition}``
+    records after the last one handled, by the consumer's high-water mark
+``mastery_worker_state_cache_entries``, ``mastery_worker_rebalances_total``
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import orjson
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["HealthServer", "WorkerMetrics"]
+
+log = logging.getLogger(__name__)
+
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+_FRESH = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class WorkerMetrics:
+    """The worker's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        ProcessCollector(registry=r)
+        self.events = Counter(
+            "mastery_worker_events",
+            "registration-topic records by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("applied", "duplicate", "redelivered", "rejected"):
+            self.events.labels(outcome)  # present from the start, at 0
+        self.dead_letters = Counter(
+            "mastery_worker_dead_letters", "records dead-lettered", registry=r
+        )
+        self.batch_seconds = Histogram(
+            "mastery_worker_batch_seconds", "batch duration", buckets=_FAST, registry=r
+        )
+        self.batch_events = Histogram(
+            "mastery_worker_batch_events",
+            "records per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "mastery_worker_commit_seconds",
+            "checkpoint before an offset commit",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.redis_write_seconds = Histogram(
+            "mastery_worker_redis_write_seconds",
+            "a batch's Redis MULTI/EXEC (retries included)",
+            buckets=_FAST,
+            registry=r,
+        )
+        self.freshness = Histogram(
+            "mastery_worker_freshness_seconds",
+            "record -> its row written",
+            ["clock"],
+            buckets=_FRESH,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "mastery_worker_consumer_lag",
+            "records after the last one handled",
+            ["partition"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "mastery_worker_state_cache_entries",
+            "decoded states in memory",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "mastery_worker_rebalances", "completed rebalances", registry=r
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+#: A readiness check: ``None`` when ready, else why not.
+ReadyCheck = Callable[[], str | None]
+
+
+class HealthServer:
+    """``/metrics``, ``/healthz`` and ``/readyz`` over plain HTTP/1.1."""
+
+    def __init__(
+        self, metrics: WorkerMetrics, ready: ReadyCheck, host: str, port: int
+    ) -> None:
+        self._metrics = metrics
+        self._ready = ready
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, self._host, self._port)
+        log.info("worker metrics and health on http://%s:%d", self._host, self._port)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            method, _, rest = request.partition(b" ")
+            path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+            status, ctype, body = self._answer(method, path)
+            writer.write(
+                b"HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+                b"Connection: close\r\n\r\n"
+                % (status.encode(), ctype.encode(), len(body))
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _answer(self, method: bytes, path: bytes) -> tuple[str, str, bytes]:
+        json = "application/json"
+        if method != b"GET":
+            return "405 Method Not Allowed", json, _error("method_not_allowed", "GET")
+        if path == b"/metrics":
+            return "200 OK", CONTENT_TYPE_LATEST, self._metrics.exposition()
+        if path == b"/healthz":
+            return "200 OK", json, orjson.dumps({"status": "ok"})
+        if path == b"/readyz":
+            why = self._ready()
+            if why is None:
+                return "200 OK", json, orjson.dumps({"status": "ready"})
+            return "503 Service Unavailable", json, _error("not_ready", why)
+        return "404 Not Found", json, _error("not_found", path.decode("latin-1"))
+
+
+def _error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": {"code": code, "message": message, "details": {}}})
