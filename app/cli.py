@@ -274,9 +274,11 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise SystemExit("error: --workers must be at least 1")
+    if "api_port" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"api_port": 0})  # a free port
     return run_dev(
         settings,
-        workload=_workload(settings, args),
+        workload=None if args.empty else _workload(settings, args),
         exit_after=args.exit_after,
         workers=args.workers,
     )
@@ -344,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="stop by itself after this long (default: until Ctrl-C)",
+    )
+    p_dev.add_argument(
+        "--empty", action="store_true", help="stream no workload (start empty)"
     )
     p_dev.add_argument(
         "--workers",

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import orjson
 from pydantic import SecretStr
@@ -178,7 +179,8 @@ class DevStack:
                 proc.kill()
                 proc.wait(timeout=5)
 
-    def stop(self) -> None:
+    def stop(self, *, keep_logs: bool = False) -> None:
+        """Stop everything; the work folder (logs included) goes unless kept."""
         self._stopping = True
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             self._terminate(proc)
@@ -186,7 +188,8 @@ class DevStack:
         self.api = None
         self.redis.stop()
         self.kafka.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if not keep_logs:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> DevStack:
         return self
@@ -212,97 +215,209 @@ def post_json(
         return exc.code, orjson.loads(exc.read() or b"null")
 
 
+#: Written by ``mastery dev`` for other terminals (``set -a; . var/dev.env``).
+DEV_ENV_FILE = Path("var/dev.env")
+
+
 def run_dev(
     settings: Settings,
     *,
-    workload: object,
+    workload: object | None,
     exit_after: float | None,
     workers: int = 1,
 ) -> int:
-    """``mastery dev``: start everything, stream the workload, print a curl."""
+    """``mastery dev``: start everything, stream the workload, print a curl.
+
+    ``workload=None`` (``--empty``) streams nothing.
+    """
     from app.cli import _produce
     from app.workload import Workload
-    from schemas.events import LearningInstanceCreated
 
-    assert isinstance(workload, Workload)
+    assert workload is None or isinstance(workload, Workload)
     stack = DevStack(settings)
     started = time.monotonic()
+    failed = False
     try:
         print("starting the embedded Tansu broker and valkey server ...", flush=True)
         stack.start_servers()
         print(
-            f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}",
+            f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}\n"
+            f"  logs    {stack.log_dir}",
             flush=True,
         )
+        ports = [free_port() for _ in range(workers)]
         print(f"starting {workers} worker(s) and the API ...", flush=True)
-        for i in range(workers):
-            stack.start_worker(f"worker-{i + 1}")
+        for i, port in enumerate(ports):
+            stack.start_worker(
+                f"worker-{i + 1}", extra_env={"MASTERY_METRICS_PORT": str(port)}
+            )
         stack.start_api()
+        _write_env_file(stack)
         print(
-            f"streaming {len(workload.catalog)} catalog events, "
-            f"{len(workload.registrations)} registrations, "
-            f"{len(workload.attempts):,} attempts ...",
+            f"  API     {stack.api_url}\n  env     {DEV_ENV_FILE} (in another "
+            f"terminal: set -a; . {DEV_ENV_FILE}; set +a; mastery token ...)",
             flush=True,
         )
-        asyncio.run(_produce(settings, stack.kafka.bootstrap_servers, workload))
-        li = workload.learning_instances[0]
-        goals = workload.goals_of(li)
-        url = f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress"
-        body = {"goal_ids": goals, "registrations_per_page": 2}
-        partner = next(
-            e.partner_id
-            for e in workload.catalog
-            if isinstance(e, LearningInstanceCreated)
-        )
-        token = stack.token(sub="demo-admin", partner_id=partner)
-        print("waiting for the worker to project rows ...", flush=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status, page = post_json(url, body, token=token)
-            if status == 200 and isinstance(page, dict) and _has_work(page):
-                break
-            time.sleep(0.5)
+        if workload is None:
+            partner = "partner-demo"
+            print("\n--empty: no workload; produce events to the API or the broker.")
         else:
             print(
-                "no rows after 120 s; see the worker log in",
-                stack.log_dir,
-                file=sys.stderr,
+                f"streaming {len(workload.catalog)} catalog events, "
+                f"{len(workload.registrations)} registrations, "
+                f"{len(workload.attempts):,} attempts ...",
+                flush=True,
             )
-            return 1
-        print(
-            f"\nrows are live ({time.monotonic() - started:.1f} s after start). "
-            f"API: {stack.api_url}\n"
-        )
+            asyncio.run(_produce(settings, stack.kafka.bootstrap_servers, workload))
+            total = len(workload.registrations) + len(workload.attempts)
+            if not _show_backlog(stack, ports, total, deadline_s=300):
+                failed = True
+                print(
+                    f"the workload was not applied within 300 s; see the logs in "
+                    f"{stack.log_dir}",
+                    file=sys.stderr,
+                )
+                return 1
+            partner = _show_rows(stack, workload, started)
+        token = stack.token(sub="demo-admin", partner_id=partner)
         print(
             f"a partner-admin token for {partner!r}, valid 24 h "
             "(`mastery token` mints more):\n"
         )
         print(f"export TOKEN={token}\n")
-        print("try:\n")
-        print(
-            f"curl -s -X POST {url} \\\n  -H 'Content-Type: application/json' \\\n"
-            f'  -H "Authorization: Bearer $TOKEN" \\\n'
-            f"  -d '{orjson.dumps(body).decode()}'\n"
-        )
-        print(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode()[:3000])
-        print("\nCtrl-C stops everything.", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
         end = None if exit_after is None else time.monotonic() + exit_after
+        last_lag = -1
         while end is None or time.monotonic() < end:
             for proc in [*stack.workers, stack.api]:
                 restarted = proc is not None and proc.returncode == RESTART_EXIT_CODE
                 if proc is not None and proc.poll() is not None and not restarted:
+                    failed = True
                     print(
-                        f"a child process exited ({proc.args!r}); stopping",
+                        f"a child process exited ({proc.args!r}); stopping; its log "
+                        f"is kept in {stack.log_dir}",
                         file=sys.stderr,
                     )
                     return 1
+            lag = _scrape_sum(ports, "mastery_worker_consumer_lag")
+            if lag is not None and int(lag) != last_lag:
+                last_lag = int(lag)
+                print(f"\r  live: consumer lag {last_lag:,} records   ", end="")
+                sys.stdout.flush()
             time.sleep(0.5)
+        print()
         return 0
     except KeyboardInterrupt:
         print("\nstopping ...", flush=True)
         return 0
     finally:
-        stack.stop()
+        DEV_ENV_FILE.unlink(missing_ok=True)
+        stack.stop(keep_logs=failed)
+        if failed:
+            print(f"logs kept in {stack.log_dir}", file=sys.stderr)
+
+
+def _write_env_file(stack: DevStack) -> None:
+    """What another terminal needs to talk to this stack (`mastery token`,
+    `mastery dlq`, `mastery rebuild`, `mastery produce`)."""
+    DEV_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
+        "REDIS_URL": stack.redis.url,
+        "MASTERY_BROKER_PROFILE": "tansu",
+        "MASTERY_TOPIC_PREFIX": stack.settings.topic_prefix,
+        "MASTERY_TOPIC_PARTITIONS": str(stack.settings.topic_partitions),
+        "MASTERY_JWT_HS256_SECRET": stack.jwt_secret,
+        "API_URL": stack.api_url,  # for curl; not a setting
+    }
+    DEV_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    DEV_ENV_FILE.chmod(0o600)  # holds the run's JWT secret
+
+
+def _scrape_sum(ports: list[int], metric: str) -> float | None:
+    """Sum of a metric's samples over the workers' metrics ports. ``metric``
+    is a name (all its samples) or a name with labels (that sample)."""
+    total, seen = 0.0, False
+    for port in ports:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/metrics", timeout=1
+            ) as resp:
+                text = resp.read().decode()
+        except (OSError, urllib.error.URLError):
+            continue
+        for line in text.splitlines():
+            head, _, value = line.rpartition(" ")
+            if head == metric or ("{" not in metric and head.split("{")[0] == metric):
+                total += float(value)
+                seen = True
+    return total if seen else None
+
+
+def _show_backlog(
+    stack: DevStack, ports: list[int], total: int, *, deadline_s: float
+) -> bool:
+    """A progress bar of records applied until the workload is in (True)."""
+    deadline = time.monotonic() + deadline_s
+    done = 0.0
+    while time.monotonic() < deadline:
+        handled = sum(
+            _scrape_sum(ports, f'mastery_worker_events_total{{outcome="{o}"}}') or 0.0
+            for o in ("applied", "duplicate", "redelivered", "rejected")
+        )
+        done = max(done, handled)
+        width = 30
+        filled = int(width * min(1.0, done / max(1, total)))
+        print(
+            f"\r  applying [{'#' * filled}{'.' * (width - filled)}] "
+            f"{int(done):,}/{total:,} events",
+            end="",
+            flush=True,
+        )
+        if done >= total:
+            print()
+            return True
+        if any(p.poll() not in (None, RESTART_EXIT_CODE) for p in stack.workers):
+            print()
+            return False
+        time.sleep(0.5)
+    print()
+    return False
+
+
+def _show_rows(stack: DevStack, workload: Any, started: float) -> str:
+    """Print a curl and the first page of the first learning instance; the
+    partner that owns it."""
+    from schemas.events import LearningInstanceCreated
+
+    li = workload.learning_instances[0]
+    goals = workload.goals_of(li)
+    url = f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress"
+    body = {"goal_ids": goals, "registrations_per_page": 2}
+    partner: str = next(
+        e.partner_id
+        for e in workload.catalog
+        if isinstance(e, LearningInstanceCreated) and e.learning_instance_id == li
+    )
+    token = stack.token(sub="demo-admin", partner_id=partner)
+    page: object = None
+    for _ in range(60):
+        status, page = post_json(url, body, token=token)
+        if status == 200 and isinstance(page, dict) and _has_work(page):
+            break
+        time.sleep(0.5)
+    print(
+        f"\nrows are live ({time.monotonic() - started:.1f} s after start). "
+        f"API: {stack.api_url}\n"
+    )
+    print("try (with the TOKEN below):\n")
+    print(
+        f"curl -s -X POST {url} \\\n  -H 'Content-Type: application/json' \\\n"
+        f'  -H "Authorization: Bearer $TOKEN" \\\n'
+        f"  -d '{orjson.dumps(body).decode()}'\n"
+    )
+    print(orjson.dumps(page, option=orjson.OPT_INDENT_2).decode()[:3000] + "\n")
+    return partner
 
 
 def _has_work(page: dict[str, object]) -> bool:

@@ -1,0 +1,90 @@
+"""``mastery dev``: a free API port, an env file other terminals can use, --empty."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MASTERY = str(Path(sys.executable).with_name("mastery"))
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line)
+    return dict(pairs)
+
+
+def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("REDIS_URL", None)
+    dev = subprocess.Popen(
+        [MASTERY, "dev", "--empty", "--workers", "1", "--exit-after", "30"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    env_file = tmp_path / "var" / "dev.env"
+    try:
+        deadline = time.monotonic() + 60
+        while not env_file.exists():
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+            assert time.monotonic() < deadline, "no env file after 60 s"
+            time.sleep(0.2)
+        time.sleep(0.2)  # written whole right after creation
+        values = _env_file(env_file)
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"  # holds the secret
+        assert values["API_URL"] != "http://127.0.0.1:8080"  # a free port
+        # "another terminal": the env file is all `mastery token` needs
+        minted = subprocess.run(
+            [MASTERY, "token", "--partner", "partner-demo", "--role", "partner_admin"],
+            env={**env, **values},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        api = values["API_URL"]
+        url = f"{api}/learning-instances/nope/metrics/status-and-progress"
+        request = urllib.request.Request(
+            url,
+            data=orjson.dumps({"goal_ids": ["g"]}),
+            headers={
+                "Authorization": f"Bearer {minted}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(request, timeout=5)
+                status = 200
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                status = 0  # the API is still starting
+            if status or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        # The demo's API accepted the token (an unknown LI is a 404, not a 401).
+        assert status == 404
+        out, _ = dev.communicate(timeout=90)
+        assert dev.returncode == 0, out
+        assert "--empty: no workload" in out
+        assert not env_file.exists()  # removed when the stack stops
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
