@@ -1,6 +1,7 @@
 """The instructor's dashboard: the static page and the one lookup it needs.
 
-``GET /dashboard/`` serves ``api/static/`` (HTML, CSS, plain JavaScript; no
+``GET /dashboard`` redirects to ``/dashboard/index.html``, served with its
+script and style sheet from ``api/static/`` (plain HTML, CSS and JavaScript; no
 build step, nothing loaded from elsewhere). The page reads through the public
 endpoints; the only one added for it is ``GET /learning-instances/{li_id}/goals``
 — which goals the learning instance has, and whether the caller sees the whole
@@ -18,19 +19,24 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 from api._http import json_response, path_entity_id
 from api.auth import Authenticator, authorize_partner
-from api.errors import Forbidden, ServiceUnavailable, not_found
+from api.errors import Forbidden, NotFound, ServiceUnavailable, not_found
 from api.tokens import Principal
 from schemas.read_model import ReadModelKeys
 
 __all__ = ["STATIC_DIR", "DashboardRoutes", "LearningInstanceView", "RedisViewStore"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: The page's files (a flat folder) and their media types.
+_FILES = {
+    "index.html": "text/html; charset=utf-8",
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
 
 
 class LearningInstanceView(Protocol):
@@ -111,22 +117,35 @@ def _decide(principal: Principal, li_id: str, facts: dict[str, Any]) -> bytes:
 
 
 class DashboardRoutes:
-    """``/dashboard/`` (static files) and the learning instance's goal list."""
+    """The page's files and the learning instance's goal list."""
 
     def __init__(self, authn: Authenticator, views: LearningInstanceView | None):
         self.authn = authn
         self.views = views
 
-    def routes(self) -> list[BaseRoute]:
+    def routes(self) -> list[Route]:
         return [
             Route("/dashboard", self.redirect, methods=["GET"]),
-            Mount("/dashboard", StaticFiles(directory=STATIC_DIR, html=True)),
+            Route("/dashboard/{file}", self.static, methods=["GET"]),
             Route("/learning-instances/{li_id}/goals", self.goals, methods=["GET"]),
         ]
 
     async def redirect(self, request: Request) -> Response:
-        # Relative URLs in the page resolve against /dashboard/.
-        return RedirectResponse("dashboard/", status_code=308)
+        # Relative URLs in the page resolve against /dashboard/; a fragment
+        # (#li=...) is kept by the browser across the redirect.
+        return RedirectResponse("dashboard/index.html", status_code=308)
+
+    async def static(self, request: Request) -> Response:
+        name = str(request.path_params["file"])
+        if name not in _FILES:
+            raise NotFound(
+                f"no file {name!r} in the dashboard", details={"field": "file"}
+            )
+        return FileResponse(
+            STATIC_DIR / name,
+            media_type=_FILES[name],
+            headers={"Cache-Control": "no-cache"},
+        )
 
     async def goals(self, request: Request) -> Response:
         principal = self.authn.authenticate(request)
