@@ -29,10 +29,11 @@ from typing import Literal, Protocol
 
 import orjson
 from redis.exceptions import RedisError
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import EventSourceResponse, SendTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from api._http import path_entity_id, validate
 from api.auth import Authenticator, authorize_learning_instance, authorize_registration
@@ -159,6 +160,20 @@ def _last_event_id(request: Request) -> str | None:
     return value
 
 
+class _EventStream(EventSourceResponse):
+    """An SSE response that treats a client reading nothing as routine."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            # The client stopped reading: its stream is over (its queue and
+            # slot are released by the event generator's cleanup). Returning
+            # leaves the response incomplete, so the server closes the
+            # connection (uvicorn logs one line saying so).
+            log.warning("closed %s: its client read nothing", scope.get("path"))
+
+
 def _frame(event: str, event_id: str, data: bytes) -> bytes:
     return b"".join(
         [
@@ -261,7 +276,7 @@ class StreamRoutes:
             release()
             raise
         body = self._events(snap, mode, ident, goal_ids, release)
-        return EventSourceResponse(
+        return _EventStream(
             body,
             ping=self.config.heartbeat_s,
             send_timeout=self.config.send_timeout_s,
