@@ -79,7 +79,7 @@ class Subscription:
     backlog: list[Change] = field(default_factory=list)
     dropped: bool = False
     ended: bool = False
-    _after: tuple[int, int] = (0, 0)
+    _after: tuple[int, int] = field(init=False)
     _queue: asyncio.Queue[Change | None] = field(init=False)
 
     def __post_init__(self) -> None:
