@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration lint format bench bench-model soak clean
+.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration browser lint format bench bench-model bench-stream soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -26,8 +26,18 @@ $(RUNTIME): pyproject.toml
 demo: $(RUNTIME)
 	$(BIN)/mastery dev
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The dashboard's browser tests drive Debian's chromium and chromedriver with
+# Selenium; installed here when missing (as root, or through sudo), never
+# downloaded at run time.
+browser:
+	@command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing chromium and chromium-driver (apt-get) for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -46,6 +56,9 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
+
+bench-stream: $(STAMP)
+	$(BIN)/python -m bench.streams --out docs/benchmarks.md
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.crash_soak --seeds 1-12

@@ -30,8 +30,11 @@ from api.auth import (
     authorize_learning_instance,
     authorize_registration,
 )
+from api.change_hub import ChangeHub
+from api.dashboard import DashboardRoutes, LearningInstanceView, RedisViewStore
 from api.docs import docs_routes
-from api.errors import ApiError, NotFound, Unauthorized
+from api.errors import ApiError, Unauthorized
+from api.etag import json_response_with_etag
 from api.facts import FactStore, RedisFactStore
 from api.health import BrokerProbe, Readiness, redis_checks
 from api.ingest import IngestRoutes
@@ -43,8 +46,10 @@ from api.metrics import (
     TimedPageStore,
 )
 from api.openapi import openapi_document
+from api.render import render_page, require_known_goals
 from api.sink import EventSink, KafkaEventSink
-from api.store import Page, PageStore, RedisPageStore
+from api.store import PageStore, RedisPageStore
+from api.stream import StreamConfig, StreamRoutes
 from infra.broker import profile_for
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
@@ -54,45 +59,6 @@ from schemas.api import LearningInstanceQuery, RegistrationQuery
 __all__ = ["create_api", "create_app"]
 
 log = logging.getLogger(__name__)
-
-
-def _goals_found(page: Page) -> None:
-    if page.unknown_goals:
-        unknown = list(page.unknown_goals)
-        raise NotFound(
-            f"goal_ids not found in this learning instance: {unknown}",
-            details={"field": "goal_ids", "goal_ids": unknown},
-            code="goal_not_found",
-        )
-
-
-def _render(
-    query: Any, goal_ids: Sequence[str], page: Page, next_: dict[str, int] | None
-) -> bytes:
-    parts = [
-        b'{"query":',
-        orjson.dumps(query),
-        b',"column_headers":',
-        orjson.dumps(list(goal_ids)),
-        b',"data":[',
-    ]
-    for i, (reg_id, items) in enumerate(
-        zip(page.registration_ids, page.rows, strict=True)
-    ):
-        if i:
-            parts.append(b",")
-        parts += [
-            b'{"registration_id":',
-            orjson.dumps(reg_id),
-            b',"status_and_progress":[',
-            b",".join(items),
-            b"]}",
-        ]
-    parts.append(b"]")
-    if next_ is not None:
-        parts += [b',"next":', orjson.dumps(next_)]
-    parts.append(b"}")
-    return b"".join(parts)
 
 
 def create_app(
@@ -107,6 +73,9 @@ def create_app(
     on_shutdown: Sequence[Any] = (),
     metrics: ApiMetrics | None = None,
     readiness: Readiness | None = None,
+    hub: ChangeHub | None = None,
+    stream_config: StreamConfig | None = None,
+    views: LearningInstanceView | None = None,
 ) -> Starlette:
     """Build the API over its ports: the page store (reads), the fact store and
     the event sink (ingest; answered with 503 when absent). ``readiness``
@@ -132,7 +101,7 @@ def create_app(
             "" if principal.unrestricted else principal.sub,
         )
         authorize_learning_instance(principal, page.access, li_id)
-        _goals_found(page)
+        require_known_goals(page)
         end = query.registration_offset + len(page.registration_ids)
         next_ = (
             {
@@ -142,7 +111,9 @@ def create_app(
             if end < page.total
             else None
         )
-        return json_response(_render(raw, query.goal_ids, page, next_))
+        return json_response_with_etag(
+            request, render_page(raw, query.goal_ids, page, next_)
+        )
 
     async def registration_status(request: Request) -> Response:
         principal = authn.authenticate(request)
@@ -153,8 +124,10 @@ def create_app(
             reg_id, query.goal_ids, "" if principal.unrestricted else principal.sub
         )
         authorize_registration(principal, page.access, reg_id)
-        _goals_found(page)
-        return json_response(_render(raw, query.goal_ids, page, None))
+        require_known_goals(page)
+        return json_response_with_etag(
+            request, render_page(raw, query.goal_ids, page, None)
+        )
 
     async def health(request: Request) -> Response:
         # Liveness only: dependencies are /readyz's business.
@@ -211,6 +184,13 @@ def create_app(
             methods=["POST"],
         ),
         *ingest.routes(),
+        *StreamRoutes(
+            authn,
+            store if isinstance(store, RedisPageStore) else None,
+            hub,
+            stream_config or StreamConfig(),
+        ).routes(),
+        *DashboardRoutes(authn, views).routes(),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -241,7 +221,14 @@ def create_api(settings: Settings) -> Starlette:
     redis = Redis.from_url(
         settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
     )
-    closers: list[Any] = [redis.aclose]
+    # Live streams block on XREAD: their own client, without the 2 s timeout.
+    hub = ChangeHub(
+        Redis.from_url(
+            settings.redis_url, socket_timeout=30.0, socket_connect_timeout=2.0
+        ),
+        queue_size=settings.stream_queue_events,
+    )
+    closers: list[Any] = [hub.close, redis.aclose]
     metrics = ApiMetrics()
     checks, depends = redis_checks(redis, metrics)
     sink: KafkaEventSink | None = None
@@ -269,4 +256,7 @@ def create_api(settings: Settings) -> Starlette:
         on_shutdown=closers,
         metrics=metrics,
         readiness=Readiness(checks, depends),
+        hub=hub,
+        stream_config=StreamConfig.from_settings(settings),
+        views=RedisViewStore(redis),
     )

@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ServiceUnavailable",
+    "TooManyRequests",
     "Unauthorized",
     "not_found",
 ]
@@ -99,6 +100,20 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(ApiError):
+    """A limit on open streams was reached: answered with ``Retry-After``."""
+
+    status_code = 429
+    code = "too_many_streams"
+
+    def __init__(
+        self, message: str, *, details: Any = None, retry_after_s: int = 5
+    ) -> None:
+        super().__init__(
+            message, details=details, headers={"Retry-After": str(retry_after_s)}
+        )
 
 
 class ServiceUnavailable(ApiError):

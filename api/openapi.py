@@ -222,6 +222,136 @@ def _operation(
     return op
 
 
+def _live_paths(
+    paths: dict[str, Any],
+    li_param: tuple[tuple[str, dict[str, Any]], ...],
+    reg_param: tuple[tuple[str, dict[str, Any]], ...],
+) -> dict[str, Any]:
+    """The dashboard's endpoints (docs/dashboard.md); also adds ETag and 304
+    to the two POST endpoints in ``paths``."""
+    etag = {"ETag": {"required": True, "schema": {"type": "string"}}}
+    for path in (
+        "/learning-instances/{li_id}/metrics/status-and-progress",
+        "/registrations/{reg_id}/metrics/status-and-progress",
+    ):
+        post = paths[path]["post"]
+        post["responses"]["200"]["headers"] = etag
+        post["responses"]["304"] = {
+            "description": "If-None-Match lists the page's current ETag",
+            "headers": etag,
+        }
+        post["parameters"].append(
+            {"name": "If-None-Match", "in": "header", "schema": {"type": "string"}}
+        )
+    sse = {
+        "description": "text/event-stream: `snapshot` (the POST endpoint's body, "
+        "all learners), then `row` per changed row; ids for Last-Event-ID",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    stream_params = [
+        {
+            "name": "goal_ids",
+            "in": "query",
+            "required": True,
+            "description": "comma-separated goal ids (or the parameter repeated)",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "description": "the id of the last event received: resume after it",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,20}-[0-9]{1,20}$"},
+        },
+    ]
+    too_many = {
+        "description": "too many open streams for this token or this server",
+        "headers": {"Retry-After": {"required": True, "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+    def stream(summary: str, params: Any) -> dict[str, Any]:
+        op = _operation(
+            summary,
+            body=None,
+            ok=(200, {}, ""),
+            errors=(400, 401, 403, 404, 503),
+            params=params,
+        )
+        op["responses"]["200"] = sse
+        op["responses"]["429"] = too_many
+        op["parameters"] += stream_params
+        return {"get": op}
+
+    view = {
+        "type": "object",
+        "required": ["learning_instance_id", "view", "registration_id", "goal_ids"],
+        "properties": {
+            "learning_instance_id": {"type": "string"},
+            "view": {"enum": ["class", "learner"]},
+            "registration_id": {"type": ["string", "null"]},
+            "goal_ids": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    html = {"text/html": {"schema": {"type": "string"}}}
+    return {
+        "/learning-instances/{li_id}/metrics/status-and-progress/stream": stream(
+            "Live status and progress of a learning instance (Server-Sent "
+            "Events; access as for the POST endpoint)",
+            li_param,
+        ),
+        "/registrations/{reg_id}/metrics/status-and-progress/stream": stream(
+            "Live status and progress of one registration (Server-Sent Events)",
+            reg_param,
+        ),
+        "/learning-instances/{li_id}/goals": {
+            "get": _operation(
+                "The learning instance's goals, and whether the caller sees the "
+                "class or only their own registration (the dashboard's lookup)",
+                body=None,
+                ok=(200, view, "the goals and the caller's view"),
+                errors=(400, 401, 403, 404, 503),
+                params=li_param,
+            )
+        },
+        "/dashboard": {
+            "get": {
+                "summary": "The dashboard page (redirects to /dashboard/index.html)",
+                "security": [],
+                "responses": {
+                    "308": {"description": "to dashboard/index.html"},
+                    "200": {"description": "the page", "content": html},
+                },
+            }
+        },
+        "/dashboard/{file}": {
+            "get": {
+                "summary": "The dashboard's files: index.html, dashboard.js, "
+                "dashboard.css",
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "file",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the file",
+                        "content": html
+                        | {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "404": _error(404),
+                },
+            }
+        },
+    }
+
+
 def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
     # The contract's sample sends registrations_per_page as a numeric string.
     props = schema.get("properties", {})
@@ -439,6 +569,7 @@ def openapi_document() -> dict[str, Any]:
             }
         },
     }
+    paths |= _live_paths(paths, li_param, reg_param)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,7 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.errors import ServiceUnavailable, not_found
 from schemas.read_model import ReadModelKeys
 
-__all__ = ["Access", "Page", "PageStore", "RedisPageStore"]
+__all__ = ["Access", "Page", "PageStore", "RedisPageStore", "Snapshot"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,21 @@ class Page:
     unknown_goals: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A live stream's start: the rows (unless resumed) and the access facts,
+    read atomically with ``last_id``, the change-stream id the stream
+    continues after: the id the rows are current at, or, when ``resumed``, the
+    client's ``Last-Event-ID`` (still within the change stream's window;
+    ``page`` then has no rows).
+    """
+
+    page: Page
+    last_id: str
+    resumed: bool
+    li_id: str
+
+
 class PageStore(Protocol):
     """The port the routes read through. ``caller`` is the caller's user id
     (empty when authentication is off), used for the instructor check."""
@@ -76,15 +91,43 @@ class PageStore(Protocol):
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
 # or {n, reg_1..reg_n, row_1_1..row_n_g} (head = total).
+# ARGV[7] is '' for a page; for a live stream (api/stream.py) '-' (a snapshot)
+# or the id of the last change the client has, and the reply then ends with
+# the LI's change-stream id at this instant and 1 when the client can resume
+# after its id without a gap (no rows are read then), else 0. The stream key is
+# ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
 _PAGE_LUA = """
+local function id_le(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am < bm or (am == bm and as <= bs)
+end
+-- The change stream's last id, and 1 when every entry after `after` (an id,
+-- or '-' for a snapshot) is still in the stream: none was trimmed.
+local function stream_position(key, after)
+  if redis.call('EXISTS', key) == 0 then
+    return '0-0', after ~= '-' and 1 or 0
+  end
+  local info = redis.call('XINFO', 'STREAM', key)
+  local f = {}
+  for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
+  local last = f['last-generated-id']
+  if after == '-' then return last, 0 end
+  if f['entries-added'] == f['length'] then return last, 1 end
+  local first = f['first-entry']
+  if first and id_le(first[1], after) then return last, 1 end
+  return last, 0
+end
 local p = ARGV[1]
 local mode = ARGV[2]
 local id = ARGV[3]
 local offset = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local caller = ARGV[6]
+local changes = ARGV[7]
 local goals = {}
-for i = 7, #ARGV do goals[#goals + 1] = ARGV[i] end
+for i = 8, #ARGV do goals[#goals + 1] = ARGV[i] end
 local li
 local regs
 local total
@@ -114,13 +157,19 @@ for i, g in ipairs(goals) do
   templates[i] = redis.call('GET', p .. ':goal:' .. g .. ':template')
 end
 if #bad > 4 then return bad end
+local last, resumed = '0-0', 0
+if changes ~= '' then
+  last, resumed = stream_position(p .. ':li:' .. li .. ':changes', changes)
+end
 if mode == 'li' then
   local key = p .. ':li:' .. li .. ':learners'
   total = redis.call('ZCARD', key)
   regs = redis.call('ZRANGE', key, offset, offset + limit - 1)
+  if resumed == 1 then regs = {} end
 else
   total = 1
   regs = {id}
+  if resumed == 1 then regs = {} end
 end
 local out = {total, partner, instructor, reg_user, #regs}
 for _, r in ipairs(regs) do out[#out + 1] = r end
@@ -135,6 +184,11 @@ if #regs > 0 then
     if not v then v = templates[((i - 1) % ng) + 1] or '{}' end
     out[#out + 1] = v
   end
+end
+if changes ~= '' then
+  out[#out + 1] = last
+  out[#out + 1] = resumed
+  out[#out + 1] = li
 end
 return out
 """
@@ -192,11 +246,36 @@ class RedisPageStore:
         limit: int,
         caller: str = "",
     ) -> Page:
-        result = await self._run(["li", li_id, offset, limit, caller, *goal_ids])
+        result = await self._run(["li", li_id, offset, limit, caller, "", *goal_ids])
         return self._page(result, goal_ids, "li_id", li_id)
 
     async def registration_page(
         self, registration_id: str, goal_ids: Sequence[str], caller: str = ""
     ) -> Page:
-        result = await self._run(["reg", registration_id, 0, 1, caller, *goal_ids])
+        result = await self._run(["reg", registration_id, 0, 1, caller, "", *goal_ids])
         return self._page(result, goal_ids, "reg_id", registration_id)
+
+    async def snapshot(
+        self,
+        mode: Literal["li", "reg"],
+        ident: str,
+        goal_ids: Sequence[str],
+        caller: str,
+        *,
+        after: str | None,
+        max_learners: int,
+    ) -> Snapshot:
+        """Rows of a learning instance (up to ``max_learners``) or of one
+        registration, with the change-stream id they are current at; only the
+        access facts and that id when ``after`` can be resumed from."""
+        result = await self._run(
+            [mode, ident, 0, max_learners, caller, after or "-", *goal_ids]
+        )
+        field = "li_id" if mode == "li" else "reg_id"
+        if int(result[0]) < 0:
+            page = self._page(result, goal_ids, field, ident)
+            return Snapshot(page, "0-0", False, ident if mode == "li" else "")
+        resumed = int(result[-2]) == 1
+        last_id = after if resumed and after else result[-3].decode()
+        page = self._page(result[:-3], goal_ids, field, ident)
+        return Snapshot(page, last_id, resumed, result[-1].decode())

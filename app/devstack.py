@@ -410,6 +410,7 @@ def _show_rows(stack: DevStack, workload: Any, started: float) -> str:
         f"\nrows are live ({time.monotonic() - started:.1f} s after start). "
         f"API: {stack.api_url}\n"
     )
+    print(f"dashboard: {stack.api_url}/dashboard#li={li}&goals={','.join(goals)}\n")
     print("try (with the TOKEN below):\n")
     print(
         f"curl -s -X POST {url} \\\n  -H 'Content-Type: application/json' \\\n"

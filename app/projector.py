@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from app.row_feed import add_to_pipeline
 from processors.registration import RegistrationState, register
 from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
 from schemas.read_model import ReadModelKeys
@@ -97,6 +98,8 @@ class RedisProjector:
 
     async def _write_once(self, projection: Projection) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
+            # Live dashboards: changed rows to the change streams (before MSET).
+            add_to_pipeline(pipe, projection.keys, projection.strings)
             if projection.strings:
                 pipe.mset(projection.strings)
             for li_id, registration_id, score in projection.learners:

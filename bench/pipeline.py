@@ -728,7 +728,13 @@ def main() -> int:
         stack.stop()
     peers(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(args, time.monotonic() - started))
+    # `make bench-stream` writes its own section at the end: keep it.
+    from bench.streams import SECTION
+
+    old = args.out.read_text() if args.out.exists() else ""
+    kept = old[old.find(SECTION) :] if SECTION in old else ""
+    report = render(args, time.monotonic() - started).rstrip("\n") + "\n"
+    args.out.write_text(report + ("\n" + kept if kept else ""))
     say(f"wrote {args.out} ({(time.monotonic() - started) / 60:.1f} min)")
     return 0
 

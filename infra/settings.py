@@ -215,6 +215,31 @@ class Settings(BaseSettings):
         "unset = not served",
     )
 
+    # Live streams of the dashboard (docs/dashboard.md).
+    stream_max_per_token: int = Field(
+        default=10, ge=1, description="open streams per token subject, then 429"
+    )
+    stream_max_total: int = Field(
+        default=2000, ge=1, description="open streams per API process, then 429"
+    )
+    stream_queue_events: int = Field(
+        default=2000,
+        ge=1,
+        description="changes queued for one stream; a client further behind is "
+        "dropped (it reconnects and resumes)",
+    )
+    stream_send_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a stream whose client reads nothing for this long is closed",
+    )
+    stream_heartbeat_s: float = Field(
+        default=15.0, gt=0, description="SSE comment sent on an idle stream"
+    )
+    stream_max_learners: int = Field(
+        default=5000, ge=1, description="learners of a learning-instance stream"
+    )
+
     shared_dir: Path = Field(
         default=_REPO_ROOT.parent / "shared",
         description="the project's shared data folder (ASSISTments, pyBKT reference)",

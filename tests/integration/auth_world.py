@@ -23,6 +23,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_app
 from api.auth import BearerAuthenticator
+from api.change_hub import ChangeHub
+from api.dashboard import RedisViewStore
 from api.facts import RedisFactStore
 from api.sink import KafkaEventSink
 from api.store import RedisPageStore
@@ -149,12 +151,16 @@ def build_app(
             retry_after_s=7,
         )
         closers.insert(0, sink.stop)
+    hub = ChangeHub(Redis.from_url(redis_url))
+    closers.insert(0, hub.close)
     return create_app(
         RedisPageStore(redis),
         authenticator=BearerAuthenticator(verifier_from_settings(SETTINGS)),
         facts=RedisFactStore(redis),
         sink=sink,
         on_shutdown=closers,
+        hub=hub,
+        views=RedisViewStore(redis),
         **app_kw,  # type: ignore[arg-type]
     )
 

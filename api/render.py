@@ -1,0 +1,59 @@
+"""The status-and-progress response body, assembled from the stored row bytes.
+
+Shared by the POST endpoints (api/app.py) and the live streams' snapshot
+(api/stream.py): the rows are concatenated, never decoded and re-encoded
+(docs/read-model.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from api.errors import NotFound
+from api.store import Page
+
+__all__ = ["render_page", "require_known_goals"]
+
+
+def require_known_goals(page: Page) -> None:
+    """404 naming the requested goals that are not the learning instance's."""
+    if page.unknown_goals:
+        unknown = list(page.unknown_goals)
+        raise NotFound(
+            f"goal_ids not found in this learning instance: {unknown}",
+            details={"field": "goal_ids", "goal_ids": unknown},
+            code="goal_not_found",
+        )
+
+
+def render_page(
+    query: Any, goal_ids: Sequence[str], page: Page, next_: dict[str, int] | None
+) -> bytes:
+    """``{"query", "column_headers", "data"[, "next"]}`` of the contract."""
+    parts = [
+        b'{"query":',
+        orjson.dumps(query),
+        b',"column_headers":',
+        orjson.dumps(list(goal_ids)),
+        b',"data":[',
+    ]
+    for i, (reg_id, items) in enumerate(
+        zip(page.registration_ids, page.rows, strict=True)
+    ):
+        if i:
+            parts.append(b",")
+        parts += [
+            b'{"registration_id":',
+            orjson.dumps(reg_id),
+            b',"status_and_progress":[',
+            b",".join(items),
+            b"]}",
+        ]
+    parts.append(b"]")
+    if next_ is not None:
+        parts += [b',"next":', orjson.dumps(next_)]
+    parts.append(b"}")
+    return b"".join(parts)

@@ -1,0 +1,139 @@
+"""The row feed on a real Redis: the projector's MULTI/EXEC appends changed rows
+to the learning instance's change stream (keys as ReadModelKeys builds them,
+also in the Lua of api/store.py and api/dashboard.py) and keeps the dashboard's
+indexes."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+
+from api.dashboard import RedisViewStore
+from api.store import RedisPageStore
+from app.embedded import EmbeddedRedis
+from app.projector import Projection, RedisProjector
+from schemas.events import (
+    GoalDefined,
+    LearningInstanceCreated,
+    RegistrationCreated,
+    Target,
+)
+from schemas.read_model import ReadModelKeys
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+KEYS = ReadModelKeys("feedtest")
+
+
+def _row(progress: float) -> bytes:
+    return orjson.dumps(
+        {"goal_id": "g1", "status": "in_progress", "progress": progress}
+    )
+
+
+def _catalog(p: Projection) -> None:
+    p.learning_instance(
+        LearningInstanceCreated(
+            event_id="e-li",
+            occurred_at=T0,
+            learning_instance_id="li-1",
+            partner_id="p1",
+        )
+    )
+    for g in ("g1", "g2"):
+        p.goal(
+            GoalDefined(
+                event_id=f"e-{g}",
+                occurred_at=T0,
+                goal_id=g,
+                learning_instance_id="li-1",
+                targets=[Target(learning_objective_id="lo-1")],
+            ),
+            b"{}",
+        )
+    for reg, user, role in (("r1", "u1", "learner"), ("r-t", "t1", "instructor")):
+        p.registration(
+            RegistrationCreated(
+                event_id=f"e-{reg}",
+                occurred_at=T0,
+                registration_id=reg,
+                learning_instance_id="li-1",
+                user_id=user,
+                role=role,
+            )
+        )
+
+
+def test_changed_rows_are_appended_in_the_batch_transaction(
+    redis_server: EmbeddedRedis,
+) -> None:
+    async def go() -> None:
+        redis = Redis.from_url(redis_server.url)
+        for key in await redis.keys("feedtest:*"):
+            await redis.delete(key)
+        projector = RedisProjector(redis)
+        # The goal and the row in the same batch: the row's LI is found in it.
+        p = Projection(KEYS)
+        _catalog(p)
+        p.row("r1", "g1", _row(0.1))
+        await projector.write(p)
+        stream = KEYS.changes("li-1")
+        entries = await redis.xrange(stream)
+        assert [e[1] for e in entries] == [
+            {b"r": b"r1", b"g": b"g1", b"row": _row(0.1)}
+        ]
+
+        # A replayed batch (same rows) appends nothing; a changed row does.
+        for progress in (0.1, 0.1, 0.2):
+            p = Projection(KEYS)
+            p.row("r1", "g1", _row(progress))
+            p.row("r1", "g2", _row(0.5))
+            await projector.write(p)
+        rows = [(e[1][b"g"], e[1][b"row"]) for e in await redis.xrange(stream)]
+        assert rows == [(b"g1", _row(0.1)), (b"g2", _row(0.5)), (b"g1", _row(0.2))]
+        assert await redis.get(KEYS.row("r1", "g1")) == _row(0.2)
+
+        # A row of an unknown goal (no LI) is stored but published nowhere.
+        p = Projection(KEYS)
+        p.row("r1", "g-unknown", _row(0.3))
+        await projector.write(p)
+        assert len(await redis.xrange(stream)) == 3
+        assert [k async for k in redis.scan_iter("feedtest:*:changes")] == [
+            stream.encode()
+        ]
+
+        # Indexes: the LI's goals, the learner's registration (not instructors').
+        assert await redis.smembers(KEYS.goals("li-1")) == {b"g1", b"g2"}
+        assert await redis.hgetall(KEYS.learner_registrations("li-1")) == {b"u1": b"r1"}
+
+        # The API's Lua scripts read the same keys.
+        last = (await redis.xrevrange(stream, count=1))[0][0].decode()
+        snap = await RedisPageStore(redis, KEYS).snapshot(
+            "li", "li-1", ["g1", "g2"], "", after=None, max_learners=10
+        )
+        assert snap.last_id == last and not snap.resumed and snap.li_id == "li-1"
+        assert snap.page.registration_ids == ["r1"]
+        assert snap.page.rows == [[_row(0.2), _row(0.5)]]
+        resumed = await RedisPageStore(redis, KEYS).snapshot(
+            "reg", "r1", ["g1"], "", after=entries[0][0].decode(), max_learners=10
+        )
+        assert resumed.resumed and resumed.page.rows == [] and resumed.li_id == "li-1"
+        assert resumed.last_id == entries[0][0].decode()
+        view = await RedisViewStore(redis, KEYS).view("li-1", "u1")
+        assert view == {
+            "partner_id": "p1",
+            "instructor": False,
+            "registration_id": "r1",
+            "goal_ids": ["g1", "g2"],
+        }
+        teacher = await RedisViewStore(redis, KEYS).view("li-1", "t1")
+        assert teacher is not None and teacher["instructor"] is True
+        assert await RedisViewStore(redis, KEYS).view("li-none", "u1") is None
+        await redis.aclose()
+
+    asyncio.run(go())

@@ -1,0 +1,126 @@
+"""Pure parts of the live dashboard: key parsing, ETags, stream limits and a
+subscription's bounded queue (no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from api.change_hub import Change, Subscription, parse_stream_id
+from api.errors import TooManyRequests
+from api.etag import etag_of, if_none_match
+from api.stream import StreamLimits
+from schemas.read_model import ReadModelKeys
+
+KEYS = ReadModelKeys()
+
+
+def test_row_goal_and_registration_keys_parse_back() -> None:
+    assert KEYS.parse_row(KEYS.row("reg-1", "goal.a~b")) == ("reg-1", "goal.a~b")
+    assert KEYS.parse_goal(KEYS.goal("goal-1")) == "goal-1"
+    assert KEYS.parse_registration(KEYS.registration("reg-1")) == "reg-1"
+    # Other keys of the read model are none of these.
+    others = [
+        KEYS.goal_template("goal-1"),
+        KEYS.learning_instance("li-1"),
+        KEYS.learners("li-1"),
+        KEYS.changes("li-1"),
+    ]
+    for key in others:
+        assert KEYS.parse_row(key) is None
+        assert KEYS.parse_goal(key) is None
+        assert KEYS.parse_registration(key) is None
+    assert ReadModelKeys("other").parse_row(KEYS.row("r", "g")) is None
+
+
+@pytest.mark.parametrize(
+    ("header", "matches"),
+    [
+        (None, False),
+        ("", False),
+        ("*", True),
+        ("{tag}", True),
+        ("W/{tag}", True),
+        ('"other", {tag}', True),
+        ('"other"', False),
+        ("{tag}x", False),
+    ],
+)
+def test_if_none_match(header: str | None, matches: bool) -> None:
+    tag = etag_of(b'{"data":[]}')
+    value = None if header is None else header.format(tag=tag)
+    assert if_none_match(value, tag) is matches
+
+
+def test_etag_changes_with_the_body() -> None:
+    assert etag_of(b"a") == etag_of(b"a") != etag_of(b"b")
+
+
+def test_limits_per_token_and_in_total() -> None:
+    limits = StreamLimits(per_token=2, total=3)
+    a1, a2 = limits.acquire("a"), limits.acquire("a")
+    with pytest.raises(TooManyRequests) as exc:
+        limits.acquire("a")
+    assert exc.value.details["scope"] == "token"
+    assert exc.value.headers["Retry-After"]
+    b1 = limits.acquire("b")
+    with pytest.raises(TooManyRequests) as exc:
+        limits.acquire("c")
+    assert exc.value.details["scope"] == "server"
+    a1()
+    a1()  # releasing twice frees one slot only
+    assert limits.open == 2
+    limits.acquire("c")
+    with pytest.raises(TooManyRequests):
+        limits.acquire("d")
+    a2()
+    b1()
+    assert limits.open == 1
+
+
+def _change(n: int, reg: str = "r1", goal: str = "g1") -> Change:
+    return Change(f"100-{n}", reg, goal, b"{}")
+
+
+async def _drain(sub: Subscription) -> list[str]:
+    return [c.id for batch in [b async for b in sub.batches()] for c in batch]
+
+
+async def _take(sub: Subscription, n: int) -> list[str]:
+    got: list[str] = []
+    batches = sub.batches()
+    while len(got) < n:
+        batch = await asyncio.wait_for(anext(batches), 1)
+        got += [c.id for c in batch]
+    return got
+
+
+async def test_subscription_filters_and_skips_what_it_has() -> None:
+    sub = Subscription("li", "100-2", frozenset({"g1"}), "r1", maxsize=10)
+    sub.backlog = [_change(3)]
+    for change in [_change(2), _change(4), _change(5, goal="g2"), _change(6, "r2")]:
+        sub.offer(change)
+    sub.offer(_change(7))
+    assert await _take(sub, 3) == ["100-3", "100-4", "100-7"]
+    assert not sub.dropped
+
+
+async def test_a_full_queue_drops_the_subscriber_and_frees_it() -> None:
+    sub = Subscription("li", "0-0", frozenset({"g1"}), None, maxsize=3)
+    for n in range(1, 4):
+        sub.offer(_change(n))
+    assert not sub.dropped
+    sub.offer(_change(4))
+    assert sub.dropped and sub.ended
+    sub.offer(_change(5))  # ignored after the end
+    # What was queued is discarded at once: the consumer sees only the end.
+    assert await asyncio.wait_for(_drain(sub), 1) == []
+
+
+def test_stream_ids_parse_and_order() -> None:
+    assert parse_stream_id("1700000000000-12") == (1700000000000, 12)
+    assert parse_stream_id("0-0") == (0, 0)
+    for bad in ("", "12", "a-1", "1-2-3", "-1-2", "1 -2"):
+        assert parse_stream_id(bad) is None
+    assert parse_stream_id("9-0") < parse_stream_id("10-0")  # type: ignore[operator]
