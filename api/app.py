@@ -84,6 +84,8 @@ def create_app(
     openapi = orjson.dumps(openapi_document())
     metrics = metrics or ApiMetrics()
     ready = readiness or Readiness()
+    # The live streams read pages straight from Redis (their own round trips).
+    stream_pages = store if isinstance(store, RedisPageStore) else None
     store = TimedPageStore(store, metrics)
     if facts is not None:
         facts = TimedFactStore(facts, metrics)
@@ -186,7 +188,7 @@ def create_app(
         *ingest.routes(),
         *StreamRoutes(
             authn,
-            store if isinstance(store, RedisPageStore) else None,
+            stream_pages,
             hub,
             stream_config or StreamConfig(),
         ).routes(),

@@ -70,6 +70,12 @@ _API = (
     "ingest_ack_timeout_s",
     "ingest_retry_after_s",
     "ingest_correct_min_score",
+    "stream_max_per_token",
+    "stream_max_total",
+    "stream_queue_events",
+    "stream_send_timeout_s",
+    "stream_heartbeat_s",
+    "stream_max_learners",
 )
 _EMBEDDED = {"kafka_bootstrap_servers", "redis_url"} | set(_KAFKA[3:])
 
