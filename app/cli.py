@@ -253,6 +253,8 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
         for d in letters[: args.limit]:
             value = (d.value or b"")[:200].decode(errors="replace")
+            if d.truncated:
+                value = f"[truncated: {d.value_size:,} bytes, sha256 {d.value_sha256}]"
             print(f"{d.dlq_key}\t{d.rejected_at.isoformat()}\t{d.reason}\t{value}")
         print(
             f"{len(letters):,} pending ({view.redriven:,} re-driven, "
@@ -265,7 +267,11 @@ def cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
             bootstrap, profile_for(settings), topics, letters, client_kwargs=security
         )
     )
-    print(f"re-drove {n:,} records")
+    kept = sum(1 for d in letters if d.truncated)
+    print(
+        f"re-drove {n:,} records"
+        + (f"; {kept:,} too large to carry whole were not re-driven" if kept else "")
+    )
     return 0
 
 

@@ -78,14 +78,20 @@ async def redrive(
     *,
     client_kwargs: Mapping[str, Any] | None = None,
 ) -> int:
-    """Produce each letter's original record again, then mark it re-driven."""
+    """Produce each letter's original record again, then mark it re-driven.
+
+    A letter whose original was too large to carry whole (``truncated``) is
+    skipped: only its prefix, size and digest are known.
+    """
     async with EventProducer(
         bootstrap, profile, topics, client_kwargs=client_kwargs
     ) as producer:
+        sent = 0
         for letter in letters:
             value = letter.value
-            if value is None:
+            if value is None or letter.truncated:
                 continue
+            sent += 1
             await (await producer.send_raw(letter.source_topic, letter.key, value))
             marker = orjson.dumps({"redriven_at": datetime.now(UTC).isoformat()})
             await (
@@ -93,4 +99,4 @@ async def redrive(
                     topics.dead_letter, letter.dlq_key.encode(), marker
                 )
             )
-    return len(letters)
+    return sent

@@ -489,15 +489,22 @@ class Worker:
             record.topic,
             record.partition,
             record.offset,
-            reason,
+            reason[:500],
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": (record.key or b"")[:128].decode(errors="replace"),
+                "outcome": "rejected",
+            },
         )
-        return DeadLetter(
-            reason=reason,
+        return DeadLetter.of(
+            reason[:2000],
             source_topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            key_b64=DeadLetter.encode_bytes(record.key),
-            value_b64=DeadLetter.encode_bytes(record.value),
+            key=record.key,
+            value=record.value,
             rejected_at=datetime.now(UTC),
         )
 
