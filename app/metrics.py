@@ -8,7 +8,7 @@ write succeeded; 503 with the failing condition named otherwise).
 
 ``mastery_worker_events_total{outcome}``
     registration-topic records by outcome: applied, duplicate, redelivered,
-    rejected
+    rejected, forwarded (to the partition of their key)
 ``mastery_worker_dead_letters_total``
     records sent to the dead-letter topic (both topics)
 ``mastery_worker_batch_seconds`` / ``mastery_worker_batch_events``
@@ -64,7 +64,7 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
-        for outcome in ("applied", "duplicate", "redelivered", "rejected"):
+        for outcome in ("applied", "duplicate", "redelivered", "rejected", "forwarded"):
             self.events.labels(outcome)  # present from the start, at 0
         self.dead_letters = Counter(
             "mastery_worker_dead_letters", "records dead-lettered", registry=r

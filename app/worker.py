@@ -220,10 +220,16 @@ class Worker:
         started = time.perf_counter()
         messages = [ev.message for ev in events]
         await self.skip_guard.check((m.topic, m.partition, m.offset) for m in messages)
-        decoded, rejected = batch.decode(
-            batch.Record(m.topic, m.partition, m.offset, m.key, m.value)
-            for m in messages
+        placed, misplaced = batch.split_misplaced(
+            (
+                batch.Record(m.topic, m.partition, m.offset, m.key, m.value)
+                for m in messages
+            ),
+            self.settings.topic_partitions,
         )
+        if misplaced:
+            await self._forward(misplaced)
+        decoded, rejected = batch.decode(placed)
         if batch.needs_catalog(decoded, self.follower.catalog):
             await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
         catalog = self.follower.catalog
@@ -252,6 +258,23 @@ class Worker:
         )
         await self._write_projection(projection)
         self._observe_batch(started, messages, decoded)
+
+    async def _forward(self, misplaced: Sequence[tuple[batch.Record, int]]) -> None:
+        """Send records a producer put on another partition than their key's to
+        that partition (acknowledged before this batch's offsets commit); they
+        are applied when read there. A crash may forward one twice: attempt
+        ids and creation's idempotency make that harmless."""
+        futures = [
+            await self.registration_topic.send(
+                key=record.key, value=record.value, partition=home
+            )
+            for record, home in misplaced
+        ]
+        for fut in futures:
+            await fut
+        self.stats["forwarded"] = self.stats.get("forwarded", 0) + len(misplaced)
+        self.metrics.events.labels("forwarded").inc(len(misplaced))
+        log.info("forwarded %d records to the partition of their key", len(misplaced))
 
     async def _write_projection(self, projection: Projection) -> None:
         began = time.perf_counter()

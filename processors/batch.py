@@ -32,6 +32,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from processors.catalog import Catalog
+from processors.partitioning import kafka_partition
 from processors.registration import (
     AttemptResult,
     RegistrationState,
@@ -54,9 +55,10 @@ __all__ = [
     "needs_catalog",
     "registration_ids",
     "rejection_reason",
+    "split_misplaced",
 ]
 
-Outcome = Literal["applied", "duplicate", "redelivered", "rejected"]
+Outcome = Literal["applied", "duplicate", "redelivered", "rejected", "forwarded"]
 RegistrationEvent = RegistrationCreated | AttemptGraded
 
 
@@ -116,13 +118,35 @@ def decode(records: Iterable[Record]) -> tuple[list[Decoded], list[Rejection]]:
             event = decode_event(record.value or b"")
             if not isinstance(event, RegistrationCreated | AttemptGraded):
                 raise ValueError(f"{event.type} does not belong on this topic")
-            if record.key is not None and record.key != event.registration_id.encode():
+            if record.key is None:
+                raise ValueError(
+                    "record has no key (records are keyed by registration_id)"
+                )
+            if record.key != event.registration_id.encode():
                 raise ValueError("record key differs from registration_id")
         except (ValidationError, ValueError) as exc:
             rejected.append(Rejection(record, rejection_reason(exc)))
             continue
         decoded.append(Decoded(record, event))
     return decoded, rejected
+
+
+def split_misplaced(
+    records: Iterable[Record], partitions: int
+) -> tuple[list[Record], list[tuple[Record, int]]]:
+    """Records on the partition their key hashes to, and the others with the
+    partition they belong on (to be forwarded there; keyless records stay, to
+    be rejected by :func:`decode`)."""
+    placed: list[Record] = []
+    misplaced: list[tuple[Record, int]] = []
+    for record in records:
+        if record.key is not None:
+            home = kafka_partition(record.key, partitions)
+            if home != record.partition:
+                misplaced.append((record, home))
+                continue
+        placed.append(record)
+    return placed, misplaced
 
 
 def registration_ids(decoded: Iterable[Decoded]) -> dict[str, int]:

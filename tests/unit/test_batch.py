@@ -224,3 +224,25 @@ def test_rows_are_the_served_json() -> None:
     plan, _ = run(records(created(), attempt()), {}, catalog)
     for _, goal_id, row in plan.rows:
         assert orjson.loads(row)["goal_id"] == goal_id
+
+
+def test_a_record_without_a_key_is_rejected() -> None:
+    decoded, rejected = decode(records(created(), key=None))
+    assert decoded == []
+    assert "record has no key" in rejected[0].reason
+
+
+def test_records_off_their_keys_partition_are_split_off_with_their_home() -> None:
+    from processors.batch import split_misplaced
+    from processors.partitioning import kafka_partition
+
+    home = kafka_partition(b"r1", 4)
+    away = (home + 1) % 4
+    recs = [
+        *records(created(), partition=home),
+        *records(attempt(), partition=away, start=1),
+        *records(attempt(), partition=away, start=2, key=None),
+    ]
+    placed, misplaced = split_misplaced(recs, 4)
+    assert [r.offset for r in placed] == [0, 2]  # keyless: left for decode to reject
+    assert [(r.offset, p) for r, p in misplaced] == [(1, home)]
