@@ -326,3 +326,30 @@ async def test_api_readiness_probe_gets_the_settings() -> None:
     admin = probe._new_admin()
     _assert_client_has(admin._client, settings)
     await admin.close()
+
+
+# -- the worker's clients ----------------------------------------------------
+
+
+async def test_worker_clients_get_the_settings(tmp_path: Path) -> None:
+    """The Faust app, the changelog writer, the skip guard's and the
+    watchdog's probes and the catalog follower all carry the settings."""
+    from app.faust_corrections.guards import group_probe
+    from app.worker import create_worker
+
+    settings = _sasl(data_dir=str(tmp_path), topic_prefix="t")
+    worker = create_worker(settings, KAFKA, "kafka:9093", "redis://127.0.0.1:1")
+    credentials = worker.app.conf.broker_credentials
+    assert credentials is not None
+    assert credentials.username == "svc-mastery"
+    # the changelog writer builds its producer from these (in start())
+    changelog = AIOKafkaProducer(**worker.changelog._kwargs)
+    _assert_client_has(changelog.client, settings)
+    await changelog.client.close()
+    for guard_kwargs in (
+        worker.skip_guard._client_kwargs,
+        worker.watchdog._client_kwargs,
+    ):
+        probe = group_probe("kafka:9093", "g", KAFKA, guard_kwargs)
+        _assert_client_has(probe._client, settings)
+    assert worker.follower._client_kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
