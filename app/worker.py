@@ -165,6 +165,9 @@ class Worker:
             client_kwargs=client_kwargs,
         )
         self._changelog_started = False
+        #: Partitions of the registration-events topic (the broker's count
+        #: once known: the key -> partition rule depends on it).
+        self._partitions = settings.topic_partitions
         self.app.agent(self.registration_topic, name="registration-events")(
             self._registration_agent
         )
@@ -225,7 +228,7 @@ class Worker:
                 batch.Record(m.topic, m.partition, m.offset, m.key, m.value)
                 for m in messages
             ),
-            self.settings.topic_partitions,
+            self._partitions,
         )
         if misplaced:
             await self._forward(misplaced)
@@ -445,6 +448,16 @@ class Worker:
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         log.info("assigned partitions %s", self._assigned_partitions())
+        actual = self.app.consumer.topic_partitions(self.topics.registration_events)
+        if actual and actual != self._partitions:
+            log.warning(
+                "%s has %d partitions, MASTERY_TOPIC_PARTITIONS says %d: using %d",
+                self.topics.registration_events,
+                actual,
+                self.settings.topic_partitions,
+                actual,
+            )
+            self._partitions = actual
         self.metrics.rebalances.inc()
         self.watchdog.progress()
         self.skip_guard.reset()
