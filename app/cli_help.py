@@ -45,6 +45,7 @@ _WORKER = (
     "batch_within_ms",
     "fetch_max_wait_ms",
     "broker_session_timeout_s",
+    "table_standby_replicas",
     "catalog_catchup_timeout_s",
     "stall_timeout_s",
     "state_cache_max_entries",

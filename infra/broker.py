@@ -76,6 +76,9 @@ class BrokerProfile:
     #: aiokafka ``max_batch_size`` (bytes) of the worker's own producer
     #: (changelog and dead letters); 1 = one record per batch.
     worker_producer_max_batch_size: int = 16384
+    #: Faust standby replicas of the state table: each worker also follows
+    #: this many other workers' changelog partitions, for a faster failover.
+    standby_replicas: int = 1
 
     @property
     def corrects_end_offsets(self) -> bool:
@@ -89,6 +92,7 @@ class BrokerProfile:
             "broker_session_timeout": self.session_timeout_s,
             "broker_heartbeat_interval": min(3.0, self.session_timeout_s / 3),
             "processing_guarantee": "at_least_once",
+            "table_standby_replicas": self.standby_replicas,
         }
 
     def producer_settings(self) -> dict[str, Any]:
@@ -102,6 +106,7 @@ TANSU = BrokerProfile(
     session_timeout_s=10.0,
     fetch_max_wait_ms=5,
     worker_producer_max_batch_size=1,
+    standby_replicas=0,
 )
 
 
@@ -116,6 +121,9 @@ def profile_for(settings: Settings) -> BrokerProfile:
     return BrokerProfile(
         name=base.name,
         worker_producer_max_batch_size=base.worker_producer_max_batch_size,
+        standby_replicas=base.standby_replicas
+        if settings.table_standby_replicas is None
+        else settings.table_standby_replicas,
         session_timeout_s=settings.broker_session_timeout_s or base.session_timeout_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms or base.fetch_max_wait_ms,
     )

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float | None = Field(
         default=None, description="consumer group session timeout; profile default"
     )
+    table_standby_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=3,
+        description="standby replicas of the worker's state table (other workers "
+        "follow its changelog for a faster failover); profile default: 1 on "
+        "Kafka, 0 on the embedded broker",
+    )
     catalog_catchup_timeout_s: float = Field(
         default=30.0,
         gt=0,
