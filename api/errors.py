@@ -7,6 +7,7 @@ also carry response headers (``WWW-Authenticate`` on 401, ``Retry-After`` on
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PayloadTooLarge",
     "ServiceUnavailable",
     "Unauthorized",
+    "UnsupportedMediaType",
     "not_found",
 ]
 
@@ -74,9 +76,26 @@ class Unauthorized(ApiError):
         # RFC 6750 section 3: error="invalid_token" only when a token was sent.
         challenge = 'Bearer realm="mastery-stream"'
         if invalid_token:
-            safe = message.replace('"', "'").replace("\\", "/")
-            challenge += f', error="invalid_token", error_description="{safe}"'
+            challenge += (
+                f', error="invalid_token", error_description="{_description(message)}"'
+            )
         super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+#: RFC 6750 section 3: error_description is %x20-21 / %x23-5B / %x5D-7E.
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+#: The message may quote the token (an ``alg`` value): keep the header short.
+_MAX_DESCRIPTION = 200
+
+
+def _description(message: str) -> str:
+    """``message`` as a header-safe ``error_description``: a token's content
+    (any Unicode, quotes, control characters) must never make the response
+    header unencodable, which would turn a 401 into a 500."""
+    safe = _NOT_IN_DESCRIPTION.sub("?", message)
+    if len(safe) > _MAX_DESCRIPTION:
+        safe = safe[: _MAX_DESCRIPTION - 3] + "..."
+    return safe
 
 
 class Forbidden(ApiError):
@@ -99,6 +118,13 @@ class Conflict(ApiError):
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    """A JSON endpoint called without ``Content-Type: application/json``."""
+
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class ServiceUnavailable(ApiError):

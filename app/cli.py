@@ -94,6 +94,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_api
+    from api.http_server import HeadLimitedHttpToolsProtocol
     from api.tokens import AuthConfigError
 
     _require(settings.redis_url, "REDIS_URL")
@@ -112,7 +113,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=HeadLimitedHttpToolsProtocol,
+        # uvicorn's name for the request-head limit; our protocol enforces it (431).
+        h11_max_incomplete_event_size=settings.api_max_header_bytes,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
