@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ServiceUnavailable, not_found
-from schemas.read_model import ReadModelKeys
+from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["Access", "Page", "PageStore", "RedisPageStore"]
 
@@ -76,8 +76,9 @@ class PageStore(Protocol):
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
 # or {n, reg_1..reg_n, row_1_1..row_n_g} (head = total).
-_PAGE_LUA = """
-local p = ARGV[1]
+_PAGE_LUA = (
+    NAMESPACE_LUA
+    + """
 local mode = ARGV[2]
 local id = ARGV[3]
 local offset = tonumber(ARGV[4])
@@ -138,6 +139,7 @@ if #regs > 0 then
 end
 return out
 """
+)
 
 
 class RedisPageStore:

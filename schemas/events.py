@@ -27,6 +27,7 @@ from pydantic import (
 from schemas.bkt_params import GUESS, LEARN, PRIOR, SLIP
 
 __all__ = [
+    "CONTROL_OR_FORMAT",
     "SCHEMA_VERSION",
     "AttemptGraded",
     "BKTParameters",
@@ -53,12 +54,25 @@ SCHEMA_VERSION = 1
 EntityId: TypeAlias = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
 ]
+#: The code points of Unicode's general categories Cc (controls) and Cf
+#: (format: zero-width space and joiners, BOM, bidi controls, tags), Unicode
+#: 14, as a regex class body. Spelled out rather than ``\p{Cc}\p{Cf}`` so that
+#: the Rust regex of pydantic and Python's ``re`` (the OpenAPI document's
+#: consumers, schemathesis) read it alike; tests/unit/test_strict_events.py
+#: checks it against ``unicodedata``.
+CONTROL_OR_FORMAT = (
+    r"\u0000-\u001F\u007F-\u009F\u00AD\u0600-\u0605\u061C\u06DD\u070F"
+    r"\u0890-\u0891\u08E2\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064"
+    r"\u2066-\u206F\uFEFF\uFFF9-\uFFFB\U000110BD\U000110CD"
+    r"\U00013430-\U00013438\U0001BCA0-\U0001BCA3\U0001D173-\U0001D17A"
+    r"\U000E0001\U000E0020-\U000E007F"
+)
 #: Ids of content (modules, learning objectives, topics): partner references
 #: such as ``lref-…`` or IRIs; bounded length, no whitespace, no control
 #: characters (NUL included) and no format characters (zero-width spaces and
 #: joiners, BOM, bidi controls), so two ids that look alike are alike.
 RefId: TypeAlias = Annotated[
-    str, StringConstraints(pattern=r"^[^\s\p{Cc}\p{Cf}]{1,512}$")
+    str, StringConstraints(pattern=rf"^[^\s{CONTROL_OR_FORMAT}]{{1,512}}$")
 ]
 
 # One type per BKT parameter, constrained to its range (schemas/bkt_params.py).

@@ -114,3 +114,28 @@ def test_python_datetimes_still_build_events() -> None:
         }
     )
     assert event.interaction_end_time.year == 2026
+
+
+def test_the_reason_is_the_one_docs_events_md_quotes() -> None:
+    assert _reason({**ATTEMPT, "is_correct": "no"}) == (
+        "invalid event: AttemptGraded.is_correct: Input should be a valid boolean"
+    )
+
+
+def test_the_spelled_out_class_is_unicode_cc_and_cf() -> None:
+    """CONTROL_OR_FORMAT lists exactly the Cc and Cf code points of Unicode
+    14 (Python 3.11's)."""
+    import re
+    import unicodedata
+
+    from schemas.events import CONTROL_OR_FORMAT
+
+    # Newer Pythons know newer Unicode versions, with a few more Cf code
+    # points: there the list must still name nothing else.
+    exact = unicodedata.unidata_version == "14.0.0"
+    listed = re.compile(f"[{CONTROL_OR_FORMAT}]")
+    for code_point in range(0x110000):
+        char = chr(code_point)
+        expected = unicodedata.category(char) in ("Cc", "Cf")
+        found = bool(listed.match(char))
+        assert found == expected if exact else found <= expected, hex(code_point)
