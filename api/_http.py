@@ -10,7 +10,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.errors import ApiError, BadRequest, PayloadTooLarge
+from api.errors import ApiError, BadRequest, PayloadTooLarge, UnsupportedMediaType
 from schemas.events import EntityId, RefId
 
 __all__ = [
@@ -42,10 +42,28 @@ def error_response(exc: ApiError, status: int | None = None) -> Response:
     )
 
 
+def _require_json_media_type(request: Request) -> None:
+    media_type = request.headers.get("content-type", "").partition(";")[0]
+    if media_type.strip().lower() != _JSON:
+        raise UnsupportedMediaType(
+            "the body must be sent with Content-Type: application/json",
+            details={"field": "content-type"},
+        )
+
+
 async def read_json(request: Request, limit: int) -> Any:
-    """The request's JSON body; 413 beyond ``limit`` bytes, 400 if not JSON."""
+    """The request's JSON body; 415 unless sent as ``application/json`` (any
+    parameters, e.g. ``charset=utf-8``), 413 beyond ``limit`` bytes, 400 if not
+    JSON."""
+    _require_json_media_type(request)
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    # isascii(): str.isdigit() is also true of "²" and other digits int() refuses.
+    if (
+        length is not None
+        and length.isascii()
+        and length.isdigit()
+        and int(length) > limit
+    ):
         raise PayloadTooLarge(
             f"request body over {limit} bytes", details={"limit": limit}
         )

@@ -40,8 +40,9 @@ class Authenticator(Protocol):
 class BearerAuthenticator:
     """``Authorization: Bearer <JWT>``, verified on every request."""
 
-    def __init__(self, verifier: TokenVerifier) -> None:
+    def __init__(self, verifier: TokenVerifier, max_token_bytes: int = 8192) -> None:
         self.verifier = verifier
+        self.max_token_bytes = max_token_bytes
 
     def authenticate(self, request: Request) -> Principal:
         header = request.headers.get("authorization")
@@ -54,6 +55,13 @@ class BearerAuthenticator:
                 "the Authorization header must be 'Bearer <token>'",
                 invalid_token=True,
                 reason="malformed_header",
+            )
+        # Refused unread: verifying costs time proportional to the size.
+        if len(token) > self.max_token_bytes:
+            raise Unauthorized(
+                f"token longer than {self.max_token_bytes} bytes",
+                invalid_token=True,
+                reason="too_large",
             )
         try:
             return self.verifier.verify(token)
@@ -80,7 +88,9 @@ def authenticator_from_settings(settings: Settings) -> Authenticator:
     """The configured authenticator; raises AuthConfigError when JWT has no key."""
     if settings.auth_mode == "none":
         return NoAuthentication()
-    return BearerAuthenticator(verifier_from_settings(settings))
+    return BearerAuthenticator(
+        verifier_from_settings(settings), max_token_bytes=settings.max_token_bytes
+    )
 
 
 def require_role(principal: Principal, *roles: str) -> None:

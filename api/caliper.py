@@ -14,6 +14,7 @@ Caliper has no registrations: ``extensions.registrationId`` names one
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,9 +41,11 @@ def _id(entity: Any) -> Any:
 
 
 def _number(value: Any) -> float | None:
+    """A finite number, or None (1e400 parses as infinity)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -62,7 +65,8 @@ def _grade(
     if given is None or best is None or best <= 0:
         return Unmappable(
             "no_correctness",
-            "generated must be a Score with scoreGiven and a positive maxScore",
+            "generated must be a Score with a finite scoreGiven and a positive, "
+            "finite maxScore",
         )
     ended = attempt.get("endedAtTime") or event.get("eventTime")
     return _id(attempt["assignable"]), given / best >= min_score, ended

@@ -26,7 +26,7 @@ from api._http import json_response, path_entity_id
 from api.auth import Authenticator, authorize_partner
 from api.errors import Forbidden, NotFound, ServiceUnavailable, not_found
 from api.tokens import Principal
-from schemas.read_model import ReadModelKeys
+from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["STATIC_DIR", "DashboardRoutes", "LearningInstanceView", "RedisViewStore"]
 
@@ -45,11 +45,14 @@ class LearningInstanceView(Protocol):
     async def view(self, li_id: str, caller: str) -> dict[str, Any] | None: ...
 
 
-# ARGV: prefix, li, caller. {} when the LI is unknown; else {partner_id,
-# caller is instructor 0/1, caller's learner registration or '', goals...}.
+# ARGV: prefix (the generation is resolved from it), li, caller. {} when the
+# LI is unknown; else {partner_id, caller is instructor 0/1, caller's learner
+# registration or '', goals...}.
 # Keys as built by ReadModelKeys (tested in tests/unit/test_row_feed.py).
-_VIEW_LUA = """
-local p, li, caller = ARGV[1], ARGV[2], ARGV[3]
+_VIEW_LUA = (
+    NAMESPACE_LUA
+    + """
+local li, caller = ARGV[2], ARGV[3]
 local meta = redis.call('GET', p .. ':li:' .. li)
 if not meta then return {} end
 local instructor, own = 0, false
@@ -63,6 +66,7 @@ for _, g in ipairs(redis.call('SMEMBERS', p .. ':li:' .. li .. ':goals')) do
 end
 return out
 """
+)
 
 
 class RedisViewStore:

@@ -7,6 +7,7 @@ also carry response headers (``WWW-Authenticate`` on 401, ``Retry-After`` on
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
     "not_found",
 ]
 
@@ -75,9 +77,26 @@ class Unauthorized(ApiError):
         # RFC 6750 section 3: error="invalid_token" only when a token was sent.
         challenge = 'Bearer realm="mastery-stream"'
         if invalid_token:
-            safe = message.replace('"', "'").replace("\\", "/")
-            challenge += f', error="invalid_token", error_description="{safe}"'
+            challenge += (
+                f', error="invalid_token", error_description="{_description(message)}"'
+            )
         super().__init__(message, headers={"WWW-Authenticate": challenge})
+
+
+#: RFC 6750 section 3: error_description is %x20-21 / %x23-5B / %x5D-7E.
+_NOT_IN_DESCRIPTION = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+#: The message may quote the token (an ``alg`` value): keep the header short.
+_MAX_DESCRIPTION = 200
+
+
+def _description(message: str) -> str:
+    """``message`` as a header-safe ``error_description``: a token's content
+    (any Unicode, quotes, control characters) must never make the response
+    header unencodable, which would turn a 401 into a 500."""
+    safe = _NOT_IN_DESCRIPTION.sub("?", message)
+    if len(safe) > _MAX_DESCRIPTION:
+        safe = safe[: _MAX_DESCRIPTION - 3] + "..."
+    return safe
 
 
 class Forbidden(ApiError):
@@ -114,6 +133,13 @@ class TooManyRequests(ApiError):
         super().__init__(
             message, details=details, headers={"Retry-After": str(retry_after_s)}
         )
+
+
+class UnsupportedMediaType(ApiError):
+    """A JSON endpoint called without ``Content-Type: application/json``."""
+
+    status_code = 415
+    code = "unsupported_media_type"
 
 
 class ServiceUnavailable(ApiError):

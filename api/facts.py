@@ -18,7 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ServiceUnavailable
-from schemas.read_model import ReadModelKeys
+from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["FactStore", "GoalFacts", "RedisFactStore", "RegistrationFacts"]
 
@@ -53,8 +53,9 @@ class FactStore(Protocol):
 
 # ARGV: prefix, kind ('li' | 'reg' | 'goal'), ids... Returns, per id, the
 # entity's value and its learning instance's value ('' when missing).
-_FACTS_LUA = """
-local p = ARGV[1]
+_FACTS_LUA = (
+    NAMESPACE_LUA
+    + """
 local kind = ARGV[2]
 local out = {}
 for i = 3, #ARGV do
@@ -80,6 +81,7 @@ for i = 3, #ARGV do
 end
 return out
 """
+)
 
 
 def _partner(li_meta: bytes) -> str | None:

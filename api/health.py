@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 
 from api.errors import ServiceUnavailable
 from api.metrics import ApiMetrics
-from schemas.read_model import ReadModelKeys
+from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["BrokerProbe", "NotReady", "Readiness", "redis_checks"]
 
@@ -99,15 +99,22 @@ def redis_checks(
     redis: Redis, metrics: ApiMetrics, keys: ReadModelKeys | None = None
 ) -> tuple[dict[str, Check], dict[str, str]]:
     """The ``redis`` and ``read_model`` checks (and their dependency)."""
-    marker = (keys or ReadModelKeys()).materialized()
+    keys = keys or ReadModelKeys()
+    # The marker of the *current* generation (schemas/read_model.py).
+    marker = keys.materialized().removeprefix(keys.namespace + ":")
+    exists = redis.register_script(
+        NAMESPACE_LUA + f"return redis.call('EXISTS', p .. ':{marker}')"
+    )
 
     async def ping() -> None:
         await metrics.timed_redis("ping", redis.ping())
 
     async def read_model() -> None:
-        if not await metrics.timed_redis("readiness_marker", redis.exists(marker)):
+        present = exists(keys=[], args=[keys.prefix])
+        if not await metrics.timed_redis("readiness_marker", present):
             raise CheckFailed(
-                f"the read model is missing (no {marker!r}): Redis was emptied "
+                f"the read model is missing (no {marker!r} in the current "
+                "generation): Redis was emptied "
                 "or no worker has materialized it yet; run `mastery rebuild` or "
                 "start a worker"
             )

@@ -161,6 +161,7 @@ _DESCRIPTIONS = {
     404: "unknown id, or an id of another partner (indistinguishable)",
     409: "an id already in use, or an attempt for an instructor's registration",
     413: "body over the size limit, or more than 500 events",
+    415: "the body was not sent with Content-Type: application/json",
     503: "Redis or the broker is unavailable; retry after Retry-After seconds",
 }
 
@@ -215,6 +216,7 @@ def _operation(
             for name, schema_ in params
         ]
     if body is not None:
+        op["responses"]["415"] = _error(415)
         op["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": body}},

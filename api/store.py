@@ -19,7 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import ServiceUnavailable, not_found
-from schemas.read_model import ReadModelKeys
+from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["Access", "Page", "PageStore", "RedisPageStore", "Snapshot"]
 
@@ -96,7 +96,9 @@ class PageStore(Protocol):
 # the LI's change-stream id at this instant and 1 when the client can resume
 # after its id without a gap (no rows are read then), else 0. The stream key is
 # ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
-_PAGE_LUA = """
+_PAGE_LUA = (
+    NAMESPACE_LUA
+    + """
 local function id_le(a, b)
   local am, as = string.match(a, '^(%d+)-(%d+)$')
   local bm, bs = string.match(b, '^(%d+)-(%d+)$')
@@ -119,7 +121,6 @@ local function stream_position(key, after)
   if first and id_le(first[1], after) then return last, 1 end
   return last, 0
 end
-local p = ARGV[1]
 local mode = ARGV[2]
 local id = ARGV[3]
 local offset = tonumber(ARGV[4])
@@ -159,7 +160,7 @@ end
 if #bad > 4 then return bad end
 local last, resumed = '0-0', 0
 if changes ~= '' then
-  last, resumed = stream_position(p .. ':li:' .. li .. ':changes', changes)
+  last, resumed = stream_position(ARGV[1] .. ':changes:' .. li, changes)
 end
 if mode == 'li' then
   local key = p .. ':li:' .. li .. ':learners'
@@ -192,6 +193,7 @@ if changes ~= '' then
 end
 return out
 """
+)
 
 
 class RedisPageStore:

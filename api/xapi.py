@@ -9,6 +9,7 @@ The statement ``id`` is the attempt id, so a re-sent statement is idempotent.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -43,13 +44,43 @@ def _number(value: Any) -> float | None:
     return float(value)
 
 
+def _score_error(score: dict[str, Any]) -> str | None:
+    """What makes ``result.score`` invalid under xAPI 1.0.3 (section 4.1.5.1),
+    or None: every part present is a finite number, ``scaled`` in [-1, 1],
+    ``min < max`` and ``raw`` between them."""
+    parts: dict[str, float] = {}
+    for key in ("scaled", "raw", "min", "max"):
+        if key not in score:
+            continue
+        number = _number(score[key])
+        if number is None or not math.isfinite(number):
+            return f"result.score.{key} must be a finite number"
+        parts[key] = number
+    if "scaled" in parts and not -1.0 <= parts["scaled"] <= 1.0:
+        return "result.score.scaled must lie in [-1, 1]"
+    low, high, raw = parts.get("min"), parts.get("max"), parts.get("raw")
+    if low is not None and high is not None and not low < high:
+        return "result.score.min must be less than result.score.max"
+    if raw is not None and (
+        (low is not None and raw < low) or (high is not None and raw > high)
+    ):
+        return "result.score.raw must lie between result.score.min and max"
+    return None
+
+
 def _correct(result: Any, min_score: float) -> bool | Unmappable:
     if not isinstance(result, dict):
         return Unmappable("no_result", "the statement has no result object")
+    score = result.get("score")
+    if score is not None:
+        if not isinstance(score, dict):
+            return Unmappable("invalid", "result.score must be an object")
+        error = _score_error(score)
+        if error is not None:
+            return Unmappable("invalid", error)
     success = result.get("success")
     if isinstance(success, bool):
         return success
-    score = result.get("score")
     if isinstance(score, dict):
         scaled = _number(score.get("scaled"))
         if scaled is not None:

@@ -95,6 +95,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_api
+    from api.http_server import HeadLimitedHttpToolsProtocol
     from api.tokens import AuthConfigError
 
     _require(settings.redis_url, "REDIS_URL")
@@ -113,7 +114,9 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
+        http=HeadLimitedHttpToolsProtocol,
+        # uvicorn's name for the request-head limit; our protocol enforces it (431).
+        h11_max_incomplete_event_size=settings.api_max_header_bytes,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
@@ -204,29 +207,24 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _mark_materialized(redis_url: str) -> None:
-    from redis.asyncio import Redis
-
-    from app.materialized import mark_materialized
-
-    redis = Redis.from_url(redis_url)
-    try:
-        await mark_materialized(redis, "mastery rebuild")
-    finally:
-        await redis.aclose()
-
-
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
-    from app.rebuild import rebuild
+    from app.rebuild import RebuildRefused, rebuild
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
-    report = asyncio.run(rebuild(settings, bootstrap, redis_url, flush=args.flush))
-    asyncio.run(_mark_materialized(redis_url))
+    try:
+        report = asyncio.run(rebuild(settings, bootstrap, redis_url, flush=args.flush))
+    except RebuildRefused as exc:
+        raise SystemExit(f"error: mastery rebuild refused: {exc}") from exc
     print(
         f"rebuilt the read model: {report.registrations:,} registrations, "
         f"{report.rows:,} rows, {report.catalog_events:,} catalog events, "
-        f"{report.keys_written:,} keys written"
+        f"{report.keys_written:,} keys written (generation {report.generation}"
+        + (
+            f", {report.keys_deleted:,} keys of the old one deleted)"
+            if args.flush
+            else ")"
+        )
     )
     return 0
 
@@ -397,7 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild",
         help="re-materialize the Redis read model from the worker's changelog",
     )
-    p_rebuild.add_argument("--flush", action="store_true", help="FLUSHDB first")
+    p_rebuild.add_argument(
+        "--flush",
+        action="store_true",
+        help="build a new generation and switch to it (stale keys go); "
+        "refused if it would hold less than the live one",
+    )
     p_rebuild.set_defaults(func=cmd_rebuild)
 
     p_dlq = sub.add_parser("dlq", help="list or re-drive dead-lettered records")

@@ -66,6 +66,8 @@ _API = (
     "api_host",
     "api_port",
     "max_request_bytes",
+    "api_max_header_bytes",
+    "max_token_bytes",
     *_JWT,
     "max_ingest_request_bytes",
     "ingest_ack_timeout_s",

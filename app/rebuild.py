@@ -7,6 +7,21 @@ does not need a running worker. Rows it writes reflect the changelog as read;
 a worker running at the same time overwrites a registration's rows with its
 next batch. (Workers also repair every row they own after each partition
 assignment, so restarting them is the other way to restore Redis.)
+
+In order (docs/read-model.md, "Rebuilding"):
+
+1. the broker self-check (infra/broker.py): a broker that misreports end
+   offsets would make the topics look shorter than they are, so the rebuild
+   refuses unless the Tansu profile, which reads around it, is in force;
+2. read the catalog and the changelog whole;
+3. without ``--flush``: write every key into the live generation and mark it
+   materialized (additive: stale keys stay);
+4. with ``--flush``: write into a *new* generation, mark it materialized,
+   compare it with the live one, switch the generation pointer only if the
+   new one has at least as many learning instances and registrations (and no
+   other rebuild switched meanwhile), then delete the old generation. On any
+   refusal or error the new generation is deleted and the live one is left
+   as it was: Redis is never left emptier than the rebuild found it.
 """
 
 from __future__ import annotations
@@ -18,8 +33,9 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from app.materialized import mark_materialized
 from app.projector import Projection, RedisProjector
-from infra.broker import profile_for
+from infra.broker import profile_for, verify_profile
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topic_reader import read_topic
@@ -35,7 +51,28 @@ from schemas.events import (
 )
 from schemas.read_model import ReadModelKeys
 
-__all__ = ["RebuildReport", "changelog_topic", "progress_bar", "rebuild"]
+__all__ = [
+    "ModelSize",
+    "RebuildRefused",
+    "RebuildReport",
+    "changelog_topic",
+    "model_size",
+    "progress_bar",
+    "rebuild",
+]
+
+_BY = "mastery rebuild"
+_SWITCH_LUA = """
+local current = redis.call('GET', KEYS[1]) or '0'
+if current ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+class RebuildRefused(RuntimeError):
+    """The rebuild stopped without touching the live read model; the message
+    says why and what to do."""
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -49,6 +86,68 @@ class RebuildReport:
     registrations: int
     rows: int
     keys_written: int
+    #: the generation written (and, with --flush, switched to)
+    generation: int = 0
+    #: keys of the replaced generation deleted (--flush)
+    keys_deleted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSize:
+    """What a generation of the read model holds."""
+
+    learning_instances: int
+    registrations: int
+
+    def covers(self, other: ModelSize) -> bool:
+        return (
+            self.learning_instances >= other.learning_instances
+            and self.registrations >= other.registrations
+        )
+
+
+async def model_size(redis: Redis, keys: ReadModelKeys) -> ModelSize:
+    """Count the learning instances and registrations of one generation."""
+    lis = regs = 0
+    li_head = keys.learning_instance("")
+    reg_head = keys.registration("")
+    async for raw in redis.scan_iter(match=keys.pattern(), count=1000):
+        key = raw.decode()
+        if not keys.owns(key):
+            continue
+        # Ids never contain ':' (schemas.events.EntityId).
+        if key.startswith(li_head) and ":" not in key[len(li_head) :]:
+            lis += 1
+        elif key.startswith(reg_head):
+            regs += 1
+    return ModelSize(lis, regs)
+
+
+async def _generation(redis: Redis, keys: ReadModelKeys) -> int:
+    raw = await redis.get(keys.current_generation())
+    return int(raw) if raw else 0
+
+
+async def _new_generation(redis: Redis, keys: ReadModelKeys, live: int) -> int:
+    new = int(await redis.incr(keys.generation_counter()))
+    if new <= live:  # the counter was lost but the pointer was not
+        new = live + 1
+        await redis.set(keys.generation_counter(), new)
+    return new
+
+
+async def _delete(redis: Redis, keys: ReadModelKeys) -> int:
+    deleted = 0
+    batch: list[bytes] = []
+    async for raw in redis.scan_iter(match=keys.pattern(), count=1000):
+        if keys.owns(raw.decode()):
+            batch.append(raw)
+        if len(batch) >= 1000:
+            deleted += int(await redis.unlink(*batch))
+            batch = []
+    if batch:
+        deleted += int(await redis.unlink(*batch))
+    return deleted
 
 
 def progress_bar(label: str) -> Callable[[int, int], None]:
@@ -77,12 +176,25 @@ async def rebuild(
     flush: bool = False,
     show_progress: bool = True,
 ) -> RebuildReport:
-    """Re-derive and write every read-model key; optionally FLUSHDB first."""
+    """Re-derive and write every read-model key (see the module's steps);
+    with ``flush``, into a new generation that replaces the live one.
+
+    Raises :class:`RebuildRefused` when the broker misreports end offsets
+    without the Tansu profile, or when the new generation would hold less
+    than the live one.
+    """
     topics = TopicNames(settings.topic_prefix)
     catalog = Catalog()
     n_catalog = 0
     profile = profile_for(settings)
     security = kafka_client_kwargs(settings)
+    check = await verify_profile(settings, profile, bootstrap)
+    if not check.reports_offsets_correctly and profile.name != "tansu":
+        raise RebuildRefused(
+            f"{check.describe()}; reading the topics to their reported end "
+            "would miss records and build an incomplete read model. This is "
+            "the embedded Tansu broker's bug: set MASTERY_BROKER_PROFILE=tansu"
+        )
     async for record in read_topic(
         bootstrap,
         topics.catalog,
@@ -114,37 +226,88 @@ async def rebuild(
             latest[record.key] = record.value
 
     redis = Redis.from_url(redis_url)
-    projector = RedisProjector(redis)
-    keys = ReadModelKeys()
-    written = rows = 0
+    base = ReadModelKeys()
     try:
-        if flush:
-            await redis.flushdb()
-        projection = Projection(keys)
-        for li in catalog.learning_instances():
-            projection.learning_instance(li)
-        for goal in catalog.goals():
-            projection.goal(goal, goal_template(goal, catalog))
-        show = progress_bar("redis") if show_progress else None
-        for i, raw in enumerate(latest.values(), 1):
-            state = RegistrationState.from_bytes(raw)
-            projection.registration(state)
-            for goal_id, row in derive_rows(state, catalog):
-                projection.row(state.registration_id, goal_id, row)
-                rows += 1
-            if len(projection) >= 5000:
-                written += len(projection)
-                await projector.write(projection)
-                projection = Projection(keys)
-            if show is not None and (i % 1000 == 0 or i == len(latest)):
-                show(i, len(latest))
-        written += len(projection)
-        await projector.write(projection)
+        live = base.in_generation(await _generation(redis, base))
+        if not flush:
+            written, rows = await _write(redis, live, catalog, latest, show_progress)
+            await mark_materialized(redis, _BY, live)
+            return RebuildReport(
+                n_catalog, len(latest), rows, written, generation=live.generation
+            )
+        target = base.in_generation(await _new_generation(redis, base, live.generation))
+        try:
+            written, rows = await _write(redis, target, catalog, latest, show_progress)
+            await mark_materialized(redis, _BY, target)
+            before, after = (
+                await model_size(redis, live),
+                await model_size(redis, target),
+            )
+            if not after.covers(before):
+                raise RebuildRefused(
+                    f"the rebuilt read model would hold less than the live one "
+                    f"({after.learning_instances} learning instances and "
+                    f"{after.registrations} registrations instead of "
+                    f"{before.learning_instances} and {before.registrations}): "
+                    "the topics read are incomplete (a broker restarted empty? "
+                    "another MASTERY_TOPIC_PREFIX or MASTERY_APP_ID?). The live "
+                    "read model was left as it was"
+                )
+            switch = redis.register_script(_SWITCH_LUA)
+            switched = await switch(
+                keys=[base.current_generation()],
+                args=[str(live.generation), str(target.generation)],
+            )
+            if not switched:
+                raise RebuildRefused(
+                    "another rebuild switched the read model's generation "
+                    "meanwhile; this one was discarded"
+                )
+        except BaseException:
+            await _delete(redis, target)
+            raise
+        deleted = await _delete(redis, live)
     finally:
         await redis.aclose()
     return RebuildReport(
-        catalog_events=n_catalog,
-        registrations=len(latest),
-        rows=rows,
-        keys_written=written,
+        n_catalog,
+        len(latest),
+        rows,
+        written,
+        generation=target.generation,
+        keys_deleted=deleted,
     )
+
+
+async def _write(
+    redis: Redis,
+    keys: ReadModelKeys,
+    catalog: Catalog,
+    latest: dict[bytes, bytes],
+    show_progress: bool,
+) -> tuple[int, int]:
+    """Write every key of ``catalog`` and the states into ``keys``' generation;
+    returns (keys written, rows)."""
+    projector = RedisProjector(redis)
+    written = rows = 0
+    projection = Projection(keys)
+    for li in catalog.learning_instances():
+        projection.learning_instance(li)
+    for goal in catalog.goals():
+        projection.goal(goal, goal_template(goal, catalog))
+    show = progress_bar("redis") if show_progress else None
+    for i, raw in enumerate(latest.values(), 1):
+        state = RegistrationState.from_bytes(raw)
+        projection.registration(state)
+        for goal_id, row in derive_rows(state, catalog):
+            projection.row(state.registration_id, goal_id, row)
+            rows += 1
+        if len(projection) >= 5000:
+            written += len(projection)
+            await projector.write(projection)
+            projection = Projection(keys)
+        if show is not None and (i % 1000 == 0 or i == len(latest)):
+            show(i, len(latest))
+    written += len(projection)
+    await projector.write(projection)
+    return written, rows

@@ -27,17 +27,19 @@ from schemas.read_model import CHANGES_MAXLEN, ReadModelKeys
 
 __all__ = ["add_to_pipeline"]
 
-# ARGV: prefix, maxlen, number of (goal, li) pairs known from this batch, the
-# pairs, then (row key, registration, goal, row) quadruples. Runs before the
+# ARGV: the generation's namespace, the prefix, maxlen, number of (goal, li)
+# pairs known from this batch, the pairs, then (row key, registration, goal,
+# row) quadruples. Runs before the
 # batch's MSET, so GET returns the row as it was before this batch. Returns the
 # number of entries appended. The stream key is built as in
 # ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
 _FEED_LUA = """
 local p = ARGV[1]
-local maxlen = ARGV[2]
+local prefix = ARGV[2]
+local maxlen = ARGV[3]
 local owners = {}
-local i = 4
-for _ = 1, tonumber(ARGV[3]) do
+local i = 5
+for _ = 1, tonumber(ARGV[4]) do
   owners[ARGV[i]] = ARGV[i + 1]
   i = i + 2
 end
@@ -52,7 +54,7 @@ while i <= #ARGV do
       owners[goal] = li
     end
     if li then
-      redis.call('XADD', p .. ':li:' .. li .. ':changes', 'MAXLEN', '~', maxlen,
+      redis.call('XADD', prefix .. ':changes:' .. li, 'MAXLEN', '~', maxlen,
                  '*', 'r', reg, 'g', goal, 'row', row)
       added = added + 1
     end
@@ -93,6 +95,7 @@ def add_to_pipeline(
         pipe.eval(
             _FEED_LUA,
             0,
+            keys.namespace,
             keys.prefix,
             CHANGES_MAXLEN,
             len(owners) // 2,

@@ -120,6 +120,19 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=65_536, ge=1024, description="largest status-query body"
     )
+    api_max_header_bytes: int = Field(
+        default=16_384,
+        ge=1024,
+        le=1_048_576,
+        description="largest request line plus headers; beyond it the server "
+        "answers 431 without reading the rest (docs/auth.md)",
+    )
+    max_token_bytes: int = Field(
+        default=8192,
+        ge=256,
+        description="largest bearer token; a longer one is refused with 401 "
+        "before it is verified (docs/auth.md)",
+    )
 
     # Authentication of the API (docs/auth.md). Secure by default: with
     # auth_mode "jwt" and no key configured the API refuses to start.

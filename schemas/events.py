@@ -8,6 +8,8 @@ record bytes back into a model.
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Annotated, Literal, TypeAlias
 
 from pydantic import (
@@ -16,6 +18,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
     model_validator,
@@ -24,6 +27,7 @@ from pydantic import (
 from schemas.bkt_params import GUESS, LEARN, PRIOR, SLIP
 
 __all__ = [
+    "CONTROL_OR_FORMAT",
     "SCHEMA_VERSION",
     "AttemptGraded",
     "BKTParameters",
@@ -38,6 +42,7 @@ __all__ = [
     "RegistrationCreated",
     "RegistrationEvent",
     "Target",
+    "Timestamp",
     "decode_event",
     "encode_event",
 ]
@@ -49,9 +54,26 @@ SCHEMA_VERSION = 1
 EntityId: TypeAlias = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,128}$")
 ]
+#: The code points of Unicode's general categories Cc (controls) and Cf
+#: (format: zero-width space and joiners, BOM, bidi controls, tags), Unicode
+#: 14, as a regex class body. Spelled out rather than ``\p{Cc}\p{Cf}`` so that
+#: the Rust regex of pydantic and Python's ``re`` (the OpenAPI document's
+#: consumers, schemathesis) read it alike; tests/unit/test_strict_events.py
+#: checks it against ``unicodedata``.
+CONTROL_OR_FORMAT = (
+    r"\u0000-\u001F\u007F-\u009F\u00AD\u0600-\u0605\u061C\u06DD\u070F"
+    r"\u0890-\u0891\u08E2\u180E\u200B-\u200F\u202A-\u202E\u2060-\u2064"
+    r"\u2066-\u206F\uFEFF\uFFF9-\uFFFB\U000110BD\U000110CD"
+    r"\U00013430-\U00013438\U0001BCA0-\U0001BCA3\U0001D173-\U0001D17A"
+    r"\U000E0001\U000E0020-\U000E007F"
+)
 #: Ids of content (modules, learning objectives, topics): partner references
-#: such as ``lref-…`` or IRIs; no whitespace, bounded length.
-RefId: TypeAlias = Annotated[str, StringConstraints(pattern=r"^\S{1,512}$")]
+#: such as ``lref-…`` or IRIs; bounded length, no whitespace, no control
+#: characters (NUL included) and no format characters (zero-width spaces and
+#: joiners, BOM, bidi controls), so two ids that look alike are alike.
+RefId: TypeAlias = Annotated[
+    str, StringConstraints(pattern=rf"^[^\s{CONTROL_OR_FORMAT}]{{1,512}}$")
+]
 
 # One type per BKT parameter, constrained to its range (schemas/bkt_params.py).
 _Prior = Annotated[float, Field(ge=PRIOR.low, le=PRIOR.high, description=PRIOR.reason)]
@@ -60,11 +82,22 @@ _Guess = Annotated[float, Field(ge=GUESS.low, le=GUESS.high, description=GUESS.r
 _Slip = Annotated[float, Field(ge=SLIP.low, le=SLIP.high, description=SLIP.reason)]
 
 
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
 def _rfc3339_only(value: object) -> object:
-    # Lax pydantic would read a number as a Unix timestamp; on the wire a
-    # timestamp must be an RFC 3339 string with an offset.
-    if isinstance(value, int | float):
-        raise ValueError("must be an RFC 3339 date-time string with a timezone offset")
+    # Lax pydantic would read a number, or a string of digits, as a Unix
+    # timestamp, and accepts other ISO 8601 spellings; on the wire a timestamp
+    # is an RFC 3339 date-time string with an offset.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time string with a timezone offset, "
+            "e.g. 2026-09-01T08:00:03Z"
+        )
     return value
 
 
@@ -208,7 +241,7 @@ class AttemptGraded(_EventBase):
     attempt_id: EntityId
     registration_id: EntityId
     module_id: RefId
-    is_correct: bool
+    is_correct: StrictBool  # JSON true/false only: never "no", 1 or "yes"
     interaction_end_time: Timestamp
     goal_id: EntityId | None = None
 

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from schemas.events import BKTParameters, CompletionCriteria, EntityId, RefId, Target
+from schemas.events import (
+    BKTParameters,
+    CompletionCriteria,
+    EntityId,
+    RefId,
+    Target,
+    Timestamp,
+)
 
 __all__ = [
     "MAX_BATCH_EVENTS",
@@ -74,7 +81,7 @@ class GradedEvent(_Body):
 
     module_id: RefId
     is_correct: StrictBool
-    interaction_end_time: AwareDatetime
+    interaction_end_time: Timestamp
     goal_id: EntityId | None = None
     attempt_id: EntityId | None = Field(
         default=None,

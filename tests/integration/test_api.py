@@ -232,7 +232,9 @@ def test_bad_bodies_get_400_naming_the_field(
 
 def test_invalid_json_is_a_400(client: TestClient) -> None:
     r = client.post(
-        f"/learning-instances/{LI}/metrics/status-and-progress", content=b"{nope"
+        f"/learning-instances/{LI}/metrics/status-and-progress",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
     )
     assert r.status_code == 400
     assert r.json()["error"]["details"] == {"field": "body"}

@@ -11,28 +11,42 @@ from schemas.read_model import ReadModelKeys
 
 __all__ = ["dump_read_model"]
 
-#: Who materialized the model and when: metadata, not part of the comparison.
-_MARKER = ReadModelKeys().materialized()
+#: Who materialized the model and when, and which generation is live or was
+#: numbered last: metadata, not part of the comparison.
+_META = {
+    ReadModelKeys().materialized(),
+    ReadModelKeys().current_generation(),
+    ReadModelKeys().generation_counter(),
+}
 
 
-def dump_read_model(url: str) -> dict[str, Any]:
+def dump_read_model(url: str, generation: int | None = None) -> dict[str, Any]:
     """Every ``ms:*`` key with its value (strings, sorted zset/set members),
-    except the "materialized" marker."""
+    except the "materialized" marker and the generation pointers. With
+    ``generation``: only that generation's keys, named as in generation 0 (so
+    generations compare)."""
+    keys = ReadModelKeys(generation=generation or 0)
 
     async def go() -> dict[str, Any]:
         redis = Redis.from_url(url)
         out: dict[str, Any] = {}
         try:
-            async for key in redis.scan_iter(match="ms:*", count=1000):
-                if key.decode() == _MARKER:
+            async for raw in redis.scan_iter(match="ms:*", count=1000):
+                name = raw.decode()
+                if generation is not None:
+                    if not keys.owns(name) or name == keys.materialized():
+                        continue
+                    name = "ms:" + name.removeprefix(keys.namespace + ":")
+                elif name in _META:
                     continue
+                key = raw
                 kind = (await redis.type(key)).decode()
                 if kind == "string":
-                    out[key.decode()] = await redis.get(key)
+                    out[name] = await redis.get(key)
                 elif kind == "zset":
-                    out[key.decode()] = await redis.zrange(key, 0, -1, withscores=True)
+                    out[name] = await redis.zrange(key, 0, -1, withscores=True)
                 elif kind == "set":
-                    out[key.decode()] = sorted(await redis.smembers(key))
+                    out[name] = sorted(await redis.smembers(key))
         finally:
             await redis.aclose()
         return out
