@@ -87,7 +87,8 @@ class PageStore(Protocol):
     ) -> Page: ...
 
 
-# Return: {-1} unknown LI/registration; else a head, the access facts
+# Return: {-1} unknown LI/registration ({-3} while the read model is not
+# materialized: the id may only be missing); else a head, the access facts
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
 # or {n, reg_1..reg_n, row_1_1..row_n_g} (head = total).
@@ -121,6 +122,12 @@ local function stream_position(key, after)
   if first and id_le(first[1], after) then return last, 1 end
   return last, 0
 end
+-- An unknown id while the read model is not materialized (Redis lost its
+-- data, a repair is running): -3, answered 503, not a false 404.
+local function unknown()
+  if redis.call('EXISTS', p .. ':meta:materialized') == 0 then return {-3} end
+  return {-1}
+end
 local mode = ARGV[2]
 local id = ARGV[3]
 local offset = tonumber(ARGV[4])
@@ -137,13 +144,13 @@ if mode == 'li' then
   li = id
 else
   local meta = redis.call('GET', p .. ':reg:' .. id)
-  if not meta then return {-1} end
+  if not meta then return unknown() end
   local m = cjson.decode(meta)
   li = m['learning_instance_id']
   reg_user = m['user_id']
 end
 local li_meta = redis.call('GET', p .. ':li:' .. li)
-if mode == 'li' and not li_meta then return {-1} end
+if mode == 'li' and not li_meta then return unknown() end
 local partner = ''
 if li_meta then partner = cjson.decode(li_meta)['partner_id'] end
 local instructor = 0
@@ -223,6 +230,13 @@ class RedisPageStore:
         head = int(result[0])
         if head == -1:
             raise not_found(field, ident)
+        if head == -3:
+            raise ServiceUnavailable(
+                "the read model is being repaired (Redis lost its data); retry "
+                "shortly",
+                code="read_model_repairing",
+                retry_after_s=2,
+            )
         partner = result[1].decode()
         reg_user = result[3].decode()
         access = Access(

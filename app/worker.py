@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.checkpoint import ChangelogWriter, Checkpoint
@@ -147,6 +148,7 @@ class Worker:
             on_done=lambda seconds, _: self.metrics.commit_seconds.observe(seconds),
         )
         self._redis_writing_since: float | None = None
+        self._repaired_once = False
         self.app.before_commit = self._before_commit
         self.skip_guard = SkipGuard(
             self.app,
@@ -175,6 +177,7 @@ class Worker:
         self.app.task(self._run_follower)
         self.app.task(self._run_rederiver)
         self.app.task(self._run_watchdog)
+        self.app.task(self._run_read_model_watch)
         if settings.metrics_port is not None:
             self.app.task(self._run_health)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -466,6 +469,47 @@ class Worker:
     async def _run_follower(self) -> None:
         await self.follower.run()
 
+    async def _run_read_model_watch(self) -> None:
+        """Follow the read model's generation and notice a lost read model.
+
+        Every second (once this worker has materialized its part): when
+        ``mastery rebuild --flush`` has switched the generation, write into
+        the new one from now on and repair this worker's part of it (the
+        rebuild read the changelog, which can be behind the last batches);
+        when the current generation's "materialized" marker is gone (Redis
+        restarted empty, FLUSHALL), repair it. Meanwhile the API answers 503
+        for ids it cannot find, not 404 (api/store.py).
+        """
+        await self.follower.ready.wait()
+        base = ReadModelKeys(self.keys.prefix)
+        while True:
+            await asyncio.sleep(1.0)
+            if not self._repaired_once:
+                continue  # the repair after the first assignment comes first
+            try:
+                raw = await self.redis.get(base.current_generation())
+                generation = int(raw or 0)
+                present = await self.redis.exists(
+                    base.in_generation(generation).materialized()
+                )
+            except (RedisError, OSError, ValueError) as exc:
+                log.debug("read-model watch: %r", exc)
+                continue
+            if generation != self.keys.generation:
+                log.warning(
+                    "the read model moved to generation %d: writing there, repairing",
+                    generation,
+                )
+                self.keys = base.in_generation(generation)
+                self._repaired_once = False
+                self._mark_dirty(_ALL)
+            elif not present:
+                log.warning(
+                    "the read model was lost (no materialized marker): repairing"
+                )
+                self._repaired_once = False
+                self._mark_dirty(_ALL)
+
     async def _run_rederiver(self) -> None:
         await self.follower.ready.wait()
         while True:
@@ -505,7 +549,10 @@ class Worker:
         if everything:
             # The whole read model of this worker's partitions is written:
             # the API's /readyz may report it present.
-            await mark_materialized(self.redis, f"worker {self.settings.worker_id}")
+            await mark_materialized(
+                self.redis, f"worker {self.settings.worker_id}", self.keys
+            )
+            self._repaired_once = True
         if count:
             log.info("re-derived rows of %d registrations", count)
         return count

@@ -93,6 +93,8 @@ def _row(goal_id: str, reg: str) -> bytes:
 async def _seed(url: str) -> None:
     redis = Redis.from_url(url)
     await redis.flushall()
+    # what a worker's repair pass sets once the read model is whole
+    await redis.set(ReadModelKeys().materialized(), b"{}")
     p = Projection(ReadModelKeys())
     for li, partner in PARTNER_OF_LI.items():
         p.learning_instance(

@@ -73,6 +73,8 @@ def _template(goal_id: str) -> bytes:
 async def _seed(url: str) -> None:
     redis = Redis.from_url(url)
     await redis.flushall()
+    # what a worker's repair pass sets once the read model is whole
+    await redis.set(ReadModelKeys().materialized(), b"{}")
     p = Projection(ReadModelKeys())
     for li in (LI, OTHER_LI):
         p.learning_instance(

@@ -75,7 +75,8 @@ def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None
                 status = exc.code
             except OSError:
                 status = 0  # the API is still starting
-            if status or time.monotonic() > deadline:
+            # 503 until a worker has materialized the (empty) read model
+            if status not in (0, 503) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         # The demo's API accepted the token (an unknown LI is a 404, not a 401).

@@ -40,6 +40,8 @@ T0 = datetime.fromisoformat("2026-09-01T00:00:00+00:00")
 async def _seed(url: str) -> None:
     redis = Redis.from_url(url)
     await redis.flushall()
+    # what a worker's repair pass sets once the read model is whole
+    await redis.set(ReadModelKeys().materialized(), b"{}")
     p = Projection(ReadModelKeys())
     p.learning_instance(
         LearningInstanceCreated(

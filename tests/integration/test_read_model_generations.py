@@ -78,8 +78,11 @@ def test_pages_and_readiness_follow_the_generation_pointer(
         assert _ready(redis_server.url)  # ms:g3:meta:materialized
 
         world.set(KEYS.current_generation(), 0)  # back to the (empty) gen 0
-        assert _page(client) == 404
+        # not materialized: an id it lacks may only be missing, so 503, not 404
+        assert _page(client) == 503
         assert not _ready(redis_server.url)
+        world.set(KEYS.materialized(), b"{}")  # a whole (empty) generation 0
+        assert _page(client) == 404
 
 
 def test_generation_keys_are_namespaced_and_owned() -> None:

@@ -103,7 +103,7 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         p.row("r1", "g-unknown", _row(0.3))
         await projector.write(p)
         assert len(await redis.xrange(stream)) == 3
-        assert [k async for k in redis.scan_iter("feedtest:*:changes")] == [
+        assert [k async for k in redis.scan_iter("feedtest:changes:*")] == [
             stream.encode()
         ]
 

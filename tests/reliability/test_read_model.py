@@ -35,10 +35,12 @@ def test_flushall_then_rebuild_restores_identical_keys(stack: DevStack) -> None:
     )
     events = [*workload.registrations, *workload.attempts]
     produce(stack, [*workload.catalog, *events])
-    stack.start_worker()
+    worker = stack.start_worker()
     wait_until_rows_match(stack, workload, events)
     before = dump_read_model(stack.redis.url)
     assert len(before) > 100
+    # Stopped: a running worker would repair the flush itself (next test).
+    stack.stop_worker(worker)
 
     Redis.from_url(stack.redis.url).flushall()
     assert dump_read_model(stack.redis.url) == {}
@@ -106,3 +108,60 @@ def test_api_answers_503_while_redis_is_down_and_recovers(stack: DevStack) -> No
     status, _ = post_json(url, body, token=token)
     assert status == 200
     wait_until_rows_match(stack, workload, [*events, *extra])
+
+
+def test_a_running_worker_repairs_a_flushed_redis_and_the_api_says_503_meanwhile(
+    stack: DevStack,
+) -> None:
+    workload = simulated(
+        learning_instances=1, learners_per_instance=15, attempts_per_learner=20, seed=43
+    )
+    events = [*workload.registrations, *workload.attempts]
+    produce(stack, [*workload.catalog, *events])
+    worker = stack.start_worker()
+    wait_until_rows_match(stack, workload, events)
+    before = dump_read_model(stack.redis.url)
+    li = workload.learning_instances[0]
+    url = f"{stack.api_url}/learning-instances/{li}/metrics/status-and-progress"
+    token = stack.token(partner_id=partner_of(workload, li))
+    body = {"goal_ids": workload.goals_of(li)}
+
+    Redis.from_url(stack.redis.url).flushall()  # as a Redis restarted empty
+    status, page = post_json(url, body, token=token)
+    assert status == 503, page  # not a false 404
+    assert page["error"]["code"] == "read_model_repairing"
+    began = time.monotonic()
+    deadline = began + 20
+    while dump_read_model(stack.redis.url) != before:
+        assert time.monotonic() < deadline, "not repaired within 20 s"
+        time.sleep(0.2)
+    repaired_in = time.monotonic() - began
+    assert worker.poll() is None and len(stack.workers) == 1  # no restart
+    assert post_json(url, body, token=token)[0] == 200
+    assert repaired_in < 10, repaired_in
+
+
+def test_a_running_worker_follows_a_rebuild_into_its_new_generation(
+    stack: DevStack,
+) -> None:
+    workload = simulated(
+        learning_instances=1, learners_per_instance=12, attempts_per_learner=30, seed=44
+    )
+    half = len(workload.attempts) // 2
+    produce(stack, [*workload.catalog, *workload.registrations])
+    produce(stack, workload.attempts[:half])
+    stack.start_worker()
+    wait_until_rows_match(
+        stack, workload, [*workload.registrations, *workload.attempts[:half]]
+    )
+    _rebuild(stack, "--flush")
+    keys = ReadModelKeys()
+    redis = Redis.from_url(stack.redis.url)
+    generation = int(redis.get(keys.current_generation()) or 0)
+    assert generation >= 1
+    produce(stack, workload.attempts[half:])  # rows the worker writes from now on
+    wait_until_rows_match(
+        stack, workload, [*workload.registrations, *workload.attempts]
+    )
+    # ... into the generation the API reads, and it marks that one whole
+    assert redis.get(keys.in_generation(generation).materialized()) is not None
