@@ -232,8 +232,7 @@ class RedisPageStore:
             raise not_found(field, ident)
         if head == -3:
             raise ServiceUnavailable(
-                "the read model is being repaired (Redis lost its data); retry "
-                "shortly",
+                "the read model is being repaired (Redis lost its data); retry shortly",
                 code="read_model_repairing",
                 retry_after_s=2,
             )

@@ -89,3 +89,42 @@ def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None
         if dev.poll() is None:
             dev.kill()
             dev.wait()
+
+
+def test_dev_keeps_its_logs_when_a_process_failed(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("REDIS_URL", None)
+    dev = subprocess.Popen(
+        [MASTERY, "dev", "--empty", "--workers", "1", "--exit-after", "60"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "var" / "dev.env").exists():
+            assert dev.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        children = subprocess.run(
+            ["pgrep", "-P", str(dev.pid), "-f", "app.cli worker"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert children, "no worker process found"
+        os.kill(int(children[0]), 9)  # a crash, not a restart request
+        out, _ = dev.communicate(timeout=60)
+        assert dev.returncode == 1, out
+        kept = next(
+            line.split("logs kept in ", 1)[1].strip()
+            for line in out.splitlines()
+            if "logs kept in " in line
+        )
+        assert (Path(kept) / "worker-1.log").exists()
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait()
