@@ -234,6 +234,9 @@ def run_dev(
     from app.workload import Workload
 
     assert workload is None or isinstance(workload, Workload)
+    # SIGTERM (a supervisor, `timeout`) stops the stack like Ctrl-C does: its
+    # children run in sessions of their own and would outlive the parent.
+    signal.signal(signal.SIGTERM, _interrupt)
     stack = DevStack(settings)
     started = time.monotonic()
     failed = False
@@ -315,6 +318,10 @@ def run_dev(
         stack.stop(keep_logs=failed)
         if failed:
             print(f"logs kept in {stack.log_dir}", file=sys.stderr)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _write_env_file(stack: DevStack) -> None:

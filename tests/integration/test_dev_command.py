@@ -18,6 +18,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MASTERY = str(Path(sys.executable).with_name("mastery"))
 
 
+def _stop(dev: subprocess.Popen[str]) -> None:
+    """End a `mastery dev` the way that stops its children too (SIGTERM)."""
+    if dev.poll() is None:
+        dev.terminate()
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            dev.wait()
+
+
 def _env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line)
     return dict(pairs)
@@ -86,9 +97,7 @@ def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None
         assert "--empty: no workload" in out
         assert not env_file.exists()  # removed when the stack stops
     finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
+        _stop(dev)
 
 
 def test_dev_keeps_its_logs_when_a_process_failed(tmp_path: Path) -> None:
@@ -125,6 +134,4 @@ def test_dev_keeps_its_logs_when_a_process_failed(tmp_path: Path) -> None:
         )
         assert (Path(kept) / "worker-1.log").exists()
     finally:
-        if dev.poll() is None:
-            dev.kill()
-            dev.wait()
+        _stop(dev)
