@@ -47,7 +47,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -58,7 +57,7 @@ from app.faust_corrections.store import PartitionStore
 from app.state_cache import DirtyStates, StateCache
 from infra.broker import BrokerProfile
 
-__all__ = ["ChangelogWriter", "Checkpoint", "CheckpointStats"]
+__all__ = ["ChangelogWriter", "Checkpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -138,16 +137,6 @@ class ChangelogWriter:
         return int(last)
 
 
-@dataclass(slots=True)
-class CheckpointStats:
-    """Counters of the checkpoints so far (for logs and metrics)."""
-
-    checkpoints: int = 0
-    states_written: int = 0
-    last_seconds: float = 0.0
-    max_seconds: float = 0.0
-
-
 class Checkpoint:
     """Runs steps 2-4 and 6 of the module docstring."""
 
@@ -162,7 +151,6 @@ class Checkpoint:
         self.cache = cache
         self.store = store
         self.changelog = changelog
-        self.stats = CheckpointStats()
         self._lock = asyncio.Lock()
         self._on_done = on_done
 
@@ -198,11 +186,6 @@ class Checkpoint:
                 f"could not write {count} states to the changelog/local store"
             ) from exc
         elapsed = time.perf_counter() - started
-        stats = self.stats
-        stats.checkpoints += 1
-        stats.states_written += count
-        stats.last_seconds = elapsed
-        stats.max_seconds = max(stats.max_seconds, elapsed)
         if self._on_done is not None:
             self._on_done(elapsed, count)
         log.debug("checkpoint: %d states in %.1f ms", count, elapsed * 1000)

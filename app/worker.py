@@ -81,12 +81,6 @@ class Worker:
         self.lock = asyncio.Lock()
         self._dirty: set[str] = set()
         self._dirty_event = asyncio.Event()
-        self.stats: dict[str, int] = {
-            "applied": 0,
-            "duplicate": 0,
-            "redelivered": 0,
-            "rejected": 0,
-        }
         self._bootstrap = bootstrap
         self._profile = profile
 
@@ -249,9 +243,7 @@ class Worker:
             cache.put(state.source_partition, state)
         metrics = self.metrics
         for outcome, n in plan.outcomes.items():
-            self.stats[outcome] += n
             metrics.events.labels(outcome).inc(n)
-        self.stats["rejected"] += len(rejected)
         metrics.events.labels("rejected").inc(len(rejected))
 
         projection = Projection(self.keys)
@@ -278,7 +270,6 @@ class Worker:
         ]
         for fut in futures:
             await fut
-        self.stats["forwarded"] = self.stats.get("forwarded", 0) + len(misplaced)
         self.metrics.events.labels("forwarded").inc(len(misplaced))
         log.info("forwarded %d records to the partition of their key", len(misplaced))
 

@@ -7,15 +7,16 @@ measured on this project's machines:
 1. ListOffsets "latest" answers the *last batch's base offset + 1*, ignoring the
    batch's other records. Faust's changelog recovery reads up to that offset, so
    it stops short (lost updates) and a warm restart raises ConsistencyError.
-   Workarounds: the worker's own producer (changelog, dead letters) sends one
-   record per batch (``producer_max_batch_size=1``), so "base offset + 1" is
-   the true end of the changelog Faust recovers from; this caps changelog
-   writes at a few thousand records/s. Our own readers (catalog follower,
-   ``mastery rebuild``, ``mastery dlq``) read topics that batching producers
-   write, so they ask :func:`end_offsets`, which reads the last batch (a fetch
-   returns whole batches) and returns the offset after its last record. (Doing
-   that correction inside Faust's recovery instead, so the changelog could be
-   batched, made restarted workers stall: tried and reverted.)
+   Workarounds: the worker's checkpoint (app/checkpoint.py) writes the
+   changelog in batches but sends the *last* record of each partition in a
+   request of its own, so "base offset + 1" is the true end of the changelog
+   Faust recovers from; Faust's own producer (dead letters, forwarded
+   records) sends one record per batch (``producer_max_batch_size=1``). Our
+   own readers (catalog follower, ``mastery rebuild``, ``mastery dlq``) read
+   topics that batching producers write, so they ask :func:`end_offsets`,
+   which reads the last batch (a fetch returns whole batches) and returns the
+   offset after its last record. (Doing that correction inside Faust's
+   recovery instead made restarted workers stall: tried and reverted.)
 2. Every consumer-group join waits ``session_timeout / 2``. Workaround: a 10 s
    session timeout (joins take ~5 s instead of Faust's default ~30 s).
 3. Idempotent and transactional producers fail. Workaround:
@@ -73,8 +74,8 @@ class BrokerProfile:
     name: Literal["kafka", "tansu"]
     session_timeout_s: float
     fetch_max_wait_ms: int
-    #: aiokafka ``max_batch_size`` (bytes) of the worker's own producer
-    #: (changelog and dead letters); 1 = one record per batch.
+    #: aiokafka ``max_batch_size`` (bytes) of Faust's producer in the worker
+    #: (dead letters, forwarded records); 1 = one record per batch.
     worker_producer_max_batch_size: int = 16384
     #: Faust standby replicas of the state table: each worker also follows
     #: this many other workers' changelog partitions, for a faster failover.

@@ -4,8 +4,9 @@
   Kafka that only bounds idle polls, but Tansu always waits it out, which made
   rows appear ~1 s late: the consumer's wait comes from the profile instead.
 - Faust pauses all streams while its producer buffer holds over 100 records;
-  a batch here writes one changelog record per touched registration, so the
-  limit is raised.
+  a batch may dead-letter or forward up to a whole batch of records through
+  it, so the limit is raised. (State changelog records do not go through it:
+  app/checkpoint.py writes them with a producer of its own.)
 - Faust commits offsets after ``producer.flush()``, but its buffer's flush
   returns as soon as one record takes over 0.1 s to leave, and counts a record
   as gone once it is taken off the queue, before aiokafka has accepted it. A
@@ -23,10 +24,10 @@
   (``MasteryApp.seek_unset_to_beginning``) are sought to their beginning
   instead, which is what ``auto_offset_reset="earliest"`` means.
 - Table recovery reads changelogs up to the broker's "highwater" end offsets.
-  Under the Tansu profile these are right only because the worker's producer
-  writes one record per batch (infra/broker.py). Correcting them here instead,
-  with a probe consumer started inside Faust's consumer thread during
-  recovery, made restarted workers stall: do not.
+  Under the Tansu profile these are right only because the worker's
+  checkpoint sends each partition's last record alone (infra/broker.py).
+  Correcting them here instead, with a probe consumer started inside Faust's
+  consumer thread during recovery, made restarted workers stall: do not.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from mode.services import WaitResults
 
 from infra.broker import BrokerProfile
 
-#: Changelog records queued before Faust pauses the streams (Faust: 100).
+#: Records queued in Faust's producer before it pauses the streams (Faust: 100).
 PRODUCER_BUFFER_MESSAGES = 5000
 
 __all__ = ["LeanMonitor", "MasteryApp"]
@@ -290,10 +291,10 @@ class MasteryApp(faust.App):
             buffer = _DrainingBuffer(loop=producer.loop, beacon=producer.beacon)
             buffer.app = self
             producer.buffer = buffer
-        # Table writes queue their changelog records in this buffer; Faust
-        # blocks every stream when it holds over 100 (its default). A worker
-        # batch writes one record per touched registration, often more than
-        # 100 at once: let a whole batch in before the streams wait.
+        # Dead letters and forwarded records queue in this buffer; Faust
+        # blocks every stream when it holds over 100 (its default). A batch
+        # can reject or forward all of its records: let a whole batch in
+        # before the streams wait.
         producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
         return producer
 
