@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import NoReturn
 
 __all__ = [
@@ -83,8 +84,6 @@ def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
         exc_info=exc.__cause__ is not None,
     )
     if getattr(exc, "wipe_local_store", False) and data_dir:
-        import shutil
-
         shutil.rmtree(data_dir, ignore_errors=True)
     logging.shutdown()
     os._exit(exc.exit_code)
