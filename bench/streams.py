@@ -34,6 +34,7 @@ from typing import Any
 
 from app.devstack import DevStack, post_json
 from app.workload import Workload, simulated
+from bench.pipeline import cpu_seconds, pct, rss_mb, say
 from infra.broker import profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
@@ -42,27 +43,6 @@ from infra.topics import TopicNames
 SECTION = "## Live streams (dashboard)"
 PARTNER = "partner-demo"  # app.workload.simulated
 _ROW_ID = re.compile(rb"id: (\d+)-\d+\nevent: row\n")
-
-
-def say(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 # -- the clients (a process of their own) ---------------------------------------
@@ -250,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"{opened} streams open (errors: {errors})")
         assert stack.api is not None
         api_pid = stack.api.pid
-        result["rss_before_mib"] = rss_mib(api_pid)
+        result["rss_before_mib"] = rss_mb(api_pid)
         parent.send("measure")
         cpu0, wall0 = cpu_seconds(api_pid), time.monotonic()
         say(f"producing {len(workload.attempts):,} attempts at {args.rate:.0f}/s")
@@ -259,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         time.sleep(2.0)  # the last batches reach the clients
         cpu1, wall1 = cpu_seconds(api_pid), time.monotonic()
-        result["rss_after_mib"] = rss_mib(api_pid)
+        result["rss_after_mib"] = rss_mb(api_pid)
         parent.send("stop")
         _, latencies, still_open, closed, received, errors = parent.recv()
         clients.join(30)
