@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.checkpoint import ChangelogWriter, Checkpoint
-from app.faust_corrections.guards import SkipGuard, Watchdog
+from app.faust_corrections.guards import GroupProbes, SkipGuard, Watchdog
 from app.faust_corrections.restart import (
     BatchCancelled,
     BatchFailed,
@@ -71,12 +71,14 @@ class Worker:
         self.keys = ReadModelKeys()
         self.redis: Redis = Redis.from_url(redis_url, socket_timeout=5.0)
         self.projector = RedisProjector(self.redis)
+        # One set of security arguments (and TLS context) for every client.
+        client_kwargs = kafka_client_kwargs(settings)
         self.follower = CatalogFollower(
             bootstrap,
             self.topics.catalog,
             profile=profile,
             listener=self._on_catalog_change,
-            client_kwargs=kafka_client_kwargs(settings),
+            client_kwargs=client_kwargs,
         )
         self.lock = asyncio.Lock()
         self._dirty: set[str] = set()
@@ -127,7 +129,6 @@ class Worker:
         self.cache = StateCache(
             self.store, max_entries=settings.state_cache_max_entries
         )
-        client_kwargs = kafka_client_kwargs(settings)
         self.changelog = ChangelogWriter(
             bootstrap,
             self.states.changelog_topic.get_topic_name(),
@@ -144,21 +145,13 @@ class Worker:
         self._redis_writing_since: float | None = None
         self._repaired_once = False
         self.app.before_commit = self._before_commit
-        self.skip_guard = SkipGuard(
-            self.app,
-            bootstrap=bootstrap,
-            group_id=settings.worker_id,
-            profile=profile,
-            client_kwargs=client_kwargs,
-        )
+        probes = GroupProbes(bootstrap, settings.worker_id, profile, client_kwargs)
+        self.skip_guard = SkipGuard(self.app, probes)
         self.watchdog = Watchdog(
             self.app,
-            bootstrap=bootstrap,
-            group_id=settings.worker_id,
+            probes,
             topic=self.topics.registration_events,
-            profile=profile,
             stall_timeout_s=settings.stall_timeout_s,
-            client_kwargs=client_kwargs,
         )
         self._changelog_started = False
         #: Partitions of the registration-events topic (the broker's count

@@ -29,6 +29,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -38,45 +39,39 @@ from aiokafka.errors import KafkaError
 from app.faust_corrections.restart import RecordsSkipped, Stalled
 from infra.broker import BrokerProfile, end_offsets
 
-__all__ = ["SkipGuard", "Watchdog", "group_probe"]
+__all__ = ["GroupProbes", "SkipGuard", "Watchdog"]
 
 log = logging.getLogger(__name__)
 
 
-def group_probe(
-    bootstrap: str,
-    group_id: str,
-    profile: BrokerProfile,
-    client_kwargs: dict[str, Any] | None = None,
-) -> AIOKafkaConsumer:
-    """A consumer that reads the group's committed offsets and, by manual
-    assignment, records; it never joins the group or commits."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=group_id,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=profile.fetch_max_wait_ms,
-        **(client_kwargs or {}),
-    )
+@dataclass(frozen=True)
+class GroupProbes:
+    """How the guards reach the broker, as the worker's consumer group."""
+
+    bootstrap: str
+    group_id: str
+    profile: BrokerProfile
+    #: Security arguments (:mod:`infra.kafka_security`).
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def new(self) -> AIOKafkaConsumer:
+        """A consumer that reads the group's committed offsets and, by manual
+        assignment, records; it never joins the group or commits."""
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.profile.fetch_max_wait_ms,
+            **self.client_kwargs,
+        )
 
 
 class SkipGuard:
     """Checks that no record of a source partition is skipped (module docstring)."""
 
-    def __init__(
-        self,
-        app: Any,
-        *,
-        bootstrap: str,
-        group_id: str,
-        profile: BrokerProfile,
-        client_kwargs: dict[str, Any] | None = None,
-    ):
+    def __init__(self, app: Any, probes: GroupProbes):
         self._app = app
-        self._bootstrap = bootstrap
-        self._group_id = group_id
-        self._profile = profile
-        self._client_kwargs = client_kwargs or {}
+        self.probes = probes
         #: Next offset expected per source partition since the last assignment.
         self._next: dict[tuple[str, int], int] = {}
         self._probe: AIOKafkaConsumer | None = None
@@ -140,9 +135,7 @@ class SkipGuard:
         """
         probe = self._probe
         if probe is None:
-            probe = self._probe = group_probe(
-                self._bootstrap, self._group_id, self._profile, self._client_kwargs
-            )
+            probe = self._probe = self.probes.new()
             await probe.start()
         if want is None:
             committed = await probe.committed(tp)
@@ -170,22 +163,11 @@ class Watchdog:
     """Ends a worker whose stream stalled while events wait (module docstring)."""
 
     def __init__(
-        self,
-        app: Any,
-        *,
-        bootstrap: str,
-        group_id: str,
-        topic: str,
-        profile: BrokerProfile,
-        stall_timeout_s: float,
-        client_kwargs: dict[str, Any] | None = None,
+        self, app: Any, probes: GroupProbes, *, topic: str, stall_timeout_s: float
     ):
         self._app = app
-        self._client_kwargs = client_kwargs or {}
-        self._bootstrap = bootstrap
-        self._group_id = group_id
+        self.probes = probes
         self._topic = topic
-        self._profile = profile
         self.stall_timeout_s = stall_timeout_s
         self.last_progress = time.monotonic()
 
@@ -195,9 +177,7 @@ class Watchdog:
     async def run(self) -> None:
         """Watch until the process ends; raises :class:`Stalled`."""
         timeout = self.stall_timeout_s
-        probe = group_probe(
-            self._bootstrap, self._group_id, self._profile, self._client_kwargs
-        )
+        probe = self.probes.new()
         await probe.start()
         busy_since: float | None = None
         try:
@@ -241,12 +221,13 @@ class Watchdog:
             ]
             if not assigned:
                 return 0
+        probes = self.probes
         ends = await end_offsets(
             probe,
-            self._bootstrap,
+            probes.bootstrap,
             assigned,
-            self._profile,
-            client_kwargs=self._client_kwargs,
+            probes.profile,
+            client_kwargs=probes.client_kwargs,
         )
         lag = 0
         for tp in assigned:

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedKafka
-from app.faust_corrections.guards import SkipGuard
+from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import RecordsSkipped
 from app.faust_corrections.transport import _ConsumerThread
 from infra.broker import TANSU
@@ -98,9 +98,7 @@ async def _skipped(bootstrap: str) -> dict[str, str]:
         await committer.stop()
     guard = SkipGuard(
         SimpleNamespace(consumer=SimpleNamespace(_read_offset={})),
-        bootstrap=bootstrap,
-        group_id=group,
-        profile=TANSU,
+        GroupProbes(bootstrap, group, TANSU),
     )
     check = guard._skipped_before
     try:
