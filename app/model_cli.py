@@ -59,15 +59,9 @@ def _read_csv(path: Path) -> Data:
 
 
 def _read_dkt(path: Path) -> Data:
-    from app.workload import read_dkt
+    from app.workload import dkt_by_skill
 
-    data: Data = {}
-    for skills, answers in read_dkt(path):
-        own: dict[str, list[bool]] = {}
-        for skill, correct in zip(skills, answers, strict=True):
-            own.setdefault(f"skill-{skill}", []).append(correct)
-        for name, seq in own.items():
-            data.setdefault(name, []).append(seq)
+    data: Data = dkt_by_skill(path)
     if not data:
         raise _InputError(f"{path} holds no DKT sequences")
     return data

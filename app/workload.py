@@ -281,6 +281,19 @@ def read_dkt(path: Path) -> Iterator[tuple[list[str], list[bool]]]:
             yield skills, answers
 
 
+def dkt_by_skill(path: Path) -> dict[str, list[list[bool]]]:
+    """Skill -> its answer sequences (one per learner who practised it) of a
+    DKT file, skills named ``skill-<id>`` and in name order."""
+    data: dict[str, list[list[bool]]] = {}
+    for skills, answers in read_dkt(path):
+        own: dict[str, list[bool]] = {}
+        for skill, correct in zip(skills, answers, strict=True):
+            own.setdefault(f"skill-{skill}", []).append(correct)
+        for name, seq in own.items():
+            data.setdefault(name, []).append(seq)
+    return dict(sorted(data.items()))
+
+
 def _accepted(skill: str, values: dict[str, float]) -> BKTParameters:
     """Reference parameters moved into the accepted ranges, with a warning.
 

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.workload import read_dkt
+from app.workload import dkt_by_skill
 from processors import evaluation
 from processors.catalog import Catalog
 from processors.fit import FitResult, Sequences, fit_skills, log_likelihood
@@ -341,23 +341,13 @@ def struggling(
 # ------------------------------------------------------------ real data
 
 
-def by_skill(path: Path) -> dict[str, list[list[bool]]]:
-    """Skill -> answer sequences of a DKT file (skill N is named skill-N)."""
-    data: dict[str, list[list[bool]]] = {}
-    for skills, answers in read_dkt(path):
-        own: dict[str, list[bool]] = {}
-        for skill, correct in zip(skills, answers, strict=True):
-            own.setdefault(f"skill-{skill}", []).append(correct)
-        for name, seq in own.items():
-            data.setdefault(name, []).append(seq)
-    return dict(sorted(data.items()))
-
-
 def fit_train(
     restarts: int,
 ) -> tuple[dict[str, list[list[bool]]], dict[str, FitResult], float]:
     """builder_train by skill, the EM fit of every skill, its wall time (s)."""
-    train = by_skill(shared_dir() / "data" / "assistments2009" / "builder_train.csv")
+    train = dkt_by_skill(
+        shared_dir() / "data" / "assistments2009" / "builder_train.csv"
+    )
     started = time.perf_counter()
     fitted = fit_skills(train, restarts=restarts, seed=0)
     return train, fitted, time.perf_counter() - started
@@ -365,7 +355,7 @@ def fit_train(
 
 def real_data(params: dict[str, Params], skills: Sequence[str]) -> evaluation.Metrics:
     """Next-attempt metrics on builder_test over ``skills``."""
-    test = by_skill(shared_dir() / "data" / "assistments2009" / "builder_test.csv")
+    test = dkt_by_skill(shared_dir() / "data" / "assistments2009" / "builder_test.csv")
     _, overall = evaluation.evaluate(params, {s: test[s] for s in skills if s in test})
     return overall
 
