@@ -29,23 +29,35 @@ def _stop(dev: subprocess.Popen[str]) -> None:
             dev.wait()
 
 
+def _environment() -> dict[str, str]:
+    """This process's environment without settings: the embedded defaults."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def _start_empty_dev(
+    cwd: Path, env: dict[str, str], *, exit_after: int
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [MASTERY, "dev", "--empty", "--workers", "1", "--exit-after", str(exit_after)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line)
     return dict(pairs)
 
 
 def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    env.pop("REDIS_URL", None)
-    dev = subprocess.Popen(
-        [MASTERY, "dev", "--empty", "--workers", "1", "--exit-after", "30"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = _environment()
+    dev = _start_empty_dev(tmp_path, env, exit_after=30)
     env_file = tmp_path / "var" / "dev.env"
     try:
         deadline = time.monotonic() + 60
@@ -101,17 +113,8 @@ def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None
 
 
 def test_dev_keeps_its_logs_when_a_process_failed(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
-    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-    env.pop("REDIS_URL", None)
-    dev = subprocess.Popen(
-        [MASTERY, "dev", "--empty", "--workers", "1", "--exit-after", "60"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = _environment()
+    dev = _start_empty_dev(tmp_path, env, exit_after=60)
     try:
         deadline = time.monotonic() + 60
         while not (tmp_path / "var" / "dev.env").exists():
