@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app.devstack import DevStack
 from infra.settings import Settings
 from tests.integration.helpers import wait_until_rows_match
-from tests.reliability.crashes import sigkill_three_times
+from tests.reliability.crashes import committed_offsets, sigkill_three_times
 
 PREFIX = "soak"
 
@@ -44,19 +44,9 @@ async def _inspect(bootstrap: str, partitions: int) -> str:
                 counts[tp.partition] += len(records)
     finally:
         await reader.stop()
-    group = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=f"{PREFIX}-worker",
-        enable_auto_commit=False,
+    committed = await committed_offsets(
+        bootstrap, f"{PREFIX}-worker", f"{PREFIX}.registration-events.v1", partitions
     )
-    await group.start()
-    try:
-        source = f"{PREFIX}.registration-events.v1"
-        committed = [
-            await group.committed(TopicPartition(source, p)) for p in range(partitions)
-        ]
-    finally:
-        await group.stop()
     return f"changelog records {counts}, committed {committed}"
 
 

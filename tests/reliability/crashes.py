@@ -9,6 +9,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
 from app.devstack import DevStack
 from app.workload import Workload, simulated
 from infra.topics import AnyEvent
@@ -30,6 +32,22 @@ def produce_slowly(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+async def committed_offsets(
+    bootstrap: str, group_id: str, topic: str, partitions: int
+) -> list[int | None]:
+    """The group's committed offset of each partition of ``topic`` (None: none)."""
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await probe.start()
+    try:
+        return [
+            await probe.committed(TopicPartition(topic, p)) for p in range(partitions)
+        ]
+    finally:
+        await probe.stop()
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

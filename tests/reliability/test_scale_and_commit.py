@@ -9,13 +9,12 @@ import re
 import time
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.devstack import DevStack
 from app.workload import simulated
 from infra.topics import TopicNames
 from tests.integration.helpers import produce, wait_until_rows_match
-from tests.reliability.crashes import kill
+from tests.reliability.crashes import committed_offsets, kill
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,21 +52,15 @@ def test_two_workers_finish_a_replay_exactly(stack: DevStack) -> None:
     assert last_a | last_b == set(range(stack.settings.topic_partitions))
 
 
-async def _committed(stack: DevStack) -> dict[int, int | None]:
-    topic = TopicNames(stack.settings.topic_prefix).registration_events
-    probe = AIOKafkaConsumer(
-        bootstrap_servers=stack.kafka.bootstrap_servers,
-        group_id=stack.settings.worker_id,
-        enable_auto_commit=False,
+def _committed(stack: DevStack) -> list[int | None]:
+    return asyncio.run(
+        committed_offsets(
+            stack.kafka.bootstrap_servers,
+            stack.settings.worker_id,
+            TopicNames(stack.settings.topic_prefix).registration_events,
+            stack.settings.topic_partitions,
+        )
     )
-    await probe.start()
-    try:
-        return {
-            p: await probe.committed(TopicPartition(topic, p))
-            for p in range(stack.settings.topic_partitions)
-        }
-    finally:
-        await probe.stop()
 
 
 def test_kill_between_redis_write_and_commit(stack: DevStack) -> None:
@@ -86,8 +79,8 @@ def test_kill_between_redis_write_and_commit(stack: DevStack) -> None:
         [*workload.registrations, *workload.attempts[:half]],
         per_page=100,
     )
-    committed = asyncio.run(_committed(stack))
-    assert all(offset is None for offset in committed.values()), committed
+    committed = _committed(stack)
+    assert all(offset is None for offset in committed), committed
     kill(slow)  # rows written, nothing checkpointed or committed
     stack.start_worker("worker-1")
     produce(stack, workload.attempts[half:])
@@ -100,6 +93,6 @@ def test_kill_between_redis_write_and_commit(stack: DevStack) -> None:
     )
     # ... and the restarted worker checkpoints and commits as usual.
     deadline = time.monotonic() + 15
-    while not all(asyncio.run(_committed(stack)).values()):
-        assert time.monotonic() < deadline, asyncio.run(_committed(stack))
+    while not all(_committed(stack)):
+        assert time.monotonic() < deadline, _committed(stack)
         time.sleep(0.5)
