@@ -302,7 +302,7 @@ def run_dev(
                         file=sys.stderr,
                     )
                     return 1
-            lag = _scrape_sum(ports, "mastery_worker_consumer_lag")
+            lag = _scrape(ports).get("mastery_worker_consumer_lag")
             if lag is not None and int(lag) != last_lag:
                 last_lag = int(lag)
                 print(f"\r  live: consumer lag {last_lag:,} records   ", end="")
@@ -341,10 +341,10 @@ def _write_env_file(stack: DevStack) -> None:
     DEV_ENV_FILE.chmod(0o600)  # holds the run's JWT secret
 
 
-def _scrape_sum(ports: list[int], metric: str) -> float | None:
-    """Sum of a metric's samples over the workers' metrics ports. ``metric``
-    is a name (all its samples) or a name with labels (that sample)."""
-    total, seen = 0.0, False
+def _scrape(ports: list[int]) -> dict[str, float]:
+    """Every sample of the workers' metrics, summed over the workers, by name
+    with labels (``name{label="v"}``) and by bare name (all its samples)."""
+    totals: dict[str, float] = {}
     for port in ports:
         try:
             with urllib.request.urlopen(
@@ -354,11 +354,13 @@ def _scrape_sum(ports: list[int], metric: str) -> float | None:
         except (OSError, urllib.error.URLError):
             continue
         for line in text.splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
             head, _, value = line.rpartition(" ")
-            if head == metric or ("{" not in metric and head.split("{")[0] == metric):
-                total += float(value)
-                seen = True
-    return total if seen else None
+            names = {head, head.split("{")[0]}
+            for name in names:
+                totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
 
 
 def _show_backlog(
@@ -368,8 +370,9 @@ def _show_backlog(
     deadline = time.monotonic() + deadline_s
     done = 0.0
     while time.monotonic() < deadline:
+        samples = _scrape(ports)
         handled = sum(
-            _scrape_sum(ports, f'mastery_worker_events_total{{outcome="{o}"}}') or 0.0
+            samples.get(f'mastery_worker_events_total{{outcome="{o}"}}', 0.0)
             for o in ("applied", "duplicate", "redelivered", "rejected")
         )
         done = max(done, handled)
