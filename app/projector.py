@@ -20,8 +20,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.row_feed import add_to_pipeline
-from processors.registration import RegistrationState, register
-from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
+from processors.registration import RegistrationState
+from schemas.events import GoalDefined, LearningInstanceCreated
 from schemas.read_model import ReadModelKeys
 
 __all__ = ["Projection", "RedisProjector"]
@@ -53,9 +53,8 @@ class Projection:
         self.strings[self.keys.goal(goal.goal_id)] = goal.learning_instance_id.encode()
         self.strings[self.keys.goal_template(goal.goal_id)] = template
 
-    def registration(self, fact: RegistrationState | RegistrationCreated) -> None:
+    def registration(self, state: RegistrationState) -> None:
         """Registration facts (for access rules) and its place in the LI's order."""
-        state = register(None, fact) if isinstance(fact, RegistrationCreated) else fact
         self.strings[self.keys.registration(state.registration_id)] = orjson.dumps(
             {
                 "learning_instance_id": state.learning_instance_id,

@@ -223,14 +223,14 @@ class Worker:
         if misplaced:
             await self._forward(misplaced)
         decoded, rejected = batch.decode(placed)
-        if batch.needs_catalog(decoded, self.follower.catalog):
-            await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
-        catalog = self.follower.catalog
         cache = self.cache
         states = {
             reg_id: cache.get(reg_id, partition)
             for reg_id, partition in batch.registration_ids(decoded).items()
         }
+        if batch.needs_catalog(decoded, states, self.follower.catalog):
+            await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
+        catalog = self.follower.catalog
         plan = batch.fold(decoded, states, catalog)
         for state in plan.states.values():
             cache.put(state.source_partition, state)
@@ -356,24 +356,36 @@ class Worker:
                 [self._dead_letter(record, batch.rejection_reason(exc))]
             )
             return
-        # The template depends on the catalog as of this record: let the
-        # follower reach it first.
-        await self.follower.wait_for_record(
-            ev.message.partition,
-            ev.message.offset,
-            self.settings.catalog_catchup_timeout_s,
-        )
+        # Ownership and the template depend on the catalog as of this record:
+        # let the follower reach it first.
+        partition, offset = ev.message.partition, ev.message.offset
+        if not await self.follower.wait_for_record(
+            partition, offset, self.settings.catalog_catchup_timeout_s
+        ):
+            log.warning(
+                "catalog follower behind offset %d: the repair pass projects it",
+                offset,
+            )
+            self._mark_dirty(_ALL)
+            return
+        reason = self.follower.rejection_at(partition, offset)
+        if reason is not None:
+            record = batch.Record(
+                ev.message.topic, partition, offset, ev.message.key, ev.message.value
+            )
+            await self._send_dead_letters([self._dead_letter(record, reason)])
+            return
+        catalog = self.follower.catalog
         projection = Projection(self.keys)
         if isinstance(event, LearningInstanceCreated):
-            # The first creation wins (as in the catalog): a second one must
-            # not hand the learning instance to another partner.
-            projection.learning_instance(
-                self.follower.catalog.learning_instance(event.learning_instance_id)
-                or event
-            )
+            # The first creation wins (as in the catalog); a repeat by the same
+            # partner projects the same.
+            li = catalog.learning_instance(event.learning_instance_id)
+            projection.learning_instance(li or event)
         elif isinstance(event, GoalDefined):
-            current = self.follower.catalog.goal(event.goal_id) or event
-            projection.goal(current, goal_template(current, self.follower.catalog))
+            goal = catalog.goal(event.goal_id)
+            if goal is not None:
+                projection.goal(goal, goal_template(goal, catalog))
         await self.projector.write(projection)
 
     async def _on_catalog_change(

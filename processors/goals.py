@@ -20,7 +20,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from processors.catalog import Catalog
+from processors.catalog import PartnerCatalog
 from processors.forecast import (
     HORIZON,
     best_case_items,
@@ -75,7 +75,9 @@ def _progress(done: int, remaining: int) -> float:
     return round(done / (done + remaining), PROGRESS_DIGITS)
 
 
-def _target_scope(target: Target, catalog: Catalog) -> tuple[list[str], frozenset[str]]:
+def _target_scope(
+    target: Target, catalog: PartnerCatalog
+) -> tuple[list[str], frozenset[str]]:
     """Objectives whose mastery decides the target; modules whose work counts."""
     if target.learning_objective_id is not None:
         objective = target.learning_objective_id
@@ -88,7 +90,7 @@ def _target_scope(target: Target, catalog: Catalog) -> tuple[list[str], frozense
 
 def affected_by(
     goal: GoalDefined,
-    catalog: Catalog,
+    catalog: PartnerCatalog,
     *,
     modules: Collection[str],
     objectives: Collection[str],
@@ -117,7 +119,7 @@ def evaluate_target(
     objectives: Mapping[str, ObjectiveState],
     untagged: Mapping[str, int],
     tagged: Mapping[str, int],
-    catalog: Catalog,
+    catalog: PartnerCatalog,
 ) -> TargetOutcome:
     """Status, work and forecast of one target (``tagged``: this goal's counts)."""
     criteria = goal.completion_criteria
@@ -171,7 +173,7 @@ def evaluate_target(
 
 
 def evaluate(
-    goal: GoalDefined, state: RegistrationState | None, catalog: Catalog
+    goal: GoalDefined, state: RegistrationState | None, catalog: PartnerCatalog
 ) -> dict[str, object]:
     """The contract's ``status_and_progress[]`` item for one goal."""
     if state is None:

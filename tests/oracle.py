@@ -31,9 +31,14 @@ def expected_states(
     for event in registration_events:
         state = states.get(event.registration_id)
         if isinstance(event, RegistrationCreated):
-            states[event.registration_id] = register(state, event)
+            states[event.registration_id] = register(state, event, catalog).state
         else:
-            states[event.registration_id] = apply_attempt(state, event, catalog).state
+            view = catalog.for_partner(
+                None
+                if state is None
+                else catalog.partner_of(state.learning_instance_id)
+            )
+            states[event.registration_id] = apply_attempt(state, event, view).state
     return {reg_id: state for reg_id, state in states.items() if state is not None}
 
 
