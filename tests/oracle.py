@@ -54,8 +54,9 @@ def expected_rows(
     for reg_id, state in expected_states(catalog, registration_events).items():
         if state.role != "learner":
             continue
+        view = catalog.for_learning_instance(state.learning_instance_id)
         out[reg_id] = {
-            goal.goal_id: evaluate(goal, state, catalog)
-            for goal in catalog.goals_of(state.learning_instance_id)
+            goal.goal_id: evaluate(goal, state, view)
+            for goal in view.goals_of(state.learning_instance_id)
         }
     return out
