@@ -242,6 +242,14 @@ class Catalog:
         """Every learning instance, in order of creation."""
         return list(self._instances.values())
 
+    def learning_instances_of(self, partner_id: str) -> Sequence[str]:
+        """Ids of the partner's learning instances, in order of creation."""
+        return [
+            li_id
+            for li_id, li in self._instances.items()
+            if li.partner_id == partner_id
+        ]
+
     def goals(self) -> Sequence[GoalDefined]:
         """Every goal's current definition, in order of first definition."""
         return list(self._goals.values())

@@ -205,3 +205,13 @@ def test_modules_objectives_and_parameters_are_per_partner() -> None:
     assert a.modules_covering("lo-x") == frozenset({"m1"})
     # A view of no partner (unknown learning instance) sees nothing.
     assert c.for_learning_instance("li-nowhere").module("m1") is None
+
+
+def test_learning_instances_of_a_partner_in_creation_order() -> None:
+    c = Catalog()
+    for li, partner in (("li-2", "pa"), ("li-1", "pb"), ("li-0", "pa")):
+        c.apply(instance(li, partner))
+    c.apply(instance("li-1", "pa"))  # refused: stays pb's
+    assert c.learning_instances_of("pa") == ["li-2", "li-0"]
+    assert c.learning_instances_of("pb") == ["li-1"]
+    assert c.learning_instances_of("pc") == []
