@@ -47,7 +47,7 @@ ATTEMPT: dict[str, Any] = {
     "interaction_end_time": "2026-09-01T08:00:03.250+02:00",
 }
 PROPERTY = settings(
-    max_examples=600,
+    max_examples=1500,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
@@ -77,10 +77,11 @@ def assert_same_model(got: BaseModel, want: BaseModel) -> None:
             assert other.utcoffset() == value.utcoffset(), name
             assert (other.isoformat(), other.fold) == (value.isoformat(), value.fold)
     try:
-        want_hash: int | None = hash(want)
+        want_hash = hash(want)
     except OverflowError:  # year 1 or 9999 with an offset: no UTC value
-        want_hash = None
-    if want_hash is not None:
+        with pytest.raises(OverflowError):
+            hash(got)
+    else:
         assert hash(got) == want_hash
     with pytest.raises(ValidationError, match="frozen"):
         got.module_id = "changed"  # type: ignore[misc]
@@ -209,26 +210,34 @@ valid_timestamps = st.builds(
 
 @st.composite
 def attempts(draw: st.DrawFn) -> dict[str, Any]:
-    """An AttemptGraded as a JSON object in encode_event's key order; its
-    fields valid two times in three, else anything."""
-    valid = draw(st.sampled_from([True, True, False]))
-    ids = valid_entity_ids if valid else entity_ids
-    ts = valid_timestamps if valid else st.one_of(valid_timestamps, timestamps())
+    """A valid AttemptGraded as a JSON object in encode_event's key order."""
     event: dict[str, Any] = {
         "schema_version": 1,
-        "event_id": draw(ids),
-        "occurred_at": draw(ts),
+        "event_id": draw(valid_entity_ids),
+        "occurred_at": draw(valid_timestamps),
         "type": "AttemptGraded",
-        "attempt_id": draw(ids),
+        "attempt_id": draw(valid_entity_ids),
         "registration_id": draw(st.sampled_from(["reg-1", "reg-1", "reg-2"])),
-        "module_id": draw(valid_module_ids if valid else module_ids),
+        "module_id": draw(valid_module_ids),
         "is_correct": draw(st.booleans()),
     }
     occurred = event["occurred_at"]
-    event["interaction_end_time"] = draw(st.one_of(st.just(occurred), ts))
+    event["interaction_end_time"] = draw(st.one_of(st.just(occurred), valid_timestamps))
     if draw(st.booleans()):
-        event["goal_id"] = draw(ids)
+        event["goal_id"] = draw(valid_entity_ids)
     return event
+
+
+#: per field, near misses as well as valid values
+NEAR_MISSES: dict[str, st.SearchStrategy[Any]] = {
+    "event_id": entity_ids,
+    "attempt_id": entity_ids,
+    "registration_id": entity_ids,
+    "goal_id": entity_ids,
+    "module_id": module_ids,
+    "occurred_at": timestamps(),
+    "interaction_end_time": timestamps(),
+}
 
 
 json_values = st.one_of(
@@ -255,7 +264,7 @@ odd_numbers = st.sampled_from(
 
 @st.composite
 def records(draw: st.DrawFn) -> bytes:
-    """encode_event's spelling of an attempt, then (mostly) one mutation."""
+    """encode_event's spelling of a valid attempt, then (mostly) a mutation."""
     event = draw(attempts())
     keys = list(event)
     kind = draw(
@@ -263,8 +272,10 @@ def records(draw: st.DrawFn) -> bytes:
             [
                 "none",
                 "none",
-                "none",
-                "none",
+                "near miss",
+                "near miss",
+                "near miss",
+                "near miss",
                 "value",
                 "drop",
                 "extra",
@@ -282,7 +293,10 @@ def records(draw: st.DrawFn) -> bytes:
             ]
         )
     )
-    if kind == "value":
+    if kind == "near miss":
+        for name in draw(st.lists(st.sampled_from(list(NEAR_MISSES)), min_size=1)):
+            event[name] = draw(NEAR_MISSES[name])
+    elif kind == "value":
         event[draw(st.sampled_from(keys))] = draw(json_values)
     elif kind == "drop":
         del event[draw(st.sampled_from(keys))]
@@ -384,6 +398,16 @@ def test_fast_decode_equals_pydantic_or_defers(raw: bytes) -> None:
 
 
 @PROPERTY
+@given(attempts(), st.data())
+def test_one_field_off_the_rules(event: dict[str, Any], data: st.DataObject) -> None:
+    # Everything else valid and in encode_event's spelling, so the fast path's
+    # pattern decides on this one field alone.
+    name = data.draw(st.sampled_from(list(NEAR_MISSES)))
+    event[name] = data.draw(NEAR_MISSES[name])
+    agree(orjson.dumps(event))
+
+
+@PROPERTY
 @given(
     st.builds(
         AttemptGraded,
@@ -462,29 +486,59 @@ def test_the_worker_decode_takes_the_fast_path_for_attempts(
         assert_same_model(a.event, b.event)
 
 
+def _with(**fields: Any) -> bytes:
+    return orjson.dumps({**ATTEMPT, **fields})
+
+
 @pytest.mark.parametrize(
     ("raw", "fast"),
     [
         (orjson.dumps(ATTEMPT), True),
-        (orjson.dumps({**ATTEMPT, "goal_id": "g-1"}), True),
-        (orjson.dumps({**ATTEMPT, "module_id": "lo-\u00e9t\u00e9"}), False),
-        (orjson.dumps({**ATTEMPT, "goal_id": None}), False),
+        (_with(goal_id="g-1"), True),
+        (_with(event_id="x" * 128, module_id="m" * 512), True),
+        (_with(occurred_at="2024-02-29T08:00:03.123456789Z"), True),
+        (_with(occurred_at="0001-01-01T00:00:00-23:59"), True),
+        (_with(occurred_at="9999-12-31T23:59:59.9+23:59"), True),
+        (_with(occurred_at="2026-09-01T08:00:03-00:00"), True),
+        # valid, but not encode_event's spelling: pydantic's path
+        (_with(module_id="lo-\u00e9t\u00e9"), False),
+        (_with(module_id='a"b'), False),
+        (_with(goal_id=None), False),
         (
             orjson.dumps({k: v for k, v in ATTEMPT.items() if k != "schema_version"}),
             False,
         ),
         (orjson.dumps(ATTEMPT, option=orjson.OPT_INDENT_2), False),
-        (orjson.dumps({**ATTEMPT, "occurred_at": "2026-09-01t08:00:03Z"}), False),
-        (orjson.dumps({**ATTEMPT, "occurred_at": "2026-09-01T08:00:03+24:00"}), False),
-        (orjson.dumps({**ATTEMPT, "occurred_at": "2026-02-29T08:00:03Z"}), False),
-        (
-            orjson.dumps({**ATTEMPT, "occurred_at": "2024-02-29T08:00:03.123456789Z"}),
-            True,
-        ),
+        (_with(occurred_at="2026-09-01t08:00:03Z"), False),
+        (orjson.dumps(ATTEMPT).replace(b'"e-1"', b'"\\u0065-1"'), False),
+        # invalid: pydantic's path, which refuses them
+        (_with(event_id="x" * 129), False),
+        (_with(event_id="a/b"), False),
+        (_with(module_id="m" * 513), False),
+        (_with(module_id="a b"), False),
+        (_with(module_id="a\x1fb"), False),
+        (_with(module_id="a\x7fb"), False),
+        # raw (unescaped) control bytes in the JSON text: JSON refuses 0x1F,
+        # allows 0x7F (which RefId refuses)
+        (orjson.dumps(ATTEMPT).replace(b"items/7", b"items/\x1f7"), False),
+        (orjson.dumps(ATTEMPT).replace(b"items/7", b"items/\x7f7"), False),
+        (orjson.dumps(ATTEMPT).replace(b"items/7", b"items/\t7"), False),
+        (_with(module_id=""), False),
+        (_with(occurred_at="2026-09-01T24:00:00Z"), False),
+        (_with(occurred_at="2026-09-01T08:60:00Z"), False),
+        (_with(occurred_at="2026-09-01T08:00:60Z"), False),
+        (_with(occurred_at="2026-09-01T08:00:03+24:00"), False),
+        (_with(occurred_at="2026-09-01T08:00:03+05:60"), False),
+        (_with(occurred_at="2026-02-29T08:00:03Z"), False),
+        (_with(occurred_at="0000-01-01T00:00:00Z"), False),
+        (_with(occurred_at="2026-09-01T08:00:03.1234567890Z"), False),
+        (_with(occurred_at="2026-09-01T08:00:03.Z"), False),
+        (_with(is_correct=1), False),
+        (_with(schema_version=2), False),
     ],
 )
 def test_what_takes_the_fast_path(raw: bytes, fast: bool) -> None:
-    # Valid but unusual spellings defer to pydantic (and still decode).
+    # Each rule of the pattern at its edge; agree() checks the outcome too.
     assert (agree(raw) is not None) is fast
 
 
@@ -499,3 +553,15 @@ def test_the_fast_path_mirrors_the_schema() -> None:
     assert AttemptGraded.model_config.get("extra") == "forbid"
     # printable ASCII holds no whitespace or control/format character
     assert all(not c.isspace() and c.isprintable() for c in PLAIN_ASCII)
+
+
+def test_the_fast_path_refuses_to_drift_from_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A field added to AttemptGraded would be missing from the models the
+    # fast path builds: the module refuses to load instead.
+    monkeypatch.setattr(
+        schemas.fast_decode, "_FIELDS", (*schemas.fast_decode._FIELDS, "new_field")
+    )
+    with pytest.raises(RuntimeError, match="update the fast path"):
+        schemas.fast_decode._check_model()
