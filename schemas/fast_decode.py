@@ -88,18 +88,27 @@ _TZINFOS: dict[str, tzinfo | None] = {}
 
 def _check_model() -> None:
     # The fast path builds instances the way model_construct does for a plain
-    # model; a new field, a post-init hook or private attributes would make
-    # them differ from pydantic's, so refuse to import rather than drift.
+    # model; a new field, a validator, a post-init hook or private attributes
+    # would make them differ from pydantic's, so refuse to import rather than
+    # drift. (The field types it mirrors are pinned by its tests.)
     fields = tuple(AttemptGraded.model_fields)
     if fields != _FIELDS:
         raise RuntimeError(
             f"schemas.fast_decode mirrors AttemptGraded's fields {_FIELDS}, "
             f"but the model has {fields}: update the fast path"
         )
-    if AttemptGraded.__pydantic_post_init__ or AttemptGraded.__private_attributes__:
+    hooks = AttemptGraded.__pydantic_decorators__
+    if (
+        AttemptGraded.__pydantic_post_init__
+        or AttemptGraded.__private_attributes__
+        or hooks.model_validators
+        or hooks.field_validators
+        or hooks.validators
+        or hooks.root_validators
+    ):
         raise RuntimeError(
-            "schemas.fast_decode cannot build AttemptGraded with a post-init "
-            "hook or private attributes: update the fast path"
+            "schemas.fast_decode cannot build AttemptGraded with validators, "
+            "a post-init hook or private attributes: update the fast path"
         )
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import string
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictBool, ValidationError
 
+import schemas.events
 import schemas.fast_decode
 from processors.batch import Record, decode
 from schemas.events import (
@@ -28,6 +29,7 @@ from schemas.events import (
     EntityId,
     RefId,
     RegistrationCreated,
+    Timestamp,
     decode_event,
     encode_event,
 )
@@ -542,12 +544,36 @@ def test_what_takes_the_fast_path(raw: bytes, fast: bool) -> None:
     assert (agree(raw) is not None) is fast
 
 
+class _Pinned(BaseModel):
+    """AttemptGraded's fields as the fast path was written for them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+    schema_version: Literal[1] = 1
+    event_id: EntityId
+    occurred_at: Timestamp
+    type: Literal["AttemptGraded"] = "AttemptGraded"
+    attempt_id: EntityId
+    registration_id: EntityId
+    module_id: RefId
+    is_correct: StrictBool
+    interaction_end_time: Timestamp
+    goal_id: EntityId | None = None
+
+
 def test_the_fast_path_mirrors_the_schema() -> None:
     # The pattern spells out these rules of schemas/events.py; if they change,
     # the fast path must change with them.
+    assert {n: repr(f) for n, f in AttemptGraded.model_fields.items()} == {
+        n: repr(f) for n, f in _Pinned.model_fields.items()
+    }
+    assert AttemptGraded.model_config == _Pinned.model_config
+    assert schemas.events._RFC3339.pattern == (
+        r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+    )
     assert EntityId.__metadata__[0].pattern == r"^[A-Za-z0-9._~-]{1,128}$"
     ref = RefId.__metadata__[0].pattern
-    assert ref.startswith(r"^[^\s") and ref.endswith("]{1,512}$")
+    assert ref == rf"^[^\s{schemas.events.CONTROL_OR_FORMAT}]{{1,512}}$"
     assert tuple(AttemptGraded.model_fields) == schemas.fast_decode._FIELDS
     assert AttemptGraded.model_config.get("frozen") is True
     assert AttemptGraded.model_config.get("extra") == "forbid"
