@@ -134,11 +134,9 @@ def _aware(local: str, offset: str) -> datetime | None:
         naive = _fromisoformat(local)
     except ValueError:  # no such date (2026-02-30, year 0)
         return None
-    # datetime(state, tzinfo) is the constructor pickle uses (C and pure
-    # Python datetime alike); it attaches a tzinfo about 3x faster than
-    # naive.replace(tzinfo=tz), which parses nine keyword arguments.
-    state = naive.__reduce__()[1][0]
-    return datetime(state, tz)  # type: ignore[call-arg, arg-type]  # pickle's constructor
+    # The documented way, not pickle's faster private constructor: the
+    # difference (~0.2 µs) is not worth depending on an undocumented API.
+    return naive.replace(tzinfo=tz)
 
 
 def fast_attempt(data: bytes) -> AttemptGraded | None:
