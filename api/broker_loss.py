@@ -55,13 +55,18 @@ class BrokerLossStatus:
         self._read_at = -float("inf")
         self._loss: BrokerLoss | None = None
 
+    async def read(self) -> BrokerLoss | None:
+        """The reported loss, or None, read now (raises on a Redis error)."""
+        raw = await self.redis.get(self.keys.broker_loss())
+        self._loss = None if raw is None else BrokerLoss.model_validate_json(raw)
+        self._read_at = time.monotonic()
+        return self._loss
+
     async def current(self) -> BrokerLoss | None:
-        """The reported loss, or None (raises on a Redis error)."""
-        now = time.monotonic()
-        if now - self._read_at >= self.cache_s:
-            raw = await self.redis.get(self.keys.broker_loss())
-            self._loss = None if raw is None else BrokerLoss.model_validate_json(raw)
-            self._read_at = now
+        """As :meth:`read`, at most ``cache_s`` old (one read per second
+        however many ingest requests)."""
+        if time.monotonic() - self._read_at >= self.cache_s:
+            return await self.read()
         return self._loss
 
 
@@ -105,7 +110,7 @@ def broker_loss_checks(
     keys = status.keys
 
     async def broker_log() -> None:
-        loss = await status.current()
+        loss = await status.read()
         if loss is not None:
             raise CheckFailed(
                 f"{loss.describe()}; reported by {loss.by} at "
