@@ -343,8 +343,7 @@ def broker_loss_message(stack: DevStack) -> str:
     except (RedisError, OSError) as exc:
         reason = f"(cannot read the report: {exc!r})"
     return (
-        f"a worker stopped (exit code {EXIT_BROKER_LOST}): the embedded broker "
-        f"lost data it had already processed: {reason}\n"
+        f"\na worker stopped (exit code {EXIT_BROKER_LOST}): {reason}\n"
         "It is not restarted: its state no longer matches the broker's log. The "
         "embedded broker keeps everything in memory, so start `mastery dev` again "
         f"for a fresh stack ({RUNBOOK}). Logs are kept in {stack.log_dir}."

@@ -4,6 +4,10 @@ loss (docs/operations.md, "The broker restarted empty"). Real processes."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +21,7 @@ import pytest
 from redis import Redis
 
 from app.devstack import DevStack
+from app.embedded import EmbeddedKafka
 from app.faust_corrections.restart import EXIT_BROKER_LOST
 from app.workload import Workload, simulated
 from schemas.events import AttemptGraded, RegistrationCreated
@@ -192,3 +197,67 @@ def test_an_ordinary_restart_is_not_a_loss(stack: DevStack) -> None:
     assert body["checks"]["broker_log"] == "ok" and body["checks"]["worker"] == "ok"
     status, _, accepted = _register(stack, workload, "ordinary")
     assert status == 202, accepted
+
+
+def _tansu_pid(port: int) -> int:
+    """The pid of the Tansu broker listening on ``port`` (a grandchild)."""
+    wanted = f"tcp://127.0.0.1:{port}".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--listener-url" in argv and wanted in argv:
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no Tansu process listens on {port}")
+
+
+DEV_ARGS = ["--workers", "1", "--instances", "1", "--learners", "3"]
+DEV_ARGS += ["--exit-after", "120"]
+
+
+def test_mastery_dev_says_why_and_does_not_restart_the_worker(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("REDIS_URL", None)
+    env.update(WORKER_ENV)
+    out = tmp_path / "dev.out"
+    with out.open("w") as sink:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "dev", *DEV_ARGS],
+            cwd=tmp_path,
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    broker: EmbeddedKafka | None = None
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C stops everything." not in out.read_text():
+            assert dev.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.5)
+        values = dict(
+            line.split("=", 1)
+            for line in (tmp_path / "var" / "dev.env").read_text().splitlines()
+        )
+        port = int(values["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
+        time.sleep(2)  # a broker check records the end offsets (1 s here)
+        os.kill(_tansu_pid(port), signal.SIGKILL)
+        broker = EmbeddedKafka(port=port).start()  # empty, same port
+
+        assert dev.wait(timeout=60) == 1
+        text = out.read_text()
+        assert f"a worker stopped (exit code {EXIT_BROKER_LOST})" in text
+        assert "lost records this deployment had already read" in text
+        assert "start `mastery dev` again" in text
+        kept = re.search(r"logs kept in (\S+)", text)
+        assert kept is not None
+        shutil.rmtree(kept.group(1), ignore_errors=True)
+    finally:
+        if dev.poll() is None:
+            dev.terminate()
+            dev.wait(timeout=60)
+        if broker is not None:
+            broker.stop()
