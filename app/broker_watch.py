@@ -86,6 +86,9 @@ UNREACHABLE = (KafkaError, RedisError, OSError, TimeoutError)
 
 Ends = dict[tuple[str, int], int]
 
+#: UNKNOWN_TOPIC_OR_PARTITION in a topic's metadata: the topic does not exist.
+_UNKNOWN_TOPIC = 3
+
 
 def changelog_topic(worker_id: str, table: str = "registration-state") -> str:
     """The changelog topic Faust names for a table of app ``worker_id``."""
@@ -129,6 +132,8 @@ class BrokerWatch:
         self._confirm_after_s = confirm_after_s
         self._timeout_s = timeout_s
         self._record_max = redis.register_script(_RECORD_MAX_LUA)
+        self._admin: AIOKafkaAdminClient | None = None
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def check(self) -> None:
         """Raise :class:`BrokerLostData` if a loss is reported or found now;
@@ -214,33 +219,30 @@ class BrokerWatch:
         """The end offsets of every partition of the watched topics that
         exists; under the Tansu profile the true ones (infra/broker.py: Tansu
         reports its last batch's base offset + 1, which a log restarted empty
-        reaches again with its first batch)."""
-        admin = AIOKafkaAdminClient(
-            bootstrap_servers=self._bootstrap,
-            request_timeout_ms=int(self._timeout_s * 1000),
-            **self._client_kwargs,
-        )
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            enable_auto_commit=False,
-            request_timeout_ms=int(self._timeout_s * 1000),
-            **self._client_kwargs,
-        )
+        reaches again with its first batch). Raises :class:`KafkaError` when
+        the broker cannot say (a topic's metadata carries an error)."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                await admin.start()
-                # All topics, by name: asking for named topics could make a
-                # broker that auto-creates topics create them.
+                admin, consumer = await self._clients()
+                # All topics, not named ones: asking for a named topic could
+                # make a broker that auto-creates topics create it.
                 described = await admin.describe_topics()
-                tps = [
-                    TopicPartition(t["topic"], p["partition"])
-                    for t in described
-                    if t["topic"] in self.topics and not t["error_code"]
-                    for p in t["partitions"]
-                ]
+                tps: list[TopicPartition] = []
+                for t in described:
+                    if t["topic"] not in self.topics:
+                        continue
+                    if t["error_code"] == _UNKNOWN_TOPIC:
+                        continue  # gone: its partitions count as end 0
+                    if t["error_code"]:
+                        raise KafkaError(
+                            f"metadata of {t['topic']}: error {t['error_code']}"
+                        )
+                    tps += [
+                        TopicPartition(t["topic"], p["partition"])
+                        for p in t["partitions"]
+                    ]
                 if not tps:
                     return {}
-                await consumer.start()
                 ends = await end_offsets(
                     consumer,
                     self._bootstrap,
@@ -248,12 +250,41 @@ class BrokerWatch:
                     self._profile,
                     client_kwargs=self._client_kwargs,
                 )
-        finally:
+        except BaseException:
+            await self.close()  # reconnect from scratch next time
+            raise
+        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        """One admin client and one consumer (no group), started on first use
+        and again after a failure."""
+        if self._admin is None or self._consumer is None:
+            timeout_ms = int(self._timeout_s * 1000)
+            self._admin = AIOKafkaAdminClient(
+                bootstrap_servers=self._bootstrap,
+                request_timeout_ms=timeout_ms,
+                **self._client_kwargs,
+            )
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._bootstrap,
+                enable_auto_commit=False,
+                request_timeout_ms=timeout_ms,
+                **self._client_kwargs,
+            )
+            await self._admin.start()
+            await self._consumer.start()
+        return self._admin, self._consumer
+
+    async def close(self) -> None:
+        """Stop the Kafka clients (they start again when needed)."""
+        admin, self._admin = self._admin, None
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
             with contextlib.suppress(*UNREACHABLE, RuntimeError):
                 await consumer.stop()
+        if admin is not None:
             with contextlib.suppress(*UNREACHABLE, RuntimeError):
                 await admin.close()
-        return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
 
     async def _report(self, lost: Sequence[LostPartition]) -> BrokerLostData:
         return await self.report(
@@ -323,7 +354,10 @@ async def reset(watch: BrokerWatch) -> tuple[BrokerLoss | None, Ends]:
     redis = watch.redis
     reported = await watch.reported()
     seen = await watch.seen()
-    now = await watch.end_offsets()
+    try:
+        now = await watch.end_offsets()
+    finally:
+        await watch.close()
     keys = watch.keys
     async with redis.pipeline(transaction=True) as pipe:
         pipe.delete(keys.broker_loss())
@@ -349,7 +383,9 @@ async def check_before_start(
     """``mastery worker``, before it creates missing topics: end the process
     (code 65) if a loss is reported or found (:meth:`BrokerWatch.check_or_exit`)."""
     redis = Redis.from_url(redis_url, socket_timeout=5.0)
+    watch = BrokerWatch.of_worker(settings, redis, bootstrap)
     try:
-        await BrokerWatch.of_worker(settings, redis, bootstrap).check_or_exit()
+        await watch.check_or_exit()
     finally:
+        await watch.close()
         await redis.aclose()

@@ -444,6 +444,7 @@ class Worker:
 
     async def _on_before_shutdown(self, *args: Any, **kwargs: Any) -> None:
         await self.skip_guard.stop()
+        await self.broker_watch.close()
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         # Before the streams resume, perhaps on a new log (app/broker_watch.py).

@@ -48,7 +48,7 @@ async def watch(
         for i in range(5):
             await (await producer.send_raw(topics.catalog, b"k", b"v%d" % i))
     redis = Redis.from_url(redis_server.url)
-    yield BrokerWatch(
+    watch = BrokerWatch(
         redis,
         bootstrap,
         watched_topics(settings),
@@ -57,6 +57,8 @@ async def watch(
         keys=ReadModelKeys(prefix=f"bw{n}"),
         confirm_after_s=0.1,
     )
+    yield watch
+    await watch.close()
     await redis.aclose()
 
 
@@ -152,4 +154,5 @@ async def test_an_unreachable_broker_is_not_a_loss(
         await watch.check()
     await asyncio.wait_for(watch.check_or_exit(), 10)  # logs, does not exit
     assert await watch.reported() is None
+    await watch.close()
     await redis.aclose()
