@@ -134,6 +134,8 @@ class BrokerWatch:
         self._record_max = redis.register_script(_RECORD_MAX_LUA)
         self._admin: AIOKafkaAdminClient | None = None
         self._consumer: AIOKafkaConsumer | None = None
+        # The periodic check and the one after an assignment may overlap.
+        self._clients_lock = asyncio.Lock()
 
     async def check(self) -> None:
         """Raise :class:`BrokerLostData` if a loss is reported or found now;
@@ -222,7 +224,7 @@ class BrokerWatch:
         reaches again with its first batch). Raises :class:`KafkaError` when
         the broker cannot say (a topic's metadata carries an error)."""
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with self._clients_lock, asyncio.timeout(self._timeout_s):
                 admin, consumer = await self._clients()
                 # All topics, not named ones: asking for a named topic could
                 # make a broker that auto-creates topics create it.
