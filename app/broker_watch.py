@@ -162,14 +162,20 @@ class BrokerWatch:
             await self.record(now)
 
     @classmethod
-    def of_worker(cls, settings: Settings, redis: Redis, bootstrap: str) -> BrokerWatch:
+    def of_worker(
+        cls,
+        settings: Settings,
+        redis: Redis,
+        bootstrap: str,
+        profile: BrokerProfile | None = None,
+    ) -> BrokerWatch:
         """The watch of a worker configured by ``settings``."""
         return cls(
             redis,
             bootstrap,
             watched_topics(settings),
             by=process_name(settings.worker_id),
-            profile=profile_for(settings),
+            profile=profile or profile_for(settings),
             client_kwargs=kafka_client_kwargs(settings),
         )
 

@@ -156,7 +156,9 @@ class Worker:
             stall_timeout_s=settings.stall_timeout_s,
         )
         # A broker that lost its data, and "a worker runs", for the API.
-        self.broker_watch = BrokerWatch.of_worker(settings, self.redis, bootstrap)
+        self.broker_watch = BrokerWatch.of_worker(
+            settings, self.redis, bootstrap, profile
+        )
         report_consistency_errors(self.app, self.broker_watch)
         self.heartbeat = Heartbeat(
             self.redis,
