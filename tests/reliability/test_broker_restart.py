@@ -4,6 +4,7 @@ loss (docs/operations.md, "The broker restarted empty"). Real processes."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis import Redis
 
 from app.devstack import DevStack
@@ -261,3 +264,52 @@ def test_mastery_dev_says_why_and_does_not_restart_the_worker(tmp_path: Path) ->
             dev.wait(timeout=60)
         if broker is not None:
             broker.stop()
+
+
+def test_faust_consistency_error_ends_in_the_same_report(stack: DevStack) -> None:
+    """Redis lost its record too (FLUSHALL), so only the worker's local store
+    knows: its changelog offsets are beyond the new changelog's end. Faust's
+    ConsistencyError (formerly exit 1) becomes the reported loss, code 65."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=30, attempts_per_learner=4, seed=64
+    )
+    events: list[RegistrationCreated | AttemptGraded] = [
+        *workload.registrations,
+        *workload.attempts,
+    ]
+    produce(stack, [*workload.catalog, *events])
+    worker = stack.start_worker(extra_env=WORKER_ENV)
+    wait_until_rows_match(stack, workload, events)
+    stack.stop_worker(worker)
+    changelog = f"{stack.settings.worker_id}-registration-state-changelog"
+
+    stack.kafka.restart()
+    Redis.from_url(stack.redis.url).flushall()
+
+    async def two_records_per_changelog_partition() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(changelog, 4, 1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap_servers)
+        await producer.start()
+        try:
+            for partition in range(4):
+                for i in range(2):
+                    await producer.send_and_wait(
+                        changelog, b"x", key=b"k%d" % i, partition=partition
+                    )
+        finally:
+            await producer.stop()
+
+    asyncio.run(two_records_per_changelog_partition())
+    started = stack.start_worker(extra_env=WORKER_ENV)
+    assert started.wait(timeout=60) == EXIT_BROKER_LOST
+    log = _worker_log(stack)
+    assert "the local store has read further than the changelog" in log
+    assert "is higher\nthan the last offset in that topic" in log  # Faust's words
+    assert "Crashed reason=" not in log  # not mode's crash (exit 1)
+    loss = Redis.from_url(stack.redis.url).get(KEYS.broker_loss())
+    assert loss is not None and b"local store" in loss
