@@ -326,7 +326,7 @@ class BrokerWatch:
         return BrokerLostData(loss.describe())
 
 
-def report_consistency_errors(app: Any, watch: BrokerWatch) -> None:
+def report_consistency_errors(app: Any, watch: BrokerWatch, data_dir: str) -> None:
     """Turn Faust's ``ConsistencyError`` (raised by table recovery when the
     local store has read further than the changelog now reaches; its service
     crashes and the process ends with code 1, faust-streaming 0.15.3) into a
@@ -338,15 +338,16 @@ def report_consistency_errors(app: Any, watch: BrokerWatch) -> None:
 
     async def crash_or_report(reason: BaseException) -> None:
         if isinstance(reason, ConsistencyError):
+            faust_says = " ".join(str(reason).split())
             exit_process(
                 await watch.report(
                     BrokerLoss(
                         by=watch.by,
                         at=datetime.now(UTC),
                         reason=f"the local store has read further than the "
-                        f"changelog now reaches ({reason}): the broker lost "
-                        "records, or this data folder belongs to another "
-                        "cluster",
+                        f"changelog now reaches ({faust_says}): the broker lost "
+                        "records, or the data folder belongs to another cluster; "
+                        f"once the loss is accepted, delete {data_dir}",
                     )
                 )
             )

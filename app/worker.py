@@ -159,7 +159,7 @@ class Worker:
         self.broker_watch = BrokerWatch.of_worker(
             settings, self.redis, bootstrap, profile
         )
-        report_consistency_errors(self.app, self.broker_watch)
+        report_consistency_errors(self.app, self.broker_watch, str(data_dir))
         self.heartbeat = Heartbeat(
             self.redis,
             process_name(settings.worker_id),

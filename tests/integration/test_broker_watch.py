@@ -118,7 +118,7 @@ async def test_faust_consistency_error_becomes_a_reported_loss(
 
     app = SimpleNamespace(tables=SimpleNamespace(recovery=SimpleNamespace(crash=crash)))
     monkeypatch.setattr(broker_watch, "exit_process", exit_process)
-    broker_watch.report_consistency_errors(app, watch)
+    broker_watch.report_consistency_errors(app, watch, "/data/w1")
 
     other = RuntimeError("something else")
     await app.tables.recovery.crash(other)
@@ -131,6 +131,7 @@ async def test_faust_consistency_error_becomes_a_reported_loss(
     reported = await watch.reported()
     assert isinstance(reported, BrokerLoss)
     assert "offset 12 > highwater 3" in reported.reason
+    assert reported.reason.endswith("once the loss is accepted, delete /data/w1")
     assert crashed == [other]
 
 

@@ -309,7 +309,8 @@ def test_faust_consistency_error_ends_in_the_same_report(stack: DevStack) -> Non
     assert started.wait(timeout=60) == EXIT_BROKER_LOST
     log = _worker_log(stack)
     assert "the local store has read further than the changelog" in log
-    assert "is higher\nthan the last offset in that topic" in log  # Faust's words
+    assert "is higher than the last offset in that topic" in log  # Faust's words
+    assert f"delete {stack.workdir / 'worker-1'}" in log
     assert "Crashed reason=" not in log  # not mode's crash (exit 1)
     loss = Redis.from_url(stack.redis.url).get(KEYS.broker_loss())
     assert loss is not None and b"local store" in loss
