@@ -58,7 +58,7 @@ class BrokerLossStatus:
     async def read(self) -> BrokerLoss | None:
         """The reported loss, or None, read now (raises on a Redis error)."""
         raw = await self.redis.get(self.keys.broker_loss())
-        self._loss = None if raw is None else BrokerLoss.model_validate_json(raw)
+        self._loss = None if raw is None else BrokerLoss.stored(raw)
         self._read_at = time.monotonic()
         return self._loss
 

@@ -203,7 +203,7 @@ class BrokerWatch:
     async def reported(self) -> BrokerLoss | None:
         """The loss reported earlier (by any worker), if not cleared."""
         raw = await self.redis.get(self.keys.broker_loss())
-        return None if raw is None else BrokerLoss.model_validate_json(raw)
+        return None if raw is None else BrokerLoss.stored(raw)
 
     async def seen(self) -> Ends:
         """The highest end offsets recorded, by topic and partition."""

@@ -339,7 +339,7 @@ def broker_loss_message(stack: DevStack) -> str:
             ReadModelKeys().broker_loss()
         )
         if raw is not None:
-            reason = BrokerLoss.model_validate_json(raw).describe()
+            reason = BrokerLoss.stored(raw).describe()
     except (RedisError, OSError) as exc:
         reason = f"(cannot read the report: {exc!r})"
     return (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = ["RUNBOOK", "BrokerLoss", "LostPartition"]
 
@@ -47,6 +47,20 @@ class BrokerLoss(BaseModel):
     reason: str
     lost: tuple[LostPartition, ...] = ()
     runbook: str = RUNBOOK
+
+    @classmethod
+    def stored(cls, raw: bytes | str) -> BrokerLoss:
+        """The stored report; one that does not parse (edited by hand, another
+        version) is still a report: the loss stands until cleared."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError as exc:
+            return cls(
+                by="unknown",
+                at=datetime.fromtimestamp(0).astimezone(),
+                reason=f"a broker loss is reported, but its record does not "
+                f"parse ({exc.error_count()} errors)",
+            )
 
     def describe(self) -> str:
         """The reason and the first lost partitions, for logs and /readyz."""

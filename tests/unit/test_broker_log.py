@@ -64,3 +64,11 @@ def test_a_loss_describes_its_first_partitions_and_the_runbook() -> None:
     assert text.startswith("gone: t.reg[0] ended at 10, now 0; t.reg[1]")
     assert "t.reg[3]" in text and "t.reg[4]" not in text and "(+2 more)" in text
     assert text.endswith('see docs/operations.md, "The broker restarted empty"')
+
+
+def test_a_stored_report_round_trips_and_a_broken_one_still_counts() -> None:
+    loss = BrokerLoss(by="w", at=datetime.now(UTC), reason="gone")
+    assert BrokerLoss.stored(loss.model_dump_json()) == loss
+    broken = BrokerLoss.stored(b'{"by": 1}')
+    assert broken.by == "unknown"
+    assert "does not parse" in broken.describe()
