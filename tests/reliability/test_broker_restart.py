@@ -215,6 +215,21 @@ def _tansu_pid(port: int) -> int:
     raise AssertionError(f"no Tansu process listens on {port}")
 
 
+def _wait_until_dead(pid: int) -> None:
+    """Until ``pid`` is gone or a zombie (not our child: we cannot wait())."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = stat.read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"process {pid} still alive 10 s after SIGKILL")
+
+
 DEV_ARGS = ["--workers", "1", "--instances", "1", "--learners", "3"]
 DEV_ARGS += ["--exit-after", "120"]
 
@@ -247,12 +262,14 @@ def test_mastery_dev_says_why_and_does_not_restart_the_worker(tmp_path: Path) ->
         )
         port = int(values["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
         time.sleep(2)  # a broker check records the end offsets (1 s here)
-        os.kill(_tansu_pid(port), signal.SIGKILL)
+        pid = _tansu_pid(port)
+        os.kill(pid, signal.SIGKILL)
+        _wait_until_dead(pid)  # its port is free again
         broker = EmbeddedKafka(port=port).start()  # empty, same port
 
-        assert dev.wait(timeout=60) == 1
+        assert dev.wait(timeout=60) == 1, out.read_text()[-3000:]
         text = out.read_text()
-        assert f"a worker stopped (exit code {EXIT_BROKER_LOST})" in text
+        assert f"a worker stopped (exit code {EXIT_BROKER_LOST})" in text, text[-3000:]
         assert "lost records this deployment had already read" in text
         assert "start `mastery dev` again" in text
         kept = re.search(r"logs kept in (\S+)", text)
