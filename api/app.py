@@ -30,6 +30,7 @@ from api.auth import (
     authorize_learning_instance,
     authorize_registration,
 )
+from api.broker_loss import BrokerLossStatus, LossGuardedSink, broker_loss_checks
 from api.change_hub import ChangeHub
 from api.dashboard import DashboardRoutes, LearningInstanceView, RedisViewStore
 from api.docs import docs_routes
@@ -233,10 +234,10 @@ def create_api(settings: Settings) -> Starlette:
     closers: list[Any] = [hub.close, redis.aclose]
     metrics = ApiMetrics()
     checks, depends = redis_checks(redis, metrics)
-    sink: KafkaEventSink | None = None
+    sink: EventSink | None = None
     if settings.kafka_bootstrap_servers is not None:
         security = kafka_client_kwargs(settings)
-        sink = KafkaEventSink(
+        kafka = KafkaEventSink(
             settings.kafka_bootstrap_servers,
             profile_for(settings),
             TopicNames(settings.topic_prefix),
@@ -246,7 +247,13 @@ def create_api(settings: Settings) -> Starlette:
         )
         probe = BrokerProbe(settings.kafka_bootstrap_servers, client_kwargs=security)
         checks["broker"] = probe
-        closers[:0] = [sink.stop, probe.close]
+        closers[:0] = [kafka.stop, probe.close]
+        # Every ingest path writes through this sink (api/broker_loss.py).
+        loss = BrokerLossStatus(redis)
+        sink = LossGuardedSink(kafka, loss, retry_after_s=settings.ingest_retry_after_s)
+        more, needs = broker_loss_checks(redis, loss, settings.worker_heartbeat_ttl_s)
+        checks |= more
+        depends |= needs
     return create_app(
         RedisPageStore(redis),
         authenticator=authenticator,

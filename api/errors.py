@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "ApiError",
     "BadRequest",
+    "BrokerLost",
     "BrokerUnavailable",
     "Conflict",
     "Forbidden",
@@ -170,6 +171,14 @@ class BrokerUnavailable(ServiceUnavailable):
     """
 
     code = "broker_unavailable"
+
+
+class BrokerLost(BrokerUnavailable):
+    """A worker reported that the broker lost records it had read
+    (api/broker_loss.py): no event is produced (``details.stored`` is empty)
+    until an operator clears the report."""
+
+    code = "broker_lost_data"
 
 
 def not_found(field: str, ident: str) -> NotFound:

@@ -10,6 +10,9 @@ concurrently, each bounded by a timeout:
                 checked while Redis is unreachable
 ``broker``      the Kafka cluster's metadata can be fetched (only when the API
                 has a broker for its ingest endpoints)
+``broker_log``  no worker reported that the broker lost data, and
+``worker``      a worker's heartbeat is fresh (both with a broker, both need
+                Redis: api/broker_loss.py)
 
 and answers 200 with every check's result, or 503 in the project's error
 format naming the failing dependencies in ``details.failing``.

@@ -5,6 +5,7 @@ mastery worker                the stream processor (KAFKA_BOOTSTRAP_SERVERS, RED
 mastery api                   the HTTP API (REDIS_URL)
 mastery produce ...           stream a workload to the configured broker
 mastery selfcheck             does the broker report end offsets correctly?
+mastery broker-reset          accept the broker's log after it lost data
 mastery model trace ...       run the BKT model offline over a CSV export
 mastery model fit ...         fit BKT parameters by EM (CSV, DKT or the event log)
 mastery model evaluate ...    next-attempt AUC, RMSE and log-loss of parameters
@@ -36,7 +37,9 @@ __all__ = ["main"]
 log = logging.getLogger("mastery")
 
 #: commands that run to completion (not the long-running worker, api, dev)
-_ONE_SHOT = frozenset({"produce", "selfcheck", "token", "rebuild", "dlq", "model"})
+_ONE_SHOT = frozenset(
+    {"produce", "selfcheck", "token", "rebuild", "dlq", "model", "broker-reset"}
+)
 
 
 def _require(value: str | None, name: str) -> str:
@@ -64,6 +67,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
+    from app.broker_watch import check_before_start
     from app.worker import create_worker
     from infra.broker import ensure_topics, profile_for, verify_profile
 
@@ -74,6 +78,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.set_event_loop(loop)
 
     async def prepare() -> None:
+        # Before topics are created again: exits 65 if the broker lost data.
+        await check_before_start(settings, bootstrap, redis_url)
         await ensure_topics(settings, bootstrap)
         await verify_profile(settings, profile, bootstrap)
 
@@ -225,6 +231,31 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
             if args.flush
             else ")"
         )
+    )
+    return 0
+
+
+def cmd_broker_reset(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from app.broker_watch import BrokerWatch, reset
+    from schemas.broker_status import BrokerLoss
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = _require(settings.redis_url, "REDIS_URL")
+
+    async def go() -> tuple[BrokerLoss | None, dict[tuple[str, int], int]]:
+        redis = Redis.from_url(redis_url, socket_timeout=5.0)
+        try:
+            return await reset(BrokerWatch.of_worker(settings, redis, bootstrap))
+        finally:
+            await redis.aclose()
+
+    reported, now = asyncio.run(go())
+    print(f"cleared: {reported.describe()}" if reported else "no loss was reported")
+    print(
+        f"recorded the broker's end offsets of {len(now)} partitions as seen "
+        '(docs/operations.md, "The broker restarted empty")'
     )
     return 0
 
@@ -402,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
         "refused if it would hold less than the live one",
     )
     p_rebuild.set_defaults(func=cmd_rebuild)
+
+    sub.add_parser(
+        "broker-reset",
+        help="after the broker lost data: clear the report that stops workers and "
+        "ingest, and record the broker's end offsets as they are now",
+    ).set_defaults(func=cmd_broker_reset)
 
     p_dlq = sub.add_parser("dlq", help="list or re-drive dead-lettered records")
     dlq_sub = EnvironmentHelp(

@@ -48,6 +48,8 @@ _WORKER = (
     "table_standby_replicas",
     "catalog_catchup_timeout_s",
     "stall_timeout_s",
+    "worker_heartbeat_ttl_s",
+    "broker_check_interval_s",
     "state_cache_max_entries",
     "commit_interval_s",
     "metrics_host",
@@ -79,6 +81,7 @@ _API = (
     "stream_send_timeout_s",
     "stream_heartbeat_s",
     "stream_max_learners",
+    "worker_heartbeat_ttl_s",
 )
 _EMBEDDED = {"kafka_bootstrap_servers", "redis_url"} | set(_KAFKA[3:])
 
@@ -89,6 +92,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "produce": (*_KAFKA, *_TOPICS, "shared_dir", *_LOGS),
     "token": ("jwt_hs256_secret", "jwt_audience", "jwt_issuer", *_LOGS),
     "rebuild": (*_KAFKA, "redis_url", "app_id", *_LOGS),
+    "broker-reset": (*_KAFKA, "redis_url", "app_id", *_LOGS),
     "dlq": (*_KAFKA, *_LOGS),
     "selfcheck": (*_KAFKA, *_LOGS),
     "dev": tuple(

@@ -27,10 +27,11 @@ import orjson
 from pydantic import SecretStr
 
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.faust_corrections.restart import EXIT_BROKER_LOST
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
 
-__all__ = ["RESTART_EXIT_CODE", "DevStack", "run_dev"]
+__all__ = ["RESTART_EXIT_CODE", "DevStack", "broker_loss_message", "run_dev"]
 
 #: A worker exits with this code to be restarted (EX_TEMPFAIL).
 RESTART_EXIT_CODE = 75
@@ -126,7 +127,8 @@ class DevStack:
 
     def _supervise(self, proc: subprocess.Popen[bytes], name: str) -> None:
         """Restart a worker that asks for it (exit code 75: stalled, see the
-        worker's watchdog), as a production supervisor would."""
+        worker's watchdog), as a production supervisor would; never one that
+        found the broker's data lost (65, app/broker_watch.py)."""
         code = proc.wait()
         if (
             code == RESTART_EXIT_CODE
@@ -297,8 +299,10 @@ def run_dev(
                 if proc is not None and proc.poll() is not None and not restarted:
                     failed = True
                     print(
-                        f"a child process exited ({proc.args!r}); stopping; its log "
-                        f"is kept in {stack.log_dir}",
+                        broker_loss_message(stack)
+                        if proc.returncode == EXIT_BROKER_LOST
+                        else f"a child process exited ({proc.args!r}); stopping; "
+                        f"its log is kept in {stack.log_dir}",
                         file=sys.stderr,
                     )
                     return 1
@@ -318,6 +322,32 @@ def run_dev(
         stack.stop(keep_logs=failed)
         if failed:
             print(f"logs kept in {stack.log_dir}", file=sys.stderr)
+
+
+def broker_loss_message(stack: DevStack) -> str:
+    """What ``mastery dev`` says when a worker stopped with code 65: the
+    reported loss (schemas/broker_status.py) and what to do."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from schemas.broker_status import RUNBOOK, BrokerLoss
+    from schemas.read_model import ReadModelKeys
+
+    reason = "(no report found in Redis)"
+    try:
+        raw = Redis.from_url(stack.redis.url, socket_timeout=2.0).get(
+            ReadModelKeys().broker_loss()
+        )
+        if raw is not None:
+            reason = BrokerLoss.stored(raw).describe()
+    except (RedisError, OSError) as exc:
+        reason = f"(cannot read the report: {exc!r})"
+    return (
+        f"\na worker stopped (exit code {EXIT_BROKER_LOST}): {reason}\n"
+        "It is not restarted: its state no longer matches the broker's log. The "
+        "embedded broker keeps everything in memory, so start `mastery dev` again "
+        f"for a fresh stack ({RUNBOOK}). Logs are kept in {stack.log_dir}."
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -389,6 +419,8 @@ def _show_backlog(
             return True
         if any(p.poll() not in (None, RESTART_EXIT_CODE) for p in stack.workers):
             print()
+            if any(p.returncode == EXIT_BROKER_LOST for p in stack.workers):
+                print(broker_loss_message(stack), file=sys.stderr)
             return False
         time.sleep(0.5)
     print()

@@ -120,6 +120,15 @@ class EmbeddedKafka(_ChildServer):
         )
         return self
 
+    def restart(self) -> None:
+        """Stop and start again on the same port: it comes back empty (memory
+        only), as after a crash of the embedded broker (docs/operations.md)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.start()
+
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"

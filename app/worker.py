@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.broker_watch import BrokerWatch, process_name, report_consistency_errors
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.checkpoint import ChangelogWriter, Checkpoint
 from app.faust_corrections.guards import GroupProbes, SkipGuard, Watchdog
@@ -35,6 +36,7 @@ from app.faust_corrections.restart import (
 )
 from app.faust_corrections.store import PartitionStore
 from app.faust_corrections.transport import MasteryApp
+from app.heartbeat import Heartbeat
 from app.materialized import mark_materialized
 from app.metrics import HealthServer, WorkerMetrics
 from app.projector import Projection, RedisProjector
@@ -156,6 +158,16 @@ class Worker:
             topic=self.topics.registration_events,
             stall_timeout_s=settings.stall_timeout_s,
         )
+        # A broker that lost its data, and "a worker runs", for the API.
+        self.broker_watch = BrokerWatch.of_worker(
+            settings, self.redis, bootstrap, profile
+        )
+        report_consistency_errors(self.app, self.broker_watch, str(data_dir))
+        self.heartbeat = Heartbeat(
+            self.redis,
+            process_name(settings.worker_id),
+            settings.worker_heartbeat_ttl_s,
+        )
         self._changelog_started = False
         #: Partitions of the registration-events topic (the broker's count
         #: once known: the key -> partition rule depends on it).
@@ -168,6 +180,8 @@ class Worker:
         self.app.task(self._run_rederiver)
         self.app.task(self._run_watchdog)
         self.app.task(self._run_read_model_watch)
+        self.app.task(self._run_broker_watch)
+        self.app.task(self.heartbeat.run)
         if settings.metrics_port is not None:
             self.app.task(self._run_health)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
@@ -448,8 +462,11 @@ class Worker:
 
     async def _on_before_shutdown(self, *args: Any, **kwargs: Any) -> None:
         await self.skip_guard.stop()
+        await self.broker_watch.close()
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        # Before the streams resume, perhaps on a new log (app/broker_watch.py).
+        await self.broker_watch.check_or_exit()
         log.info("assigned partitions %s", self._assigned_partitions())
         actual = self.app.consumer.topic_partitions(self.topics.registration_events)
         if actual and actual != self._partitions:
@@ -465,6 +482,9 @@ class Worker:
         self.watchdog.progress()
         self.skip_guard.reset()
         self._mark_dirty(_ALL)
+
+    async def _run_broker_watch(self) -> None:
+        await self.broker_watch.run(self.settings.broker_check_interval_s)
 
     async def _run_follower(self) -> None:
         await self.follower.run()

@@ -112,6 +112,18 @@ class Settings(BaseSettings):
         description="exit (code 75, for the supervisor to restart) when events "
         "wait on assigned partitions and no batch was processed for this long",
     )
+    worker_heartbeat_ttl_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a running worker refreshes its Redis heartbeat every third of "
+        "this; the API's /readyz fails once no worker refreshed it for this long",
+    )
+    broker_check_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="how often a running worker compares the broker's end offsets "
+        "with the highest seen, to notice a broker that lost its data",
+    )
 
     api_host: str = Field(
         default="127.0.0.1", description="API listen address (0.0.0.0: all)"

@@ -65,20 +65,46 @@ class ReadModelKeys:
         """STRING: INCR'd to number a new generation (never reused)."""
         return f"{self.prefix}:meta:generation-counter"
 
+    def broker_offsets(self) -> str:
+        """HASH ``<topic>:<partition>`` -> the highest end offset a worker has
+        seen on the broker (app/broker_watch.py). Not namespaced: it describes
+        the broker, not a generation of the read model."""
+        return f"{self.prefix}:meta:broker-offsets"
+
+    def broker_loss(self) -> str:
+        """STRING: JSON :class:`schemas.broker_status.BrokerLoss`, set by the
+        worker that found the broker's log shorter than it was; while it
+        exists the API's ``/readyz`` and ingest answer 503. ``mastery
+        broker-reset`` deletes it. Not namespaced."""
+        return f"{self.prefix}:meta:broker-loss"
+
+    def worker_heartbeat(self) -> str:
+        """STRING: JSON ``{"by", "at"}`` that every running worker refreshes,
+        with a time to live (``MASTERY_WORKER_HEARTBEAT_TTL_S``); its absence
+        fails the API's ``/readyz``. Not namespaced."""
+        return f"{self.prefix}:meta:worker-heartbeat"
+
+    def deployment_keys(self) -> tuple[str, ...]:
+        """Keys under the bare prefix that belong to no generation."""
+        return (
+            self.current_generation(),
+            self.generation_counter(),
+            self.broker_offsets(),
+            self.broker_loss(),
+            self.worker_heartbeat(),
+        )
+
     def owns(self, key: str) -> bool:
         """Is ``key`` one of this generation's keys? (Generation 0's namespace
-        is the bare prefix, so the other generations' keys and the generation
-        pointers are excluded explicitly.)"""
+        is the bare prefix, so the other generations' keys and the
+        :meth:`deployment_keys` are excluded explicitly.)"""
         head = self.namespace + ":"
         if not key.startswith(head):
             return False
         if self.generation != 0:
             return True
         rest = key[len(head) :]
-        return not (
-            _OTHER_GENERATION.match(rest)
-            or key in (self.current_generation(), self.generation_counter())
-        )
+        return not (_OTHER_GENERATION.match(rest) or key in self.deployment_keys())
 
     def pattern(self) -> str:
         """SCAN pattern that covers this generation's keys (filter with

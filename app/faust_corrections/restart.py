@@ -6,6 +6,9 @@ calls :func:`exit_process`, which logs, flushes the logs and exits with the
 exception's code without running Faust's shutdown (which would ack and commit
 the batch in hand: ``take_events`` acks in a ``finally``). The supervisor
 (``mastery dev``, the deployment's restart policy) restarts code 75.
+Code 65 (:class:`BrokerLostData`) is not a restart: the broker lost records
+the worker had read, and an operator decides what happens next
+(docs/operations.md, "The broker restarted empty").
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import shutil
 from typing import NoReturn
 
 __all__ = [
+    "EXIT_BROKER_LOST",
     "EXIT_RESTART",
     "EXIT_SOFTWARE",
     "BatchCancelled",
     "BatchFailed",
+    "BrokerLostData",
     "CheckpointFailed",
     "RecordsSkipped",
     "RestartRequired",
@@ -32,6 +37,9 @@ __all__ = [
 EXIT_RESTART = 75
 #: EX_SOFTWARE: a bug; restarting may not help.
 EXIT_SOFTWARE = 70
+#: EX_DATAERR: the broker lost records this deployment had read; do not
+#: restart until an operator has acted (``mastery dev`` does not).
+EXIT_BROKER_LOST = 65
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,14 @@ class BatchCancelled(RestartRequired):
 
 class BatchFailed(WorkerExit):
     """A batch raised an unexpected error (a bug)."""
+
+
+class BrokerLostData(WorkerExit):
+    """The broker's log is shorter than the worker had seen (it restarted
+    empty, or topics were recreated): an operator must act, a restart would
+    only fold new events onto states the log no longer explains."""
+
+    exit_code = EXIT_BROKER_LOST
 
 
 def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:

@@ -28,6 +28,7 @@ ADMIN = bearer("ops-admin", "p1", ("partner_admin",))
 LI_ROUTE = "/learning-instances/{li_id}/metrics/status-and-progress"
 BODY = {"goal_ids": ["goal-a"]}
 MARKER = ReadModelKeys().materialized()
+HEARTBEAT = ReadModelKeys().worker_heartbeat()
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -50,6 +51,8 @@ def _value(
 def seeded(redis_server: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
     seed_world(redis_server.url)
     Redis.from_url(redis_server.url).set(MARKER, b'{"by":"test"}')
+    # A worker runs (its heartbeat, app/heartbeat.py).
+    Redis.from_url(redis_server.url).set(HEARTBEAT, b'{"by":"test"}')
     yield redis_server
 
 
@@ -149,7 +152,13 @@ def test_ready_when_redis_read_model_and_broker_are(
     assert r.status_code == 200, r.text
     assert r.json() == {
         "status": "ready",
-        "checks": {"redis": "ok", "read_model": "ok", "broker": "ok"},
+        "checks": {
+            "redis": "ok",
+            "read_model": "ok",
+            "broker": "ok",
+            "broker_log": "ok",
+            "worker": "ok",
+        },
     }
     assert (
         _value(_samples(scrape), "mastery_api_redis_seconds_count", operation="ping")

@@ -11,13 +11,10 @@ from schemas.read_model import ReadModelKeys
 
 __all__ = ["dump_read_model"]
 
-#: Who materialized the model and when, and which generation is live or was
-#: numbered last: metadata, not part of the comparison.
-_META = {
-    ReadModelKeys().materialized(),
-    ReadModelKeys().current_generation(),
-    ReadModelKeys().generation_counter(),
-}
+#: Who materialized the model and when, which generation is live or was
+#: numbered last, the workers' heartbeat and broker watch: metadata, not part
+#: of the comparison.
+_META = {ReadModelKeys().materialized(), *ReadModelKeys().deployment_keys()}
 
 
 def dump_read_model(url: str, generation: int | None = None) -> dict[str, Any]:

@@ -348,3 +348,4 @@ async def test_worker_clients_get_the_settings(tmp_path: Path) -> None:
     for guard in (worker.skip_guard, worker.watchdog):
         _assert_client_has(guard.probes.new()._client, settings)
     assert worker.follower._client_kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
+    assert worker.broker_watch._client_kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
