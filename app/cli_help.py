@@ -49,6 +49,7 @@ _WORKER = (
     "catalog_catchup_timeout_s",
     "stall_timeout_s",
     "state_cache_max_entries",
+    "forecast_cache_mb",
     "commit_interval_s",
     "metrics_host",
     "metrics_port",
