@@ -55,7 +55,7 @@ GRID_STEP = 0.005
 #: Byte budget of the cache behind :func:`completion_cdf`.
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 #: Smallest budget accepted: at parameters within schemas/bkt_params.py a
-#: table holds at most ~17,200 rows x 31 float64 (4.3 MB), and a lookup may
+#: table holds at most ~17,200 rows x 30 float64 (3.6 MB), and a lookup may
 #: need two tables (w and w - 1).
 MIN_BUDGET_BYTES = 16 * 2**20
 _HEADROOM = 40.0
