@@ -24,15 +24,54 @@ import inspect
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Generic, TypeVar
 
 from processors.forecast import ForecastTables, TableKey, build_chain
 
-__all__ = ["ForecastBuilder", "OnBuilt"]
+__all__ = ["ForecastBuilder", "OnBuilt", "Waiting"]
 
 log = logging.getLogger(__name__)
 
 #: Called on the loop's thread with the requested keys that are now held.
 OnBuilt = Callable[[frozenset[TableKey]], Awaitable[None] | None]
+
+_Item = TypeVar("_Item", bound=Hashable)
+
+
+class Waiting(Generic[_Item]):
+    """Which items (e.g. registration ids) have rows waiting on which keys."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[TableKey, set[_Item]] = {}
+
+    def __len__(self) -> int:
+        """Keys with waiting items."""
+        return len(self._by_key)
+
+    def add(self, item: _Item, keys: Iterable[TableKey]) -> None:
+        """``item``'s rows were derived without these keys' tables."""
+        for key in keys:
+            self._by_key.setdefault(key, set()).add(item)
+
+    def release(self, keys: Iterable[TableKey]) -> set[_Item]:
+        """Items waiting on any of ``keys`` (now built), forgotten for them.
+
+        An item also waiting on another key is re-derived now and noted
+        again by the caller if that key is still missing.
+        """
+        released: set[_Item] = set()
+        for key in keys:
+            released |= self._by_key.pop(key, set())
+        return released
+
+    def forget(self, keep: Callable[[_Item], bool]) -> None:
+        """Drop the items ``keep`` rejects (e.g. of revoked partitions)."""
+        for key in list(self._by_key):
+            items = {item for item in self._by_key[key] if keep(item)}
+            if items:
+                self._by_key[key] = items
+            else:
+                del self._by_key[key]
 
 
 class ForecastBuilder:

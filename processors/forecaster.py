@@ -37,8 +37,8 @@ __all__ = [
 #: a whole chain at the worst bounded parameters costs a few ms and ~2 MB;
 #: E[min(T, 30)] within 0.02 items on average of the exact one (max ~0.4).
 PROVISIONAL_STEP = 0.1
-#: Provisional chains a DeferredForecaster builds between two
-#: :meth:`DeferredForecaster.take_pending` calls (one batch); past that the
+#: Provisional chains a DeferredForecaster builds inline per batch (between
+#: two :meth:`DeferredForecaster.start_batch` calls); past that the
 #: provisional CDF is the best case (bounded cost whatever a batch holds).
 PROVISIONAL_INLINE_BUILDS = 16
 
@@ -60,6 +60,14 @@ class Forecaster(Protocol):
         """The CDF at this state; ``threshold`` in log-odds."""
         ...
 
+    def take_pending(self) -> frozenset[TableKey]:
+        """Exact tables missed since the last call (then forgotten)."""
+        ...
+
+    def start_batch(self) -> None:
+        """A new unit of work (a batch) begins: renew per-batch allowances."""
+        ...
+
 
 class SynchronousForecaster:
     """Builds what is missing before answering: always exact."""
@@ -74,6 +82,13 @@ class SynchronousForecaster:
         if self._tables is None:
             return Forecast(completion_cdf(params, threshold, log_odds, work_needed))
         return Forecast(self._tables.get(params, threshold, log_odds, work_needed))
+
+    def take_pending(self) -> frozenset[TableKey]:
+        """Nothing is ever pending here."""
+        return frozenset()
+
+    def start_batch(self) -> None:
+        """Nothing to renew."""
 
 
 #: The default of processors.goals: the module-level cache of completion_cdf.
@@ -121,12 +136,14 @@ class DeferredForecaster:
         )
 
     def take_pending(self) -> frozenset[TableKey]:
-        """Exact tables missed since the last call (then forgotten); also
-        starts a new batch's allowance of inline provisional builds."""
+        """Exact tables missed since the last call (then forgotten)."""
         pending = frozenset(self._pending)
         self._pending.clear()
-        self._inline_left = self._inline_builds
         return pending
+
+    def start_batch(self) -> None:
+        """Renew the allowance of inline provisional builds."""
+        self._inline_left = self._inline_builds
 
     def _provisional(
         self, params: Params, threshold: float, log_odds: float, work_needed: int

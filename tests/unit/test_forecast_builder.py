@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.forecast_builder import ForecastBuilder
+from app.forecast_builder import ForecastBuilder, Waiting
 from processors.forecast import (
     MIN_BUDGET_BYTES,
     ForecastTables,
@@ -15,7 +15,11 @@ from processors.forecast import (
     build_chain,
     completion_cdf,
 )
+from processors.forecaster import DeferredForecaster
+from processors.goals import evaluate
 from processors.mastery import DEFAULT_PARAMS, Params, logit
+from processors.registration import RegistrationState
+from tests.unit.test_goals import GOALS, answer, fresh, make_catalog
 
 WORST = Params(prior=0.5, learn=1e-4, guess=1e-4, slip=1e-4)
 
@@ -155,3 +159,78 @@ async def test_the_loop_keeps_running_while_the_worst_chains_build() -> None:
     )
     assert len(lags) >= 10
     assert worst < max(inline, threaded)
+
+
+async def test_provisional_rows_are_rederived_exactly_once_built() -> None:
+    """The wiring the worker follows: derive with a DeferredForecaster, note
+    the pending keys, request them, re-derive what waited in on_built."""
+    catalog = make_catalog()
+    answers = {
+        "r-new": [],
+        "r-mixed": [("m-a", True), ("m-ab", False), ("m-c", True)],
+        "r-right": [("m-a", True), ("m-a", True), ("m-b", True)],
+        "r-stuck": [("m-s", False)] * 12,
+    }
+    states: dict[str, RegistrationState] = {}
+    for reg, sequence in answers.items():
+        state = fresh()
+        for module, correct in sequence:
+            state = answer(state, catalog, module, correct)
+        states[reg] = state
+
+    tables = ForecastTables(MIN_BUDGET_BYTES * 4)
+    # No inline coarse builds: provisional rows show the best case, far
+    # enough from the exact ones to tell whether re-deriving happened.
+    deferred = DeferredForecaster(tables, inline_builds=0)
+    waiting: Waiting[str] = Waiting()
+    rows: dict[tuple[str, str], dict[str, object]] = {}
+    derived: list[str] = []
+
+    def derive(reg: str) -> None:
+        derived.append(reg)
+        for goal in GOALS:
+            row = evaluate(goal, states[reg], catalog, forecaster=deferred)
+            rows[reg, goal.goal_id] = row
+        keys = deferred.take_pending()
+        waiting.add(reg, keys)
+        builder.request(keys, owner=reg)
+
+    async def on_built(keys: frozenset[TableKey]) -> None:
+        for reg in waiting.release(keys):
+            derive(reg)
+
+    builder = ForecastBuilder(tables, on_built)
+    deferred.start_batch()
+    for reg in states:
+        derive(reg)
+    assert len(waiting) > 0 and builder.queued > 0
+    provisional = dict(rows)
+    builder.start()
+    try:
+        async with asyncio.timeout(60):
+            while builder.queued or len(waiting):
+                await asyncio.sleep(0.01)
+    finally:
+        await builder.stop()
+    exact = {
+        (reg, goal.goal_id): evaluate(goal, states[reg], catalog)
+        for reg in states
+        for goal in GOALS
+    }
+    assert rows == exact
+    assert len(derived) > len(states)  # some rows were re-derived
+    assert provisional != exact
+
+
+def test_waiting_releases_and_forgets() -> None:
+    a, b = TableKey(DEFAULT_PARAMS, 1.0, 0), TableKey(DEFAULT_PARAMS, 2.0, 0)
+    waiting: Waiting[str] = Waiting()
+    waiting.add("r1", [a, b])
+    waiting.add("r2", [b])
+    waiting.add("r3", [a])
+    assert len(waiting) == 2
+    waiting.forget(lambda reg: reg != "r3")
+    assert waiting.release([a]) == {"r1"}
+    assert waiting.release([a]) == set()
+    assert waiting.release([b]) == {"r1", "r2"}
+    assert len(waiting) == 0

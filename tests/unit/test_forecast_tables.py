@@ -114,9 +114,12 @@ def test_a_table_larger_than_the_budget_is_answered_but_not_held() -> None:
 def test_synchronous_forecaster_is_completion_cdf() -> None:
     tables = ForecastTables(MIN_BUDGET_BYTES)
     for forecaster in (SynchronousForecaster(), SynchronousForecaster(tables)):
+        forecaster.start_batch()
         got = forecaster.forecast(DEFAULT_PARAMS, THETA, 0.3, 2)
         assert got.pending is None
         assert got.cdf == completion_cdf(DEFAULT_PARAMS, THETA, 0.3, 2)
+        assert forecaster.take_pending() == frozenset()
+    assert TableKey(DEFAULT_PARAMS, THETA, 2) in tables
 
 
 def test_deferred_forecaster_reports_pending_and_answers_provisionally() -> None:
@@ -159,7 +162,10 @@ def test_deferred_forecaster_bounds_its_inline_builds_per_batch() -> None:
         TableKey(DEFAULT_PARAMS, logit(0.9), 1),
         TableKey(DEFAULT_PARAMS, logit(0.99), 1),
     }
-    # A new batch: one inline build again.
+    assert len(tables) == held  # taking the keys does not renew the allowance
+    forecaster.forecast(DEFAULT_PARAMS, logit(0.99), 0.0, 1)
+    assert len(tables) == held
+    forecaster.start_batch()  # a new batch: one inline build again
     third = forecaster.forecast(DEFAULT_PARAMS, logit(0.99), 0.0, 1)
     assert len(tables) > held
     assert third.cdf != second.cdf
