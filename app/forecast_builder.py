@@ -82,6 +82,7 @@ class ForecastBuilder:
         self._on_built = on_built
         self._queues: OrderedDict[Hashable, deque[TableKey]] = OrderedDict()
         self._queued: set[TableKey] = set()
+        self._ready: set[TableKey] = set()  # requested while already held
         self._failed: set[TableKey] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -89,18 +90,25 @@ class ForecastBuilder:
 
     @property
     def queued(self) -> int:
-        """Keys waiting to be built."""
-        return len(self._queued)
+        """Keys waiting to be built or reported."""
+        return len(self._queued) + len(self._ready)
 
     def request(self, keys: Iterable[TableKey], owner: Hashable = None) -> None:
-        """Queue keys for building (already queued, held or failed ones are
-        ignored). Call on the loop's thread."""
+        """Queue keys for building. Call on the loop's thread.
+
+        A key held by now (built with another chain since it was missed) is
+        reported to ``on_built`` without a build; queued and failed keys are
+        ignored.
+        """
         for key in keys:
-            if key in self._queued or key in self._failed or key in self._tables:
+            if key in self._queued or key in self._failed:
+                continue
+            if key in self._tables:
+                self._ready.add(key)
                 continue
             self._queues.setdefault(owner, deque()).append(key)
             self._queued.add(key)
-        if self._queued:
+        if self._queued or self._ready:
             self._wake.set()
 
     def start(self) -> None:
@@ -123,7 +131,7 @@ class ForecastBuilder:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queued:
+            while self._queued or self._ready:
                 try:
                     await self.build_next()
                 except Exception:
@@ -133,9 +141,7 @@ class ForecastBuilder:
     async def build_next(self) -> frozenset[TableKey]:
         """Build the next owner's next key; report every queued key now held."""
         key = self._next_key()
-        if key is None:
-            return frozenset()
-        if key not in self._tables:
+        if key is not None and key not in self._tables:
             below = self._tables.below(key)
             try:
                 built = await asyncio.to_thread(build_chain, key, below)
@@ -150,16 +156,17 @@ class ForecastBuilder:
                 log.warning("forecast table %s is not held; rows stay provisional", key)
                 self._failed.add(key)
                 self._queued.discard(key)
-        done = frozenset(k for k in self._queued if k in self._tables)
-        if key in self._tables:
-            done |= {key}
-        for k in done:
-            self._drop(k)
-        if done:
-            result = self._on_built(done)
-            if inspect.isawaitable(result):
-                await result
-        return done
+        done = {k for k in self._queued if k in self._tables} | self._ready
+        if key is not None and key in self._tables:
+            done.add(key)
+        self._ready = set()
+        self._queued -= done
+        if not done:
+            return frozenset()
+        result = self._on_built(frozenset(done))
+        if inspect.isawaitable(result):
+            await result
+        return frozenset(done)
 
     def _next_key(self) -> TableKey | None:
         while self._queues:
@@ -173,6 +180,3 @@ class ForecastBuilder:
                     return key
             del self._queues[owner]
         return None
-
-    def _drop(self, key: TableKey) -> None:
-        self._queued.discard(key)

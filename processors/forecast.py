@@ -355,10 +355,11 @@ class ForecastTables:
         return missing
 
     def below(self, key: TableKey) -> Table | None:
-        """The held table to build ``key`` from (the next one below it), if any."""
+        """The held table to build ``key`` from (the next one below it), if any;
+        refreshed, as lookups at ``key`` may read it too."""
         if key.work == 0:
             return None
-        return self._tables.get(key.with_work(key.work - 1))
+        return self._table(key.with_work(key.work - 1), None)
 
     def build(self, key: TableKey) -> None:
         """Build ``key`` (and the tables below it it needs) and hold them."""

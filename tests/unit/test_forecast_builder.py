@@ -48,8 +48,13 @@ async def test_requested_keys_are_built_and_reported() -> None:
         assert tables.lookup(DEFAULT_PARAMS, key.threshold, 0.4, 2) == (
             completion_cdf(DEFAULT_PARAMS, key.threshold, 0.4, 2)
         )
-    builder.request(keys)  # held: nothing to do
-    assert builder.queued == 0
+    # Held by now (e.g. built with another chain since the miss): reported
+    # again without a build, so rows that waited on them are re-derived.
+    builder.request(keys)
+    assert builder.queued == 2
+    assert await builder.build_next() == set(keys)
+    assert builder.builds == 2 and builder.queued == 0
+    assert reported[-1] == set(keys)
 
 
 async def test_a_key_built_by_an_earlier_chain_is_reported_without_a_build() -> None:
