@@ -26,7 +26,8 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -66,9 +67,12 @@ Row = tuple[float, ...]
 _Array = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True, slots=True)
-class TableKey:
-    """What one table depends on: ``work`` is ``w``, ``threshold`` in log-odds."""
+class TableKey(NamedTuple):
+    """What one table depends on: ``work`` is ``w``, ``threshold`` in log-odds.
+
+    A tuple: built and hashed on every lookup, so it stays as cheap as one;
+    :func:`build_chain` checks it.
+    """
 
     params: Params
     threshold: float
@@ -76,15 +80,16 @@ class TableKey:
     horizon: int = HORIZON
     step: float = GRID_STEP
 
-    def __post_init__(self) -> None:
+    def with_work(self, work: int) -> TableKey:
+        """The same chain at another ``w``."""
+        return TableKey(self.params, self.threshold, work, self.horizon, self.step)
+
+    def check(self) -> None:
+        """Raise ValueError unless a table can be built for this key."""
         if not 0 <= self.work <= self.horizon:
             raise ValueError(f"need 0 <= work <= horizon, got {self}")
         if not (self.step > 0.0 and math.isfinite(self.threshold)):
             raise ValueError(f"need step > 0 and a finite threshold, got {self}")
-
-    def with_work(self, work: int) -> TableKey:
-        """The same chain at another ``w``."""
-        return replace(self, work=work)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -232,6 +237,7 @@ def build_chain(key: TableKey, child: Table | None = None) -> list[Table]:
 
     Pure and thread-safe: it only reads ``child``.
     """
+    key.check()
     if child is not None and (
         child.key.with_work(key.work) != key or child.key.work >= key.work
     ):
@@ -268,7 +274,9 @@ def _interpolate(table: Table, x: float) -> Row:
         j = int(pos)
         a = pos - j
         values = rows[j] * (1.0 - a) + rows[j + 1] * a
-    return (0.0,) * key.work + tuple(values.tolist())
+    if key.work:
+        return (0.0,) * key.work + tuple(values.tolist())
+    return tuple(values.tolist())
 
 
 class ForecastTables:
@@ -325,8 +333,9 @@ class ForecastTables:
         """``P(T <= t)``, or the key of a table it needs that is not held."""
         if work_needed > horizon or (work_needed <= 0 and log_odds >= threshold):
             return self._trivial(threshold, log_odds, work_needed, horizon)
-        key = self.key_for(params, threshold, work_needed, horizon=horizon, step=step)
-        return self._row(key, log_odds)
+        return self._row(
+            TableKey(params, threshold, max(work_needed, 0), horizon, step), log_odds
+        )
 
     def lookup(
         self,
@@ -423,8 +432,10 @@ class ForecastTables:
     def _row(
         self, key: TableKey, x: float, local: dict[TableKey, Table] | None = None
     ) -> Row | TableKey:
-        table = self._table(key, local)
-        if table is None:
+        table = self._tables.get(key)
+        if table is not None:
+            self._tables.move_to_end(key)
+        elif local is None or (table := local.get(key)) is None:
             return key
         if x >= table.start:
             return _interpolate(table, x)

@@ -92,9 +92,13 @@ def test_budget_is_checked() -> None:
     with pytest.raises(ValueError, match="below the minimum"):
         ForecastTables(MIN_BUDGET_BYTES - 1)
     with pytest.raises(ValueError, match="work <= horizon"):
-        TableKey(DEFAULT_PARAMS, THETA, HORIZON + 1)
+        build_chain(TableKey(DEFAULT_PARAMS, THETA, HORIZON + 1))
     with pytest.raises(ValueError, match="finite threshold"):
-        TableKey(DEFAULT_PARAMS, float("inf"), 0)
+        ForecastTables(MIN_BUDGET_BYTES).build(
+            TableKey(DEFAULT_PARAMS, float("inf"), 0)
+        )
+    with pytest.raises(ValueError, match="step > 0"):
+        build_chain(TableKey(DEFAULT_PARAMS, THETA, 0, step=0.0))
     other = build_chain(TableKey(DEFAULT_PARAMS, THETA + 1.0, 0))[0]
     with pytest.raises(ValueError, match="is not below"):
         build_chain(TableKey(DEFAULT_PARAMS, THETA, 1), other)
