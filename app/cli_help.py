@@ -50,6 +50,7 @@ _WORKER = (
     "stall_timeout_s",
     "state_cache_max_entries",
     "forecast_cache_mb",
+    "forecast_inline_builds",
     "commit_interval_s",
     "metrics_host",
     "metrics_port",

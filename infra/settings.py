@@ -108,6 +108,14 @@ class Settings(BaseSettings):
         "MiB (least recently used dropped first; docs/analytics.md, 'Work "
         "remaining')",
     )
+    forecast_inline_builds: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="worker: coarse provisional forecast chains built inline per "
+        "batch for tables not built yet; beyond that a row shows the best case "
+        "until its exact table is built (docs/analytics.md, 'Work remaining')",
+    )
     commit_interval_s: float = Field(
         default=1.0,
         gt=0,
