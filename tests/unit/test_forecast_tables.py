@@ -23,7 +23,7 @@ from processors.forecaster import (
     DeferredForecaster,
     SynchronousForecaster,
 )
-from processors.goals import evaluate
+from processors.goals import evaluate, evaluate_target
 from processors.mastery import DEFAULT_PARAMS, Params, logit
 from tests.unit.test_goals import GOALS, answer, fresh, make_catalog
 
@@ -219,3 +219,25 @@ def test_goals_with_a_pending_table_give_contract_rows_and_name_the_key() -> Non
     exact = {g.goal_id: evaluate(g, state, catalog, forecaster=deferred) for g in GOALS}
     assert deferred.take_pending() == frozenset()
     assert exact == {g.goal_id: evaluate(g, state, catalog) for g in GOALS}
+
+
+def test_a_target_outcome_names_the_tables_it_lacked() -> None:
+    catalog = make_catalog()
+    state = answer(fresh(), catalog, "m-ab", True)
+    goal = next(g for g in GOALS if g.goal_id == "g-mod")
+    target = goal.targets[1]  # module m-ab: objectives lo-a and lo-b
+    deferred = DeferredForecaster(ForecastTables(MIN_BUDGET_BYTES))
+    kwargs = {
+        "objectives": state.objectives,
+        "untagged": state.untagged_work,
+        "tagged": state.tagged_work.get(goal.goal_id, {}),
+        "catalog": catalog,
+    }
+    outcome = evaluate_target(target, goal, forecaster=deferred, **kwargs)
+    threshold = logit(goal.completion_criteria.min_predicted_mastery)
+    need = goal.completion_criteria.min_work_per_target - outcome.work
+    assert outcome.pending == {
+        TableKey(catalog.params_for(o), threshold, need) for o in ("lo-a", "lo-b")
+    }
+    assert deferred.take_pending() == outcome.pending
+    assert evaluate_target(target, goal, **kwargs).pending == frozenset()
