@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.forecast import completion_cdf
+from app.workload import simulated
+from processors.catalog import Catalog
+from processors.forecast import TableKey, completion_cdf
+from processors.forecaster import Forecast
+from processors.goals import evaluate
 from processors.mastery import DEFAULT_PARAMS, Params, logit
+from processors.registration import apply_attempt, register
 from schemas.bkt_params import GUESS, LEARN, PRIOR, SLIP, Bound
 from tests.unit import forecast_reference as reference
 
@@ -96,3 +102,43 @@ def test_learn_zero_and_defaults_match() -> None:
                     )
                     <= TOLERANCE
                 )
+
+
+class _ReferenceForecaster:
+    """The former implementation behind the Forecaster protocol."""
+
+    def forecast(
+        self, params: Params, threshold: float, log_odds: float, work_needed: int
+    ) -> Forecast:
+        return Forecast(
+            reference.completion_cdf(params, threshold, log_odds, work_needed)
+        )
+
+    def take_pending(self) -> frozenset[TableKey]:
+        return frozenset()
+
+    def start_batch(self) -> None:
+        return None
+
+
+def test_rows_are_byte_identical_to_the_former_code() -> None:
+    """Every row of a simulated workload, after every attempt."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=15, attempts_per_learner=30, seed=4
+    )
+    catalog = Catalog()
+    for event in workload.catalog:
+        catalog.apply(event)
+    states = {e.registration_id: register(None, e) for e in workload.registrations}
+    former = _ReferenceForecaster()
+    compared = 0
+    for attempt in workload.attempts:
+        result = apply_attempt(states[attempt.registration_id], attempt, catalog)
+        assert result.state is not None
+        state = states[attempt.registration_id] = result.state
+        for goal in catalog.goals_of(state.learning_instance_id):
+            ours = orjson.dumps(evaluate(goal, state, catalog))
+            theirs = orjson.dumps(evaluate(goal, state, catalog, forecaster=former))
+            assert ours == theirs
+            compared += 1
+    assert compared >= len(workload.attempts)
