@@ -472,8 +472,8 @@ def completion_cdf(
 ) -> Row:
     """``P(T <= t)`` for ``t = 0..horizon``; ``threshold`` is in log-odds.
 
-    Builds missing tables synchronously (into a cache of
-    :data:`DEFAULT_BUDGET_BYTES`).
+    Builds missing tables synchronously (into a module-level cache of
+    :data:`DEFAULT_BUDGET_BYTES`, for one thread, as goal evaluation is).
     """
     return _DEFAULT_TABLES.get(
         params, threshold, log_odds, work_needed, horizon=horizon, step=step
