@@ -239,12 +239,15 @@ class IngestRoutes:
         )
 
     async def tag_module(self, request: Request) -> Response:
-        self._caller(request, ADMIN)
+        principal = self._caller(request, ADMIN)
         module_id = path_ref_id(request, "module_id")
         body = validate(TagModule, await read_json(request, self.limit))
         _, sink, _ = self._ports()
+        # Modules and objectives are the partner's own (docs/auth.md,
+        # "Ownership"): this tags the caller's module, never another's.
         event = _build(
             ModuleTagged,
+            partner_id=principal.partner_id,
             module_id=module_id,
             learning_objective_ids=body.learning_objective_ids,
             parameters=body.parameters,

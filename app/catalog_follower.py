@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -31,6 +32,9 @@ from schemas.events import (
 __all__ = ["CatalogFollower", "CatalogListener"]
 
 log = logging.getLogger(__name__)
+
+#: Ownership refusals remembered for the catalog agent to dead-letter.
+_REJECTIONS_KEPT = 10_000
 
 CatalogEventT = LearningInstanceCreated | GoalDefined | ModuleTagged
 #: Called after each applied catalog event with the event, whether it changed
@@ -62,6 +66,7 @@ class CatalogFollower:
         self._advanced = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
         self.rejected = 0
+        self._rejections: OrderedDict[tuple[int, int], str] = OrderedDict()
 
     async def run(self) -> None:
         """Consume forever (until cancelled)."""
@@ -90,9 +95,9 @@ class CatalogFollower:
             self._positions = dict.fromkeys(tps, 0)
             while True:
                 batches = await consumer.getmany(*tps, timeout_ms=200)
-                for records in batches.values():
+                for tp_, records in batches.items():
                     for record in records:
-                        await self._apply(record.value, record.offset)
+                        await self._apply(record.value, tp_.partition, record.offset)
                 for tp in tps:
                     self._positions[tp] = await consumer.position(tp)
                 if not self.ready.is_set() and self._reached(initial_end):
@@ -108,7 +113,7 @@ class CatalogFollower:
     def _reached(self, ends: dict[TopicPartition, int]) -> bool:
         return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
-    async def _apply(self, value: bytes | None, offset: int) -> None:
+    async def _apply(self, value: bytes | None, partition: int, offset: int) -> None:
         try:
             event = decode_event(value or b"")
         except (ValidationError, ValueError) as exc:
@@ -123,15 +128,27 @@ class CatalogFollower:
             return
         existed = self._exists(event)
         change = self.catalog.apply(event)
+        if change.rejected is not None:
+            # Refused by ownership (processors/catalog.py): the catalog agent
+            # dead-letters it with this reason (rejection_at).
+            self._rejections[(partition, offset)] = change.rejected
+            while len(self._rejections) > _REJECTIONS_KEPT:
+                self._rejections.popitem(last=False)
+            return
         if self._listener is not None:
             changed = not existed or change.redefined
             await self._listener(event, changed, self.ready.is_set())
+
+    def rejection_at(self, partition: int, offset: int) -> str | None:
+        """Why the catalog refused the record at (partition, offset), if it did
+        (once applied; the most recent :data:`_REJECTIONS_KEPT` are kept)."""
+        return self._rejections.get((partition, offset))
 
     def _exists(self, event: CatalogEventT) -> bool:
         if isinstance(event, GoalDefined):
             return self.catalog.goal(event.goal_id) is not None
         if isinstance(event, ModuleTagged):
-            return self.catalog.module(event.module_id) is not None
+            return self.catalog.module(event.partner_id, event.module_id) is not None
         return self.catalog.learning_instance(event.learning_instance_id) is not None
 
     async def catch_up(self, timeout_s: float) -> bool:

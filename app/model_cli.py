@@ -264,9 +264,8 @@ def _fit_from_log(settings: Settings, args: argparse.Namespace) -> int:
     print(_params_json(results))
     if args.publish:
         publication = parameter_events(
-            catalog,
+            catalog.for_partner(args.partner),
             {skill: r.params for skill, r in results.items()},
-            shared=answers.shared(args.partner) & set(results),
             now=datetime.now(UTC),
         )
         if args.send and publication.events:

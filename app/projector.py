@@ -20,7 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app.row_feed import add_to_pipeline
-from processors.registration import RegistrationState, register
+from processors.registration import RegistrationState, epoch_us
 from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
 from schemas.read_model import ReadModelKeys
 
@@ -54,8 +54,22 @@ class Projection:
         self.strings[self.keys.goal_template(goal.goal_id)] = template
 
     def registration(self, fact: RegistrationState | RegistrationCreated) -> None:
-        """Registration facts (for access rules) and its place in the LI's order."""
-        state = register(None, fact) if isinstance(fact, RegistrationCreated) else fact
+        """Registration facts (for access rules) and its place in the LI's order.
+
+        A ``RegistrationCreated`` is projected as the state it creates (for
+        seeding a read model; the worker projects folded states).
+        """
+        state = (
+            RegistrationState(
+                fact.registration_id,
+                fact.learning_instance_id,
+                fact.user_id,
+                fact.role,
+                created_us=epoch_us(fact.occurred_at),
+            )
+            if isinstance(fact, RegistrationCreated)
+            else fact
+        )
         self.strings[self.keys.registration(state.registration_id)] = orjson.dumps(
             {
                 "learning_instance_id": state.learning_instance_id,

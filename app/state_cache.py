@@ -53,6 +53,14 @@ class StateCache:
             state = entries[registration_id] = RegistrationState.from_bytes(raw)
         return state
 
+    def peek(self, registration_id: str, partition: int) -> RegistrationState | None:
+        """The current state, like :meth:`get`, without caching a store read."""
+        cached = self._entries.get(partition, {}).get(registration_id)
+        if cached is not None:
+            return cached
+        raw = self._store.get(partition, registration_id.encode())
+        return None if raw is None else RegistrationState.from_bytes(raw)
+
     def put(self, partition: int, state: RegistrationState) -> None:
         """Record a changed state (dirty until the next checkpoint)."""
         reg_id = state.registration_id

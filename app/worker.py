@@ -12,6 +12,7 @@ by step). Faust-specific corrections live in app/faust_corrections/.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Iterable, Sequence
@@ -58,6 +59,8 @@ __all__ = ["Worker", "create_worker"]
 log = logging.getLogger(__name__)
 
 _ALL = "*"
+#: Registrations re-derived per hold of the batch lock (about a batch's work).
+_REDERIVE_CHUNK = 500
 
 
 class Worker:
@@ -223,14 +226,14 @@ class Worker:
         if misplaced:
             await self._forward(misplaced)
         decoded, rejected = batch.decode(placed)
-        if batch.needs_catalog(decoded, self.follower.catalog):
-            await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
-        catalog = self.follower.catalog
         cache = self.cache
         states = {
             reg_id: cache.get(reg_id, partition)
             for reg_id, partition in batch.registration_ids(decoded).items()
         }
+        if batch.needs_catalog(decoded, states, self.follower.catalog):
+            await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
+        catalog = self.follower.catalog
         plan = batch.fold(decoded, states, catalog)
         for state in plan.states.values():
             cache.put(state.source_partition, state)
@@ -356,24 +359,36 @@ class Worker:
                 [self._dead_letter(record, batch.rejection_reason(exc))]
             )
             return
-        # The template depends on the catalog as of this record: let the
-        # follower reach it first.
-        await self.follower.wait_for_record(
-            ev.message.partition,
-            ev.message.offset,
-            self.settings.catalog_catchup_timeout_s,
-        )
+        # Ownership and the template depend on the catalog as of this record:
+        # let the follower reach it first.
+        partition, offset = ev.message.partition, ev.message.offset
+        if not await self.follower.wait_for_record(
+            partition, offset, self.settings.catalog_catchup_timeout_s
+        ):
+            log.warning(
+                "catalog follower behind offset %d: the repair pass projects it",
+                offset,
+            )
+            self._mark_dirty(_ALL)
+            return
+        reason = self.follower.rejection_at(partition, offset)
+        if reason is not None:
+            record = batch.Record(
+                ev.message.topic, partition, offset, ev.message.key, ev.message.value
+            )
+            await self._send_dead_letters([self._dead_letter(record, reason)])
+            return
+        catalog = self.follower.catalog
         projection = Projection(self.keys)
         if isinstance(event, LearningInstanceCreated):
-            # The first creation wins (as in the catalog): a second one must
-            # not hand the learning instance to another partner.
-            projection.learning_instance(
-                self.follower.catalog.learning_instance(event.learning_instance_id)
-                or event
-            )
+            # The first creation wins (as in the catalog); a repeat by the same
+            # partner projects the same.
+            li = catalog.learning_instance(event.learning_instance_id)
+            projection.learning_instance(li or event)
         elif isinstance(event, GoalDefined):
-            current = self.follower.catalog.goal(event.goal_id) or event
-            projection.goal(current, goal_template(current, self.follower.catalog))
+            goal = catalog.goal(event.goal_id)
+            if goal is not None:
+                projection.goal(goal, goal_template(goal, catalog))
         await self.projector.write(projection)
 
     async def _on_catalog_change(
@@ -385,8 +400,9 @@ class Worker:
             self._mark_dirty(event.learning_instance_id)
         elif isinstance(event, ModuleTagged):
             # Which modules cover a target (work per target) and module-target
-            # mastery depend on module tags.
-            self._mark_dirty(_ALL)
+            # mastery depend on module tags: of this partner's rows only.
+            for li in self.follower.catalog.learning_instances_of(event.partner_id):
+                self._mark_dirty(li)
 
     # -- checkpoints, rebalances, liveness ----------------------------------
 
@@ -501,8 +517,7 @@ class Worker:
             await asyncio.sleep(0.1)  # coalesce bursts of catalog changes
             dirty, self._dirty = self._dirty, set()
             self._dirty_event.clear()
-            async with self.lock:
-                await self.rederive(dirty)
+            await self.rederive(dirty)
 
     async def rederive(self, learning_instances: Iterable[str]) -> int:
         """Recompute and write the rows of local registrations; returns how many.
@@ -510,26 +525,52 @@ class Worker:
         With ``"*"`` this is the repair pass run after every partition
         assignment: it also rewrites the registrations' facts and the whole
         catalog's keys, so a flushed or replaced Redis is restored.
+
+        It works in chunks of :data:`_REDERIVE_CHUNK` registrations, each
+        under the batch lock and written before the lock is released, so
+        batches run between chunks: a re-derivation that one partner's catalog
+        change started never holds the others' rows back by more than about a
+        batch. Each chunk reads the registrations' *current* states, so a
+        batch that ran in between is never overwritten by an older row. A
+        rebalance in between ends the pass (the new assignment starts a full
+        one).
         """
         wanted = set(learning_instances)
         everything = _ALL in wanted
-        count = 0
+        partitions = self._assigned_partitions()
         catalog = self.follower.catalog
-        projection = Projection(self.keys)
-        if everything:
-            self._project_catalog(projection)
-        for state in self.cache.items(self._assigned_partitions()):
-            if everything or state.learning_instance_id in wanted:
-                for goal_id, row in derive_rows(state, catalog):
-                    projection.row(state.registration_id, goal_id, row)
-                if everything:
-                    projection.registration(state)
-                count += 1
-            if len(projection) >= 5000:
-                await self.projector.write(projection)
+        states = self.cache.items(partitions)
+        count = 0
+        first = True
+        while True:
+            async with self.lock:
+                if self._assigned_partitions() != partitions:
+                    log.info("re-derivation ended by a rebalance")
+                    return count
                 projection = Projection(self.keys)
-                self.watchdog.progress()  # a long repair is progress
-        await self.projector.write(projection)
+                if first and everything:
+                    self._project_catalog(projection)
+                first = False
+                chunk = list(itertools.islice(states, _REDERIVE_CHUNK))
+                for seen in chunk:
+                    if not (everything or seen.learning_instance_id in wanted):
+                        continue
+                    partition = seen.source_partition
+                    state = (
+                        self.cache.peek(seen.registration_id, partition)
+                        if partition in partitions
+                        else None
+                    ) or seen
+                    for goal_id, row in derive_rows(state, catalog):
+                        projection.row(state.registration_id, goal_id, row)
+                    if everything:
+                        projection.registration(state)
+                    count += 1
+                await self.projector.write(projection)
+            self.watchdog.progress()  # a long repair is progress
+            if len(chunk) < _REDERIVE_CHUNK:
+                break
+            await asyncio.sleep(0)  # let the waiting batch take the lock
         if everything:
             # The whole read model of this worker's partitions is written:
             # the API's /readyz may report it present.

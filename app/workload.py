@@ -33,8 +33,18 @@ from schemas.events import (
     Target,
 )
 
-__all__ = ["Workload", "assistments", "read_dkt", "simulated"]
+__all__ = [
+    "DEMO_PARTNER",
+    "DKT_PARTNER",
+    "Workload",
+    "assistments",
+    "read_dkt",
+    "simulated",
+]
 
+#: The partner of the simulated demo workload, and of the DKT replay.
+DEMO_PARTNER = "partner-demo"
+DKT_PARTNER = "partner-assistments"
 _EPOCH = datetime(2026, 9, 1, 8, 0, tzinfo=UTC)
 log = logging.getLogger(__name__)
 
@@ -112,6 +122,7 @@ def simulated(
             ModuleTagged(
                 event_id=new_id(),
                 occurred_at=next(clock),
+                partner_id=DEMO_PARTNER,
                 module_id=module_id,
                 learning_objective_ids=los,
                 parameters={lo: params[lo] for lo in los},
@@ -125,7 +136,7 @@ def simulated(
                 event_id=new_id(),
                 occurred_at=next(clock),
                 learning_instance_id=li,
-                partner_id="partner-demo",
+                partner_id=DEMO_PARTNER,
             )
         )
         goal_lo = new_id()
@@ -342,6 +353,7 @@ def assistments(
             ModuleTagged(
                 event_id=new_id(),
                 occurred_at=next(clock),
+                partner_id=DKT_PARTNER,
                 module_id=name,
                 learning_objective_ids=[name],
                 parameters={name: _accepted(name, p)} if p else None,
@@ -358,7 +370,7 @@ def assistments(
                     event_id=new_id(),
                     occurred_at=next(clock),
                     learning_instance_id=li,
-                    partner_id="partner-assistments",
+                    partner_id=DKT_PARTNER,
                 )
             )
             for half, targets in enumerate((top[:4], top[4:])):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from app.workload import dkt_by_skill
 from processors import evaluation
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.fit import FitResult, Sequences, fit_skills, log_likelihood
 from processors.forecast import HORIZON, completion_cdf, expected_items
 from processors.goals import evaluate
@@ -42,18 +42,19 @@ from processors.mastery import (
     initial,
     logit,
 )
-from processors.registration import RegistrationState, apply_attempt, register
+from processors.registration import RegistrationState, apply_attempt
 from schemas.events import (
     AttemptGraded,
     BKTParameters,
     CompletionCriteria,
     GoalDefined,
+    LearningInstanceCreated,
     ModuleTagged,
-    RegistrationCreated,
     Target,
 )
 
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+PARTNER = "p-bench"
 MASTERY = 0.95
 CHECK_AT = 15  # attempt at which struggling is read off
 
@@ -153,8 +154,19 @@ def _items(row: dict[str, object], key: str) -> list[dict[str, int | str]]:
     return value
 
 
-def _catalog(targets: int, params: Params) -> tuple[Catalog, GoalDefined]:
+def _catalog(
+    targets: int, params: Params, extra: Sequence[ModuleTagged] = ()
+) -> tuple[PartnerCatalog, GoalDefined]:
+    """The catalog of one partner's learning instance "li", as its partner sees it."""
     catalog = Catalog()
+    catalog.apply(
+        LearningInstanceCreated(
+            event_id="li",
+            occurred_at=NOW,
+            learning_instance_id="li",
+            partner_id=PARTNER,
+        )
+    )
     schema = BKTParameters(
         prior=params.prior, learn=params.learn, guess=params.guess, slip=params.slip
     )
@@ -163,6 +175,7 @@ def _catalog(targets: int, params: Params) -> tuple[Catalog, GoalDefined]:
             ModuleTagged(
                 event_id=f"m{i}",
                 occurred_at=NOW,
+                partner_id=PARTNER,
                 module_id=f"mod-{i}",
                 learning_objective_ids=[f"lo-{i}"],
                 parameters={f"lo-{i}": schema},
@@ -180,7 +193,14 @@ def _catalog(targets: int, params: Params) -> tuple[Catalog, GoalDefined]:
         ),
     )
     catalog.apply(goal)
-    return catalog, goal
+    for event in extra:
+        catalog.apply(event)
+    return catalog.for_partner(PARTNER), goal
+
+
+def _learner(registration_id: str) -> RegistrationState:
+    """A learner registered in "li" (what register() makes of its creation)."""
+    return RegistrationState(registration_id, "li", "u", "learner")
 
 
 def topic_best_case(
@@ -194,17 +214,7 @@ def topic_best_case(
     gaps: list[int] = []
     avg_errors: list[int] = []
     for n in range(learners):
-        state: RegistrationState | None = register(
-            None,
-            RegistrationCreated(
-                event_id="r",
-                occurred_at=NOW,
-                registration_id=f"r{n}",
-                learning_instance_id="li",
-                user_id="u",
-                role="learner",
-            ),
-        )
+        state: RegistrationState | None = _learner(f"r{n}")
         sims = [Learner.draw(params, rng) for _ in range(targets)]
         readings: list[tuple[int, int]] = []  # (min, average) before each item
         current = 0
@@ -256,7 +266,7 @@ def topic_best_case(
 
 
 def _struggling_row(
-    goal: GoalDefined, state: RegistrationState, catalog: Catalog
+    goal: GoalDefined, state: RegistrationState, catalog: PartnerCatalog
 ) -> bool:
     row = evaluate(goal, state, catalog)
     return _items(row, "targets")[0]["status"] == "struggling"
@@ -285,17 +295,7 @@ def struggling(
                 sim = Learner.draw(stuck_truth, rng, start=False)
             else:
                 sim = Learner.draw(truth, rng)
-            state = register(
-                None,
-                RegistrationCreated(
-                    event_id="r",
-                    occurred_at=NOW,
-                    registration_id=f"r{n}",
-                    learning_instance_id="li",
-                    user_id="u",
-                    role="learner",
-                ),
-            )
+            state = _learner(f"r{n}")
             first: int | None = None
             at_check = False
             for k in range(1, CHECK_AT + 1):
@@ -370,25 +370,15 @@ def _per_call(fn: Callable[[], object], number: int) -> float:
 
 def timings() -> list[list[object]]:
     """Hot-path costs: apply, (de)serialization, evaluate, table build."""
-    catalog, goal = _catalog(10, DEFAULT_PARAMS)
     tagged_two = ModuleTagged(
         event_id="m2",
         occurred_at=NOW,
+        partner_id=PARTNER,
         module_id="mod-pair",
         learning_objective_ids=["lo-0", "lo-1"],
     )
-    catalog.apply(tagged_two)
-    state: RegistrationState | None = register(
-        None,
-        RegistrationCreated(
-            event_id="r",
-            occurred_at=NOW,
-            registration_id="r",
-            learning_instance_id="li",
-            user_id="u",
-            role="learner",
-        ),
-    )
+    catalog, goal = _catalog(10, DEFAULT_PARAMS, extra=[tagged_two])
+    state: RegistrationState | None = _learner("r")
     rng = random.Random(1)
     for k in range(600):  # fills the de-duplication window
         event = AttemptGraded(

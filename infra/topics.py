@@ -63,5 +63,5 @@ class TopicNames:
             case GoalDefined():
                 return self.catalog, f"goal:{event.goal_id}"
             case ModuleTagged():
-                return self.catalog, f"module:{event.module_id}"
+                return self.catalog, f"module:{event.partner_id}:{event.module_id}"
         raise TypeError(f"not an event: {type(event).__name__}")  # pragma: no cover

@@ -21,7 +21,7 @@ import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from processors.catalog import Catalog
+from processors.catalog import PartnerCatalog
 from processors.forecast import (
     HORIZON,
     TableKey,
@@ -79,7 +79,9 @@ def _progress(done: int, remaining: int) -> float:
     return round(done / (done + remaining), PROGRESS_DIGITS)
 
 
-def _target_scope(target: Target, catalog: Catalog) -> tuple[list[str], frozenset[str]]:
+def _target_scope(
+    target: Target, catalog: PartnerCatalog
+) -> tuple[list[str], frozenset[str]]:
     """Objectives whose mastery decides the target; modules whose work counts."""
     if target.learning_objective_id is not None:
         objective = target.learning_objective_id
@@ -92,7 +94,7 @@ def _target_scope(target: Target, catalog: Catalog) -> tuple[list[str], frozense
 
 def affected_by(
     goal: GoalDefined,
-    catalog: Catalog,
+    catalog: PartnerCatalog,
     *,
     modules: Collection[str],
     objectives: Collection[str],
@@ -121,7 +123,7 @@ def evaluate_target(
     objectives: Mapping[str, ObjectiveState],
     untagged: Mapping[str, int],
     tagged: Mapping[str, int],
-    catalog: Catalog,
+    catalog: PartnerCatalog,
     forecaster: Forecaster = SYNCHRONOUS,
 ) -> TargetOutcome:
     """Status, work and forecast of one target (``tagged``: this goal's counts).
@@ -193,7 +195,7 @@ def evaluate_target(
 def evaluate(
     goal: GoalDefined,
     state: RegistrationState | None,
-    catalog: Catalog,
+    catalog: PartnerCatalog,
     *,
     forecaster: Forecaster = SYNCHRONOUS,
 ) -> dict[str, object]:

@@ -10,19 +10,20 @@ out. Each (registration, objective) pair is one BKT sequence, in log order
 
 Ownership: a registration belongs to the partner of its learning instance
 (``LearningInstanceCreated.partner_id``). A partner's fit uses only its own
-registrations. Parameters are global per objective, so :func:`parameter_events`
-publishes an objective only when no other partner's learners practised it.
+registrations, and modules, objectives and their parameters are the
+partner's own (processors/catalog.py): :func:`parameter_events` re-tags only
+that partner's modules, so a fit never changes another partner's rows.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.mastery import Params
 from schemas.events import (
     AttemptGraded,
@@ -96,7 +97,11 @@ class AnswerLog:
             reason = "duplicate attempt_id"
         elif self._until is not None and event.interaction_end_time > self._until:
             reason = "after --until"
-        module = self._catalog.module(event.module_id)
+        module = (
+            None
+            if reg is None or reg.partner is None
+            else self._catalog.module(reg.partner, event.module_id)
+        )
         if reason is None and module is None:
             reason = "untagged module"
         if reason is not None:
@@ -120,17 +125,6 @@ class AnswerLog:
             for objective, by_reg in sorted(self._answers.get(partner, {}).items())
         }
 
-    def shared(self, partner: str) -> set[str]:
-        """The partner's objectives that other partners' learners practised too."""
-        mine = set(self._answers.get(partner, {}))
-        others = {
-            objective
-            for other, objectives in self._answers.items()
-            if other != partner
-            for objective in objectives
-        }
-        return mine & others
-
 
 @dataclass(frozen=True, slots=True)
 class Publication:
@@ -142,23 +136,25 @@ class Publication:
 
 
 def parameter_events(
-    catalog: Catalog,
+    catalog: PartnerCatalog,
     fitted: Mapping[str, Params],
     *,
-    shared: Iterable[str],
     now: datetime,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
 ) -> Publication:
-    """``ModuleTagged`` events that set the fitted parameters.
+    """``ModuleTagged`` events that set the fitted parameters of one partner
+    (``catalog`` is that partner's view).
 
-    Each module tagged with a fitted objective is tagged again with the same
+    Each of its modules tagged with a fitted objective is tagged again with the same
     objectives; its parameters become the fitted ones for fitted objectives
     and, for the others it gave parameters for, the catalog's current ones (so
     re-sending it never reverts a later definition). Unchanged modules are not
     re-sent.
     """
-    refused = {o: "practised by another partner's learners too" for o in shared}
-    chosen = {o: p for o, p in fitted.items() if o not in refused}
+    partner_id = catalog.partner_id
+    assert partner_id is not None, "parameters are published for a partner"
+    refused: dict[str, str] = {}
+    chosen = dict(fitted)
     modules: dict[str, ModuleTagged] = {}
     for objective in sorted(chosen):
         covering = catalog.modules_covering(objective)
@@ -185,6 +181,7 @@ def parameter_events(
             ModuleTagged(
                 event_id=new_id(),
                 occurred_at=now,
+                partner_id=partner_id,
                 module_id=module_id,
                 learning_objective_ids=module.learning_objective_ids,
                 parameters=parameters,

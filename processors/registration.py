@@ -35,7 +35,7 @@ from typing import Literal
 
 import orjson
 
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.mastery import ObjectiveState, apply, initial
 from schemas.events import AttemptGraded, RegistrationCreated
 
@@ -140,28 +140,37 @@ class AttemptResult:
 
 
 def register(
-    state: RegistrationState | None, event: RegistrationCreated
-) -> RegistrationState:
-    """Create the state, or keep mastery and work when it already exists."""
+    state: RegistrationState | None, event: RegistrationCreated, catalog: Catalog
+) -> AttemptResult:
+    """Create the state; the first creation of a registration id keeps it.
+
+    A registration belongs to its learning instance's partner, so it needs a
+    learning instance the catalog knows. Creating it again identically is a
+    duplicate; creating it again in another learning instance, for another
+    user or with another role is rejected (docs/auth.md, "Ownership").
+    """
+    li_id = event.learning_instance_id
+    if catalog.learning_instance(li_id) is None:
+        return _reject(state, f"unknown learning instance {li_id!r}")
     if state is None or state.registration_id != event.registration_id:
-        return RegistrationState(
+        new = RegistrationState(
             event.registration_id,
-            event.learning_instance_id,
+            li_id,
             event.user_id,
             event.role,
             created_us=epoch_us(event.occurred_at),
         )
+        return AttemptResult(new, "applied")
     if (state.learning_instance_id, state.user_id, state.role) == (
-        event.learning_instance_id,
+        li_id,
         event.user_id,
         event.role,
     ):
-        return state
-    return replace(
+        return AttemptResult(state, "duplicate")
+    return _reject(
         state,
-        learning_instance_id=event.learning_instance_id,
-        user_id=event.user_id,
-        role=event.role,
+        f"registration_id {event.registration_id!r} already exists with another "
+        "learning instance, user or role (the first creation keeps it)",
     )
 
 
@@ -212,7 +221,7 @@ def _reject(state: RegistrationState | None, reason: str) -> AttemptResult:
 
 
 def apply_attempt(
-    state: RegistrationState | None, attempt: AttemptGraded, catalog: Catalog
+    state: RegistrationState | None, attempt: AttemptGraded, catalog: PartnerCatalog
 ) -> AttemptResult:
     """Fold one graded attempt: BKT update of each objective of its module."""
     if state is None:

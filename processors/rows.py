@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.goals import affected_by, evaluate
 from processors.registration import RegistrationState
 from schemas.events import GoalDefined
@@ -28,7 +28,7 @@ class Touched:
     objectives: set[str] = field(default_factory=set)
     goal_ids: set[str] = field(default_factory=set)
 
-    def add(self, module_id: str, goal_id: str | None, catalog: Catalog) -> None:
+    def add(self, module_id: str, goal_id: str | None, catalog: PartnerCatalog) -> None:
         self.modules.add(module_id)
         module = catalog.module(module_id)
         if module is not None:
@@ -50,22 +50,25 @@ def derive_rows(
     """
     if state.role != "learner":
         return []
+    # Everything is read as the learning instance's partner sees it.
+    view = catalog.for_learning_instance(state.learning_instance_id)
     rows: list[tuple[str, bytes]] = []
-    for goal in catalog.goals_of(state.learning_instance_id):
+    for goal in view.goals_of(state.learning_instance_id):
         if goals is not None and goal not in goals:
             continue
         if touched is not None and not affected_by(
             goal,
-            catalog,
+            view,
             modules=touched.modules,
             objectives=touched.objectives,
             goal_ids=touched.goal_ids,
         ):
             continue
-        rows.append((goal.goal_id, orjson.dumps(evaluate(goal, state, catalog))))
+        rows.append((goal.goal_id, orjson.dumps(evaluate(goal, state, view))))
     return rows
 
 
 def goal_template(goal: GoalDefined, catalog: Catalog) -> bytes:
     """The row of a learner without attempts (served until its first row)."""
-    return orjson.dumps(evaluate(goal, None, catalog))
+    view = catalog.for_learning_instance(goal.learning_instance_id)
+    return orjson.dumps(evaluate(goal, None, view))

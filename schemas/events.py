@@ -219,6 +219,10 @@ class ModuleTagged(_EventBase):
     """A module was tagged with the learning objectives it practises."""
 
     type: Literal["ModuleTagged"] = "ModuleTagged"
+    #: The partner whose module this is: module and objective ids (and the
+    #: objectives' parameters) are scoped per partner (docs/auth.md,
+    #: "Ownership"), so one partner's tags never touch another's rows.
+    partner_id: EntityId
     module_id: RefId
     learning_objective_ids: Annotated[list[RefId], Field(min_length=1, max_length=100)]
     parameters: dict[RefId, BKTParameters] | None = None

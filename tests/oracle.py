@@ -31,9 +31,14 @@ def expected_states(
     for event in registration_events:
         state = states.get(event.registration_id)
         if isinstance(event, RegistrationCreated):
-            states[event.registration_id] = register(state, event)
+            states[event.registration_id] = register(state, event, catalog).state
         else:
-            states[event.registration_id] = apply_attempt(state, event, catalog).state
+            view = catalog.for_partner(
+                None
+                if state is None
+                else catalog.partner_of(state.learning_instance_id)
+            )
+            states[event.registration_id] = apply_attempt(state, event, view).state
     return {reg_id: state for reg_id, state in states.items() if state is not None}
 
 
@@ -49,8 +54,9 @@ def expected_rows(
     for reg_id, state in expected_states(catalog, registration_events).items():
         if state.role != "learner":
             continue
+        view = catalog.for_learning_instance(state.learning_instance_id)
         out[reg_id] = {
-            goal.goal_id: evaluate(goal, state, catalog)
-            for goal in catalog.goals_of(state.learning_instance_id)
+            goal.goal_id: evaluate(goal, state, view)
+            for goal in view.goals_of(state.learning_instance_id)
         }
     return out

@@ -41,7 +41,8 @@ GIVEN_B = BKTParameters(prior=0.5, learn=0.2, guess=0.25, slip=0.05)
 
 
 def _world() -> tuple[list[AnyEvent], list[list[bool]]]:
-    """Partner pa: 300 learners on lo-a; both partners practise lo-s."""
+    """Partner pa: 300 learners on lo-a; both partners have a module m-s
+    practising an objective lo-s, each its own (ids are per partner)."""
     rng = np.random.default_rng(13)
     events: list[AnyEvent] = [
         LearningInstanceCreated(
@@ -59,18 +60,28 @@ def _world() -> tuple[list[AnyEvent], list[list[bool]]]:
         ModuleTagged(
             event_id="m-a",
             occurred_at=T0,
+            partner_id="pa",
             module_id="m-a",
             learning_objective_ids=["lo-a"],
         ),
         ModuleTagged(
             event_id="m-s",
             occurred_at=T0,
+            partner_id="pa",
+            module_id="m-s",
+            learning_objective_ids=["lo-s"],
+        ),
+        ModuleTagged(
+            event_id="m-s-b",
+            occurred_at=T0,
+            partner_id="pb",
             module_id="m-s",
             learning_objective_ids=["lo-s"],
         ),
         ModuleTagged(
             event_id="m-b",
             occurred_at=T0,
+            partner_id="pb",
             module_id="m-b",
             learning_objective_ids=["lo-b"],
             parameters={"lo-b": GIVEN_B},
@@ -166,26 +177,28 @@ def test_fit_from_log_then_publish(
     for name in ("prior", "learn", "guess", "slip"):
         assert fitted["lo-a"][name] == pytest.approx(getattr(expected, name), abs=1e-9)
     assert abs(fitted["lo-a"]["learn"] - TRUTH.learn) < 0.04
-    assert "not published: lo-s: practised by another partner's learners too" in (
-        captured.err
-    )
-    assert "dry run: would publish 1 ModuleTagged events for 1 objectives" in (
+    assert "not published" not in captured.err  # lo-s is pa's own objective
+    assert "dry run: would publish 2 ModuleTagged events for 2 objectives" in (
         captured.err
     )
     _, count = asyncio.run(_catalog(settings, bootstrap))
-    assert count == 5  # a dry run sends nothing
+    assert count == 6  # a dry run sends nothing
 
     assert (
         main(["model", "fit", "--from-log", "--partner", "pa", "--publish", "--send"])
         == 0
     )
     captured = capsys.readouterr()
-    assert "published 1 ModuleTagged events for 1 objectives" in captured.err
+    assert "published 2 ModuleTagged events for 2 objectives" in captured.err
     catalog, count = asyncio.run(_catalog(settings, bootstrap))
-    assert count == 6
-    assert catalog.params_for("lo-a") == Params(**json.loads(captured.out)["lo-a"])
-    assert catalog.params_for("lo-s") == DEFAULT_PARAMS
-    assert catalog.params_for("lo-b") == Params.from_schema(GIVEN_B)
+    assert count == 8
+    pa, pb = catalog.for_partner("pa"), catalog.for_partner("pb")
+    published = json.loads(captured.out)
+    assert pa.params_for("lo-a") == Params(**published["lo-a"])
+    assert pa.params_for("lo-s") == Params(**published["lo-s"])
+    # pb's objective of the same id, and its own lo-b, are untouched.
+    assert pb.params_for("lo-s") == DEFAULT_PARAMS
+    assert pb.params_for("lo-b") == Params.from_schema(GIVEN_B)
 
     # Partner pb's fit sees only its 20 learners; --until keeps their first answer.
     until = (T0 + timedelta(seconds=30)).isoformat()

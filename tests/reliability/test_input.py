@@ -11,7 +11,7 @@ import pytest
 
 from app.dead_letters import pending_dead_letters, redrive
 from app.devstack import DevStack
-from app.workload import simulated
+from app.workload import DEMO_PARTNER, simulated
 from infra.broker import TANSU, profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
@@ -187,6 +187,7 @@ def test_dead_letters_can_be_redriven_after_a_fix(stack: DevStack) -> None:
     untagged = ModuleTagged(
         event_id="e-late-module",
         occurred_at=workload.catalog[0].occurred_at,
+        partner_id=DEMO_PARTNER,
         module_id="module-late",
         learning_objective_ids=[workload.catalog[0].learning_objective_ids[0]],  # type: ignore[union-attr]
     )

@@ -20,7 +20,7 @@ from schemas.events import (
     Target,
     encode_event,
 )
-from tests.unit.test_registration import NOW, make_catalog
+from tests.unit.test_registration import NOW, PARTNER, make_catalog
 
 TOPIC = "t.registration-events.v1"
 _ids = itertools.count()
@@ -200,23 +200,67 @@ def test_undecodable_records_are_rejected(
     assert rejected[0].record.offset == 9
 
 
-def test_needs_catalog_names_unknown_modules_and_goals() -> None:
+def test_needs_catalog_names_unknown_learning_instances_modules_and_goals() -> None:
     catalog = make_catalog()
+    first, _ = run(records(created()), {}, catalog)
+    states: dict[str, RegistrationState | None] = {"r1": first.states["r1"]}
     known, _ = decode(records(attempt()))
-    assert not needs_catalog(known, catalog)
+    assert not needs_catalog(known, states, catalog)
     unknown_module, _ = decode(records(attempt(module="m-new")))
-    assert needs_catalog(unknown_module, catalog)
+    assert needs_catalog(unknown_module, states, catalog)
     unknown_goal, _ = decode(records(attempt(goal="g-new")))
-    assert needs_catalog(unknown_goal, catalog)
+    assert needs_catalog(unknown_goal, states, catalog)
+    unknown_li, _ = decode(records(created(li="li-new")))
+    assert needs_catalog(unknown_li, {"r1": None}, catalog)
+    # Another partner's module of the same id is not this registration's.
     catalog.apply(
         ModuleTagged(
-            event_id="t9",
+            event_id="t8",
             occurred_at=NOW,
+            partner_id="p-other",
             module_id="m-new",
             learning_objective_ids=["lo-a"],
         )
     )
-    assert not needs_catalog(unknown_module, catalog)
+    assert needs_catalog(unknown_module, states, catalog)
+    catalog.apply(
+        ModuleTagged(
+            event_id="t9",
+            occurred_at=NOW,
+            partner_id=PARTNER,
+            module_id="m-new",
+            learning_objective_ids=["lo-a"],
+        )
+    )
+    assert not needs_catalog(unknown_module, states, catalog)
+    # An attempt of an unknown registration needs nothing: no catalog helps.
+    assert not needs_catalog(unknown_module, {"r1": None}, catalog)
+
+
+def test_a_second_creation_of_a_registration_id_is_dead_lettered() -> None:
+    catalog = make_catalog()
+    first, _ = run(records(created()), {}, catalog)
+    state = first.states["r1"]
+    plan, _ = run(
+        records(created(li="li-2"), attempt(), start=1), {"r1": state}, catalog
+    )
+    assert plan.outcomes == {"rejected": 1, "applied": 1}
+    assert [d.reason for d in plan.dead] == [
+        "registration_id 'r1' already exists with another learning instance, "
+        "user or role (the first creation keeps it)"
+    ]
+    after = plan.states["r1"]
+    assert after.learning_instance_id == "li-1"  # the first creation's
+    assert sorted(g for _, g, _ in plan.rows) == ["g1", "g2"]  # li-1's goals
+
+
+def test_a_registration_in_an_unknown_learning_instance_is_dead_lettered() -> None:
+    plan, _ = run(records(created(li="li-nowhere"), attempt()), {}, make_catalog())
+    assert plan.states == {} and plan.rows == []
+    assert [d.reason for d in plan.dead] == [
+        "unknown learning instance 'li-nowhere'",
+        "unknown registration 'r1'",
+    ]
 
 
 def test_rows_are_the_served_json() -> None:

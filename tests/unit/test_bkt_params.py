@@ -70,6 +70,7 @@ def test_guess_1e_40_is_refused_in_a_module_tagged_event() -> None:
     body = {
         "event_id": "e-1",
         "occurred_at": "2026-01-01T00:00:00Z",
+        "partner_id": "p",
         "module_id": "m",
         "learning_objective_ids": ["lo-1"],
         "parameters": {"lo-1": {**GOOD, "guess": 1e-40}},
@@ -95,6 +96,7 @@ def test_the_worker_dead_letters_out_of_range_parameters_naming_the_field() -> N
             "type": "ModuleTagged",
             "event_id": "e-1",
             "occurred_at": "2026-01-01T00:00:00Z",
+            "partner_id": "p",
             "module_id": "m",
             "learning_objective_ids": ["lo-1"],
             "parameters": {"lo-1": {**GOOD, "guess": 1e-40}},

@@ -337,7 +337,11 @@ def test_topic_creation_matches_the_code() -> None:
         _topic_flags(job_script, prefix),
     ):
         assert set(topics) == expected
-        assert "cleanup.policy=compact" in topics[names.catalog]
+        # Never compacted: compaction could drop the first creation of an id
+        # (its owner) while another partner's refused later claim survives.
+        assert "cleanup.policy=delete" in topics[names.catalog]
+        assert "retention.ms=-1" in topics[names.catalog]
+        assert "compact" not in topics[names.catalog]
         assert "compact" not in topics[names.registration_events]
 
 

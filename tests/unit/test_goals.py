@@ -8,7 +8,7 @@ import random
 
 import orjson
 
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.goals import STRUGGLE_MIN_ATTEMPTS, affected_by, evaluate
 from processors.registration import RegistrationState, apply_attempt, register
 from schemas.events import (
@@ -16,12 +16,14 @@ from schemas.events import (
     BKTParameters,
     CompletionCriteria,
     GoalDefined,
+    LearningInstanceCreated,
     ModuleTagged,
     RegistrationCreated,
     Target,
 )
 
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+PARTNER = "p1"
 _ids = itertools.count()
 FAST = BKTParameters(prior=0.3, learn=0.2, guess=0.2, slip=0.1)
 STUCKISH = BKTParameters(prior=0.3, learn=0.1, guess=0.2, slip=0.1)
@@ -32,6 +34,7 @@ def tagged(module_id: str, *objectives: str) -> ModuleTagged:
     return ModuleTagged(
         event_id=f"t{next(_ids)}",
         occurred_at=NOW,
+        partner_id=PARTNER,
         module_id=module_id,
         learning_objective_ids=list(objectives),
         parameters=params,
@@ -76,8 +79,16 @@ G_GHOST = goal("g-ghost", modules("m-untagged"))
 GOALS = [G_OBJ, G_MOD, G_MAX, G_OTHER, G_STUCK, G_GHOST]
 
 
-def make_catalog() -> Catalog:
+def make_full_catalog() -> Catalog:
     c = Catalog()
+    c.apply(
+        LearningInstanceCreated(
+            event_id="li",
+            occurred_at=NOW,
+            learning_instance_id="li-1",
+            partner_id=PARTNER,
+        )
+    )
     for event in (
         tagged("m-a", "lo-a"),
         tagged("m-b", "lo-b"),
@@ -91,8 +102,13 @@ def make_catalog() -> Catalog:
     return c
 
 
+def make_catalog() -> PartnerCatalog:
+    """The catalog as the learners' partner sees it (as the worker reads it)."""
+    return make_full_catalog().for_partner(PARTNER)
+
+
 def fresh() -> RegistrationState:
-    return register(
+    state = register(
         None,
         RegistrationCreated(
             event_id="r",
@@ -102,12 +118,15 @@ def fresh() -> RegistrationState:
             user_id="u1",
             role="learner",
         ),
-    )
+        make_full_catalog(),
+    ).state
+    assert state is not None
+    return state
 
 
 def answer(
     state: RegistrationState,
-    catalog: Catalog,
+    catalog: PartnerCatalog,
     module: str,
     correct: bool,
     goal_id: str | None = None,

@@ -21,11 +21,15 @@ OLD = BKTParameters(prior=0.3, learn=0.1, guess=0.2, slip=0.1)
 
 
 def module(
-    module_id: str, objectives: list[str], params: dict[str, BKTParameters] | None
+    module_id: str,
+    objectives: list[str],
+    params: dict[str, BKTParameters] | None,
+    partner: str = "pa",
 ) -> ModuleTagged:
     return ModuleTagged(
         event_id=f"e-{module_id}",
         occurred_at=T0,
+        partner_id=partner,
         module_id=module_id,
         learning_objective_ids=objectives,
         parameters=params,
@@ -45,7 +49,9 @@ def catalog() -> Catalog:
         )
     c.apply(module("m1", ["lo-1"], None))
     c.apply(module("m12", ["lo-1", "lo-2"], {"lo-2": OLD}))
+    # Both partners have a module and an objective of these ids: two of each.
     c.apply(module("m-shared", ["lo-s"], None))
+    c.apply(module("m-shared", ["lo-s"], None, partner="pb"))
     return c
 
 
@@ -106,7 +112,7 @@ def test_sequences_per_registration_and_objective_in_log_order() -> None:
     assert log.sequences("pb") == {}
 
 
-def test_since_and_until_and_shared_objectives() -> None:
+def test_since_and_until_and_objectives_of_the_same_id() -> None:
     log = AnswerLog(catalog(), since=T0, until=T0 + timedelta(hours=1))
     for event in [
         reg("old", "li-a", at=T0 - timedelta(days=1)),
@@ -120,8 +126,8 @@ def test_since_and_until_and_shared_objectives() -> None:
     ]:
         log.apply(event)
     assert log.sequences("pa") == {"lo-1": [[True]], "lo-s": [[True]]}
+    # pb's lo-s is pb's own objective: its answers never mix with pa's.
     assert log.sequences("pb") == {"lo-s": [[False]]}
-    assert log.shared("pa") == {"lo-s"}
     assert log.skipped["after --until"] == 1
     assert sum(log.skipped.values()) == 2
 
@@ -133,19 +139,16 @@ def test_parameter_events_set_fitted_objectives_only() -> None:
     fitted = Params(prior=0.6, learn=0.07, guess=0.22, slip=0.12)
     ids = iter(f"id-{n}" for n in range(10))
     publication = parameter_events(
-        c,
+        c.for_partner("pa"),
         {"lo-1": fitted, "lo-s": fitted, "lo-x": fitted},
-        shared={"lo-s"},
         now=T0,
         new_id=lambda: next(ids),
     )
-    assert publication.published == ["lo-1"]
-    assert publication.refused == {
-        "lo-s": "practised by another partner's learners too",
-        "lo-x": "no module is tagged with it",
-    }
+    assert publication.published == ["lo-1", "lo-s"]
+    assert publication.refused == {"lo-x": "no module is tagged with it"}
+    assert {e.partner_id for e in publication.events} == {"pa"}
     by_module = {e.module_id: e for e in publication.events}
-    assert sorted(by_module) == ["m1", "m12"]
+    assert sorted(by_module) == ["m-shared", "m1", "m12"]
     schema = BKTParameters(prior=0.6, learn=0.07, guess=0.22, slip=0.12)
     assert by_module["m1"].parameters == {"lo-1": schema}
     # m12 keeps lo-2 at the catalog's *current* parameters, not its own old ones.
@@ -153,10 +156,13 @@ def test_parameter_events_set_fitted_objectives_only() -> None:
     assert by_module["m12"].learning_objective_ids == ["lo-1", "lo-2"]
     for event in publication.events:
         c.apply(event)
-    assert c.params_for("lo-1") == fitted
-    assert c.params_for("lo-2") == Params.from_schema(newer)
-    assert c.params_for("lo-s") == DEFAULT_PARAMS
+    mine, theirs = c.for_partner("pa"), c.for_partner("pb")
+    assert mine.params_for("lo-1") == fitted
+    assert mine.params_for("lo-2") == Params.from_schema(newer)
+    assert mine.params_for("lo-s") == fitted
+    # The other partner's objective of the same id keeps its parameters.
+    assert theirs.params_for("lo-s") == DEFAULT_PARAMS
     # Publishing the same parameters again changes nothing.
-    again = parameter_events(c, {"lo-1": fitted}, shared=(), now=T0)
+    again = parameter_events(mine, {"lo-1": fitted}, now=T0)
     assert again.events == []
     assert again.published == ["lo-1"]

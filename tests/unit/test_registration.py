@@ -12,6 +12,7 @@ from processors.catalog import Catalog
 from processors.mastery import apply, initial, p_mastered
 from processors.registration import (
     SEEN_LIMIT,
+    AttemptResult,
     RegistrationState,
     apply_attempt,
     epoch_us,
@@ -23,6 +24,7 @@ from schemas.events import (
     AttemptGraded,
     BKTParameters,
     GoalDefined,
+    LearningInstanceCreated,
     ModuleTagged,
     RegistrationCreated,
     Target,
@@ -33,12 +35,25 @@ _ids = itertools.count()
 SLOW = BKTParameters(prior=0.2, learn=0.05, guess=0.25, slip=0.1)
 
 
+PARTNER = "p1"
+
+
 def make_catalog() -> Catalog:
     c = Catalog()
+    for li in ("li-1", "li-2"):
+        c.apply(
+            LearningInstanceCreated(
+                event_id=f"c-{li}",
+                occurred_at=NOW,
+                learning_instance_id=li,
+                partner_id=PARTNER,
+            )
+        )
     c.apply(
         ModuleTagged(
             event_id="t1",
             occurred_at=NOW,
+            partner_id=PARTNER,
             module_id="m-ab",
             learning_objective_ids=["lo-a", "lo-b"],
             parameters={"lo-b": SLOW},
@@ -48,6 +63,7 @@ def make_catalog() -> Catalog:
         ModuleTagged(
             event_id="t2",
             occurred_at=NOW,
+            partner_id=PARTNER,
             module_id="m-a",
             learning_objective_ids=["lo-a"],
         )
@@ -97,10 +113,28 @@ def attempt(
     )
 
 
+def attempt_on(
+    state: RegistrationState | None, event: AttemptGraded, catalog: Catalog
+) -> AttemptResult:
+    """apply_attempt as the worker calls it: through the partner's view."""
+    return apply_attempt(state, event, catalog.for_partner(PARTNER))
+
+
+def registered(
+    state: RegistrationState | None,
+    event: RegistrationCreated,
+    catalog: Catalog | None = None,
+) -> RegistrationState:
+    result = register(state, event, catalog or make_catalog())
+    assert result.outcome != "rejected", result.reason
+    assert result.state is not None
+    return result.state
+
+
 def applied(
     state: RegistrationState, event: AttemptGraded, catalog: Catalog
 ) -> RegistrationState:
-    result = apply_attempt(state, event, catalog)
+    result = attempt_on(state, event, catalog)
     assert result.outcome == "applied", result.reason
     assert result.state is not None
     return result.state
@@ -108,7 +142,7 @@ def applied(
 
 def test_register_is_idempotent_and_keeps_work() -> None:
     c = make_catalog()
-    s = register(None, created())
+    s = registered(None, created())
     assert (s.registration_id, s.learning_instance_id, s.user_id, s.role) == (
         "r1",
         "li-1",
@@ -116,15 +150,16 @@ def test_register_is_idempotent_and_keeps_work() -> None:
         "learner",
     )
     s = applied(s, attempt(), c)
-    again = register(s, created())
+    again = registered(s, created())
     assert again == s
     assert again.objectives["lo-a"].attempts == 1
 
 
 def test_attempt_updates_every_tagged_objective_with_its_params() -> None:
     c = make_catalog()
-    s = applied(register(None, created()), attempt("m-ab", correct=True), c)
-    a_params, b_params = c.params_for("lo-a"), c.params_for("lo-b")
+    s = applied(registered(None, created()), attempt("m-ab", correct=True), c)
+    view = c.for_partner(PARTNER)
+    a_params, b_params = view.params_for("lo-a"), view.params_for("lo-b")
     assert s.objectives["lo-a"] == apply(initial(a_params), a_params, True)
     assert s.objectives["lo-b"] == apply(initial(b_params), b_params, True)
     assert p_mastered(s.objectives["lo-b"]) != p_mastered(s.objectives["lo-a"])
@@ -132,7 +167,7 @@ def test_attempt_updates_every_tagged_objective_with_its_params() -> None:
 
 def test_work_counters_split_tagged_and_untagged() -> None:
     c = make_catalog()
-    s = register(None, created())
+    s = registered(None, created())
     s = applied(s, attempt("m-a"), c)
     s = applied(s, attempt("m-a", goal="g1"), c)
     s = applied(s, attempt("m-ab", goal="g1"), c)
@@ -153,8 +188,8 @@ def test_work_counters_split_tagged_and_untagged() -> None:
     ],
 )
 def test_rejections_leave_state_unchanged(event: AttemptGraded, reason: str) -> None:
-    s = register(None, created())
-    result = apply_attempt(s, event, make_catalog())
+    s = registered(None, created())
+    result = attempt_on(s, event, make_catalog())
     assert result.outcome == "rejected"
     assert result.reason is not None
     assert reason in result.reason
@@ -163,12 +198,12 @@ def test_rejections_leave_state_unchanged(event: AttemptGraded, reason: str) -> 
 
 def test_unknown_registration_and_instructor_are_rejected() -> None:
     c = make_catalog()
-    result = apply_attempt(None, attempt(), c)
+    result = attempt_on(None, attempt(), c)
     assert (result.outcome, result.state) == ("rejected", None)
     assert result.reason is not None
     assert "unknown registration 'r1'" in result.reason
-    teacher = register(None, created(role="instructor"))
-    result = apply_attempt(teacher, attempt(), c)
+    teacher = registered(None, created(role="instructor"))
+    result = attempt_on(teacher, attempt(), c)
     assert result.outcome == "rejected"
     assert result.reason is not None
     assert "instructor" in result.reason
@@ -177,8 +212,8 @@ def test_unknown_registration_and_instructor_are_rejected() -> None:
 
 def test_duplicate_attempt_is_reported_and_changes_nothing() -> None:
     c = make_catalog()
-    s = applied(register(None, created()), attempt(attempt_id="same"), c)
-    result = apply_attempt(s, attempt(attempt_id="same", correct=False), c)
+    s = applied(registered(None, created()), attempt(attempt_id="same"), c)
+    result = attempt_on(s, attempt(attempt_id="same", correct=False), c)
     assert result.outcome == "duplicate"
     assert result.state is s
     assert result.reason is None
@@ -186,21 +221,19 @@ def test_duplicate_attempt_is_reported_and_changes_nothing() -> None:
 
 def test_seen_ids_are_bounded_to_the_most_recent() -> None:
     c = make_catalog()
-    s = register(None, created())
+    s = registered(None, created())
     for i in range(SEEN_LIMIT + 1):
         s = applied(s, attempt(attempt_id=f"x{i}"), c)
     assert len(s.seen) == SEEN_LIMIT * 8
-    assert (
-        apply_attempt(s, attempt(attempt_id=f"x{SEEN_LIMIT}"), c).outcome == "duplicate"
-    )
-    assert apply_attempt(s, attempt(attempt_id="x1"), c).outcome == "duplicate"
+    assert attempt_on(s, attempt(attempt_id=f"x{SEEN_LIMIT}"), c).outcome == "duplicate"
+    assert attempt_on(s, attempt(attempt_id="x1"), c).outcome == "duplicate"
     # The oldest one fell out of the window.
-    assert apply_attempt(s, attempt(attempt_id="x0"), c).outcome == "applied"
+    assert attempt_on(s, attempt(attempt_id="x0"), c).outcome == "applied"
 
 
 def test_bytes_round_trip_is_exact() -> None:
     c = make_catalog()
-    s = register(None, created())
+    s = registered(None, created())
     for i in range(40):
         s = applied(
             s,
@@ -216,7 +249,7 @@ def test_bytes_round_trip_is_exact() -> None:
     assert back == s
     assert back.to_bytes() == data
     assert back.objectives["lo-b"].log_odds == s.objectives["lo-b"].log_odds
-    fresh = register(None, created())
+    fresh = registered(None, created())
     assert RegistrationState.from_bytes(fresh.to_bytes()) == fresh
 
 
@@ -228,7 +261,7 @@ def test_from_bytes_rejects_other_formats() -> None:
 
 
 def test_position_round_trips_and_format_2_reads_as_unknown() -> None:
-    s = with_position(register(None, created()), 2, 41)
+    s = with_position(registered(None, created()), 2, 41)
     back = RegistrationState.from_bytes(s.to_bytes())
     assert (back.source_partition, back.source_offset) == (2, 41)
     assert back == s
@@ -240,7 +273,7 @@ def test_position_round_trips_and_format_2_reads_as_unknown() -> None:
 
 def test_redelivery_is_a_record_at_or_before_the_position_on_its_partition() -> None:
     c = make_catalog()
-    s = with_position(register(None, created()), 1, 100)
+    s = with_position(registered(None, created()), 1, 100)
     assert is_redelivery(s, 1, 100)
     assert is_redelivery(s, 1, 3)
     assert not is_redelivery(s, 1, 101)
@@ -257,10 +290,10 @@ def test_replaying_more_than_the_fingerprint_window_needs_the_position() -> None
     partition; the fingerprints remember only the last 128 of them."""
     c = make_catalog()
     attempts = [attempt("m-a", attempt_id=f"a{i}") for i in range(200)]
-    s = register(None, created())
+    s = registered(None, created())
     for offset, a in enumerate(attempts, start=1):
         s = with_position(applied(s, a, c), 0, offset)
-    replayed_by_fingerprint = [apply_attempt(s, a, c).outcome for a in attempts]
+    replayed_by_fingerprint = [attempt_on(s, a, c).outcome for a in attempts]
     assert replayed_by_fingerprint.count("applied") == 200 - SEEN_LIMIT
     assert all(is_redelivery(s, 0, offset) for offset in range(1, 201))
 
@@ -269,9 +302,15 @@ def test_creation_time_survives_attempts_and_re_registration() -> None:
     """The learner's place in the learning instance's order must never move."""
     catalog = Catalog()
     catalog.apply(
+        LearningInstanceCreated(
+            event_id="l", occurred_at=NOW, learning_instance_id="li", partner_id=PARTNER
+        )
+    )
+    catalog.apply(
         ModuleTagged(
             event_id="m",
             occurred_at=NOW,
+            partner_id=PARTNER,
             module_id="mod",
             learning_objective_ids=["lo"],
         )
@@ -284,7 +323,7 @@ def test_creation_time_survives_attempts_and_re_registration() -> None:
         user_id="u",
         role="learner",
     )
-    state = register(None, created)
+    state = registered(None, created, catalog)
     assert state.created_us == epoch_us(created.occurred_at) == 1772357400250000
     attempt = AttemptGraded(
         event_id="a",
@@ -295,9 +334,65 @@ def test_creation_time_survives_attempts_and_re_registration() -> None:
         is_correct=True,
         interaction_end_time=NOW,
     )
-    applied = apply_attempt(state, attempt, catalog).state
+    applied = attempt_on(state, attempt, catalog).state
     assert applied is not None
     assert applied.created_us == state.created_us
-    again = register(applied, created.model_copy(update={"occurred_at": NOW}))
+    again = registered(
+        applied, created.model_copy(update={"occurred_at": NOW}), catalog
+    )
     assert again.created_us == state.created_us
     assert RegistrationState.from_bytes(again.to_bytes()).created_us == state.created_us
+
+
+def test_the_first_creation_of_a_registration_id_keeps_it() -> None:
+    c = make_catalog()
+    first = registered(None, created())
+    same = register(first, created(), c)
+    assert same.outcome == "duplicate" and same.state == first
+    for change in (
+        {"learning_instance_id": "li-2"},
+        {"user_id": "u-other"},
+        {"role": "instructor"},
+    ):
+        other = created().model_copy(update=change)
+        result = register(first, other, c)
+        assert result.outcome == "rejected"
+        assert result.state == first  # unchanged
+        assert "already exists" in (result.reason or "")
+
+
+def test_a_registration_needs_a_known_learning_instance() -> None:
+    event = created().model_copy(update={"learning_instance_id": "li-unknown"})
+    result = register(None, event, make_catalog())
+    assert result.outcome == "rejected" and result.state is None
+    assert result.reason == "unknown learning instance 'li-unknown'"
+
+
+def test_another_partners_module_and_goal_are_unknown_to_a_registration() -> None:
+    c = make_catalog()
+    c.apply(
+        LearningInstanceCreated(
+            event_id="c-b",
+            occurred_at=NOW,
+            learning_instance_id="li-b",
+            partner_id="p2",
+        )
+    )
+    c.apply(
+        ModuleTagged(
+            event_id="t-b",
+            occurred_at=NOW,
+            partner_id="p2",
+            module_id="m-b",
+            learning_objective_ids=["lo-a"],
+            parameters={"lo-a": SLOW},
+        )
+    )
+    s = registered(None, created(), c)
+    # p2's module is unknown to p1's learner ...
+    result = attempt_on(s, attempt("m-b"), c)
+    assert result.outcome == "rejected" and "unknown module" in (result.reason or "")
+    # ... and p2's parameters for its own lo-a do not touch p1's lo-a.
+    assert c.for_partner(PARTNER).params_for("lo-a") != c.for_partner("p2").params_for(
+        "lo-a"
+    )

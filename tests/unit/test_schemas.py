@@ -42,6 +42,7 @@ def test_events_round_trip_through_json() -> None:
         ModuleTagged.model_validate(
             {
                 **BASE,
+                "partner_id": "p-1",
                 "module_id": "m-1",
                 "learning_objective_ids": ["lo-1"],
                 "parameters": {
@@ -118,7 +119,12 @@ def test_invalid_goals_are_refused_with_a_reason(
 
 
 def test_module_parameters_must_be_in_range_and_for_tagged_objectives() -> None:
-    tagged = {**BASE, "module_id": "m", "learning_objective_ids": ["lo-1"]}
+    tagged = {
+        **BASE,
+        "partner_id": "p",
+        "module_id": "m",
+        "learning_objective_ids": ["lo-1"],
+    }
     # guess + slip >= 1 cannot pass: each of them is below 0.5 (bkt_params).
     with pytest.raises(
         ValidationError, match=r"guess\n.*less than or equal to 0\.4999"

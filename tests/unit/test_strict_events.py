@@ -94,6 +94,7 @@ def test_catalog_ref_ids_refuse_format_characters_too() -> None:
     tagged = {
         "event_id": "e-2",
         "occurred_at": "2026-09-01T08:00:03Z",
+        "partner_id": "p",
         "module_id": "m-1",
         "learning_objective_ids": ["lo\u200b1"],
     }
