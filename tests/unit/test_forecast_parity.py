@@ -129,16 +129,22 @@ def test_rows_are_byte_identical_to_the_former_code() -> None:
     catalog = Catalog()
     for event in workload.catalog:
         catalog.apply(event)
-    states = {e.registration_id: register(None, e) for e in workload.registrations}
+    states = {}
+    for created in workload.registrations:
+        registered = register(None, created, catalog).state
+        assert registered is not None
+        states[created.registration_id] = registered
     former = _ReferenceForecaster()
     compared = 0
     for attempt in workload.attempts:
-        result = apply_attempt(states[attempt.registration_id], attempt, catalog)
+        state = states[attempt.registration_id]
+        view = catalog.for_learning_instance(state.learning_instance_id)
+        result = apply_attempt(state, attempt, view)
         assert result.state is not None
         state = states[attempt.registration_id] = result.state
-        for goal in catalog.goals_of(state.learning_instance_id):
-            ours = orjson.dumps(evaluate(goal, state, catalog))
-            theirs = orjson.dumps(evaluate(goal, state, catalog, forecaster=former))
+        for goal in view.goals_of(state.learning_instance_id):
+            ours = orjson.dumps(evaluate(goal, state, view))
+            theirs = orjson.dumps(evaluate(goal, state, view, forecaster=former))
             assert ours == theirs
             compared += 1
     assert compared >= len(workload.attempts)
