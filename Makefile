@@ -71,6 +71,10 @@ bench-peers-setup:
 bench-domain: $(STAMP)
 	$(BIN)/python -m bench.domain
 
+.PHONY: bench-forecast
+bench-forecast: $(STAMP)
+	$(BIN)/python -m bench.forecast --out docs/benchmarks.md
+
 bench-model: $(STAMP)
 	$(BIN)/python -m bench.model_calibration --learners 1000 --seed 7 --out docs/model-calibration.md
 

@@ -51,6 +51,8 @@ _WORKER = (
     "worker_heartbeat_ttl_s",
     "broker_check_interval_s",
     "state_cache_max_entries",
+    "forecast_cache_mb",
+    "forecast_inline_builds",
     "commit_interval_s",
     "metrics_host",
     "metrics_port",

@@ -100,6 +100,22 @@ class Settings(BaseSettings):
         description="decoded registration states the worker keeps in memory "
         "(clean ones beyond this are dropped after a checkpoint)",
     )
+    forecast_cache_mb: int = Field(
+        default=256,
+        ge=16,
+        le=65_536,
+        description="worker: memory of the work-remaining forecast tables, in "
+        "MiB (least recently used dropped first; docs/analytics.md, 'Work "
+        "remaining')",
+    )
+    forecast_inline_builds: int = Field(
+        default=16,
+        ge=0,
+        le=1000,
+        description="worker: coarse provisional forecast chains built inline per "
+        "batch for tables not built yet; beyond that a row shows the best case "
+        "until its exact table is built (docs/analytics.md, 'Work remaining')",
+    )
     commit_interval_s: float = Field(
         default=1.0,
         gt=0,

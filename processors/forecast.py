@@ -10,23 +10,41 @@ P(mastered) are at least ``logit(min_predicted_mastery)``.
 :func:`completion_cdf` returns ``P(T <= t)`` for ``t = 0..HORIZON``. It is
 computed by dynamic programming over the estimate's Markov chain on a grid of
 log-odds (spacing :data:`GRID_STEP`, linear interpolation between grid
-points), one table per (params, threshold, w), built on first use and cached.
-The only approximation is that interpolation; boundaries are handled exactly.
+points), one table per :class:`TableKey` (params, threshold, w), each table
+built from the one for ``w - 1`` by numpy array operations. The only
+approximation is that interpolation; boundaries are handled exactly.
+
+Tables live in a :class:`ForecastTables`, an LRU cache bounded by bytes.
+:meth:`ForecastTables.lookup` never builds (the hot path asks it and learns
+which table is missing); :meth:`ForecastTables.build` and :func:`build_chain`
+build (the latter is pure, for a builder thread). :func:`completion_cdf` builds
+synchronously into a module-level cache of :data:`DEFAULT_BUDGET_BYTES`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import lru_cache
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from processors.mastery import Params, next_log_odds, p_correct_at
 
 __all__ = [
+    "DEFAULT_BUDGET_BYTES",
     "GRID_STEP",
     "HORIZON",
+    "MIN_BUDGET_BYTES",
+    "ForecastTables",
+    "Row",
+    "Table",
+    "TableKey",
     "best_case_items",
+    "build_chain",
     "completion_cdf",
     "expected_items",
 ]
@@ -35,26 +53,62 @@ __all__ = [
 HORIZON = 30
 #: Spacing of the log-odds grid of the dynamic programme.
 GRID_STEP = 0.005
-_TABLE_CACHE = 512
+#: Byte budget of the cache behind :func:`completion_cdf`.
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+#: Smallest budget accepted: at parameters within schemas/bkt_params.py a
+#: table holds at most ~17,200 rows x 30 float64 (3.6 MB), and a lookup may
+#: need two tables (w and w - 1).
+MIN_BUDGET_BYTES = 16 * 2**20
 _HEADROOM = 40.0
+#: Bytes counted per table beyond its array (object, key, cache entry).
+_TABLE_OVERHEAD = 512
 
 Row = tuple[float, ...]
+_Array = npt.NDArray[np.float64]
 
 
-@dataclass(frozen=True, slots=True)
-class _Table:
-    """``P(T <= t)`` rows on grid points ``x_i = start + i * step``."""
+class TableKey(NamedTuple):
+    """What one table depends on: ``work`` is ``w``, ``threshold`` in log-odds.
+
+    A tuple: built and hashed on every lookup, so it stays as cheap as one;
+    :func:`build_chain` checks it.
+    """
 
     params: Params
     threshold: float
     work: int
-    horizon: int
-    step: float
+    horizon: int = HORIZON
+    step: float = GRID_STEP
+
+    def with_work(self, work: int) -> TableKey:
+        """The same chain at another ``w``."""
+        return TableKey(self.params, self.threshold, work, self.horizon, self.step)
+
+    def check(self) -> None:
+        """Raise ValueError unless a table can be built for this key."""
+        if not 0 <= self.work <= self.horizon:
+            raise ValueError(f"need 0 <= work <= horizon, got {self}")
+        if not (self.step > 0.0 and math.isfinite(self.threshold)):
+            raise ValueError(f"need step > 0 and a finite threshold, got {self}")
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Table:
+    """``P(T <= t)`` rows on grid points ``x_i = start + i * step``.
+
+    ``rows[i]`` holds the columns ``t = work..horizon`` only: before ``work``
+    items nothing can complete, so the earlier columns are exactly 0.
+    """
+
+    key: TableKey
     start: float
-    rows: Sequence[Row]
-    beyond: float  # at or above this log-odds the row is exactly ``top``
-    top: Row
-    floor: Row | None  # exact row below ``start`` (learn = 0), else None
+    rows: _Array
+    beyond: float  # at or above this log-odds the row is exactly "complete at w"
+    floor: bool  # learn = 0: every row below ``start`` is exactly 0
+    nbytes: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nbytes", int(self.rows.nbytes) + _TABLE_OVERHEAD)
 
 
 def _lowest(params: Params, threshold: float, horizon: int, step: float) -> float:
@@ -66,117 +120,345 @@ def _lowest(params: Params, threshold: float, horizon: int, step: float) -> floa
     return threshold - horizon * params.step_correct - step
 
 
-def _interpolate(table: _Table, x: float) -> Row:
+# --- vectorized builds: the same floating-point operations, in the same order,
+# as processors.mastery's scalar functions and the former per-point loops.
+
+
+def _moves(params: Params, x: _Array) -> tuple[_Array, _Array, _Array]:
+    """P(correct), log-odds after a correct and after a wrong answer, at ``x``."""
+    e = np.exp(-np.abs(x))
+    inv = 1.0 / (1.0 + e)
+    p = np.where(x >= 0.0, inv, e / (1.0 + e))  # sigmoid(x)
+    q = np.where(-x >= 0.0, inv, e / (1.0 + e))  # sigmoid(-x)
+    pc = params.guess * q + (1.0 - params.slip) * p
+    return (
+        pc,
+        _next(params, x, params.step_correct),
+        _next(params, x, params.step_wrong),
+    )
+
+
+def _next(params: Params, x: _Array, move: float) -> _Array:
+    lo = x + move
+    a = params.log_learn
+    if a == -math.inf:
+        return lo
+    # lo + log1p(exp(a - lo)) above a, a + log1p(exp(lo - a)) below.
+    return np.maximum(lo, a) + np.log1p(np.exp(-np.abs(lo - a))) + params.learn_shift
+
+
+def _grid(start: float, n: int, step: float) -> _Array:
+    return start + np.arange(n, dtype=np.float64) * step
+
+
+def _build_unconstrained(key: TableKey) -> Table:
+    params, threshold, horizon, step = key.params, key.threshold, key.horizon, key.step
+    start = _lowest(params, threshold, horizon, step)
+    n = max(1, math.ceil((threshold - start) / step))
+    start = threshold - n * step  # grid points strictly below the threshold
+    pc, up, down = _moves(params, _grid(start, n, step))
+    slots = [_slots(y, threshold, start, step, n) for y in (up, down)]
+    (ju, au), (jd, ad) = slots
+    ju1, jd1 = ju + 1, jd + 1
+    qc = 1.0 - pc
+    f = np.zeros(n + 2)
+    f[n:] = 1.0  # index n: absorbed at the threshold
+    levels = np.zeros((horizon + 1, n))
+    for t in range(1, horizon + 1):
+        fu, fd = f[ju], f[jd]
+        levels[t] = pc * (fu + (f[ju1] - fu) * au) + qc * (fd + (f[jd1] - fd) * ad)
+        f[:n] = levels[t]
+    rows = np.ascontiguousarray(levels.T)
+    return Table(key, start, rows, threshold, params.learn == 0.0)
+
+
+def _slots(
+    y: _Array, threshold: float, start: float, step: float, n: int
+) -> tuple[npt.NDArray[np.intp], _Array]:
+    """Grid index and weight of each successor (index ``n``: absorbed)."""
+    pos = np.maximum((y - start) / step, 0.0)
+    j = np.floor(pos)
+    weight = pos - j
+    inside = j < n - 1
+    j = np.where(inside, j, n - 1)
+    weight = np.where(inside, weight, 0.0)
+    absorbed = y >= threshold
+    j = np.where(absorbed, n, j)
+    weight = np.where(absorbed, 0.0, weight)
+    return j.astype(np.intp), weight
+
+
+def _rows_at(child: Table, y: _Array) -> _Array:
+    """The child's rows at log-odds ``y``, without its last column (t = horizon).
+
+    In-place products: the same operations as the scalar interpolation, with
+    fewer temporary arrays (the build is bound by memory traffic).
+    """
+    rows, step = child.rows[:, :-1], child.key.step
+    last = len(rows) - 1
+    if not child.floor and np.any(y < child.start):
+        # One step lands above logit(learn) > start whenever learn > 0.
+        raise ArithmeticError(f"successor below the grid of {child.key}")
+    pos = (y - child.start) / step
+    j = np.clip(np.floor(pos), 0, max(last - 1, 0)).astype(np.intp)
+    a = (pos - j)[:, None]
+    out: _Array = rows[j]
+    out *= 1.0 - a
+    upper = rows[np.minimum(j + 1, last)]
+    upper *= a
+    out += upper
+    out[pos >= last] = rows[last]  # flat between the last grid point and θ
+    out[y >= child.beyond] = 1.0
+    out[y < child.start] = 0.0
+    return out
+
+
+def _build_forced(key: TableKey, child: Table) -> Table:
+    params, work, step = key.params, key.work, key.step
+    start = child.start
+    # From here on, `work` wrong answers in a row still end above threshold.
+    # Capped at _HEADROOM: falling that far within 30 items takes ~40/|step|
+    # wrong answers at P~slip each, probability below ~e^-19 for any params.
+    beyond = key.threshold + min(-work * params.step_wrong, _HEADROOM)
+    n = math.ceil((beyond - start) / step) + 1
+    pc, up, down = _moves(params, _grid(start, n, step))
+    # Child columns t = work-1..horizon; this table's t = work..horizon are
+    # the child's at t - 1 (one item consumed).
+    rows = _rows_at(child, up)
+    rows *= pc[:, None]
+    d = _rows_at(child, down)
+    d *= (1.0 - pc)[:, None]
+    rows += d
+    return Table(key, start, rows, beyond, child.floor)
+
+
+def build_chain(key: TableKey, child: Table | None = None) -> list[Table]:
+    """Tables ``w = child.work + 1 .. key.work`` (from 0 without ``child``).
+
+    Pure and thread-safe: it only reads ``child``.
+    """
+    key.check()
+    if child is not None and (
+        child.key.with_work(key.work) != key or child.key.work >= key.work
+    ):
+        raise ValueError(f"{child.key} is not below {key}")
+    built: list[Table] = []
+    for work in range(0 if child is None else child.key.work + 1, key.work + 1):
+        one = key.with_work(work)
+        child = (
+            _build_unconstrained(one) if child is None else _build_forced(one, child)
+        )
+        built.append(child)
+    return built
+
+
+# --- rows at one point, from tables (scalar, as cheap as an interpolation).
+
+
+def _complete_at(key: TableKey) -> Row:
+    return (0.0,) * key.work + (1.0,) * (key.horizon + 1 - key.work)
+
+
+def _interpolate(table: Table, x: float) -> Row:
+    key = table.key
     if x >= table.beyond:
-        return table.top
-    pos = (x - table.start) / table.step
+        return _complete_at(key)
+    pos = (x - table.start) / key.step
     rows = table.rows
     last = len(rows) - 1
     if pos >= last:
         # Only for w = 0: between the last grid point and the threshold the
         # row is flat (the jump to 1 sits exactly at the threshold).
-        return rows[last]
-    j = int(pos)
-    a = pos - j
-    lo_row, hi_row = rows[j], rows[j + 1]
-    b = 1.0 - a
-    return tuple([u * b + v * a for u, v in zip(lo_row, hi_row, strict=True)])
+        values = rows[last]
+    else:
+        j = int(pos)
+        a = pos - j
+        values = rows[j] * (1.0 - a) + rows[j + 1] * a
+    if key.work:
+        return (0.0,) * key.work + tuple(values.tolist())
+    return tuple(values.tolist())
 
 
-def _lookup(table: _Table, x: float) -> Row:
-    if x >= table.start:
-        return _interpolate(table, x)
-    if table.floor is not None:
-        return table.floor
-    below = _get_table(
-        table.params, table.threshold, max(table.work - 1, 0), table.horizon, table.step
-    )
-    return _expand(table.params, x, below, table.horizon)
+class ForecastTables:
+    """Tables by key, least recently used dropped first, bounded by bytes.
 
+    Pure: no I/O, no threads, not thread-safe (a builder thread runs
+    :func:`build_chain` and hands the result to :meth:`insert`).
+    """
 
-def _expand(params: Params, x: float, child: _Table, horizon: int) -> Row:
-    """Row at ``x`` from the rows of its two successors (no absorption at x)."""
-    pc = p_correct_at(params, x)
-    up = _lookup(child, next_log_odds(params, x, True))
-    down = _lookup(child, next_log_odds(params, x, False))
-    mixed = [
-        pc * u + (1.0 - pc) * d
-        for u, d in zip(up[:horizon], down[:horizon], strict=True)
-    ]
-    return (0.0, *mixed)
+    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+        if budget_bytes < MIN_BUDGET_BYTES:
+            raise ValueError(
+                f"forecast table budget {budget_bytes} bytes is below the "
+                f"minimum {MIN_BUDGET_BYTES} (two of the largest tables)"
+            )
+        self.budget_bytes = budget_bytes
+        self._tables: OrderedDict[TableKey, Table] = OrderedDict()
+        self._bytes = 0
+        self._missing: set[TableKey] = set()
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tables held (never above ``budget_bytes``)."""
+        return self._bytes
 
-def _build_unconstrained(
-    params: Params, threshold: float, horizon: int, step: float
-) -> _Table:
-    start = _lowest(params, threshold, horizon, step)
-    n = max(1, math.ceil((threshold - start) / step))
-    start = threshold - n * step  # grid points strictly below the threshold
-    absorbed = n  # index of an extra slot that holds 1.0
-    kids: list[tuple[float, int, float, int, float]] = []
-    for i in range(n):
-        x = start + i * step
-        slots: list[int | float] = []
-        for correct in (True, False):
-            y = next_log_odds(params, x, correct)
-            if y >= threshold:
-                slots += [absorbed, 0.0]
-            else:
-                pos = max((y - start) / step, 0.0)
-                j = int(pos)
-                slots += [j, pos - j] if j < n - 1 else [n - 1, 0.0]
-        ju, au, jd, ad = slots
-        kids.append((p_correct_at(params, x), int(ju), au, int(jd), ad))
-    levels = [[0.0] * n + [1.0, 1.0]]
-    for _ in range(horizon):
-        f = levels[-1]
-        nxt = [
-            pc * (f[ju] + (f[ju + 1] - f[ju]) * au)
-            + (1.0 - pc) * (f[jd] + (f[jd + 1] - f[jd]) * ad)
-            for pc, ju, au, jd, ad in kids
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._tables
+
+    def key_for(
+        self,
+        params: Params,
+        threshold: float,
+        work_needed: int,
+        *,
+        horizon: int = HORIZON,
+        step: float = GRID_STEP,
+    ) -> TableKey:
+        """The table a forecast at ``work_needed`` items reads first."""
+        return TableKey(params, threshold, max(work_needed, 0), horizon, step)
+
+    def resolve(
+        self,
+        params: Params,
+        threshold: float,
+        log_odds: float,
+        work_needed: int,
+        *,
+        horizon: int = HORIZON,
+        step: float = GRID_STEP,
+    ) -> Row | TableKey:
+        """``P(T <= t)``, or the key of a table it needs that is not held."""
+        if work_needed > horizon or (work_needed <= 0 and log_odds >= threshold):
+            return self._trivial(threshold, log_odds, work_needed, horizon)
+        return self._row(
+            TableKey(params, threshold, max(work_needed, 0), horizon, step), log_odds
+        )
+
+    def lookup(
+        self,
+        params: Params,
+        threshold: float,
+        log_odds: float,
+        work_needed: int,
+        *,
+        horizon: int = HORIZON,
+        step: float = GRID_STEP,
+    ) -> Row | None:
+        """Like :func:`completion_cdf` but never builds: None when a table is
+        not held (its key is then recorded, see :meth:`take_missing`)."""
+        found = self.resolve(
+            params, threshold, log_odds, work_needed, horizon=horizon, step=step
+        )
+        if isinstance(found, TableKey):
+            self._missing.add(found)
+            return None
+        return found
+
+    def take_missing(self) -> frozenset[TableKey]:
+        """Keys :meth:`lookup` missed since the last call, then forgets them."""
+        missing = frozenset(self._missing)
+        self._missing.clear()
+        return missing
+
+    def below(self, key: TableKey) -> Table | None:
+        """The held table to build ``key`` from (the next one below it), if any;
+        refreshed, as lookups at ``key`` may read it too."""
+        if key.work == 0:
+            return None
+        return self._table(key.with_work(key.work - 1), None)
+
+    def build(self, key: TableKey) -> None:
+        """Build ``key`` (and the tables below it it needs) and hold them."""
+        self.insert(build_chain(key, self.below(key)))
+
+    def insert(self, tables: Iterable[Table]) -> None:
+        """Hold built tables, dropping the least recently used beyond the
+        budget. A table larger than the whole budget is not held."""
+        for table in tables:
+            old = self._tables.pop(table.key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            if table.nbytes > self.budget_bytes:
+                continue
+            while self._bytes + table.nbytes > self.budget_bytes:
+                _, dropped = self._tables.popitem(last=False)
+                self._bytes -= dropped.nbytes
+            self._tables[table.key] = table
+            self._bytes += table.nbytes
+
+    def get(
+        self,
+        params: Params,
+        threshold: float,
+        log_odds: float,
+        work_needed: int,
+        *,
+        horizon: int = HORIZON,
+        step: float = GRID_STEP,
+    ) -> Row:
+        """``P(T <= t)``, building the missing tables synchronously (a table
+        too large to hold is read once from the build and dropped)."""
+        if work_needed > horizon or (work_needed <= 0 and log_odds >= threshold):
+            return self._trivial(threshold, log_odds, work_needed, horizon)
+        key = self.key_for(params, threshold, work_needed, horizon=horizon, step=step)
+        local: dict[TableKey, Table] = {}
+        while isinstance(found := self._row(key, log_odds, local), TableKey):
+            below = None if found.work == 0 else found.with_work(found.work - 1)
+            built = build_chain(
+                found, None if below is None else self._table(below, local)
+            )
+            local.update((table.key, table) for table in built)
+            self.insert(built)
+        return found
+
+    @staticmethod
+    def _trivial(threshold: float, log_odds: float, work: int, horizon: int) -> Row:
+        # Never within the horizon, or already complete.
+        done = work <= 0 and log_odds >= threshold
+        return (1.0 if done else 0.0,) * (horizon + 1)
+
+    def _table(
+        self, key: TableKey, local: dict[TableKey, Table] | None
+    ) -> Table | None:
+        table = self._tables.get(key)
+        if table is not None:
+            self._tables.move_to_end(key)
+            return table
+        return None if local is None else local.get(key)
+
+    def _row(
+        self, key: TableKey, x: float, local: dict[TableKey, Table] | None = None
+    ) -> Row | TableKey:
+        table = self._tables.get(key)
+        if table is not None:
+            self._tables.move_to_end(key)
+        elif local is None or (table := local.get(key)) is None:
+            return key
+        if x >= table.start:
+            return _interpolate(table, x)
+        if table.floor:
+            return (0.0,) * (key.horizon + 1)
+        # Below the grid (a first state under logit(learn)): expand one step.
+        below = key.with_work(max(key.work - 1, 0))
+        params = key.params
+        up = self._row(below, next_log_odds(params, x, True), local)
+        if isinstance(up, TableKey):
+            return up
+        down = self._row(below, next_log_odds(params, x, False), local)
+        if isinstance(down, TableKey):
+            return down
+        pc = p_correct_at(params, x)
+        mixed = [
+            pc * u + (1.0 - pc) * d
+            for u, d in zip(up[: key.horizon], down[: key.horizon], strict=True)
         ]
-        levels.append([*nxt, 1.0, 1.0])
-    rows = list(zip(*(level[:n] for level in levels), strict=True))
-    floor = None if params.learn > 0.0 else (0.0,) * (horizon + 1)
-    return _Table(
-        params,
-        threshold,
-        0,
-        horizon,
-        step,
-        start,
-        rows,
-        threshold,
-        (1.0,) * (horizon + 1),
-        floor,
-    )
+        return (0.0, *mixed)
 
 
-def _build_forced(
-    params: Params, threshold: float, work: int, horizon: int, step: float
-) -> _Table:
-    child = _get_table(params, threshold, work - 1, horizon, step)
-    start = child.start
-    # From here on, `work` wrong answers in a row still end above threshold.
-    # Capped at _HEADROOM: falling that far within 30 items takes ~40/|step|
-    # wrong answers at P~slip each, probability below ~e^-19 for any params.
-    beyond = threshold + min(-work * params.step_wrong, _HEADROOM)
-    n = math.ceil((beyond - start) / step) + 1
-    rows = [_expand(params, start + i * step, child, horizon) for i in range(n)]
-    top = tuple(0.0 if t < work else 1.0 for t in range(horizon + 1))
-    floor = None if child.floor is None else (0.0,) * (horizon + 1)
-    return _Table(
-        params, threshold, work, horizon, step, start, rows, beyond, top, floor
-    )
-
-
-@lru_cache(maxsize=_TABLE_CACHE)
-def _get_table(
-    params: Params, threshold: float, work: int, horizon: int, step: float
-) -> _Table:
-    if work == 0:
-        return _build_unconstrained(params, threshold, horizon, step)
-    return _build_forced(params, threshold, work, horizon, step)
+_DEFAULT_TABLES = ForecastTables()
 
 
 def completion_cdf(
@@ -188,13 +470,14 @@ def completion_cdf(
     horizon: int = HORIZON,
     step: float = GRID_STEP,
 ) -> Row:
-    """``P(T <= t)`` for ``t = 0..horizon``; ``threshold`` is in log-odds."""
-    if work_needed > horizon:
-        return (0.0,) * (horizon + 1)
-    work = max(work_needed, 0)
-    if work == 0 and log_odds >= threshold:
-        return (1.0,) * (horizon + 1)
-    return _lookup(_get_table(params, threshold, work, horizon, step), log_odds)
+    """``P(T <= t)`` for ``t = 0..horizon``; ``threshold`` is in log-odds.
+
+    Builds missing tables synchronously (into a module-level cache of
+    :data:`DEFAULT_BUDGET_BYTES`, for one thread, as goal evaluation is).
+    """
+    return _DEFAULT_TABLES.get(
+        params, threshold, log_odds, work_needed, horizon=horizon, step=step
+    )
 
 
 def expected_items(cdf: Row) -> float:

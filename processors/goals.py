@@ -6,7 +6,8 @@ this module implements exactly that document. In short:
 - a target is *mastered* when the log-odds of P(mastered) of its objective
   (every objective, for a module target) reach ``logit(min_predicted_mastery)``;
   it is *complete* when also its work reaches ``min_work_per_target``;
-- work remaining comes from the BKT chain (:mod:`processors.forecast`);
+- work remaining comes from the BKT chain (:mod:`processors.forecast`), through
+  a :class:`~processors.forecaster.Forecaster` (default: synchronous, exact);
 - progress is ``done / (done + work_remaining)``;
 - *struggling* is wheel-spinning with evidence: at least
   :data:`STRUGGLE_MIN_ATTEMPTS` attempts on an objective, not mastered, and the
@@ -23,10 +24,11 @@ from dataclasses import dataclass
 from processors.catalog import PartnerCatalog
 from processors.forecast import (
     HORIZON,
+    TableKey,
     best_case_items,
-    completion_cdf,
     expected_items,
 )
+from processors.forecaster import SYNCHRONOUS, Forecaster
 from processors.mastery import ObjectiveState, logit
 from processors.registration import RegistrationState
 from schemas.events import GoalDefined, Target
@@ -63,6 +65,8 @@ class TargetOutcome:
     remaining: int  # round(expected), 0..HORIZON
     progress: float
     modules: frozenset[str]  # modules whose attempts count toward the target
+    # Exact forecast tables this outcome lacked (it used a provisional CDF).
+    pending: frozenset[TableKey] = frozenset()
 
 
 def _round_half_up(x: float) -> int:
@@ -120,8 +124,13 @@ def evaluate_target(
     untagged: Mapping[str, int],
     tagged: Mapping[str, int],
     catalog: PartnerCatalog,
+    forecaster: Forecaster = SYNCHRONOUS,
 ) -> TargetOutcome:
-    """Status, work and forecast of one target (``tagged``: this goal's counts)."""
+    """Status, work and forecast of one target (``tagged``: this goal's counts).
+
+    With a deferred ``forecaster`` the outcome may rest on a provisional CDF;
+    ``pending`` then names the tables to build before evaluating again.
+    """
     criteria = goal.completion_criteria
     threshold = logit(criteria.min_predicted_mastery)
     scope, modules = _target_scope(target, catalog)
@@ -134,6 +143,7 @@ def evaluate_target(
     best = 0
     mastered = bool(scope)
     struggling = False
+    pending: set[TableKey] = set()
     for objective in scope:
         params = catalog.params_for(objective)
         state = objectives.get(objective)
@@ -146,7 +156,10 @@ def evaluate_target(
                 and state.stuck_llr > STRUGGLE_LLR
             ):
                 struggling = True
-        one = completion_cdf(params, threshold, lo, need)
+        forecast = forecaster.forecast(params, threshold, lo, need)
+        one = forecast.cdf
+        if forecast.pending is not None:
+            pending.add(forecast.pending)
         # Objectives of one module are practised together; completion needs
         # all of them, taken as independent (docs/analytics.md).
         cdf = (
@@ -168,14 +181,29 @@ def evaluate_target(
     else:
         status = "in_progress"
     return TargetOutcome(
-        status, work, expected, best, remaining, _progress(work, remaining), modules
+        status,
+        work,
+        expected,
+        best,
+        remaining,
+        _progress(work, remaining),
+        modules,
+        frozenset(pending),
     )
 
 
 def evaluate(
-    goal: GoalDefined, state: RegistrationState | None, catalog: PartnerCatalog
+    goal: GoalDefined,
+    state: RegistrationState | None,
+    catalog: PartnerCatalog,
+    *,
+    forecaster: Forecaster = SYNCHRONOUS,
 ) -> dict[str, object]:
-    """The contract's ``status_and_progress[]`` item for one goal."""
+    """The contract's ``status_and_progress[]`` item for one goal.
+
+    A :class:`~processors.forecaster.DeferredForecaster` records the tables a
+    provisional row lacked (its ``take_pending``).
+    """
     if state is None:
         objectives: Mapping[str, ObjectiveState] = {}
         untagged: Mapping[str, int] = _EMPTY
@@ -196,6 +224,7 @@ def evaluate(
             untagged=untagged,
             tagged=tagged,
             catalog=catalog,
+            forecaster=forecaster,
         )
         outcomes[target.id] = outcome
         counted |= outcome.modules
