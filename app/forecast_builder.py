@@ -22,15 +22,21 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Generic, TypeVar
 
 from processors.forecast import ForecastTables, TableKey, build_chain
 
-__all__ = ["ForecastBuilder", "OnBuilt", "Waiting"]
+__all__ = ["THRASH_BUILDS", "THRASH_WINDOW_S", "ForecastBuilder", "OnBuilt", "Waiting"]
 
 log = logging.getLogger(__name__)
+
+#: A key built this many times within THRASH_WINDOW_S is not built again
+#: until the window has passed (see ForecastBuilder._thrashing).
+THRASH_BUILDS = 2
+THRASH_WINDOW_S = 60.0
 
 #: Called on the loop's thread with the requested keys that are now held.
 OnBuilt = Callable[[frozenset[TableKey]], Awaitable[None] | None]
@@ -77,9 +83,18 @@ class Waiting(Generic[_Item]):
 class ForecastBuilder:
     """Queue of missing table keys, built one at a time in a thread."""
 
-    def __init__(self, tables: ForecastTables, on_built: OnBuilt) -> None:
+    def __init__(
+        self,
+        tables: ForecastTables,
+        on_built: OnBuilt,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._tables = tables
         self._on_built = on_built
+        self._clock = clock
+        # key -> times it was built within THRASH_WINDOW_S (oldest first)
+        self._built_at: OrderedDict[TableKey, list[float]] = OrderedDict()
         self._queues: OrderedDict[Hashable, deque[TableKey]] = OrderedDict()
         self._queued: set[TableKey] = set()
         self._ready: set[TableKey] = set()  # requested while already held
@@ -87,6 +102,7 @@ class ForecastBuilder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.builds = 0  # chains built (for metrics and tests)
+        self.thrash_refusals = 0  # requests refused as thrashing (ditto)
 
     @property
     def queued(self) -> int:
@@ -105,6 +121,8 @@ class ForecastBuilder:
                 continue
             if key in self._tables:
                 self._ready.add(key)
+                continue
+            if self._thrashing(key):
                 continue
             self._queues.setdefault(owner, deque()).append(key)
             self._queued.add(key)
@@ -149,6 +167,7 @@ class ForecastBuilder:
                 log.exception("forecast table %s could not be built", key)
                 built = []
             self.builds += 1
+            self._note_built(key)
             self._tables.insert(built)
             if key not in self._tables:
                 # Failed, or larger than the whole budget (only outside the
@@ -167,6 +186,39 @@ class ForecastBuilder:
         if inspect.isawaitable(result):
             await result
         return frozenset(done)
+
+    def _thrashing(self, key: TableKey) -> bool:
+        """Was the key built :data:`THRASH_BUILDS` times within
+        :data:`THRASH_WINDOW_S` and evicted again? Then the tables the rows
+        need at once exceed the memory budget: building it again would only
+        evict another one (a loop burning a core). Its rows stay provisional
+        until the window has passed."""
+        now = self._clock()
+        while self._built_at:
+            oldest, times = next(iter(self._built_at.items()))
+            if times[-1] >= now - THRASH_WINDOW_S:
+                break
+            del self._built_at[oldest]
+        recent = [t for t in self._built_at.get(key, ()) if t >= now - THRASH_WINDOW_S]
+        if len(recent) < THRASH_BUILDS:
+            return False
+        self.thrash_refusals += 1
+        if self.thrash_refusals == 1 or self.thrash_refusals % 1000 == 0:
+            log.warning(
+                "forecast table %s was built %d times in %.0f s and evicted again: "
+                "the tables needed at once exceed MASTERY_FORECAST_CACHE_MB; rows "
+                "needing it stay provisional for now (%d such refusals)",
+                key,
+                len(recent),
+                THRASH_WINDOW_S,
+                self.thrash_refusals,
+            )
+        return True
+
+    def _note_built(self, key: TableKey) -> None:
+        times = self._built_at.pop(key, [])
+        times.append(self._clock())
+        self._built_at[key] = times[-THRASH_BUILDS:]  # most recent last
 
     def _next_key(self) -> TableKey | None:
         while self._queues:

@@ -36,6 +36,7 @@ from app.faust_corrections.restart import (
 )
 from app.faust_corrections.store import PartitionStore
 from app.faust_corrections.transport import MasteryApp
+from app.forecast_builder import ForecastBuilder, Waiting
 from app.heartbeat import Heartbeat
 from app.materialized import mark_materialized
 from app.metrics import HealthServer, WorkerMetrics
@@ -46,6 +47,9 @@ from infra.kafka_security import faust_broker_credentials, kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors import batch
+from processors.forecast import ForecastTables, TableKey
+from processors.forecaster import DeferredForecaster
+from processors.registration import RegistrationState
 from processors.rows import derive_rows, goal_template
 from schemas.dead_letter import DeadLetter
 from schemas.events import (
@@ -149,6 +153,19 @@ class Worker:
         )
         self._redis_writing_since: float | None = None
         self._repaired_once = False
+        # Work-remaining forecasts (docs/analytics.md, section 4): rows are
+        # derived from the tables held; a missing table gives a provisional
+        # row, is built off the loop's critical path, and the rows that
+        # waited for it are derived again.
+        self.forecast_tables = ForecastTables(settings.forecast_cache_mb * 2**20)
+        self.forecaster = DeferredForecaster(
+            self.forecast_tables, inline_builds=settings.forecast_inline_builds
+        )
+        self.forecast_builder = ForecastBuilder(
+            self.forecast_tables, self._on_forecasts_built
+        )
+        self._provisional_rows: Waiting[tuple[str, int]] = Waiting()
+        self._provisional_goals: Waiting[str] = Waiting()
         self.app.before_commit = self._before_commit
         probes = GroupProbes(bootstrap, settings.worker_id, profile, client_kwargs)
         self.skip_guard = SkipGuard(self.app, probes)
@@ -178,6 +195,7 @@ class Worker:
         self.app.agent(self.catalog_topic, name="catalog-events")(self._catalog_agent)
         self.app.task(self._run_follower)
         self.app.task(self._run_rederiver)
+        self.app.task(self._run_forecast_builder)
         self.app.task(self._run_watchdog)
         self.app.task(self._run_read_model_watch)
         self.app.task(self._run_broker_watch)
@@ -248,7 +266,7 @@ class Worker:
         if batch.needs_catalog(decoded, states, self.follower.catalog):
             await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
         catalog = self.follower.catalog
-        plan = batch.fold(decoded, states, catalog)
+        plan = batch.fold(decoded, states, catalog, forecaster=self.forecaster)
         for state in plan.states.values():
             cache.put(state.source_partition, state)
         metrics = self.metrics
@@ -265,6 +283,8 @@ class Worker:
             [self._dead_letter(r.record, r.reason) for r in (*rejected, *plan.dead)]
         )
         await self._write_projection(projection)
+        for reg_id, keys in plan.provisional.items():
+            self._note_provisional(plan.states[reg_id], keys)
         self._observe_batch(started, messages, decoded)
 
     async def _forward(self, misplaced: Sequence[tuple[batch.Record, int]]) -> None:
@@ -402,7 +422,8 @@ class Worker:
         elif isinstance(event, GoalDefined):
             goal = catalog.goal(event.goal_id)
             if goal is not None:
-                projection.goal(goal, goal_template(goal, catalog))
+                self.forecaster.start_batch()
+                projection.goal(goal, self._goal_template(goal))
         await self.projector.write(projection)
 
     async def _on_catalog_change(
@@ -440,6 +461,7 @@ class Worker:
             if tp.topic == self.topics.registration_events
         }
         dropped = self.cache.evict(gone)
+        self._provisional_rows.forget(lambda item: item[1] not in gone)
         if gone:
             log.info("revoked partitions %s: %d cached states evicted", gone, dropped)
 
@@ -568,6 +590,7 @@ class Worker:
                     log.info("re-derivation ended by a rebalance")
                     return count
                 projection = Projection(self.keys)
+                self.forecaster.start_batch()
                 if first and everything:
                     self._project_catalog(projection)
                 first = False
@@ -581,8 +604,11 @@ class Worker:
                         if partition in partitions
                         else None
                     ) or seen
-                    for goal_id, row in derive_rows(state, catalog):
+                    rows = derive_rows(state, catalog, forecaster=self.forecaster)
+                    for goal_id, row in rows:
                         projection.row(state.registration_id, goal_id, row)
+                    if keys := self.forecaster.take_pending():
+                        self._note_provisional(state, keys)
                     if everything:
                         projection.registration(state)
                     count += 1
@@ -607,7 +633,69 @@ class Worker:
         for li in catalog.learning_instances():
             projection.learning_instance(li)
         for goal in catalog.goals():
-            projection.goal(goal, goal_template(goal, catalog))
+            projection.goal(goal, self._goal_template(goal))
+
+    # -- work-remaining forecasts -------------------------------------------
+
+    def _goal_template(self, goal: GoalDefined) -> bytes:
+        catalog = self.follower.catalog
+        template = goal_template(goal, catalog, forecaster=self.forecaster)
+        if keys := self.forecaster.take_pending():
+            self._provisional_goals.add(goal.goal_id, keys)
+            self.forecast_builder.request(
+                keys, owner=self._forecast_owner(goal.learning_instance_id)
+            )
+        return template
+
+    def _note_provisional(
+        self, state: RegistrationState, keys: frozenset[TableKey]
+    ) -> None:
+        """Rows of ``state`` were derived without these tables: build them."""
+        item = (state.registration_id, state.source_partition)
+        self._provisional_rows.add(item, keys)
+        self.forecast_builder.request(
+            keys, owner=self._forecast_owner(state.learning_instance_id)
+        )
+
+    def _forecast_owner(self, li_id: str) -> str:
+        """Builds are served round-robin per partner: one partner's many
+        distinct parameters and thresholds never queue ahead of another's."""
+        return self.follower.catalog.partner_of(li_id) or f"li:{li_id}"
+
+    async def _run_forecast_builder(self) -> None:
+        await self.forecast_builder.run()
+
+    async def _on_forecasts_built(self, keys: frozenset[TableKey]) -> None:
+        """Derive again the rows and goal templates that were provisional, in
+        chunks under the batch lock (as :meth:`rederive`)."""
+        goals = self._provisional_goals.release(keys)
+        waiting = iter(sorted(self._provisional_rows.release(keys)))
+        while True:
+            async with self.lock:
+                catalog = self.follower.catalog
+                assigned = set(self._assigned_partitions())
+                projection = Projection(self.keys)
+                self.forecaster.start_batch()
+                for goal_id in goals:
+                    if (goal := catalog.goal(goal_id)) is not None:
+                        projection.goal(goal, self._goal_template(goal))
+                goals = set()
+                chunk = list(itertools.islice(waiting, _REDERIVE_CHUNK))
+                for reg_id, partition in chunk:
+                    if partition not in assigned:
+                        continue
+                    state = self.cache.peek(reg_id, partition)
+                    if state is None:
+                        continue
+                    rows = derive_rows(state, catalog, forecaster=self.forecaster)
+                    for goal_id, row in rows:
+                        projection.row(reg_id, goal_id, row)
+                    if again := self.forecaster.take_pending():
+                        self._note_provisional(state, again)
+                await self.projector.write(projection)
+            if len(chunk) < _REDERIVE_CHUNK:
+                return
+            await asyncio.sleep(0)  # let the waiting batch take the lock
 
     # -- dead letters -------------------------------------------------------
 

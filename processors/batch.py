@@ -36,6 +36,8 @@ from typing import Literal
 from pydantic import ValidationError
 
 from processors.catalog import Catalog
+from processors.forecast import TableKey
+from processors.forecaster import SYNCHRONOUS, Forecaster
 from processors.partitioning import kafka_partition
 from processors.registration import (
     AttemptResult,
@@ -101,6 +103,9 @@ class BatchPlan:
     registrations: list[RegistrationState] = field(default_factory=list)
     dead: list[Rejection] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    #: Registrations whose rows were derived without these exact forecast
+    #: tables (provisional): build them, then derive those rows again.
+    provisional: dict[str, frozenset[TableKey]] = field(default_factory=dict)
 
 
 def rejection_reason(exc: Exception) -> str:
@@ -199,6 +204,8 @@ def fold(
     decoded: Sequence[Decoded],
     states: Mapping[str, RegistrationState | None],
     catalog: Catalog,
+    *,
+    forecaster: Forecaster = SYNCHRONOUS,
 ) -> BatchPlan:
     """Fold a decoded batch into the states of its registrations.
 
@@ -207,6 +214,7 @@ def fold(
     caller adds them to the plan's dead letters (:func:`decode`).
     """
     plan = BatchPlan()
+    forecaster.start_batch()
     current: dict[str, RegistrationState | None] = {}
     last: dict[str, Record] = {}  # the record whose position each state takes
     registered: set[str] = set()
@@ -258,12 +266,14 @@ def fold(
         state = with_position(folded, record.partition, record.offset)
         plan.states[reg_id] = state
         if reg_id in registered:  # every goal: a new learner gets its rows
-            rows = derive_rows(state, catalog)
+            rows = derive_rows(state, catalog, forecaster=forecaster)
         elif reg_id in touched:
-            rows = derive_rows(state, catalog, touched[reg_id])
+            rows = derive_rows(state, catalog, touched[reg_id], forecaster=forecaster)
         else:
             rows = []
         plan.rows.extend((reg_id, goal_id, row) for goal_id, row in rows)
+        if pending := forecaster.take_pending():
+            plan.provisional[reg_id] = pending
     plan.registrations.extend(
         s for reg_id in registered if (s := plan.states.get(reg_id)) is not None
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from processors.catalog import Catalog, PartnerCatalog
+from processors.forecaster import SYNCHRONOUS, Forecaster
 from processors.goals import affected_by, evaluate
 from processors.registration import RegistrationState
 from schemas.events import GoalDefined
@@ -42,11 +43,15 @@ def derive_rows(
     catalog: Catalog,
     touched: Touched | None = None,
     goals: Collection[GoalDefined] | None = None,
+    *,
+    forecaster: Forecaster = SYNCHRONOUS,
 ) -> list[tuple[str, bytes]]:
     """``(goal_id, row JSON)`` of the registration's goals.
 
     Instructors have no rows. With ``touched``, only the goals those attempts
     can change (the others keep their row); with ``goals``, only those goals.
+    A deferred ``forecaster`` records the forecast tables provisional rows
+    lacked (its ``take_pending``).
     """
     if state.role != "learner":
         return []
@@ -64,11 +69,14 @@ def derive_rows(
             goal_ids=touched.goal_ids,
         ):
             continue
-        rows.append((goal.goal_id, orjson.dumps(evaluate(goal, state, view))))
+        row = evaluate(goal, state, view, forecaster=forecaster)
+        rows.append((goal.goal_id, orjson.dumps(row)))
     return rows
 
 
-def goal_template(goal: GoalDefined, catalog: Catalog) -> bytes:
+def goal_template(
+    goal: GoalDefined, catalog: Catalog, *, forecaster: Forecaster = SYNCHRONOUS
+) -> bytes:
     """The row of a learner without attempts (served until its first row)."""
     view = catalog.for_learning_instance(goal.learning_instance_id)
-    return orjson.dumps(evaluate(goal, None, view))
+    return orjson.dumps(evaluate(goal, None, view, forecaster=forecaster))

@@ -239,3 +239,34 @@ def test_waiting_releases_and_forgets() -> None:
     assert waiting.release([a]) == set()
     assert waiting.release([b]) == {"r1", "r2"}
     assert len(waiting) == 0
+
+
+async def test_a_key_evicted_again_and_again_is_not_rebuilt_in_a_loop() -> None:
+    # A budget that holds one worst-case chain: two keys needed at once evict
+    # each other. Rebuilding on every miss would loop forever; after
+    # THRASH_BUILDS builds within the window the key is refused until the
+    # window has passed.
+    from app.forecast_builder import THRASH_BUILDS, THRASH_WINDOW_S
+
+    now = [0.0]
+    # Three chains of ~10 MB in a 16 MiB budget: each evicts the oldest.
+    first, *others = _keys(WORST, 0.999, 0.998, 0.997, work=5)
+    tables = ForecastTables(MIN_BUDGET_BYTES)
+    builder = ForecastBuilder(tables, lambda keys: None, clock=lambda: now[0])
+    for _ in range(THRASH_BUILDS):
+        for key in (first, *others):
+            builder.request([key])
+            await builder.build_next()
+            assert key in tables
+        assert first not in tables  # evicted by the others
+    assert builder.builds == THRASH_BUILDS * 3
+    builds = builder.builds
+    builder.request([first])
+    assert builder.queued == 0 and builder.thrash_refusals == 1
+    assert await builder.build_next() == frozenset()
+    assert builder.builds == builds
+    now[0] += THRASH_WINDOW_S + 1  # the window has passed: built again
+    builder.request([first])
+    assert builder.queued == 1
+    await builder.build_next()
+    assert first in tables and builder.builds == builds + 1
