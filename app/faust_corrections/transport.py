@@ -74,6 +74,10 @@ class _DrainingBuffer(ProducerBuffer):
         self._put = 0
         self._sent = 0
         self._progress = asyncio.Event()
+        #: Most records ever waiting at once (the worker's
+        #: mastery_worker_producer_buffer_peak; Faust pauses every stream
+        #: above ``max_messages``).
+        self.peak = 0
 
     @property
     def unsent(self) -> int:
@@ -82,6 +86,7 @@ class _DrainingBuffer(ProducerBuffer):
     def put(self, fut: Any) -> None:
         self._put += 1
         super().put(fut)
+        self.peak = max(self.peak, self.size)
 
     async def _send_pending(self, fut: Any) -> None:
         try:
