@@ -257,6 +257,10 @@ class BrokerWatch:
                     tps,
                     self._profile,
                     client_kwargs=self._client_kwargs,
+                    # An uncorrected Tansu end is below the true one: taken
+                    # for a loss it stopped healthy workers under load.
+                    strict=True,
+                    timeout_s=max(1.0, self._timeout_s - 1.0),
                 )
         except BaseException:
             await self.close()  # reconnect from scratch next time

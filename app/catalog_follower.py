@@ -73,7 +73,7 @@ class CatalogFollower:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
-            fetch_max_wait_ms=self._profile.fetch_max_wait_ms,
+            fetch_max_wait_ms=self._profile.catalog_fetch_max_wait_ms,
             **self._client_kwargs,
         )
         await consumer.start()

@@ -25,6 +25,10 @@ measured on this project's machines:
 4. Fetch requests always wait out ``fetch_max_wait_ms`` even when data is
    there; Faust hard-codes 1.5 s, so rows would show ~1 s late. Workaround: a
    5 ms fetch wait, made configurable by :mod:`app.faust_corrections.transport`.
+   Each fetch loop then costs Tansu a request every 5 ms, loaded or idle (two
+   idle workers: Tansu 27 % of a core, each worker 10 %); the catalog
+   follower, whose topic changes rarely, waits 100 ms instead (Tansu 3 %,
+   workers 2.4 % with every loop at 100 ms).
 
 The profile applies only to the broker the project started itself (or when
 ``MASTERY_BROKER_PROFILE=tansu`` says so explicitly). :func:`self_check` tells
@@ -80,6 +84,10 @@ class BrokerProfile:
     #: Faust standby replicas of the state table: each worker also follows
     #: this many other workers' changelog partitions, for a faster failover.
     standby_replicas: int = 1
+    #: Fetch wait of every worker's catalog follower (app/catalog_follower.py):
+    #: the catalog changes rarely, and under Tansu (bug 4) each fetch costs a
+    #: request every ``fetch_max_wait_ms`` whether or not data is there.
+    catalog_fetch_max_wait_ms: int = 1500
 
     @property
     def corrects_end_offsets(self) -> bool:
@@ -108,6 +116,7 @@ TANSU = BrokerProfile(
     fetch_max_wait_ms=5,
     worker_producer_max_batch_size=1,
     standby_replicas=0,
+    catalog_fetch_max_wait_ms=100,
 )
 
 
@@ -127,6 +136,7 @@ def profile_for(settings: Settings) -> BrokerProfile:
         else settings.table_standby_replicas,
         session_timeout_s=settings.broker_session_timeout_s or base.session_timeout_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms or base.fetch_max_wait_ms,
+        catalog_fetch_max_wait_ms=base.catalog_fetch_max_wait_ms,
     )
 
 
@@ -161,6 +171,8 @@ async def end_offsets(
     profile: BrokerProfile,
     *,
     client_kwargs: Mapping[str, Any] | None = None,
+    strict: bool = False,
+    timeout_s: float = 10.0,
 ) -> dict[TopicPartition, int]:
     """End offsets of ``tps``: the broker's answer, corrected under Tansu.
 
@@ -169,6 +181,12 @@ async def end_offsets(
     record fetched (reading on until a fetch comes back empty also covers
     records appended meanwhile). A probe consumer of its own is used, so the
     caller's positions are untouched.
+
+    Every partition's last batch is waited for (up to ``timeout_s``; a busy
+    broker can take longer than one short fetch): an answer corrected for some
+    partitions and not for others is not a consistent measurement. When the
+    time runs out, ``strict`` raises :class:`TimeoutError` (the broker watch:
+    "cannot tell"), otherwise the uncorrected ends are kept (a lower bound).
     """
     reported: dict[TopicPartition, int] = dict(await consumer.end_offsets(list(tps)))
     if not profile.corrects_end_offsets:
@@ -183,17 +201,31 @@ async def end_offsets(
         **(client_kwargs or {}),
     )
     await probe.start()
+    # Let aiokafka's group-less coordinator task start: stopped before its
+    # first step, ``stop()`` re-raises that task's CancelledError.
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     try:
         probe.assign(with_data)
         for tp in with_data:
             probe.seek(tp, reported[tp] - 1)
+        waiting = set(with_data)  # the record at reported - 1 exists: wait for it
         empty_rounds = 0
-        while empty_rounds < 2:
+        while waiting or empty_rounds < 2:
+            if loop.time() > deadline:
+                if strict and waiting:
+                    raise TimeoutError(
+                        f"the last batch of {sorted(map(str, waiting))} did not "
+                        f"come back within {timeout_s:.0f} s"
+                    )
+                break
             batches = await probe.getmany(*with_data, timeout_ms=50, max_records=10_000)
             got = False
             for tp, records in batches.items():
                 if records:
                     got = True
+                    waiting.discard(tp)
                     reported[tp] = max(reported[tp], records[-1].offset + 1)
             empty_rounds = 0 if got else empty_rounds + 1
     finally:

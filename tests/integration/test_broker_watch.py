@@ -157,3 +157,47 @@ async def test_an_unreachable_broker_is_not_a_loss(
     assert await watch.reported() is None
     await watch.close()
     await redis.aclose()
+
+
+async def test_end_offsets_are_exact_or_refused_never_too_low(
+    kafka_server: EmbeddedKafka,
+) -> None:
+    # Ten records in one batch: Tansu answers ListOffsets with the batch's
+    # base offset + 1 = 1. Corrected, the end is 10; when the last batch does
+    # not come back in time the strict measurement refuses ("cannot tell")
+    # instead of answering 1, which the broker watch once took for a loss
+    # and stopped healthy workers under load.
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from infra.broker import TANSU, end_offsets
+
+    bootstrap = kafka_server.bootstrap_servers
+    topic = f"eo{next(_n)}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=100)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, b"v%d" % i, partition=0) for i in range(10)
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        raw = (await consumer.end_offsets([tp]))[tp]
+        assert raw < 10  # Tansu's answer (bug 1 in infra/broker.py)
+        assert await end_offsets(consumer, bootstrap, [tp], TANSU) == {tp: 10}
+        exact = await end_offsets(consumer, bootstrap, [tp], TANSU, strict=True)
+        assert exact == {tp: 10}
+        with pytest.raises(TimeoutError):
+            await end_offsets(
+                consumer, bootstrap, [tp], TANSU, strict=True, timeout_s=0.0
+            )
+        # Not strict: the uncorrected end, a lower bound, for callers that
+        # only wait to catch up.
+        lower = await end_offsets(consumer, bootstrap, [tp], TANSU, timeout_s=0.0)
+        assert lower == {tp: raw}
+    finally:
+        await consumer.stop()
