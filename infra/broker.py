@@ -24,11 +24,12 @@ measured on this project's machines:
    state (attempt ids) instead of transactions.
 4. Fetch requests always wait out ``fetch_max_wait_ms`` even when data is
    there; Faust hard-codes 1.5 s, so rows would show ~1 s late. Workaround: a
-   5 ms fetch wait, made configurable by :mod:`app.faust_corrections.transport`.
-   Each fetch loop then costs Tansu a request every 5 ms, loaded or idle (two
-   idle workers: Tansu 27 % of a core, each worker 10 %); the catalog
-   follower, whose topic changes rarely, waits 100 ms instead (Tansu 3 %,
-   workers 2.4 % with every loop at 100 ms).
+   20 ms fetch wait, made configurable by :mod:`app.faust_corrections.transport`.
+   At 5 ms each fetch loop cost Tansu a request every 5 ms, loaded or idle
+   (two idle workers: Tansu 27 % of a core, each worker 10 %), and at 5,000
+   attempts/s the rows were twice as late (freshness p50 112-118 ms against
+   54-57 ms at 20 ms, with 5 ms batch windows; docs/performance.md). The
+   catalog follower, whose topic changes rarely, waits 100 ms.
 
 The profile applies only to the broker the project started itself (or when
 ``MASTERY_BROKER_PROFILE=tansu`` says so explicitly). :func:`self_check` tells
@@ -113,7 +114,7 @@ KAFKA = BrokerProfile(name="kafka", session_timeout_s=60.0, fetch_max_wait_ms=15
 TANSU = BrokerProfile(
     name="tansu",
     session_timeout_s=10.0,
-    fetch_max_wait_ms=5,
+    fetch_max_wait_ms=20,
     worker_producer_max_batch_size=1,
     standby_replicas=0,
     catalog_fetch_max_wait_ms=100,

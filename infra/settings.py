@@ -72,7 +72,11 @@ class Settings(BaseSettings):
         default=2000, ge=1, le=100_000, description="most events in one batch"
     )
     batch_within_ms: int = Field(
-        default=20, ge=1, le=10_000, description="longest wait to fill a batch"
+        default=5,
+        ge=1,
+        le=10_000,
+        description="longest wait to fill a batch (Faust's take_events waits it "
+        "after every batch that is not full, so it adds to every row's latency)",
     )
     fetch_max_wait_ms: int | None = Field(
         default=None,
