@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.forecast_builder import ForecastBuilder
+from bench.pipeline import write_section
 from processors.forecast import (
     DEFAULT_BUDGET_BYTES,
     HORIZON,
@@ -281,18 +282,6 @@ def run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def write(out: Path, section: str) -> None:
-    """Replace (or append) this bench's section of ``out``."""
-    text = out.read_text() if out.exists() else ""
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    out.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=5)
@@ -307,7 +296,7 @@ def main() -> None:
     section = run(args)
     print(section)
     if args.out is not None:
-        write(args.out, section)
+        write_section(args.out, SECTION, section)
 
 
 if __name__ == "__main__":

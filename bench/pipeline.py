@@ -83,6 +83,19 @@ def producer_buffer(stack: DevStack) -> tuple[float, float]:
     return peak, limit
 
 
+def write_section(out: Path, heading: str, section: str) -> None:
+    """Replace (or append) the section of ``out`` that starts at ``heading``
+    and runs to the next ``## `` heading (one bench's part of a report)."""
+    text = out.read_text() if out.exists() else ""
+    start = text.find(heading)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(heading))
+        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
+    out.write_text(text)
+
+
 def say(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

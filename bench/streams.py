@@ -34,7 +34,7 @@ from typing import Any
 
 from app.devstack import DevStack, post_json
 from app.workload import Workload, simulated
-from bench.pipeline import cpu_seconds, pct, rss_mb, say
+from bench.pipeline import cpu_seconds, pct, rss_mb, say, write_section
 from infra.broker import profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
@@ -297,17 +297,6 @@ streams x changed rows, not with polling.
 """
 
 
-def write(out: Path, section: str) -> None:
-    text = out.read_text() if out.exists() else ""
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end >= 0 else "")
-    out.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--streams", type=int, default=500)
@@ -321,7 +310,7 @@ def main() -> None:
     section = render(result)
     print(section)
     if args.out is not None:
-        write(args.out, section)
+        write_section(args.out, SECTION, section)
 
 
 if __name__ == "__main__":
