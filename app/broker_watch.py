@@ -179,26 +179,22 @@ class BrokerWatch:
             client_kwargs=kafka_client_kwargs(settings),
         )
 
-    async def check_or_exit(self) -> None:
+    async def check_or_exit(self, *, level: int = logging.WARNING) -> None:
         """:meth:`check`; on a loss end the process (code 65). When the broker
-        or Redis cannot be asked, carry on: the next check repeats it."""
+        or Redis cannot be asked, log it at ``level`` and carry on: the next
+        check repeats it."""
         try:
             await self.check()
         except BrokerLostData as exc:
             exit_process(exc)
         except UNREACHABLE as exc:
-            log.warning("could not compare the broker's end offsets: %r", exc)
+            log.log(level, "could not compare the broker's end offsets: %r", exc)
 
     async def run(self, interval_s: float) -> None:
         """Check every ``interval_s``; on a loss end the process (code 65)."""
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                await self.check()
-            except BrokerLostData as exc:
-                exit_process(exc)
-            except UNREACHABLE as exc:
-                log.debug("broker watch: cannot check now: %r", exc)
+            await self.check_or_exit(level=logging.DEBUG)
 
     async def reported(self) -> BrokerLoss | None:
         """The loss reported earlier (by any worker), if not cleared."""

@@ -333,9 +333,8 @@ class ForecastTables:
         """``P(T <= t)``, or the key of a table it needs that is not held."""
         if work_needed > horizon or (work_needed <= 0 and log_odds >= threshold):
             return self._trivial(threshold, log_odds, work_needed, horizon)
-        return self._row(
-            TableKey(params, threshold, max(work_needed, 0), horizon, step), log_odds
-        )
+        key = self.key_for(params, threshold, work_needed, horizon=horizon, step=step)
+        return self._row(key, log_odds)
 
     def lookup(
         self,
