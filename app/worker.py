@@ -583,7 +583,6 @@ class Worker:
         wanted = set(learning_instances)
         everything = _ALL in wanted
         partitions = self._assigned_partitions()
-        catalog = self.follower.catalog
         states = self.cache.items(partitions)
         count = 0
         first = True
@@ -607,11 +606,7 @@ class Worker:
                         if partition in partitions
                         else None
                     ) or seen
-                    rows = derive_rows(state, catalog, forecaster=self.forecaster)
-                    for goal_id, row in rows:
-                        projection.row(state.registration_id, goal_id, row)
-                    if keys := self.forecaster.take_pending():
-                        self._note_provisional(state, keys)
+                    self._project_rows(state, projection)
                     if everything:
                         projection.registration(state)
                     count += 1
@@ -649,6 +644,16 @@ class Worker:
                 keys, owner=self._forecast_owner(goal.learning_instance_id)
             )
         return template
+
+    def _project_rows(self, state: RegistrationState, projection: Projection) -> None:
+        """Derive the registration's rows into ``projection``; tables its rows
+        lacked are requested (re-derivation and :meth:`_on_forecasts_built`)."""
+        catalog = self.follower.catalog
+        rows = derive_rows(state, catalog, forecaster=self.forecaster)
+        for goal_id, row in rows:
+            projection.row(state.registration_id, goal_id, row)
+        if keys := self.forecaster.take_pending():
+            self._note_provisional(state, keys)
 
     def _note_provisional(
         self, state: RegistrationState, keys: frozenset[TableKey]
@@ -690,11 +695,7 @@ class Worker:
                     state = self.cache.peek(reg_id, partition)
                     if state is None:
                         continue
-                    rows = derive_rows(state, catalog, forecaster=self.forecaster)
-                    for goal_id, row in rows:
-                        projection.row(reg_id, goal_id, row)
-                    if again := self.forecaster.take_pending():
-                        self._note_provisional(state, again)
+                    self._project_rows(state, projection)
                 await self.projector.write(projection)
             if len(chunk) < _REDERIVE_CHUNK:
                 return
