@@ -117,10 +117,6 @@ class PartnerCatalog:
         """This partner's modules currently tagged with the objective."""
         return self._content.covering.get(objective_id, frozenset())
 
-    def modules(self) -> Sequence[ModuleTagged]:
-        """This partner's modules, in order of first tagging."""
-        return list(self._content.modules.values())
-
 
 class Catalog:
     """In-memory projection of the catalog events."""
@@ -231,10 +227,6 @@ class Catalog:
         """The partner owning the learning instance, if created."""
         li = self._instances.get(li_id)
         return None if li is None else li.partner_id
-
-    def partners(self) -> Sequence[str]:
-        """Every partner that has tagged a module, in order of first tagging."""
-        return list(self._content)
 
     # -- global, ownership-free lookups (ids are global) -------------------
 
