@@ -35,6 +35,7 @@ from app.faust_corrections.restart import (
     exit_process,
 )
 from app.faust_corrections.store import PartitionStore
+from app.faust_corrections.streams import take_ready
 from app.faust_corrections.transport import MasteryApp
 from app.forecast_builder import ForecastBuilder, Waiting
 from app.heartbeat import Heartbeat
@@ -212,7 +213,7 @@ class Worker:
         await self.follower.ready.wait()
         await self._start_changelog()
         within = self.settings.batch_within_ms / 1000
-        async for events in stream.take_events(self.settings.batch_max_events, within):
+        async for events in take_ready(stream, self.settings.batch_max_events, within):
             async with self.lock:
                 await self._or_exit(self.handle_registration_batch(events))
             self.watchdog.progress()
@@ -224,9 +225,10 @@ class Worker:
     async def _or_exit(self, work: Awaitable[None]) -> None:
         """Run one unit of work; on any failure end the process, acking nothing.
 
-        Faust's ``take_events`` acks a batch in a ``finally``, even when the
-        agent raised: letting an exception escape would commit offsets of
-        events that were never applied. Crash-only instead (restart.py).
+        ``take_ready``, like Faust's ``take_events``, acks a batch in a
+        ``finally``, even when the agent raised: letting an exception escape
+        would commit offsets of events that were never applied. Crash-only
+        instead (restart.py).
         """
         try:
             await work
@@ -234,7 +236,7 @@ class Worker:
             exit_process(exc, data_dir=str(self.settings.data_dir))
         except asyncio.CancelledError:
             # Cancelled mid-batch (shutdown or rebalance): returning would let
-            # take_events ack events whose effects may not all be stored.
+            # take_ready ack events whose effects may not all be stored.
             exit_process(BatchCancelled("batch cancelled mid-way"))
         except Exception as exc:
             failed = BatchFailed(f"batch failed: {exc!r}")

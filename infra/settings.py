@@ -75,8 +75,9 @@ class Settings(BaseSettings):
         default=5,
         ge=1,
         le=10_000,
-        description="longest wait to fill a batch (Faust's take_events waits it "
-        "after every batch that is not full, so it adds to every row's latency)",
+        description="longest a batch keeps growing after its first record (a "
+        "batch is handed over as soon as every record fetched so far is in it; "
+        "app/faust_corrections/streams.py)",
     )
     fetch_max_wait_ms: int | None = Field(
         default=None,

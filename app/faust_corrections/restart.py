@@ -4,7 +4,7 @@ Crash-only: where exactness is at stake the worker does not try to recover in
 process. It raises a :class:`WorkerExit`; the agent or task that catches it
 calls :func:`exit_process`, which logs, flushes the logs and exits with the
 exception's code without running Faust's shutdown (which would ack and commit
-the batch in hand: ``take_events`` acks in a ``finally``). The supervisor
+the batch in hand: ``take_ready`` acks in a ``finally``). The supervisor
 (``mastery dev``, the deployment's restart policy) restarts code 75.
 Code 65 (:class:`BrokerLostData`) is not a restart: the broker lost records
 the worker had read, and an operator decides what happens next

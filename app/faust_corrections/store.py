@@ -2,13 +2,14 @@
 
 Faust's RocksDB store (``faust.stores.rocksdb.Store``, faust-streaming 0.15)
 reads and writes a key in the partition of "the current event". Inside a
-``take_events`` batch that is the batch's *last* event, whose partition may
-not be the key's: a read there finds nothing, a write lands in the wrong
-partition (and changelog partition). The worker therefore addresses the
-partition explicitly, through these functions, and writes whole checkpoints
-at once: one RocksDB ``WriteBatch`` per partition holding the states and the
-changelog offset they correspond to (Faust's "persisted offset", from which
-its recovery resumes reading the changelog).
+batch (``take_ready``, as in Faust's ``take_events``) that is the batch's
+*last* event, whose partition may not be the key's: a read there finds
+nothing, a write lands in the wrong partition (and changelog partition). The
+worker therefore addresses the partition explicitly, through these
+functions, and writes whole checkpoints at once: one RocksDB ``WriteBatch``
+per partition holding the states and the changelog offset they correspond to
+(Faust's "persisted offset", from which its recovery resumes reading the
+changelog).
 """
 
 from __future__ import annotations

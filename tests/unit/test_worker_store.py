@@ -44,7 +44,7 @@ def test_cache_reads_the_registrations_partition_not_the_batchs_last(
     finally:
         _current_event.reset(token)
 
-    # Inside a take_events batch Faust's "current event" is the batch's last
+    # Inside a batch Faust's "current event" is the batch's last
     # one, here of partition 0.
     token = _current_event.set(weakref.ref(on_partition_0))
     try:
