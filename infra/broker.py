@@ -22,14 +22,30 @@ measured on this project's machines:
 3. Idempotent and transactional producers fail. Workaround:
    ``processing_guarantee="at_least_once"``; exactness comes from idempotent
    state (attempt ids) instead of transactions.
-4. Fetch requests always wait out ``fetch_max_wait_ms`` even when data is
-   there; Faust hard-codes 1.5 s, so rows would show ~1 s late. Workaround: a
-   20 ms fetch wait, made configurable by :mod:`app.faust_corrections.transport`.
-   At 5 ms each fetch loop cost Tansu a request every 5 ms, loaded or idle
-   (two idle workers: Tansu 27 % of a core, each worker 10 %), and at 5,000
-   attempts/s the rows were twice as late (freshness p50 112-118 ms against
-   54-57 ms at 20 ms, with 5 ms batch windows; docs/performance.md). The
-   catalog follower, whose topic changes rarely, waits 100 ms.
+4. A fetch that finds no new data waits, re-reading its partitions after half
+   the remaining wait each time (750, 375, 188 ... ms of a 1.5 s wait); data
+   appended meanwhile does not wake it (``tansu-storage`` 0.6,
+   ``service/fetch.rs``). Faust hard-codes a 1.5 s wait, so rows on a quiet
+   stream showed up to ~1 s late. Workaround: a 20 ms fetch wait, made
+   configurable by :mod:`app.faust_corrections.transport`. At 5 ms each fetch
+   loop cost Tansu a request every few ms, loaded or idle (two idle workers:
+   Tansu 27 % of a core, each worker 10 %), and at 5,000 attempts/s the rows
+   were later, not sooner (docs/performance.md). The catalog follower, whose
+   topic changes rarely, waits 100 ms.
+5. Every produced batch is one object of the in-memory store, and a fetch
+   that finds new data *lists every batch object of the partition* to find
+   where to read (``dynostore.rs``, ``DynoStore::fetch``): a fetch's cost grows
+   with the number of batches the partition ever received, ~1.2 microseconds
+   each. Measured with one tail consumer on an otherwise idle broker, a
+   record's age on arrival was 2.6 / 4.5 / 10.8 / 38.9 ms with 0 / 2,000 /
+   8,000 / 32,000 batches in the partition. Workaround: our producers may
+   build batches of up to 512 KiB (aiokafka's default is 16 KiB), so a bulk
+   load (``mastery replay``, the demo, the bench's input) leaves ~30 times
+   fewer batches behind; live traffic is batched by the 5 ms linger as
+   before. At 5,000 attempts/s after the bench's replay this took freshness
+   p50 from ~56 ms to ~33 ms (docs/performance.md). Records sent one at a
+   time still add one batch each: on a long-lived embedded broker, fetches
+   keep getting slower (real Kafka indexes its log and does not).
 
 The profile applies only to the broker the project started itself (or when
 ``MASTERY_BROKER_PROFILE=tansu`` says so explicitly). :func:`self_check` tells
@@ -89,6 +105,9 @@ class BrokerProfile:
     #: the catalog changes rarely, and under Tansu (bug 4) each fetch costs a
     #: request every ``fetch_max_wait_ms`` whether or not data is there.
     catalog_fetch_max_wait_ms: int = 1500
+    #: aiokafka ``max_batch_size`` (bytes) of our own producers
+    #: (:class:`infra.producer.EventProducer`); 16 KiB is aiokafka's default.
+    producer_max_batch_bytes: int = 16384
 
     @property
     def corrects_end_offsets(self) -> bool:
@@ -107,7 +126,11 @@ class BrokerProfile:
 
     def producer_settings(self) -> dict[str, Any]:
         """Keyword arguments for an ``AIOKafkaProducer`` of ours."""
-        return {"linger_ms": 5, "acks": "all"}
+        return {
+            "linger_ms": 5,
+            "acks": "all",
+            "max_batch_size": self.producer_max_batch_bytes,
+        }
 
 
 KAFKA = BrokerProfile(name="kafka", session_timeout_s=60.0, fetch_max_wait_ms=1500)
@@ -118,6 +141,10 @@ TANSU = BrokerProfile(
     worker_producer_max_batch_size=1,
     standby_replicas=0,
     catalog_fetch_max_wait_ms=100,
+    # Bug 5: fewer, larger batches keep Tansu's fetches fast. Half of
+    # aiokafka's max_request_size and of a consumer's default 1 MiB
+    # partition fetch size.
+    producer_max_batch_bytes=512 * 1024,
 )
 
 
@@ -138,6 +165,7 @@ def profile_for(settings: Settings) -> BrokerProfile:
         session_timeout_s=settings.broker_session_timeout_s or base.session_timeout_s,
         fetch_max_wait_ms=settings.fetch_max_wait_ms or base.fetch_max_wait_ms,
         catalog_fetch_max_wait_ms=base.catalog_fetch_max_wait_ms,
+        producer_max_batch_bytes=base.producer_max_batch_bytes,
     )
 
 
