@@ -123,6 +123,12 @@ class WorkerMetrics:
             "records in Faust's producer buffer above which it pauses the streams",
             registry=r,
         )
+        self.heap_frozen = Gauge(
+            "mastery_worker_heap_frozen_objects",
+            "objects moved out of the cyclic collector's reach at the last "
+            "checkpoint (app/heap.py)",
+            registry=r,
+        )
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

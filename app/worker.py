@@ -38,6 +38,7 @@ from app.faust_corrections.store import PartitionStore
 from app.faust_corrections.streams import take_ready
 from app.faust_corrections.transport import MasteryApp
 from app.forecast_builder import ForecastBuilder, Waiting
+from app.heap import HeapFreezer
 from app.heartbeat import Heartbeat
 from app.materialized import mark_materialized
 from app.metrics import HealthServer, WorkerMetrics
@@ -153,6 +154,7 @@ class Worker:
             on_done=lambda seconds, _: self.metrics.commit_seconds.observe(seconds),
         )
         self._redis_writing_since: float | None = None
+        self.heap = HeapFreezer()
         self._repaired_once = False
         # Work-remaining forecasts (docs/analytics.md, section 4): rows are
         # derived from the tables held; a missing table gives a provisional
@@ -452,6 +454,8 @@ class Worker:
 
     async def _before_commit(self) -> None:
         await self._or_exit(self.checkpoint.before_commit())
+        self.heap.after_checkpoint()
+        self.metrics.heap_frozen.set(self.heap.frozen())
 
     async def _on_partitions_revoked(self, *args: Any, **kwargs: Any) -> None:
         # Faust has stopped the streams and committed what it could; write

@@ -1,0 +1,71 @@
+"""Keeping CPython's cyclic garbage collector off the worker's hot path.
+
+The worker holds a large, long-lived heap (the state cache, the catalog,
+forecast tables) and replaces part of it on every batch (states are immutable
+and rebuilt). That churn makes CPython 3.11 run a full ("generation 2")
+collection again and again, each one walking the whole heap while the event
+loop stands still. Measured in ``make bench`` (two workers, 75 s of replay and
+live stream): 35 full collections per worker, 1.9 s in total, the longest
+87 ms -- a stall of every batch, fetch and commit, and the largest single
+cause of the freshness tail.
+
+:class:`HeapFreezer` calls :func:`gc.freeze` after every checkpoint: the
+objects alive then move to the permanent generation, which collections do not
+walk; objects created later are collected as before, and frozen objects are
+still freed by reference counting the moment they are dropped (a replaced
+state, an evicted cache entry). Same bench with it: 7 full collections,
+68-80 ms in total. Freezing is O(1) (CPython splices the generation lists).
+
+What freezing gives up: an object frozen while in a reference cycle that later
+becomes garbage is not reclaimed until the next full collection of unfrozen
+objects. So once every ``unfreeze_every_s`` (default one hour) the freezer
+unfreezes everything and runs one full collection at a checkpoint: one pause
+of the length measured above per hour, instead of dozens per minute.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable
+
+__all__ = ["HeapFreezer"]
+
+log = logging.getLogger(__name__)
+
+
+class HeapFreezer:
+    """Freeze the heap after each checkpoint; reclaim frozen cycles hourly."""
+
+    def __init__(
+        self,
+        *,
+        unfreeze_every_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.unfreeze_every_s = unfreeze_every_s
+        self._clock = clock
+        self._since = clock()
+
+    def after_checkpoint(self) -> None:
+        """Call after each checkpoint (the states it wrote are long-lived)."""
+        now = self._clock()
+        if now - self._since >= self.unfreeze_every_s:
+            self._since = now
+            frozen = gc.get_freeze_count()
+            gc.unfreeze()
+            began = time.perf_counter()
+            found = gc.collect()
+            log.info(
+                "heap: unfroze %d objects, full collection found %d in %.0f ms",
+                frozen,
+                found,
+                (time.perf_counter() - began) * 1000,
+            )
+        gc.freeze()
+
+    @staticmethod
+    def frozen() -> int:
+        """Objects in the permanent generation now."""
+        return gc.get_freeze_count()
