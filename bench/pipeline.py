@@ -625,8 +625,10 @@ beforehand. Background: copies of workload attempts (new ids) at a
 {f_secs:.1f} s). Every 100 ms one probe attempt; freshness = first keyspace
 notification of the probe's row after the send (exact-channel SUBSCRIBE in a
 separate process) - monotonic time taken right before `send`. It includes the
-producer's 5 ms linger, the broker, the worker's fetch and batch window and the
-Redis write.
+producer's 5 ms linger, the broker, the worker's fetch and batch and the Redis
+write. The load generator freezes its pre-built workload out of the garbage
+collector's reach for the timed loop (its full collections would otherwise
+delay probes whose clock has started; docs/performance.md).
 
 - probes seen {f_seen}/{f_probes}: p50 {f_p50:.1f} ms, p99 {f_p99:.1f} ms,
   max {f_max:.1f} ms; p50 of the first / middle / last third: {f_thirds} ms
