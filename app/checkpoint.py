@@ -26,16 +26,18 @@ them:
 4. The states are written to the local RocksDB store, one ``WriteBatch`` per
    partition together with the changelog offset of step 3 (from which Faust's
    recovery resumes).
-5. Faust sends attached records, flushes its own producer (dead letters are
+5. Clean cache entries beyond the cache's bound are dropped, and the worker
+   freezes its heap (app/heap.py: garbage collection only, no data).
+6. Faust sends attached records, flushes its own producer (dead letters are
    already acknowledged) and commits the offsets of step 1.
-6. After the commit, clean cache entries beyond the cache's bound are dropped.
 
 A failure in 3 or 4 raises :class:`CheckpointFailed`: the worker exits (75)
 without committing; its restart reads the uncommitted records again.
 Checkpoints never overlap (a lock): a later snapshot is written after an
 earlier one, so the changelog never goes back for a key. The stream keeps
-running during steps 3-5; only step 2 and the encoding (yielding every few
-hundred states) run on the event loop between two batches.
+running while steps 3 and 6 wait for the broker; what runs on the event loop
+between two batches is step 2, the encoding (yielding every few hundred
+states), queueing the records, the local write of step 4 and step 5.
 
 On revocation the same checkpoint runs once more for everything dirty, before
 the revoked partitions' entries are evicted.
@@ -138,7 +140,7 @@ class ChangelogWriter:
 
 
 class Checkpoint:
-    """Runs steps 2-4 and 6 of the module docstring."""
+    """Runs steps 2-4 and the cache trim of step 5 of the module docstring."""
 
     def __init__(
         self,
@@ -159,7 +161,7 @@ class Checkpoint:
         dirty = self.cache.take_dirty()  # step 2, before any await
         async with self._lock:
             await self._write(dirty)
-        self.cache.trim()  # step 6 (the commit itself follows in Faust)
+        self.cache.trim()  # step 5 (the commit itself follows in Faust)
 
     async def _write(self, dirty: DirtyStates) -> None:
         if not dirty:

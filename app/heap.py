@@ -4,10 +4,9 @@ The worker holds a large, long-lived heap (the state cache, the catalog,
 forecast tables) and replaces part of it on every batch (states are immutable
 and rebuilt). That churn makes CPython 3.11 run a full ("generation 2")
 collection again and again, each one walking the whole heap while the event
-loop stands still. Measured in ``make bench`` (two workers, 75 s of replay and
-live stream): 35 full collections per worker, 1.9 s in total, the longest
-87 ms -- a stall of every batch, fetch and commit, and the largest single
-cause of the freshness tail.
+loop stands still. Measured with ``bench.pipeline`` (two workers, 75 s of replay
+and live stream): 35 full collections per worker, 1.9 s in total, the longest
+87 ms -- each a stall of every batch, fetch and commit of that worker.
 
 :class:`HeapFreezer` calls :func:`gc.freeze` after every checkpoint: the
 objects alive then move to the permanent generation, which collections do not

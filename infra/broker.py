@@ -43,7 +43,7 @@ measured on this project's machines:
    load (``mastery replay``, the demo, the bench's input) leaves ~30 times
    fewer batches behind; live traffic is batched by the 5 ms linger as
    before. At 5,000 attempts/s after the bench's replay this took freshness
-   p50 from ~56 ms to ~33 ms (docs/performance.md). Records sent one at a
+   p50 from 55-57 ms to 28-33 ms (docs/performance.md). Records sent one at a
    time still add one batch each: on a long-lived embedded broker, fetches
    keep getting slower (real Kafka indexes its log and does not).
 

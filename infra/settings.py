@@ -72,12 +72,13 @@ class Settings(BaseSettings):
         default=2000, ge=1, le=100_000, description="most events in one batch"
     )
     batch_within_ms: int = Field(
-        default=5,
+        default=20,
         ge=1,
         le=10_000,
         description="longest a batch keeps growing after its first record (a "
         "batch is handed over as soon as every record fetched so far is in it; "
-        "app/faust_corrections/streams.py)",
+        "app/faust_corrections/streams.py; so this bounds only batches of a "
+        "backlog, never a live row's wait)",
     )
     fetch_max_wait_ms: int | None = Field(
         default=None,
