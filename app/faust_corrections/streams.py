@@ -10,7 +10,8 @@ arrival in the stream and the start of its batch, at the median
 (docs/performance.md).
 
 :func:`take_ready` keeps ``take_events``' mechanism (a stream processor fills
-the buffer from the passively drained channel; the buffer's events are acked
+the buffer from the passively drained channel, keeping the events, whose
+values the caller reads as ``event.value``; the buffer's events are acked
 after the caller has handled them, in a ``finally``) and changes only when a
 batch is handed over: as soon as the buffer holds a record, the loop lets the
 consumer deliver what it already fetched, and the batch is handed over when a
@@ -45,7 +46,6 @@ async def take_ready(stream: Any, max_: int, within: float) -> AsyncIterator[lis
     batch's size and ``within`` (seconds) how long a batch may keep growing
     after its first record.
     """
-    buffer: list[Any] = []
     events: list[Any] = []
     has_first = asyncio.Event()
     buffer_full = asyncio.Event()
@@ -61,13 +61,12 @@ async def take_ready(stream: Any, max_: int, within: float) -> AsyncIterator[lis
                     await buffer_consuming
                 finally:
                     buffer_consuming = None
-            buffer.append(value)
             event = stream.current_event
             if event is None:
                 raise RuntimeError("take_ready found current_event is None")
             events.append(event)
             has_first.set()
-            if len(buffer) >= max_:
+            if len(events) >= max_:
                 buffer_full.set()
                 buffer_consumed.clear()
                 await stream.wait(buffer_consumed)
@@ -91,17 +90,16 @@ async def take_ready(stream: Any, max_: int, within: float) -> AsyncIterator[lis
             and not buffer_full.is_set()
             and time.monotonic() < deadline
         ):
-            size = len(buffer)
+            size = len(events)
             await asyncio.sleep(0)
-            quiet = quiet + 1 if len(buffer) == size else 0
-        if not buffer:
+            quiet = quiet + 1 if len(events) == size else 0
+        if not events:
             has_first.clear()
             continue
         buffer_consuming = stream.loop.create_future()
         try:
             yield list(events)
         finally:
-            buffer.clear()
             for event in events:
                 await stream.ack(event)
             events.clear()
