@@ -18,9 +18,10 @@ import statistics
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from app.embedded import EmbeddedKafka
+from infra.broker import create_topics
 
 TOPIC = "tansu-fetch-bench"
 PROBES = 100
@@ -56,12 +57,7 @@ async def _tail_ages(bootstrap: str, producer: AIOKafkaProducer) -> list[float]:
 async def run(steps: list[int]) -> None:
     with EmbeddedKafka().start() as kafka:
         bootstrap = kafka.bootstrap_servers
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(TOPIC, 1, 1)])
-        finally:
-            await admin.close()
+        await create_topics(bootstrap, [NewTopic(TOPIC, 1, 1)])
         # max_batch_size 200: every 100-byte record is a batch of its own.
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, linger_ms=0, max_batch_size=200

@@ -75,6 +75,7 @@ __all__ = [
     "BrokerCheck",
     "BrokerProfile",
     "ProfileMismatchError",
+    "create_topics",
     "end_offsets",
     "ensure_topics",
     "profile_for",
@@ -270,7 +271,7 @@ async def self_check(
 ) -> BrokerCheck:
     """Produce 3 records in one batch and compare the broker's end offset."""
     security = dict(client_kwargs or {})
-    await _create(bootstrap, [NewTopic(topics.selfcheck, 1, 1)], security)
+    await create_topics(bootstrap, [NewTopic(topics.selfcheck, 1, 1)], security)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=100, **security)
     await producer.start()
     try:
@@ -315,10 +316,14 @@ async def verify_profile(
     return check
 
 
-async def _create(
-    bootstrap: str, new_topics: list[NewTopic], client_kwargs: Mapping[str, Any]
+async def create_topics(
+    bootstrap: str,
+    new_topics: list[NewTopic],
+    client_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
+    """Create the topics that do not exist yet (existing ones are left as
+    they are)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -334,7 +339,7 @@ async def ensure_topics(settings: Settings, bootstrap: str) -> None:
     """Create the system's topics if they are missing (idempotent)."""
     names = TopicNames(settings.topic_prefix)
     r = settings.topic_replication
-    await _create(
+    await create_topics(
         bootstrap,
         [
             NewTopic(names.catalog, 1, r),

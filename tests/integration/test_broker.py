@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
 from app.embedded import EmbeddedKafka
-from infra.broker import KAFKA, TANSU, BrokerProfile, self_check, verify_profile
+from infra.broker import (
+    KAFKA,
+    TANSU,
+    BrokerProfile,
+    create_topics,
+    self_check,
+    verify_profile,
+)
 from infra.producer import EventProducer
 from infra.settings import Settings
 from infra.topics import TopicNames
@@ -75,12 +82,7 @@ def test_tansu_profile_producers_leave_few_large_batches(
     count = 3000
 
     async def run() -> list[int]:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
+        await create_topics(bootstrap, [NewTopic(topic, 1, 1)])
         async with EventProducer(bootstrap, profile, TopicNames("bb5")) as producer:
             acks = [await producer.send_raw(topic, b"k", value) for _ in range(count)]
             await asyncio.gather(*acks)

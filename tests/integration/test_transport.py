@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from app.embedded import EmbeddedKafka
 from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import RecordsSkipped
 from app.faust_corrections.transport import _ConsumerThread
-from infra.broker import TANSU
+from infra.broker import TANSU, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +22,7 @@ pytestmark = pytest.mark.integration
 async def _topic_with_records(bootstrap: str, prefix: str, partitions: int) -> str:
     """A new topic whose partitions get 10 records, round robin, in order."""
     topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
+    await create_topics(bootstrap, [NewTopic(topic, partitions, 1)])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     try:

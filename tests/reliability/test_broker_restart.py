@@ -20,13 +20,14 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from redis import Redis
 
 from app.devstack import DevStack
 from app.embedded import EmbeddedKafka
 from app.faust_corrections.restart import EXIT_BROKER_LOST
 from app.workload import Workload, simulated
+from infra.broker import create_topics
 from schemas.events import AttemptGraded, RegistrationCreated
 from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
@@ -304,12 +305,7 @@ def test_faust_consistency_error_ends_in_the_same_report(stack: DevStack) -> Non
     Redis.from_url(stack.redis.url).flushall()
 
     async def two_records_per_changelog_partition() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka.bootstrap_servers)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(changelog, 4, 1)])
-        finally:
-            await admin.close()
+        await create_topics(stack.kafka.bootstrap_servers, [NewTopic(changelog, 4, 1)])
         producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap_servers)
         await producer.start()
         try:
