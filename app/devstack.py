@@ -26,7 +26,8 @@ from typing import Any
 import orjson
 from pydantic import SecretStr
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.embedded import EmbeddedRedis, free_port
+from app.embedded_kafka import EmbeddedKafka, KafkaCluster
 from app.faust_corrections.restart import EXIT_BROKER_LOST
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
@@ -40,9 +41,17 @@ RESTART_EXIT_CODE = 75
 class DevStack:
     """Starts and stops the embedded servers and the worker/API processes."""
 
-    def __init__(self, settings: Settings, *, log_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        log_dir: Path | None = None,
+        kafka: KafkaCluster | None = None,
+    ) -> None:
         self.settings = settings
-        self.kafka = EmbeddedKafka()
+        #: Apache Kafka: one node unless a cluster is given (the fault tests
+        #: pass three).
+        self.kafka: KafkaCluster = kafka or EmbeddedKafka()
         self.redis = EmbeddedRedis()
         self.api_port = settings.api_port if settings.api_port else free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="mastery-dev-"))
@@ -80,9 +89,10 @@ class DevStack:
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.kafka.bootstrap_servers,
             REDIS_URL=self.redis.url,
-            MASTERY_BROKER_PROFILE="tansu",
+            MASTERY_BROKER_PROFILE="kafka",
             MASTERY_TOPIC_PREFIX=self.settings.topic_prefix,
             MASTERY_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
+            MASTERY_TOPIC_REPLICATION=str(self.settings.topic_replication),
             MASTERY_LOG_LEVEL=self.settings.log_level,
             MASTERY_AUTH_MODE="jwt",
             MASTERY_JWT_HS256_SECRET=self.jwt_secret,
@@ -95,8 +105,7 @@ class DevStack:
 
     def start_servers(self) -> None:
         """Start the broker and Redis, and create the topics (as production does
-        before any producer runs: Tansu would auto-create them with its own
-        partition count on a producer's first metadata request)."""
+        before any producer runs; the embedded broker auto-creates none)."""
         from infra.broker import ensure_topics
 
         self.kafka.start()
@@ -243,7 +252,11 @@ def run_dev(
     started = time.monotonic()
     failed = False
     try:
-        print("starting the embedded Tansu broker and valkey server ...", flush=True)
+        print(
+            "starting the embedded Apache Kafka broker (KRaft, one node) and "
+            "valkey server ...",
+            flush=True,
+        )
         stack.start_servers()
         print(
             f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}\n"
@@ -361,7 +374,7 @@ def _write_env_file(stack: DevStack) -> None:
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
         "REDIS_URL": stack.redis.url,
-        "MASTERY_BROKER_PROFILE": "tansu",
+        "MASTERY_BROKER_PROFILE": "kafka",
         "MASTERY_TOPIC_PREFIX": stack.settings.topic_prefix,
         "MASTERY_TOPIC_PARTITIONS": str(stack.settings.topic_partitions),
         "MASTERY_JWT_HS256_SECRET": stack.jwt_secret,

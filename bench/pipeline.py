@@ -158,7 +158,7 @@ def sentinels(li: str, at: datetime) -> list[RegistrationCreated]:
 
 
 async def produce(bootstrap: str, events: list[Any], what: str) -> float:
-    profile = profile_for(Settings(broker_profile="tansu"))
+    profile = profile_for(Settings(broker_profile="kafka"))
     t0 = time.monotonic()
     async with EventProducer(bootstrap, profile, TopicNames(PREFIX)) as producer:
         step = max(1, len(events) // 5)
@@ -334,7 +334,7 @@ async def freshness(stack: DevStack, w: Workload, rate: float, probes: int) -> N
         for a in w.attempts[: int(rate * duration * 1.05)]
     ]
     sent_at: dict[str, float] = {}
-    profile = profile_for(Settings(broker_profile="tansu"))
+    profile = profile_for(Settings(broker_profile="kafka"))
     say(f"freshness: {probes} probes over {duration:.0f} s, background {rate:,.0f}/s")
     cpu0 = cpu_snapshot(stack)
     # The load generator's own pauses would count as latency (a probe's clock

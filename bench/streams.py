@@ -168,7 +168,7 @@ def _wait_for_rows(stack: DevStack, workload: Workload, token: str) -> None:
 async def _produce_paced(
     stack: DevStack, events: list[Any], rate: float
 ) -> tuple[int, float]:
-    profile = profile_for(Settings(broker_profile="tansu"))
+    profile = profile_for(Settings(broker_profile="kafka"))
     topics = TopicNames(stack.settings.topic_prefix)
     tick = 0.05
     per_tick = max(1, round(rate * tick))

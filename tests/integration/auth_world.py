@@ -143,7 +143,7 @@ def build_app(
     sink = None
     closers: list[object] = [redis.aclose]
     if bootstrap is not None:
-        settings = Settings(broker_profile="tansu", topic_prefix=topic_prefix)
+        settings = Settings(broker_profile="kafka", topic_prefix=topic_prefix)
         asyncio.run(ensure_topics(settings, bootstrap))
         sink = KafkaEventSink(
             bootstrap,

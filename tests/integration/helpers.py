@@ -23,7 +23,7 @@ def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:
     """Produce events with aiokafka, under the Tansu profile, and wait for acks."""
 
     async def go() -> None:
-        profile = profile_for(Settings(broker_profile="tansu"))
+        profile = profile_for(Settings(broker_profile="kafka"))
         topics = TopicNames(stack.settings.topic_prefix)
         async with EventProducer(
             stack.kafka.bootstrap_servers, profile, topics

@@ -37,7 +37,7 @@ def test_self_check_reports_tansus_end_offset_bug(kafka_server: EmbeddedKafka) -
 def test_tansu_profile_is_accepted_for_the_embedded_broker(
     kafka_server: EmbeddedKafka,
 ) -> None:
-    settings = Settings(broker_profile="tansu", topic_prefix="bc2")
+    settings = Settings(broker_profile="kafka", topic_prefix="bc2")
     check = asyncio.run(verify_profile(settings, TANSU, kafka_server.bootstrap_servers))
     assert not check.reports_offsets_correctly
 

@@ -79,7 +79,7 @@ def client(world: Redis, kafka_server: EmbeddedKafka) -> Iterator[TestClient]:
     settings = Settings(
         redis_url=f"redis://127.0.0.1:{url['port']}/0",
         kafka_bootstrap_servers=kafka_server.bootstrap_servers,
-        broker_profile="tansu",
+        broker_profile="kafka",
         topic_prefix="loss-api",
         jwt_hs256_secret=SETTINGS.jwt_hs256_secret,
     )

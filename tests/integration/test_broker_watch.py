@@ -40,7 +40,7 @@ async def watch(
     kafka_server: EmbeddedKafka, redis_server: EmbeddedRedis
 ) -> AsyncIterator[BrokerWatch]:
     n = next(_n)
-    settings = Settings(broker_profile="tansu", topic_prefix=f"bw{n}")
+    settings = Settings(broker_profile="kafka", topic_prefix=f"bw{n}")
     bootstrap = kafka_server.bootstrap_servers
     await ensure_topics(settings, bootstrap)
     topics = TopicNames(settings.topic_prefix)
@@ -146,7 +146,7 @@ async def test_an_unreachable_broker_is_not_a_loss(
         f"127.0.0.1:{free_port()}",
         ["x.catalog.v1"],
         by="test",
-        profile=profile_for(Settings(broker_profile="tansu")),
+        profile=profile_for(Settings(broker_profile="kafka")),
         keys=ReadModelKeys(prefix="bw-down"),
         timeout_s=1.0,
     )

@@ -52,7 +52,7 @@ def test_unreachable_redis_is_one_line(kafka_server: EmbeddedKafka) -> None:
         "rebuild",
         KAFKA_BOOTSTRAP_SERVERS=kafka_server.bootstrap_servers,
         REDIS_URL=dead,
-        MASTERY_BROKER_PROFILE="tansu",
+        MASTERY_BROKER_PROFILE="kafka",
         MASTERY_TOPIC_PREFIX="cli-dead-redis",
     )
     assert done.returncode == 69, done.stderr
@@ -73,7 +73,7 @@ def test_rebuild_marks_the_read_model_materialized(
     redis.delete(marker)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_server.bootstrap_servers)
     monkeypatch.setenv("REDIS_URL", redis_server.url)
-    monkeypatch.setenv("MASTERY_BROKER_PROFILE", "tansu")
+    monkeypatch.setenv("MASTERY_BROKER_PROFILE", "kafka")
     monkeypatch.setenv("MASTERY_TOPIC_PREFIX", "cli-marker")
     assert main(["rebuild"]) == 0
     value = redis.get(marker)

@@ -303,9 +303,9 @@ def test_a_broker_outage_is_a_503_with_retry_after_never_a_2xx(
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "ingest_unavailable"
     from api.sink import KafkaEventSink  # the real client against a dead port
-    from infra.broker import TANSU
+    from infra.broker import KAFKA
 
-    sink = KafkaEventSink(dead, TANSU, TopicNames(PREFIX), ack_timeout_s=2.0)
+    sink = KafkaEventSink(dead, KAFKA, TopicNames(PREFIX), ack_timeout_s=2.0)
 
     async def send() -> None:
         from schemas.events import LearningInstanceCreated as LI

@@ -161,7 +161,7 @@ def test_fit_from_log_then_publish(
     bootstrap = kafka_server.bootstrap_servers
     for name, value in {
         "MASTERY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "MASTERY_BROKER_PROFILE": "tansu",
+        "MASTERY_BROKER_PROFILE": "kafka",
         "MASTERY_TOPIC_PREFIX": PREFIX,
     }.items():
         monkeypatch.setenv(name, value)

@@ -135,7 +135,7 @@ def _settings(redis_url: str, bootstrap: str | None, **kw: object) -> Settings:
     return Settings(
         redis_url=redis_url,
         kafka_bootstrap_servers=bootstrap,
-        broker_profile="tansu",
+        broker_profile="kafka",
         topic_prefix="ops-ready",
         jwt_hs256_secret=SETTINGS.jwt_hs256_secret,
         **kw,  # type: ignore[arg-type]

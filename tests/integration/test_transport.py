@@ -14,7 +14,7 @@ from app.embedded import EmbeddedKafka
 from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import RecordsSkipped
 from app.faust_corrections.transport import _ConsumerThread
-from infra.broker import TANSU, create_topics
+from infra.broker import KAFKA, create_topics
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ async def _skipped(bootstrap: str) -> dict[str, str]:
         await committer.stop()
     guard = SkipGuard(
         SimpleNamespace(consumer=SimpleNamespace(_read_offset={})),
-        GroupProbes(bootstrap, group, TANSU),
+        GroupProbes(bootstrap, group, KAFKA),
     )
     check = guard._skipped_before
     try:

@@ -12,7 +12,7 @@ import pytest
 from app.dead_letters import pending_dead_letters, redrive
 from app.devstack import DevStack
 from app.workload import DEMO_PARTNER, simulated
-from infra.broker import TANSU, profile_for
+from infra.broker import KAFKA, profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
 from infra.topics import TopicNames
@@ -129,7 +129,7 @@ def test_bad_input_is_dead_lettered_and_good_input_applied(stack: DevStack) -> N
     assert len(bad) >= 20
     produce(stack, [*workload.catalog, *workload.registrations])
     stack.start_worker()
-    settings = Settings(broker_profile="tansu")
+    settings = Settings(broker_profile="kafka")
     topics = TopicNames(stack.settings.topic_prefix)
 
     async def interleave() -> None:
@@ -157,12 +157,12 @@ def test_bad_input_is_dead_lettered_and_good_input_applied(stack: DevStack) -> N
 
     deadline = time.monotonic() + 60
     view = asyncio.run(
-        pending_dead_letters(stack.kafka.bootstrap_servers, topics, TANSU)
+        pending_dead_letters(stack.kafka.bootstrap_servers, topics, KAFKA)
     )
     while len(view.pending) < expected_bad and time.monotonic() < deadline:
         time.sleep(1)
         view = asyncio.run(
-            pending_dead_letters(stack.kafka.bootstrap_servers, topics, TANSU)
+            pending_dead_letters(stack.kafka.bootstrap_servers, topics, KAFKA)
         )
     assert len(view.pending) == expected_bad
     assert all(isinstance(d, DeadLetter) and d.reason for d in view.pending)
@@ -201,10 +201,10 @@ def test_dead_letters_can_be_redriven_after_a_fix(stack: DevStack) -> None:
     topics = TopicNames(stack.settings.topic_prefix)
     bootstrap = stack.kafka.bootstrap_servers
     deadline = time.monotonic() + 60
-    view = asyncio.run(pending_dead_letters(bootstrap, topics, TANSU))
+    view = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
     while len(view.pending) < len(late) and time.monotonic() < deadline:
         time.sleep(1)
-        view = asyncio.run(pending_dead_letters(bootstrap, topics, TANSU))
+        view = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
     assert len(view.pending) == len(late)
     assert all("unknown module" in d.reason for d in view.pending)
 
@@ -213,7 +213,7 @@ def test_dead_letters_can_be_redriven_after_a_fix(stack: DevStack) -> None:
     asyncio.run(
         redrive(
             bootstrap,
-            profile_for(Settings(broker_profile="tansu")),
+            profile_for(Settings(broker_profile="kafka")),
             topics,
             view.pending,
         )
@@ -221,6 +221,6 @@ def test_dead_letters_can_be_redriven_after_a_fix(stack: DevStack) -> None:
     wait_until_rows_match(
         stack, workload, [*workload.registrations, *workload.attempts, *late]
     )
-    after = asyncio.run(pending_dead_letters(bootstrap, topics, TANSU))
+    after = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
     assert after.pending == []
     assert after.redriven == len(late)

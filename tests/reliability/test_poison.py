@@ -12,7 +12,7 @@ import pytest
 from app.dead_letters import pending_dead_letters, redrive
 from app.devstack import DevStack
 from app.workload import simulated
-from infra.broker import TANSU, profile_for
+from infra.broker import KAFKA, profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
 from infra.topics import TopicNames
@@ -34,7 +34,7 @@ def test_an_oversized_record_is_dead_lettered_not_looped_on(stack: DevStack) -> 
     async def send() -> None:
         async with EventProducer(
             stack.kafka.bootstrap_servers,
-            profile_for(Settings(broker_profile="tansu")),
+            profile_for(Settings(broker_profile="kafka")),
             topics,
         ) as producer:
             await (await producer.send_raw(topics.registration_events, reg, poison))
@@ -49,7 +49,7 @@ def test_an_oversized_record_is_dead_lettered_not_looped_on(stack: DevStack) -> 
     bootstrap = stack.kafka.bootstrap_servers
     deadline = time.monotonic() + 30
     while True:
-        view = asyncio.run(pending_dead_letters(bootstrap, topics, TANSU))
+        view = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
         if view.pending or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -61,4 +61,4 @@ def test_an_oversized_record_is_dead_lettered_not_looped_on(stack: DevStack) -> 
     assert letter.key == reg
     assert "invalid event" in letter.reason
     # Its original is not known whole: it is listed, not re-driven.
-    assert asyncio.run(redrive(bootstrap, TANSU, topics, [letter])) == 0
+    assert asyncio.run(redrive(bootstrap, KAFKA, topics, [letter])) == 0

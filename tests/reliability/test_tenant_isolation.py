@@ -24,7 +24,7 @@ from redis import Redis
 
 from app.dead_letters import pending_dead_letters
 from app.devstack import DevStack
-from infra.broker import TANSU
+from infra.broker import KAFKA
 from infra.topics import TopicNames
 from schemas.events import (
     AttemptGraded,
@@ -114,7 +114,7 @@ def dead_letters(stack: DevStack, count: int) -> list[str]:
 
     def read() -> list[str]:
         view = asyncio.run(
-            pending_dead_letters(stack.kafka.bootstrap_servers, topics, TANSU)
+            pending_dead_letters(stack.kafka.bootstrap_servers, topics, KAFKA)
         )
         return [d.reason for d in view.pending]
 

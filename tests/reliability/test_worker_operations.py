@@ -43,7 +43,7 @@ def _sample(text: str, name: str, labels: str = "") -> float:
 def _send_raw(stack: DevStack, values: list[bytes]) -> None:
     async def go() -> None:
         topics = TopicNames(stack.settings.topic_prefix)
-        profile = profile_for(Settings(broker_profile="tansu"))
+        profile = profile_for(Settings(broker_profile="kafka"))
         async with EventProducer(
             stack.kafka.bootstrap_servers, profile, topics
         ) as producer:

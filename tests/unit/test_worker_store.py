@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from faust.streams import _current_event
 
 from app.worker import create_worker
-from infra.broker import TANSU
+from infra.broker import KAFKA
 from infra.settings import Settings
 from processors.registration import RegistrationState
 
@@ -26,7 +26,7 @@ class _Event:
 def _worker(tmp_path: Path, **settings: object):  # type: ignore[no-untyped-def]
     return create_worker(
         Settings(data_dir=str(tmp_path), topic_prefix="t", **settings),
-        TANSU,
+        KAFKA,
         "127.0.0.1:1",  # never contacted: the worker is not started
         "redis://127.0.0.1:1",
     )
