@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration browser lint format bench bench-model bench-stream bench-tansu soak clean
+.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration browser lint format bench bench-model bench-stream soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -59,10 +59,6 @@ bench: $(STAMP)
 
 bench-stream: $(STAMP)
 	$(BIN)/python -m bench.streams --out docs/benchmarks.md
-
-# Tansu's fetch cost against the number of batches in a partition (bug 5).
-bench-tansu: $(STAMP)
-	$(BIN)/python -m bench.tansu_fetch
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.crash_soak --seeds 1-12

@@ -1,11 +1,11 @@
 """Notice that the broker lost records this deployment had already read.
 
-The embedded Tansu broker keeps its log in memory: when it restarts, every
-topic comes back empty (or is created again empty), the consumer group has no
-committed offsets, and a worker would go on folding new events onto states
-and a catalog the log no longer holds, while the API keeps answering 202.
-Real Kafka can do the same after a topic is deleted and created again or an
-unclean leader election.
+A broker whose disks were lost comes back empty (its topics created again
+empty), the consumer group has no committed offsets, and a worker would go on
+folding new events onto states and a catalog the log no longer holds, while
+the API keeps answering 202. Kafka does the same to a topic deleted and
+created again, after an unclean leader election, or a restore of an older
+disk.
 
 The rule (processors/broker_log.py): a partition's end offset never
 decreases while the log is intact. :class:`BrokerWatch` records, in Redis
@@ -221,9 +221,7 @@ class BrokerWatch:
 
     async def end_offsets(self) -> Ends:
         """The end offsets of every partition of the watched topics that
-        exists; under the Tansu profile the true ones (infra/broker.py: Tansu
-        reports its last batch's base offset + 1, which a log restarted empty
-        reaches again with its first batch). Raises :class:`KafkaError` when
+        exists. Raises :class:`KafkaError` when
         the broker cannot say (a topic's metadata carries an error)."""
         try:
             async with self._clients_lock, asyncio.timeout(self._timeout_s):
@@ -248,15 +246,7 @@ class BrokerWatch:
                 if not tps:
                     return {}
                 ends = await end_offsets(
-                    consumer,
-                    self._bootstrap,
-                    tps,
-                    self._profile,
-                    client_kwargs=self._client_kwargs,
-                    # An uncorrected Tansu end is below the true one: taken
-                    # for a loss it stopped healthy workers under load.
-                    strict=True,
-                    timeout_s=max(1.0, self._timeout_s - 1.0),
+                    consumer, tps, timeout_s=max(1.0, self._timeout_s - 1.0)
                 )
         except BaseException:
             await self.close()  # reconnect from scratch next time

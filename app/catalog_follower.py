@@ -73,7 +73,6 @@ class CatalogFollower:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             enable_auto_commit=False,
-            fetch_max_wait_ms=self._profile.catalog_fetch_max_wait_ms,
             **self._client_kwargs,
         )
         await consumer.start()
@@ -85,13 +84,7 @@ class CatalogFollower:
             tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            initial_end = await end_offsets(
-                consumer,
-                self._bootstrap,
-                tps,
-                self._profile,
-                client_kwargs=self._client_kwargs,
-            )
+            initial_end = await end_offsets(consumer, tps)
             self._positions = dict.fromkeys(tps, 0)
             while True:
                 batches = await consumer.getmany(*tps, timeout_ms=200)
@@ -161,13 +154,7 @@ class CatalogFollower:
         consumer = self._consumer
         if consumer is None:
             return False
-        ends = await end_offsets(
-            consumer,
-            self._bootstrap,
-            list(self._positions),
-            self._profile,
-            client_kwargs=self._client_kwargs,
-        )
+        ends = await end_offsets(consumer, list(self._positions))
         return await self.wait_for(ends, timeout_s)
 
     async def wait_for_record(

@@ -18,11 +18,7 @@ them:
    which is harmless, since a redelivered record is recognized by position).
 3. The states are encoded, one changelog record per registration, and sent
    per partition in as few produce requests as the broker allows; the
-   checkpoint waits for the broker to acknowledge all of them. Under the
-   Tansu profile the last record of each partition goes in a request of its
-   own, so that Tansu's "end offset = last batch's base offset + 1" is the
-   true end of the changelog and Faust's recovery reads all of it
-   (infra/broker.py, bug 1).
+   checkpoint waits for the broker to acknowledge all of them.
 4. The states are written to the local RocksDB store, one ``WriteBatch`` per
    partition together with the changelog offset of step 3 (from which Faust's
    recovery resumes).
@@ -79,7 +75,6 @@ class ChangelogWriter:
         client_kwargs: dict[str, object] | None = None,
     ) -> None:
         self.topic = topic
-        self._last_alone = profile.corrects_end_offsets
         self._kwargs: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "acks": "all",
@@ -113,30 +108,13 @@ class ChangelogWriter:
         self, partition: int, records: Sequence[tuple[bytes, bytes]]
     ) -> int:
         """Send the records to the partition; the offset of the last one."""
-        head: Sequence[tuple[bytes, bytes]] = records
-        tail: Sequence[tuple[bytes, bytes]] = ()
-        if self._last_alone and len(records) > 1:
-            head, tail = records[:-1], records[-1:]
         send = self._producer.send
         futures = [
             await send(self.topic, value, key, partition=partition)
-            for key, value in head
+            for key, value in records
         ]
-        last = None
-        if futures:
-            done = await asyncio.gather(*futures)
-            last = done[-1].offset
-        if tail:
-            # A request of its own: aiokafka starts a new batch for it, since
-            # every earlier batch of this partition has been acknowledged.
-            batch = self._producer.create_batch()
-            batch.append(key=tail[0][0], value=tail[0][1], timestamp=None)
-            fut = await self._producer.send_batch(
-                batch, self.topic, partition=partition
-            )
-            last = (await fut).offset
-        assert last is not None
-        return int(last)
+        done = await asyncio.gather(*futures)
+        return int(done[-1].offset)
 
 
 class Checkpoint:

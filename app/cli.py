@@ -69,7 +69,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from app.broker_watch import check_before_start
     from app.worker import create_worker
-    from infra.broker import ensure_topics, profile_for, verify_profile
+    from infra.broker import ensure_topics, profile_for, verify_broker
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
@@ -81,7 +81,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         # Before topics are created again: exits 65 if the broker lost data.
         await check_before_start(settings, bootstrap, redis_url)
         await ensure_topics(settings, bootstrap)
-        await verify_profile(settings, profile, bootstrap)
+        await verify_broker(settings, bootstrap)
 
     loop.run_until_complete(prepare())
     log.info("broker profile: %s", profile)

@@ -104,10 +104,11 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
+    from infra.broker import BrokerMisreportsOffsets
     from infra.kafka_security import KafkaSecurityError
 
     bootstrap = settings.kafka_bootstrap_servers or "(embedded)"
-    if isinstance(exc, KafkaSecurityError):
+    if isinstance(exc, KafkaSecurityError | BrokerMisreportsOffsets):
         return Problem(str(exc), EX_CONFIG)
     if isinstance(exc, PortInUse):
         return Problem(

@@ -15,11 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["EmbeddedKafka", "EmbeddedRedis", "EmbeddedServiceError", "free_port"]
+__all__ = ["EmbeddedRedis", "EmbeddedServiceError", "free_port"]
 
 
 class EmbeddedServiceError(RuntimeError):

@@ -63,9 +63,7 @@ class KafkaDistribution:
     """The broker's jars in a cache outside the work tree, fetched once."""
 
     version: str = KAFKA_VERSION
-    cache_root: Path = field(
-        default_factory=lambda: Path.home() / ".cache" / "mastery"
-    )
+    cache_root: Path = field(default_factory=lambda: Path.home() / ".cache" / "mastery")
 
     @property
     def home(self) -> Path:
@@ -123,7 +121,9 @@ class KafkaDistribution:
                 "KAFKA_BOOTSTRAP_SERVERS to a running Kafka"
             )
         self.cache_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".kafka-{self.version}-", dir=self.cache_root))
+        staging = Path(
+            tempfile.mkdtemp(prefix=f".kafka-{self.version}-", dir=self.cache_root)
+        )
         _say(
             f"fetching Apache Kafka {self.version} from Maven Central into "
             f"{self.home} (once; ~45 MB) ..."
@@ -153,7 +153,9 @@ class KafkaDistribution:
             staging.rename(self.home)
         shutil.rmtree(staging, ignore_errors=True)
         if not self.is_fetched():
-            raise EmbeddedServiceError(f"could not install Apache Kafka into {self.home}")
+            raise EmbeddedServiceError(
+                f"could not install Apache Kafka into {self.home}"
+            )
         jars = len(list(self.libs.glob("*.jar")))
         _say(
             f"  Apache Kafka {self.version}: {jars} jars in "
@@ -309,7 +311,9 @@ class KafkaCluster:
         return self.nodes[node_id - 1]
 
     def server_properties(self, node: KafkaNode) -> dict[str, str]:
-        voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
+        voters = ",".join(
+            f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes
+        )
         replicas = min(3, len(self.nodes))
         listeners = [
             f"PLAINTEXT://127.0.0.1:{node.port}",
@@ -331,8 +335,8 @@ class KafkaCluster:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": ",".join(protocols),
             "log.dirs": str(node.data_dir),
-            # Kafka's default, as Tansu's was: tests that produce before any
-            # worker created the topics rely on it. deploy/ turns it off;
+            # Kafka's default: tests that produce before any worker created
+            # the topics rely on it. deploy/ turns it off;
             # `mastery` creates the system's topics explicitly either way.
             "auto.create.topics.enable": "true",
             "num.partitions": "1",
@@ -443,7 +447,7 @@ class KafkaCluster:
                     )
             try:
                 seen = _run_async(_broker_ids(self.bootstrap_servers))
-            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            except Exception as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 if want <= seen:
@@ -526,7 +530,9 @@ class KafkaCluster:
             if node.proc is None or node.proc.poll() is not None:
                 continue
             with contextlib.suppress(OSError, ValueError):
-                for line in Path(f"/proc/{node.proc.pid}/status").read_text().splitlines():
+                for line in (
+                    Path(f"/proc/{node.proc.pid}/status").read_text().splitlines()
+                ):
                     if line.startswith("VmRSS:"):
                         total += int(line.split()[1]) * 1024
         return total
@@ -560,7 +566,7 @@ def _run_async(coro: Any) -> Any:
     def target() -> None:
         try:
             box["value"] = asyncio.run(coro)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below
+        except BaseException as exc:
             box["error"] = exc
 
     thread = threading.Thread(target=target)

@@ -12,7 +12,7 @@ In order (docs/read-model.md, "Rebuilding"):
 
 1. the broker self-check (infra/broker.py): a broker that misreports end
    offsets would make the topics look shorter than they are, so the rebuild
-   refuses unless the Tansu profile, which reads around it, is in force;
+   refuses to run on it;
 2. read the catalog and the changelog whole;
 3. without ``--flush``: write every key into the live generation and mark it
    materialized (additive: stale keys stay);
@@ -35,7 +35,7 @@ from redis.asyncio import Redis
 
 from app.materialized import mark_materialized
 from app.projector import Projection, RedisProjector
-from infra.broker import profile_for, verify_profile
+from infra.broker import BrokerMisreportsOffsets, profile_for, verify_broker
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topic_reader import read_topic
@@ -179,22 +179,21 @@ async def rebuild(
     """Re-derive and write every read-model key (see the module's steps);
     with ``flush``, into a new generation that replaces the live one.
 
-    Raises :class:`RebuildRefused` when the broker misreports end offsets
-    without the Tansu profile, or when the new generation would hold less
-    than the live one.
+    Raises :class:`RebuildRefused` when the broker misreports end offsets, or
+    when the new generation would hold less than the live one.
     """
     topics = TopicNames(settings.topic_prefix)
     catalog = Catalog()
     n_catalog = 0
     profile = profile_for(settings)
     security = kafka_client_kwargs(settings)
-    check = await verify_profile(settings, profile, bootstrap)
-    if not check.reports_offsets_correctly and profile.name != "tansu":
+    try:
+        await verify_broker(settings, bootstrap)
+    except BrokerMisreportsOffsets as exc:
         raise RebuildRefused(
-            f"{check.describe()}; reading the topics to their reported end "
-            "would miss records and build an incomplete read model. This is "
-            "the embedded Tansu broker's bug: set MASTERY_BROKER_PROFILE=tansu"
-        )
+            f"{exc}; reading the topics to their reported end would miss "
+            "records and build an incomplete read model"
+        ) from exc
     async for record in read_topic(
         bootstrap,
         topics.catalog,

@@ -30,18 +30,18 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices(
             "KAFKA_BOOTSTRAP_SERVERS", "MASTERY_KAFKA_BOOTSTRAP_SERVERS"
         ),
-        description="host:port[,host:port]; unset = start the embedded Tansu broker",
+        description="host:port[,host:port]; unset = start an embedded Apache Kafka",
     )
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "MASTERY_REDIS_URL"),
         description="redis://host:port/db; unset = start an embedded valkey server",
     )
-    broker_profile: Literal["auto", "kafka", "tansu"] = Field(
+    broker_profile: Literal["auto", "kafka"] = Field(
         default="auto",
         description=(
-            "workarounds for the embedded Tansu broker (see infra/broker.py); 'auto' "
-            "applies them only to a broker this process started itself"
+            "client settings for the broker (infra/broker.py); one profile, "
+            "Apache Kafka's ('auto' = 'kafka'). The Tansu profile was removed"
         ),
     )
 
@@ -79,10 +79,6 @@ class Settings(BaseSettings):
         "batch is handed over as soon as every record fetched so far is in it; "
         "app/faust_corrections/streams.py; so this bounds batches that keep "
         "growing, as a backlog's do, not a live row's wait)",
-    )
-    fetch_max_wait_ms: int | None = Field(
-        default=None,
-        description="consumer fetch max wait; default 1500 (Faust's) or the profile's",
     )
     broker_session_timeout_s: float | None = Field(
         default=None, description="consumer group session timeout; profile default"

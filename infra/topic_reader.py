@@ -1,7 +1,7 @@
 """Reading a whole topic, up to its end offsets, outside any consumer group.
 
 Used by the offline commands (``mastery rebuild``, ``mastery dlq``). End
-offsets come from :func:`infra.broker.end_offsets` (corrected under Tansu).
+offsets come from :func:`infra.broker.end_offsets`.
 """
 
 from __future__ import annotations
@@ -55,9 +55,7 @@ async def read_topic(
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         starts = await consumer.beginning_offsets(tps)
-        ends = await end_offsets(
-            consumer, bootstrap, tps, profile, client_kwargs=client_kwargs
-        )
+        ends = await end_offsets(consumer, tps)
         total = sum(ends[tp] - starts[tp] for tp in tps)
         remaining = {tp for tp in tps if ends[tp] > starts[tp]}
         done = 0

@@ -3,15 +3,14 @@
 A Kafka partition's end offset never decreases: appends raise it, retention
 and compaction remove records from the *start* or the middle, never the end.
 It goes down only when records the broker had acknowledged are gone: a broker
-that keeps data in memory (the embedded Tansu) restarted, a topic was deleted
-and created again, an unclean leader election, a restore of an older disk.
+whose disks were lost restarted empty, a topic was deleted and created again,
+an unclean leader election, a restore of an older disk.
 So a partition is *lost* when its end offset now is below the highest end
 offset seen before; a partition or topic that no longer exists counts as end 0.
 
 The recorded and the current ends must be the true ends, measured the same
-way: Tansu reports its last batch's base offset + 1 (infra/broker.py), which
-never decreases either, but a log restarted empty reaches it again with its
-first batch (a partition whose records came in one batch "ends" at 1).
+way: the broker self-check (infra/broker.py) refuses a broker that misreports
+them.
 
 Why end offsets and not the alternatives: the consumer group's committed
 offsets vanish with the broker too, so their absence also looks like a first

@@ -1,7 +1,7 @@
 """Crash-only guards for two Faust behaviours that lose or stall processing.
 
-Both verified on faust-streaming 0.15.3 with aiokafka 0.14, on the embedded
-Tansu broker (app/faust_corrections/__init__.py).
+Both verified on faust-streaming 0.15.3 with aiokafka 0.14
+(app/faust_corrections/__init__.py).
 
 - :class:`SkipGuard`: Faust drops records it fetched when a rebalance begins
   and seeks back to the committed offsets, but its fetch loop then also drops
@@ -61,7 +61,6 @@ class GroupProbes:
             bootstrap_servers=self.bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
-            fetch_max_wait_ms=self.profile.fetch_max_wait_ms,
             **self.client_kwargs,
         )
 
@@ -221,14 +220,7 @@ class Watchdog:
             ]
             if not assigned:
                 return 0
-        probes = self.probes
-        ends = await end_offsets(
-            probe,
-            probes.bootstrap,
-            assigned,
-            probes.profile,
-            client_kwargs=probes.client_kwargs,
-        )
+        ends = await end_offsets(probe, assigned)
         lag = 0
         for tp in assigned:
             committed = await probe.committed(tp)

@@ -1,8 +1,5 @@
-"""Faust's aiokafka transport, following the broker profile (infra/broker.py).
+"""Corrections of Faust's aiokafka transport.
 
-- Faust hard-codes ``fetch_max_wait_ms=1500`` for its worker consumer. On real
-  Kafka that only bounds idle polls, but Tansu always waits it out, which made
-  rows appear ~1 s late: the consumer's wait comes from the profile instead.
 - Faust pauses all streams while its producer buffer holds over 100 records;
   a batch may dead-letter or forward up to a whole batch of records through
   it, so the limit is raised. (State changelog records do not go through it:
@@ -23,11 +20,6 @@
   registrations then unknown. The worker's source topics
   (``MasteryApp.seek_unset_to_beginning``) are sought to their beginning
   instead, which is what ``auto_offset_reset="earliest"`` means.
-- Table recovery reads changelogs up to the broker's "highwater" end offsets.
-  Under the Tansu profile these are right only because the worker's
-  checkpoint sends each partition's last record alone (infra/broker.py).
-  Correcting them here instead, with a probe consumer started inside Faust's
-  consumer thread during recovery, made restarted workers stall: do not.
 """
 
 from __future__ import annotations
@@ -117,15 +109,6 @@ class _DrainingBuffer(ProducerBuffer):
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        profile: BrokerProfile | None = getattr(self.app, "profile", None)
-        if profile is not None:
-            # aiokafka keeps the constructor argument here and builds its
-            # Fetcher from it in start(); there is no public setter.
-            consumer._fetch_max_wait_ms = profile.fetch_max_wait_ms
-        return consumer
-
     async def seek_to_committed(self) -> Mapping[Any, Any]:
         committed: Mapping[Any, Any] = await self.call_thread(
             self._seek_to_committed_or_beginning

@@ -92,10 +92,7 @@ def client(
 async def _consume(
     bootstrap: str, topics: list[str], wanted: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Records of the topics, read until every wanted event was seen (or 15 s).
-
-    Not "read to the end offsets": Tansu misreports them (infra/broker.py).
-    """
+    """Records of the topics, read until every wanted event was seen (or 15 s)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
