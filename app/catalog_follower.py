@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from infra.broker import BrokerProfile, end_offsets
+from infra.broker import BrokerProfile, end_offsets, topic_partitions
 from processors.catalog import Catalog
 from schemas.events import (
     GoalDefined,
@@ -80,7 +80,9 @@ class CatalogFollower:
         try:
             # The topic is created with one partition (infra.broker), but a
             # broker may auto-create it wider: read every partition there is.
-            partitions = consumer.partitions_for_topic(self._topic) or {0}
+            partitions = await topic_partitions(
+                self._bootstrap, self._topic, self._client_kwargs
+            ) or {0}
             tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)

@@ -38,6 +38,7 @@ __all__ = [
     "ensure_topics",
     "profile_for",
     "self_check",
+    "topic_partitions",
     "verify_broker",
 ]
 
@@ -124,6 +125,28 @@ async def end_offsets(
     tell")."""
     async with asyncio.timeout(timeout_s):
         return dict(await consumer.end_offsets(list(tps)))
+
+
+async def topic_partitions(
+    bootstrap: str, topic: str, client_kwargs: Mapping[str, Any] | None = None
+) -> set[int]:
+    """The partitions of ``topic`` (empty: no such topic).
+
+    A consumer's ``partitions_for_topic`` knows only topics it has metadata
+    for, and a Kafka 4 broker answers aiokafka's bootstrap metadata request
+    (topics: none) with no topic at all. Every topic is described, not the
+    named one: naming it could make a broker that auto-creates topics create
+    it.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
+    await admin.start()
+    try:
+        for described in await admin.describe_topics():
+            if described["topic"] == topic and not described["error_code"]:
+                return {p["partition"] for p in described["partitions"]}
+        return set()
+    finally:
+        await admin.close()
 
 
 async def self_check(

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from infra.broker import BrokerProfile, end_offsets
+from infra.broker import BrokerProfile, end_offsets, topic_partitions
 
 __all__ = ["Record", "read_topic"]
 
@@ -48,7 +48,7 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = await topic_partitions(bootstrap, topic, client_kwargs)
         if not partitions:
             return
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
