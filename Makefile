@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration browser lint format bench bench-model bench-stream soak clean
+.PHONY: bench-peers-setup bench-domain demo kafka test test-unit test-integration browser lint format bench bench-model bench-stream soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -23,11 +23,17 @@ $(RUNTIME): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(RUNTIME)
 
-demo: $(RUNTIME)
+demo: $(RUNTIME) kafka
 	$(BIN)/mastery dev
 
-test: $(STAMP) browser
+test: $(STAMP) browser kafka
 	$(BIN)/python -m pytest -q
+
+# Apache Kafka, the broker the demo, the tests and the benchmarks run: fetched
+# once by mvn (app/kafka-pom.xml) into ~/.cache/mastery, offline after that.
+# Needs Java 17+ and Maven; says what to install when either is missing.
+kafka: $(RUNTIME)
+	@$(BIN)/python -m app.embedded_kafka fetch
 
 # The dashboard's browser tests drive Debian's chromium and chromedriver with
 # Selenium; installed here when missing (as root, or through sudo), never

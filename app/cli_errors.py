@@ -141,6 +141,12 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
         return Problem(
             f"cannot reach Redis at {url} ({exc}); check REDIS_URL", EX_UNAVAILABLE
         )
+    from app.embedded import EmbeddedServiceError
+
+    if isinstance(exc, EmbeddedServiceError):
+        # No Java, no Maven, a broker that did not start: the message names
+        # what to install or where the log is.
+        return Problem(str(exc), EX_UNAVAILABLE)
     return None
 
 

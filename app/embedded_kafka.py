@@ -594,9 +594,33 @@ def kafka_cluster(nodes: int = 1, **kwargs: Any) -> Iterator[KafkaCluster]:
         cluster.stop()
 
 
-if __name__ == "__main__":  # pragma: no cover - `python -m app.embedded_kafka`
+def main(argv: list[str] | None = None) -> int:
+    """``python -m app.embedded_kafka fetch`` fetches the broker (``make
+    kafka``); ``... run [NODES]`` runs a cluster until Ctrl-C."""
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if not args or args[0] == "fetch":
+            dist = KafkaDistribution().fetch()
+            KafkaDistribution.java()
+            print(f"Apache Kafka {dist.version}: {dist.home}", flush=True)
+            return 0
+        if args[0] == "run":
+            with kafka_cluster(int(args[1]) if len(args) > 1 else 1) as cluster:
+                print(
+                    f"{cluster.bootstrap_servers} (started in "
+                    f"{cluster.start_seconds:.1f} s; Ctrl-C stops)",
+                    flush=True,
+                )
+                with contextlib.suppress(KeyboardInterrupt):
+                    signal.pause()
+            return 0
+    except EmbeddedServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 69
+    print("usage: python -m app.embedded_kafka [fetch | run [NODES]]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    with kafka_cluster(int(sys.argv[1]) if len(sys.argv) > 1 else 1) as c:
-        print(c.bootstrap_servers, f"started in {c.start_seconds:.1f} s", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
+    raise SystemExit(main())
