@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -445,9 +447,14 @@ class KafkaCluster:
                         f"{node.proc.returncode}",
                         node,
                     )
+            running = [n for n in self.nodes if n.proc is not None]
+            if not all(_listens(n.port) for n in running):
+                time.sleep(0.1)
+                continue
             try:
-                seen = _run_async(_broker_ids(self.bootstrap_servers))
-            except Exception as exc:
+                with _quiet("aiokafka"):
+                    seen = _run_async(_broker_ids(self.bootstrap_servers))
+            except Exception as exc:  # any failure here means "not yet"
                 last_error = f"{type(exc).__name__}: {exc}"
             else:
                 if want <= seen:
@@ -542,6 +549,27 @@ class KafkaCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _listens(port: int) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        socket.create_connection(("127.0.0.1", port), timeout=0.2),
+    ):
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Silence a logger: a broker that is still starting is no error."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 async def _broker_ids(bootstrap: str) -> set[int]:
