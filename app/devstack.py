@@ -93,6 +93,9 @@ class DevStack:
             MASTERY_TOPIC_PREFIX=self.settings.topic_prefix,
             MASTERY_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
             MASTERY_TOPIC_REPLICATION=str(self.settings.topic_replication),
+            # A killed worker's partitions move after 10 s, not 30: the
+            # failover tests and the demo's restarts wait for it.
+            MASTERY_BROKER_SESSION_TIMEOUT_S="10",
             MASTERY_LOG_LEVEL=self.settings.log_level,
             MASTERY_AUTH_MODE="jwt",
             MASTERY_JWT_HS256_SECRET=self.jwt_secret,

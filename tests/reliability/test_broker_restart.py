@@ -1,4 +1,4 @@
-"""The embedded broker restarted empty: the worker stops with code 65 and says
+"""The broker restarted empty (on lost disks): the worker stops with code 65 and says
 why, the API's /readyz and ingest answer 503; an ordinary restart is not a
 loss (docs/operations.md, "The broker restarted empty"). Real processes."""
 
@@ -129,7 +129,7 @@ def test_a_running_worker_stops_with_65_and_the_api_refuses_ingest(
     workload, worker = _running_world(stack, seed=61)
     assert _wait_ready(stack)["checks"]["broker_log"] == "ok"
 
-    stack.kafka.restart()  # same port, empty: as after a crash of Tansu
+    stack.kafka.restart(lose_data=True)  # same port, empty disks
     assert worker.wait(timeout=40) == EXIT_BROKER_LOST
     log = _worker_log(stack)
     assert "BROKER LOST DATA" in log
@@ -171,7 +171,7 @@ def test_a_worker_started_on_an_emptied_broker_stops_with_65(stack: DevStack) ->
     assert body["error"]["details"]["failing"] == ["worker"]
     assert "no worker heartbeat" in body["error"]["details"]["checks"]["worker"]
 
-    stack.kafka.restart()
+    stack.kafka.restart(lose_data=True)
     started = stack.start_worker(extra_env=WORKER_ENV)
     assert started.wait(timeout=40) == EXIT_BROKER_LOST
     log = _worker_log(stack)
@@ -203,17 +203,22 @@ def test_an_ordinary_restart_is_not_a_loss(stack: DevStack) -> None:
     assert status == 202, accepted
 
 
-def _tansu_pid(port: int) -> int:
-    """The pid of the Tansu broker listening on ``port`` (a grandchild)."""
-    wanted = f"tcp://127.0.0.1:{port}".encode()
+def _broker_pid(port: int) -> int:
+    """The pid of the Apache Kafka JVM listening on ``port`` (a grandchild)."""
+    wanted = f"PLAINTEXT://127.0.0.1:{port},"
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            argv = cmdline.read_bytes().split(b"\0")
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if b"--listener-url" in argv and wanted in argv:
-            return int(cmdline.parent.name)
-    raise AssertionError(f"no Tansu process listens on {port}")
+        if "kafka.Kafka" in argv and argv[-1].endswith("server.properties"):
+            try:
+                config = Path(argv[-1]).read_text()
+            except OSError:
+                continue
+            if wanted in config:
+                return int(cmdline.parent.name)
+    raise AssertionError(f"no Apache Kafka process listens on {port}")
 
 
 def _wait_until_dead(pid: int) -> None:
@@ -263,7 +268,7 @@ def test_mastery_dev_says_why_and_does_not_restart_the_worker(tmp_path: Path) ->
         )
         port = int(values["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)[1])
         time.sleep(2)  # a broker check records the end offsets (1 s here)
-        pid = _tansu_pid(port)
+        pid = _broker_pid(port)
         os.kill(pid, signal.SIGKILL)
         _wait_until_dead(pid)  # its port is free again
         broker = EmbeddedKafka(port=port).start()  # empty, same port
@@ -301,7 +306,7 @@ def test_faust_consistency_error_ends_in_the_same_report(stack: DevStack) -> Non
     stack.stop_worker(worker)
     changelog = f"{stack.settings.worker_id}-registration-state-changelog"
 
-    stack.kafka.restart()
+    stack.kafka.restart(lose_data=True)
     Redis.from_url(stack.redis.url).flushall()
 
     async def two_records_per_changelog_partition() -> None:
