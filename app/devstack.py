@@ -262,7 +262,9 @@ def run_dev(
         )
         stack.start_servers()
         print(
-            f"  broker  {stack.kafka.bootstrap_servers}\n  redis   {stack.redis.url}\n"
+            f"  broker  {stack.kafka.bootstrap_servers} (Apache Kafka "
+            f"{stack.kafka.distribution.version}, started in "
+            f"{stack.kafka.start_seconds:.1f} s)\n  redis   {stack.redis.url}\n"
             f"  logs    {stack.log_dir}",
             flush=True,
         )

@@ -12,6 +12,7 @@ by step). Faust-specific corrections live in app/faust_corrections/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -235,15 +236,27 @@ class Worker:
         try:
             await work
         except WorkerExit as exc:
+            await self._loss_first()
             exit_process(exc, data_dir=str(self.settings.data_dir))
         except asyncio.CancelledError:
             # Cancelled mid-batch (shutdown or rebalance): returning would let
             # take_ready ack events whose effects may not all be stored.
             exit_process(BatchCancelled("batch cancelled mid-way"))
         except Exception as exc:
+            await self._loss_first()
             failed = BatchFailed(f"batch failed: {exc!r}")
             failed.__cause__ = exc
             exit_process(failed)
+
+    async def _loss_first(self) -> None:
+        """Before a failed batch or checkpoint ends the process: if the broker
+        lost data, that is the cause, and the exit is the loss's (65, not
+        restarted). A broker restarted on empty disks makes the next write
+        fail first, e.g. on a changelog topic auto-created anew with one
+        partition, before the periodic check runs."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):
+                await self.broker_watch.check_or_exit()
 
     # -- registration events ------------------------------------------------
 

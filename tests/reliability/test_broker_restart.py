@@ -208,9 +208,10 @@ def _broker_pid(port: int) -> int:
     wanted = f"PLAINTEXT://127.0.0.1:{port},"
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+            text = cmdline.read_bytes().decode(errors="replace")
         except OSError:
             continue
+        argv = text.rstrip("\0").split("\0")
         if "kafka.Kafka" in argv and argv[-1].endswith("server.properties"):
             try:
                 config = Path(argv[-1]).read_text()
