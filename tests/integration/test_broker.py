@@ -59,3 +59,20 @@ async def test_end_offsets_are_the_brokers_or_a_timeout(
             await end_offsets(consumer, [tp], timeout_s=0.0)
     finally:
         await consumer.stop()
+
+
+def test_workers_starting_together_all_pass_the_self_check(
+    kafka_server: EmbeddedKafka,
+) -> None:
+    # Each check's batch can land between another's send and its question:
+    # the end is then larger than that check's own, never smaller.
+    async def together() -> list[bool]:
+        checks = await asyncio.gather(
+            *(
+                self_check(kafka_server.bootstrap_servers, TopicNames("bc4"))
+                for _ in range(4)
+            )
+        )
+        return [c.reports_offsets_correctly for c in checks]
+
+    assert asyncio.run(together()) == [True] * 4

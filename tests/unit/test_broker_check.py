@@ -16,6 +16,8 @@ def test_a_wrong_end_offset_is_described_as_wrong() -> None:
     assert not check.reports_offsets_correctly
     assert "WRONG" in check.describe() and "lose updates" in check.describe()
     assert BrokerCheck(expected_end=3, reported_end=3).reports_offsets_correctly
+    # Another worker's batch appended after ours: a larger end is no error.
+    assert BrokerCheck(expected_end=3, reported_end=6).reports_offsets_correctly
 
 
 async def test_verify_broker_refuses_a_misreporting_broker(
