@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from infra.broker import BrokerProfile, end_offsets
 
@@ -25,6 +26,28 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+async def _partitions(
+    bootstrap: str, topic: str, client_kwargs: Mapping[str, Any] | None
+) -> set[int]:
+    """The topic's partitions, asked of the cluster (none if it is missing).
+
+    A consumer that has just started knows no topic's partitions: Apache
+    Kafka answers its bootstrap metadata request with none (Tansu listed them
+    all), so ``partitions_for_topic`` says ``None`` for a topic that exists.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(client_kwargs or {}))
+    await admin.start()
+    try:
+        (found,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return (
+        {p["partition"] for p in found["partitions"]}
+        if found["error_code"] == 0
+        else set()
+    )
 
 
 async def read_topic(
@@ -48,7 +71,9 @@ async def read_topic(
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
+        partitions = consumer.partitions_for_topic(topic) or await _partitions(
+            bootstrap, topic, client_kwargs
+        )
         if not partitions:
             return
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
