@@ -27,6 +27,7 @@ import asyncio
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -50,6 +51,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
+README = DEPLOY / "README.md"
 BIN = Path(sys.executable).parent
 #: Settings of the kafka service that describe its container, not the broker's
 #: behaviour (node identity, listeners, storage): the embedded broker has its own.
@@ -176,6 +178,8 @@ class ComposeRunner:
     kafka_bootstrap: str
     redis_address: str
     workdir: Path
+    #: The broker's listener for clients on the host (compose's EXTERNAL).
+    external_bootstrap: str
     host_env: Mapping[str, str]
     compose: dict[str, Any] = field(
         default_factory=lambda: yaml.safe_load(COMPOSE.read_text())
@@ -247,7 +251,8 @@ class ComposeRunner:
         args = command if command is not None else svc["command"]
         argv = [str(BIN / entrypoint[0]), *entrypoint[1:]]
         argv += [local(interpolate(a, self.host_env)) for a in args]
-        return Service(name, argv, env, healthcheck, self.workdir / f"{name}.log")
+        log = self.workdir / (f"{name}.log" if command is None else f"{name}-run.log")
+        return Service(name, argv, env, healthcheck, log)
 
     def depends_on(self, name: str) -> dict[str, str]:
         deps = self.compose["services"][name].get("depends_on") or {}
@@ -257,20 +262,62 @@ class ComposeRunner:
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeRunner]:
     workdir = tmp_path_factory.mktemp("compose")
-    plan = ComposeRunner("", "", workdir, {})
-    kafka = EmbeddedKafka(config=plan.kafka_config()).start()
+    plan = ComposeRunner("", "", workdir, "", {})
+    kafka = EmbeddedKafka(
+        config=plan.kafka_config(), listeners={"EXTERNAL": "PLAINTEXT"}
+    ).start()
     redis = EmbeddedRedis().start()
     try:
         yield ComposeRunner(
             kafka.bootstrap_servers,
             f"127.0.0.1:{redis.port}",
             workdir,
+            kafka.bootstrap_for("EXTERNAL"),
             # What the README exports on the host before `docker compose up`.
             {"MASTERY_JWT_HS256_SECRET": "compose-test-secret-" + "x" * 32},
         )
     finally:
         redis.stop()
         kafka.stop()
+
+
+def _run_the_readme_host_tools(runner: ComposeRunner, registrations: int) -> None:
+    """deploy/README.md's "Loading data" block, from the host through the
+    published ports (compose's localhost:9094 is the broker's EXTERNAL
+    listener, localhost:6379 Redis). Its `mastery produce --replay` line is
+    what the load service ran; the other commands run here as written."""
+    block = README.read_text().split("**Loading data.**", 1)[1]
+    lines = block.split("```\n", 2)[1].splitlines()
+    assert lines[0].startswith("export ")
+    published = {
+        "localhost:9094": runner.external_bootstrap,
+        "localhost:6379": runner.redis_address,
+    }
+    env = {"PATH": os.environ["PATH"], "HOME": str(runner.workdir)}
+    for assignment in shlex.split(lines[0])[1:]:
+        name, value = assignment.split("=", 1)
+        for address, local in published.items():
+            value = value.replace(address, local)
+        env[name] = value
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == runner.external_bootstrap
+    commands = [shlex.split(ln) for ln in lines[1:]]
+    assert commands[0][:3] == ["mastery", "produce", "--replay"]
+    out = ""
+    for argv in commands[1:]:
+        done = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, (argv, done.stderr[-3000:])
+        out += done.stdout
+    rebuilt = re.search(r"rebuilt the read model: ([\d,]+) registrations", out)
+    assert rebuilt is not None, out
+    assert int(rebuilt.group(1).replace(",", "")) == registrations
 
 
 def test_interpolation_as_compose_does_it() -> None:
@@ -335,14 +382,13 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         assert not waiting, f"healthchecks still failing: {sorted(waiting)}"
         phase("healthy")
 
-        # `docker compose run --rm api token --partner ... --role partner_admin`
-        token = (
-            runner.service(
-                "api", ["token", "--partner", DKT_PARTNER, "--role", "partner_admin"]
-            )
-            .run()
-            .strip()
-        )
+        # The README's `docker compose ... run --rm api token --partner ...`.
+        (mint,) = [
+            ln for ln in README.read_text().splitlines() if "--rm api token" in ln
+        ]
+        token_args = shlex.split(mint.split("--rm api ", 1)[1].rstrip(")"))
+        assert token_args[token_args.index("--partner") + 1] == DKT_PARTNER
+        token = runner.service("api", token_args).run().strip()
         workload = assistments(
             replay,
             params_path=replay.parents[2] / "reference" / "bkt" / "params.json",
@@ -376,6 +422,8 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         assert len(row["status_and_progress"]) == len(goals)
         assert {r["registration_id"] for r in page["data"]} == learners
         phase("row read")
+        _run_the_readme_host_tools(runner, len(workload.registrations))
+        phase("host tools")
     finally:
         for service in services:
             service.stop()
