@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
-# mastery-stream: one image for the worker, the API and the tools.
-#   docker build -t mastery-stream .
-#   docker run --rm mastery-stream --version
+# mastery-stream: one image for the worker, the API and the tools, named
+# mastery-stream:<version of pyproject.toml> everywhere (deploy/README.md, "The image").
+#   docker build -t mastery-stream:0.1.0 .
+#   docker run --rm mastery-stream:0.1.0 --version
 # Entry point `mastery`; the command is the subcommand (worker, api, rebuild, ...).
 
 # --- build: a virtualenv with the project and its runtime dependencies -------

@@ -4,6 +4,7 @@ mastery dev [--replay PATH]   embedded broker + Redis + worker + API + workload
 mastery worker                the stream processor (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)
 mastery api                   the HTTP API (REDIS_URL)
 mastery produce ...           stream a workload to the configured broker
+mastery topics [--check]      create the topics as declared, refuse unsafe existing ones
 mastery selfcheck             does the broker report end offsets correctly?
 mastery broker-reset          accept the broker's log after it lost data
 mastery model trace ...       run the BKT model offline over a CSV export
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from app.cli_errors import bind_port, explain, explain_settings_error
+from app.cli_errors import EX_CONFIG, bind_port, explain, explain_settings_error
 from app.cli_help import EnvironmentHelp
 from infra.logs import configure_logging
 from infra.settings import Settings
@@ -38,7 +39,16 @@ log = logging.getLogger("mastery")
 
 #: commands that run to completion (not the long-running worker, api, dev)
 _ONE_SHOT = frozenset(
-    {"produce", "selfcheck", "token", "rebuild", "dlq", "model", "broker-reset"}
+    {
+        "produce",
+        "topics",
+        "selfcheck",
+        "token",
+        "rebuild",
+        "dlq",
+        "model",
+        "broker-reset",
+    }
 )
 
 
@@ -80,6 +90,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     async def prepare() -> None:
         # Before topics are created again: exits 65 if the broker lost data.
         await check_before_start(settings, bootstrap, redis_url)
+        # Creates missing topics; refuses (exit 78) ones that would lose data.
         await ensure_topics(settings, bootstrap)
         await verify_broker(settings, bootstrap)
 
@@ -147,13 +158,14 @@ def _workload(settings: Settings, args: argparse.Namespace) -> object:
 
 async def _produce(settings: Settings, bootstrap: str, workload: object) -> None:
     from app.workload import Workload
-    from infra.broker import ensure_topics, profile_for
+    from infra.broker import profile_for
     from infra.kafka_security import kafka_client_kwargs
     from infra.producer import EventProducer
+    from infra.topic_specs import apply_topic_specs
     from infra.topics import TopicNames
 
     assert isinstance(workload, Workload)
-    await ensure_topics(settings, bootstrap)
+    await apply_topic_specs(settings, bootstrap)
     async with EventProducer(
         bootstrap,
         profile_for(settings),
@@ -176,6 +188,22 @@ async def _produce(settings: Settings, bootstrap: str, workload: object) -> None
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     asyncio.run(_produce(settings, bootstrap, _workload(settings, args)))
+    return 0
+
+
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.topic_specs import apply_topic_specs
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    report = asyncio.run(apply_topic_specs(settings, bootstrap, create=not args.check))
+    for spec in report.specs:
+        configs = " ".join(f"{k}={v}" for k, v in spec.configs.items())
+        verb = "created" if spec.name in report.created else "verified"
+        print(
+            f"{verb} {spec.name}: {spec.partitions} partitions, replication "
+            f"{spec.replication}, {configs}",
+            flush=True,
+        )
     return 0
 
 
@@ -453,6 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--limit", type=int, default=100)
         p.set_defaults(func=cmd_dlq)
 
+    p_topics = sub.add_parser(
+        "topics",
+        help="create the topics with their declared settings (infra/topic_specs.py) "
+        "and refuse existing ones whose settings would lose data (exit 78)",
+    )
+    p_topics.add_argument(
+        "--check",
+        action="store_true",
+        help="only verify: create nothing, and refuse missing topics too",
+    )
+    p_topics.set_defaults(func=cmd_topics)
+
     sub.add_parser("selfcheck", help="check the broker's end offsets").set_defaults(
         func=cmd_selfcheck
     )
@@ -482,6 +522,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_topic_error(exc: Exception) -> bool:
+    """A topic the broker refused or whose settings would lose data (exit 78).
+
+    Looked up lazily: commands that never loaded infra.topic_specs (and its
+    client library) cannot raise it. (Its place is app.cli_errors.explain.)
+    """
+    module = sys.modules.get("infra.topic_specs")
+    return module is not None and isinstance(exc, module.TopicError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -498,6 +548,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: int = args.func(settings, args)
     except Exception as exc:
+        if _is_topic_error(exc):
+            print(f"error: {exc}", file=sys.stderr)
+            return EX_CONFIG
         problem = explain(exc, settings)
         if problem is None:
             raise

@@ -90,7 +90,8 @@ _EMBEDDED = {"kafka_bootstrap_servers", "redis_url"} | set(_KAFKA[3:])
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "worker": (*_KAFKA, *_WORKER, *_LOGS),
     "api": (*_KAFKA, *_API, *_LOGS),
-    "produce": (*_KAFKA, *_TOPICS, "shared_dir", *_LOGS),
+    "produce": (*_KAFKA, *_TOPICS, "app_id", "shared_dir", *_LOGS),
+    "topics": (*_KAFKA, *_TOPICS, "app_id", *_LOGS),
     "token": ("jwt_hs256_secret", "jwt_audience", "jwt_issuer", *_LOGS),
     "rebuild": (*_KAFKA, "redis_url", "app_id", *_LOGS),
     "broker-reset": (*_KAFKA, "redis_url", "app_id", *_LOGS),

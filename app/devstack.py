@@ -108,12 +108,12 @@ class DevStack:
 
     def start_servers(self) -> None:
         """Start the broker and Redis, and create the topics (as production does
-        before any producer runs; the embedded broker auto-creates none)."""
-        from infra.broker import ensure_topics
+        before any producer runs), with their declared settings."""
+        from infra.topic_specs import apply_topic_specs
 
         self.kafka.start()
         self.redis.start()
-        asyncio.run(ensure_topics(self.settings, self.kafka.bootstrap_servers))
+        asyncio.run(apply_topic_specs(self.settings, self.kafka.bootstrap_servers))
 
     def start_worker(
         self,

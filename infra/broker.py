@@ -247,17 +247,9 @@ async def create_topics(
 
 
 async def ensure_topics(settings: Settings, bootstrap: str) -> None:
-    """Create the system's topics if they are missing (idempotent)."""
-    names = TopicNames(settings.topic_prefix)
-    r = settings.topic_replication
-    await create_topics(
-        bootstrap,
-        [
-            NewTopic(names.catalog, 1, r),
-            NewTopic(names.registration_events, settings.topic_partitions, r),
-            NewTopic(names.dead_letter, 1, r),
-        ],
-        kafka_client_kwargs(settings),
-    )
-    # Metadata of freshly created topics can lag on some brokers.
-    await asyncio.sleep(0)
+    """Create the system's missing topics as declared (infra/topic_specs.py)
+    and verify every one; :class:`infra.topic_specs.TopicSettingsError` for
+    a topic whose settings would lose data."""
+    from infra.topic_specs import apply_topic_specs
+
+    await apply_topic_specs(settings, bootstrap)

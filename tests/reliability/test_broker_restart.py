@@ -311,7 +311,9 @@ def test_faust_consistency_error_ends_in_the_same_report(stack: DevStack) -> Non
     Redis.from_url(stack.redis.url).flushall()
 
     async def two_records_per_changelog_partition() -> None:
-        await create_topics(stack.kafka.bootstrap_servers, [NewTopic(changelog, 4, 1)])
+        # As declared (infra/topic_specs.py): the worker refuses anything else.
+        spec = NewTopic(changelog, 4, 1, topic_configs={"cleanup.policy": "compact"})
+        await create_topics(stack.kafka.bootstrap_servers, [spec])
         producer = AIOKafkaProducer(bootstrap_servers=stack.kafka.bootstrap_servers)
         await producer.start()
         try:

@@ -27,13 +27,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import ApiMetrics
 from app.cli_help import env_name
+from app.embedded_kafka import KAFKA_VERSION
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_specs import declared_topics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+#: The Kubernetes objects (kustomization.yaml only names them and the image).
+K8S = sorted(
+    p for p in (DEPLOY / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
+)
+KUSTOMIZATION = DEPLOY / "k8s" / "kustomization.yaml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "mastery-stream.json"
 K8S_VERSION = "1.30.0"
 BIN = Path(sys.executable).parent
@@ -316,33 +321,141 @@ def test_dockerfile_is_multi_stage_non_root_with_the_mastery_entry_point(
 # -- topics, ports, metrics ---------------------------------------------------
 
 
-def _topic_flags(script: str, prefix: str) -> dict[str, str]:
-    found = {}
-    for line in script.splitlines():
-        match = re.search(r"--topic \"?([^\s\"]+)\"?(.*)", line)
-        if match:
-            found[match.group(1).replace("$p", prefix)] = match.group(2)
-    return found
+def _version() -> str:
+    found = re.search(
+        r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M
+    )
+    assert found is not None
+    return found.group(1)
 
 
-def test_topic_creation_matches_the_code() -> None:
-    names = TopicNames("mastery")
-    expected = {names.registration_events, names.catalog, names.dead_letter}
-    compose_script = _compose()["services"]["topics"]["command"][0]
+#: The one name of the project's image, tagged with the package's version.
+IMAGE = f"mastery-stream:{_version()}"
+
+
+def _k8s_containers() -> list[dict[str, Any]]:
+    return [
+        c
+        for _, doc in _manifests()
+        if doc["kind"] in {"Job", "StatefulSet", "Deployment"}
+        for c in doc["spec"]["template"]["spec"]["containers"]
+    ]
+
+
+def test_one_image_name_everywhere() -> None:
+    services = _compose()["services"]
+    ours = {
+        name: svc
+        for name, svc in services.items()
+        if "build" in svc or "mastery-stream" in str(svc.get("image"))
+    }
+    assert {"topics", "load", "worker-1", "worker-2", "api"} <= set(ours)
+    for name, svc in ours.items():
+        assert svc["image"] == IMAGE, name
+        assert svc["build"] == {"context": "..", "dockerfile": "Dockerfile"}, name
+    assert {c["image"] for c in _k8s_containers()} == {IMAGE}
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert kustomization["resources"] == [p.name for p in K8S]
+    (image,) = kustomization["images"]
+    assert f"{image['name']}:{image['newTag']}" == IMAGE
+    # Every mention of the image in the artefacts and docs uses the one name.
+    texts = [ROOT / "Dockerfile", ROOT / "README.md", DEPLOY / "README.md"]
+    texts += [COMPOSE, KUSTOMIZATION, *K8S, *sorted((ROOT / "docs").glob("*.md"))]
+    for path in texts:
+        for tag in re.findall(r"\bmastery-stream:[\w.${}-]+", path.read_text()):
+            assert tag == IMAGE, (path.name, tag)
+    assert f"docker build -t {IMAGE} ." in (ROOT / "Dockerfile").read_text()
+    assert f"docker build -t {IMAGE} ." in (DEPLOY / "README.md").read_text()
+
+
+def test_compose_runs_the_kafka_release_the_tests_run() -> None:
+    services = _compose()["services"]
+    assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+
+
+def test_compose_publishes_kafka_and_redis_to_the_host() -> None:
+    """So `mastery produce --replay` can load data from the host."""
+    services = _compose()["services"]
+    kafka = services["kafka"]["environment"]
+    listeners = dict(
+        item.split("://", 1) for item in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    )
+    assert listeners["PLAINTEXT"] == "kafka:9092"  # what the containers use
+    external_port = listeners["EXTERNAL"].rsplit(":", 1)[1]
+    assert listeners["EXTERNAL"] == f"localhost:{external_port}"
+    assert f"EXTERNAL://:{external_port}" in kafka["KAFKA_LISTENERS"]
+    assert "EXTERNAL:PLAINTEXT" in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert f"{external_port}:{external_port}" in services["kafka"]["ports"]
+    assert "6379:6379" in services["redis"]["ports"]
+    load = services["load"]
+    (mount,) = load["volumes"]
+    source, target, mode = mount.rsplit(":", 2)
+    assert mode == "ro"
+    assert source.endswith("../../shared}")  # the repository's ../shared
+    assert (DEPLOY / "../../shared").resolve() == (ROOT.parent / "shared").resolve()
+    assert load["environment"]["MASTERY_SHARED_DIR"] == target
+    replay = load["command"][load["command"].index("--replay") + 1]
+    assert replay.startswith(target + "/")
+    assert (ROOT.parent / "shared" / replay.removeprefix(target + "/")).is_file()
+
+
+def test_topic_creation_runs_the_declared_specs() -> None:
+    """deploy/ creates topics with `mastery topics` (infra/topic_specs.py),
+    with the settings every worker gets: no second list of topic settings."""
+    services = _compose()["services"]
+    worker_env = services["worker-1"]["environment"]
+    topics = services["topics"]
+    assert topics["command"] == ["topics"]
+    for name in ("MASTERY_TOPIC_PARTITIONS", "MASTERY_TOPIC_REPLICATION"):
+        assert topics["environment"][name] == worker_env[name]
+    assert services["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == (
+        "false"
+    )
     (job,) = _kind("Job")
-    job_script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
-    prefix = _config_env()["MASTERY_TOPIC_PREFIX"]
-    for topics in (
-        _topic_flags(compose_script, "mastery"),
-        _topic_flags(job_script, prefix),
-    ):
-        assert set(topics) == expected
-        # Never compacted: compaction could drop the first creation of an id
-        # (its owner) while another partner's refused later claim survives.
-        assert "cleanup.policy=delete" in topics[names.catalog]
-        assert "retention.ms=-1" in topics[names.catalog]
-        assert "compact" not in topics[names.catalog]
-        assert "compact" not in topics[names.registration_events]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["topics"]
+    (worker,) = _kind("StatefulSet")
+    assert (
+        container["envFrom"]
+        == worker["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    )
+
+
+def _markdown_table(text: str, heading: str) -> list[list[str]]:
+    section = text.split(heading, 1)[1]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in section.splitlines()
+        if line.startswith("|")
+    ]
+    return rows[2:]  # after the header and its --- line
+
+
+@pytest.mark.parametrize(
+    ("path", "heading"),
+    [
+        (DEPLOY / "README.md", "## Topics"),
+        (ROOT / "docs" / "operations.md", "## Topics"),
+    ],
+)
+def test_the_topic_tables_say_what_is_declared(path: Path, heading: str) -> None:
+    settings = Settings(topic_prefix="mastery", topic_partitions=4, app_id=None)
+    specs = {s.name: s for s in declared_topics(settings)}
+    rows = _markdown_table(path.read_text(), heading)
+    assert len(rows) >= len(specs)
+    seen = set()
+    for row in rows[: len(specs)]:
+        name = row[0].strip("`")
+        spec = specs[name]
+        seen.add(name)
+        partitions = row[1]
+        assert partitions.split()[0] == str(spec.partitions), row
+        configs = " ".join(row[2:])
+        for key, value in spec.configs.items():
+            if key in {"min.insync.replicas", "unclean.leader.election.enable"}:
+                continue  # the same for every topic, said once under the table
+            assert f"{key}={value}" in configs, (name, key)
+    assert seen == set(specs)
 
 
 def test_prometheus_scrapes_the_configured_ports() -> None:

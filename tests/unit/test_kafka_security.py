@@ -309,8 +309,8 @@ def test_cli_produce_passes_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     async def no_topics(*args: object) -> None:
         return None
 
-    # Topic creation (infra/broker.py) is not wired yet; skip it here.
-    monkeypatch.setattr("infra.broker.ensure_topics", no_topics)
+    # Topic creation (infra/topic_specs.py) is not wired yet; skip it here.
+    monkeypatch.setattr("infra.topic_specs.apply_topic_specs", no_topics)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka:9093")
     for name, value in SASL_ENV.items():
         monkeypatch.setenv(name, value)
