@@ -401,7 +401,7 @@ class KafkaCluster:
         for node in self.nodes:
             node.workdir.mkdir(parents=True, exist_ok=True)
             self._write_config(node)
-            self._format(node)
+        self._format(self.nodes)
         for node in self.nodes:
             self._launch(node)
         self.wait_ready()
@@ -414,28 +414,37 @@ class KafkaCluster:
         )
         (self.workdir / "log4j2.yaml").write_text(_LOG4J2)
 
-    def _format(self, node: KafkaNode) -> None:
-        argv = [
-            self._java or self.distribution.java(),
-            "-Xmx256m",
-            "-cp",
-            self.distribution.classpath,
-            f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
-            "kafka.tools.StorageTool",
-            "format",
-            "--ignore-formatted",
-            "-t",
-            self.cluster_id,
-            "-c",
-            str(node.config_path),
-            *self.format_args,
-        ]
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise EmbeddedServiceError(
-                f"formatting Kafka storage of node {node.node_id} failed "
-                f"(exit {done.returncode}): {(done.stdout + done.stderr)[-1500:]}"
+    def _format(self, nodes: list[KafkaNode]) -> None:
+        """Format every node's storage, the nodes' JVMs side by side."""
+        running = []
+        for node in nodes:
+            argv = [
+                self._java or self.distribution.java(),
+                "-Xmx256m",
+                *self._class_sharing(),
+                "-cp",
+                self.distribution.classpath,
+                f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.yaml'}",
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                self.cluster_id,
+                "-c",
+                str(node.config_path),
+                *self.format_args,
+            ]
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
+            running.append((node, proc))
+        for node, proc in running:
+            out, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise EmbeddedServiceError(
+                    f"formatting Kafka storage of node {node.node_id} failed "
+                    f"(exit {proc.returncode}): {out[-1500:]}"
+                )
 
     def _launch(self, node: KafkaNode) -> None:
         argv = [
@@ -563,7 +572,7 @@ class KafkaCluster:
             self.cluster_id = _cluster_id()
             for node in self.nodes:
                 shutil.rmtree(node.data_dir, ignore_errors=True)
-                self._format(node)
+            self._format(self.nodes)
         for node in self.nodes:
             self._launch(node)
         self.wait_ready()
