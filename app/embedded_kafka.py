@@ -215,7 +215,13 @@ Configuration:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A random Kafka Uuid in its base64 form, as ``kafka-storage
+    random-uuid`` makes one: never starting with '-', which the storage
+    tool's argument parser would take for an option."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 @dataclass

@@ -103,3 +103,10 @@ def test_one_node_replicates_once() -> None:
         assert props["log.retention.hours"] == "1"  # config overrides
     finally:
         cluster.stop()
+
+
+def test_cluster_ids_never_look_like_an_option() -> None:
+    # One in 64 base64 ids starts with '-': kafka-storage took it for a flag.
+    ids = [ek._cluster_id() for _ in range(2000)]
+    assert not any(i.startswith("-") for i in ids)
+    assert all(len(i) == 22 for i in ids) and len(set(ids)) == 2000
