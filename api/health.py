@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from api.errors import ServiceUnavailable
 from api.metrics import ApiMetrics
+from infra.kafka_security import refusal_reason
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["BrokerProbe", "NotReady", "Readiness", "redis_checks"]
@@ -152,6 +153,13 @@ class BrokerProbe:
                     self._admin = admin
                     await admin.start()
                 cluster = await self._admin.describe_cluster()
+            except KafkaConnectionError as exc:
+                await self.close()
+                # A refused password or certificate, not "Unable to bootstrap".
+                reason = await refusal_reason(
+                    exc, self._bootstrap, self._client_kwargs, timeout_s=1.0
+                )
+                raise CheckFailed(reason or str(exc)) from exc
             except BaseException:
                 await self.close()
                 raise

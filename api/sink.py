@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 
 from api.errors import BrokerUnavailable
 from infra.broker import BrokerProfile
+from infra.kafka_security import refusal_reason
 from infra.producer import EventProducer
 from infra.topics import AnyEvent, TopicNames
 
@@ -85,8 +86,11 @@ class KafkaEventSink:
                 except (KafkaError, OSError, TimeoutError) as exc:
                     with contextlib.suppress(KafkaError, OSError, RuntimeError):
                         await producer.stop()
+                    refused = await refusal_reason(
+                        exc, self._bootstrap, self._client_kwargs, timeout_s=2.0
+                    )
                     raise self._unavailable(
-                        f"cannot connect: {exc!r}", stored=[]
+                        f"cannot connect: {refused or repr(exc)}", stored=[]
                     ) from exc
                 self._producer = producer
             return self._producer

@@ -6,10 +6,16 @@ is a bug and keeps its traceback. Exit codes: 69 (``EX_UNAVAILABLE``) for a
 dependency that cannot be reached, 78 (``EX_CONFIG``) for a setting that is
 wrong; a supervisor restarts on both, and neither is 75, the worker's "restart
 me" code.
+
+A Kafka client that could not bootstrap over SASL or TLS is diagnosed with one
+more connection (:func:`infra.kafka_security.refusal_cause`): aiokafka raises
+the same error for a refused password or certificate as for a broker that is
+down, and only the former is a wrong setting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import ssl
@@ -105,9 +111,11 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from infra.broker import BrokerMisreportsOffsets
-    from infra.kafka_security import KafkaSecurityError
+    from infra.kafka_security import KafkaSecurityError, is_sasl_refusal
 
     bootstrap = settings.kafka_bootstrap_servers or "(embedded)"
+    if isinstance(exc, KafkaConnectionError):
+        exc = _refusal_behind(exc, settings)
     if isinstance(exc, KafkaSecurityError | BrokerMisreportsOffsets):
         return Problem(str(exc), EX_CONFIG)
     if isinstance(exc, PortInUse):
@@ -117,7 +125,7 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
             "using it",
             EX_UNAVAILABLE,
         )
-    if _is_sasl_failure(exc):
+    if is_sasl_refusal(exc):
         return Problem(
             f"the Kafka broker at {bootstrap} refused the SASL login ({exc}); "
             "check MASTERY_KAFKA_SASL_USERNAME, MASTERY_KAFKA_SASL_PASSWORD and "
@@ -150,16 +158,18 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
     return None
 
 
-def _is_sasl_failure(exc: BaseException) -> bool:
-    from aiokafka.errors import (
-        IllegalSaslStateError,
-        SaslAuthenticationFailed,
-        UnsupportedSaslMechanismError,
-    )
+def _refusal_behind(exc: BaseException, settings: Settings) -> BaseException:
+    """The SASL or TLS error behind a failed bootstrap, else ``exc``."""
+    from infra.kafka_security import kafka_client_kwargs, refusal_cause
 
-    return isinstance(
-        exc,
-        SaslAuthenticationFailed
-        | UnsupportedSaslMechanismError
-        | IllegalSaslStateError,
-    )
+    bootstrap = settings.kafka_bootstrap_servers
+    if bootstrap is None or settings.kafka_security_protocol == "PLAINTEXT":
+        return exc
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        return exc  # called inside a loop: cannot wait for a connection here
+    cause = asyncio.run(refusal_cause(bootstrap, kafka_client_kwargs(settings)))
+    return exc if cause is None else cause

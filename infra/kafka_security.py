@@ -5,11 +5,20 @@ producers, consumers and admin clients take :func:`kafka_client_kwargs`; the
 Faust app takes :func:`faust_broker_credentials` as ``broker_credentials``
 (Faust turns it into the same aiokafka arguments, which a unit test checks).
 ``PLAINTEXT`` (the default, and the embedded broker) adds no arguments at all.
+
+aiokafka hides why a SASL login or a TLS handshake failed: it logs the reason
+of each failed bootstrap connection and raises only ``KafkaConnectionError
+("Unable to bootstrap from ...")``, the error of an unreachable broker.
+:func:`refusal_cause` connects once more to find the reason, so that a wrong
+password or an untrusted certificate is reported as such (by the CLI's one
+error line and the API's ``/readyz``), not as "cannot reach the broker".
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +27,13 @@ from infra.settings import Settings
 __all__ = [
     "KafkaSecurityError",
     "describe_kafka_security",
+    "describe_refusal",
     "faust_broker_credentials",
+    "is_sasl_refusal",
     "kafka_client_kwargs",
     "kafka_ssl_context",
+    "refusal_cause",
+    "refusal_reason",
 ]
 
 
@@ -118,6 +131,94 @@ def describe_kafka_security(settings: Settings) -> str:
             f"{settings.kafka_sasl_username!r}"
         )
     return protocol
+
+
+async def refusal_cause(
+    bootstrap: str, client_kwargs: Mapping[str, Any], *, timeout_s: float = 5.0
+) -> Exception | None:
+    """Why a client with ``client_kwargs`` cannot bootstrap, when a broker of
+    ``bootstrap`` answered and refused it: the SASL error
+    (``SaslAuthenticationFailed``, ...) or the :class:`ssl.SSLError` of the
+    handshake. ``None`` for ``PLAINTEXT`` and when no broker answered at all
+    (then "cannot reach the broker" is the right explanation).
+    """
+    if client_kwargs.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+        return None
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import KafkaError
+
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            continue
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await create_conn(
+                    host.strip("[]"),
+                    int(port),
+                    request_timeout_ms=int(timeout_s * 1000),
+                    **client_kwargs,
+                )
+        except ssl.SSLError as exc:
+            return exc
+        except KafkaError as exc:
+            # The SASL errors; a KafkaConnectionError is "no answer".
+            if is_sasl_refusal(exc):
+                refused: Exception = exc  # aiokafka's errors are untyped
+                return refused
+        except (OSError, TimeoutError):
+            continue
+        else:
+            conn.close()
+    return None
+
+
+def describe_refusal(cause: BaseException) -> str:
+    """One line for a :func:`refusal_cause`, naming the settings to check."""
+    if isinstance(cause, ssl.SSLError):
+        return (
+            f"TLS handshake with the Kafka broker failed ({cause}); check "
+            "MASTERY_KAFKA_SSL_CAFILE (the CA that signed the broker's "
+            "certificate) and MASTERY_KAFKA_SECURITY_PROTOCOL"
+        )
+    return (
+        f"the Kafka broker refused the SASL login ({cause}); check "
+        "MASTERY_KAFKA_SASL_USERNAME, MASTERY_KAFKA_SASL_PASSWORD and "
+        "MASTERY_KAFKA_SASL_MECHANISM"
+    )
+
+
+async def refusal_reason(
+    exc: BaseException,
+    bootstrap: str,
+    client_kwargs: Mapping[str, Any],
+    *,
+    timeout_s: float = 5.0,
+) -> str | None:
+    """:func:`describe_refusal` of the refusal behind ``exc`` when it is a
+    failed bootstrap that a broker refused, else ``None``."""
+    from aiokafka.errors import KafkaConnectionError
+
+    if not isinstance(exc, KafkaConnectionError):
+        return None
+    cause = await refusal_cause(bootstrap, client_kwargs, timeout_s=timeout_s)
+    return None if cause is None else describe_refusal(cause)
+
+
+def is_sasl_refusal(exc: BaseException) -> bool:
+    """Whether ``exc`` is aiokafka's error for a refused SASL login."""
+    from aiokafka.errors import (
+        IllegalSaslStateError,
+        SaslAuthenticationFailed,
+        UnsupportedSaslMechanismError,
+    )
+
+    return isinstance(
+        exc,
+        SaslAuthenticationFailed
+        | UnsupportedSaslMechanismError
+        | IllegalSaslStateError,
+    )
 
 
 def _path(value: object) -> str | None:
