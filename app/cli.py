@@ -78,8 +78,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
     from app.broker_watch import check_before_start
+    from app.faust_corrections.guards import GroupProbes
     from app.worker import create_worker
     from infra.broker import ensure_topics, profile_for, verify_broker
+    from infra.kafka_security import kafka_client_kwargs
+    from infra.topics import TopicNames
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
@@ -92,6 +95,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         await check_before_start(settings, bootstrap, redis_url)
         # Creates missing topics; refuses (exit 78) ones that would lose data.
         await ensure_topics(settings, bootstrap)
+        # A missing group ACL as one explained line, not a silent Faust wait.
+        await GroupProbes(
+            bootstrap, settings.worker_id, profile, kafka_client_kwargs(settings)
+        ).check_access(TopicNames(settings.topic_prefix).registration_events)
         await verify_broker(settings, bootstrap)
 
     loop.run_until_complete(prepare())

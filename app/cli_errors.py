@@ -4,8 +4,9 @@
 causes into a :class:`Problem` (a message and a sysexits code); anything else
 is a bug and keeps its traceback. Exit codes: 69 (``EX_UNAVAILABLE``) for a
 dependency that cannot be reached, 78 (``EX_CONFIG``) for a setting that is
-wrong; a supervisor restarts on both, and neither is 75, the worker's "restart
-me" code.
+wrong, 77 (``EX_NOPERM``) for a Kafka principal that lacks an ACL; a
+supervisor restarts on all three, and none is 75, the worker's "restart me"
+code.
 
 A Kafka client that could not bootstrap over SASL or TLS is diagnosed with one
 more connection (:func:`infra.kafka_security.refusal_cause`): aiokafka raises
@@ -28,6 +29,7 @@ from infra.settings import Settings
 
 __all__ = [
     "EX_CONFIG",
+    "EX_NOPERM",
     "EX_UNAVAILABLE",
     "PortInUse",
     "Problem",
@@ -38,6 +40,7 @@ __all__ = [
 ]
 
 EX_UNAVAILABLE = 69
+EX_NOPERM = 77
 EX_CONFIG = 78
 
 
@@ -111,7 +114,11 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from infra.broker import BrokerMisreportsOffsets
-    from infra.kafka_security import KafkaSecurityError, is_sasl_refusal
+    from infra.kafka_security import (
+        KafkaSecurityError,
+        describe_kafka_security,
+        is_sasl_refusal,
+    )
 
     bootstrap = settings.kafka_bootstrap_servers or "(embedded)"
     if isinstance(exc, KafkaConnectionError):
@@ -131,6 +138,13 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
             "check MASTERY_KAFKA_SASL_USERNAME, MASTERY_KAFKA_SASL_PASSWORD and "
             "MASTERY_KAFKA_SASL_MECHANISM",
             EX_CONFIG,
+        )
+    if _is_authorization_failure(exc):
+        return Problem(
+            f"the Kafka broker at {bootstrap} denied "
+            f"{describe_kafka_security(settings)} an operation ({exc}); grant the "
+            'ACLs that deploy/README.md lists ("Kafka ACLs") for this process',
+            EX_NOPERM,
         )
     if isinstance(exc, ssl.SSLError):
         return Problem(
@@ -173,3 +187,20 @@ def _refusal_behind(exc: BaseException, settings: Settings) -> BaseException:
         return exc  # called inside a loop: cannot wait for a connection here
     cause = asyncio.run(refusal_cause(bootstrap, kafka_client_kwargs(settings)))
     return exc if cause is None else cause
+
+
+def _is_authorization_failure(exc: BaseException) -> bool:
+    from aiokafka.errors import (
+        ClusterAuthorizationFailedError,
+        GroupAuthorizationFailedError,
+        TopicAuthorizationFailedError,
+        TransactionalIdAuthorizationFailed,
+    )
+
+    return isinstance(
+        exc,
+        TopicAuthorizationFailedError
+        | GroupAuthorizationFailedError
+        | ClusterAuthorizationFailedError
+        | TransactionalIdAuthorizationFailed,
+    )

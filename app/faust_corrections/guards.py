@@ -64,6 +64,19 @@ class GroupProbes:
             **self.client_kwargs,
         )
 
+    async def check_access(self, topic: str) -> None:
+        """Raise the broker's ``GroupAuthorizationFailedError`` (or
+        ``TopicAuthorizationFailedError``) unless this principal may use the
+        group and describe ``topic``. Run before Faust starts: its consumer
+        keeps such an error pending and waits for an assignment forever,
+        without a word (faust-streaming 0.15.3, aiokafka 0.14)."""
+        probe = self.new()
+        await probe.start()
+        try:
+            await probe.committed(AIOTopicPartition(topic, 0))
+        finally:
+            await probe.stop()
+
 
 class SkipGuard:
     """Checks that no record of a source partition is skipped (module docstring)."""
