@@ -46,8 +46,10 @@ async def read_topic(
         fetch_max_wait_ms=fetch_max_wait_ms,
         **(client_kwargs or {}),
     )
-    await consumer.start()
     try:
+        # Inside the try: a consumer whose start failed (a refused login) must
+        # be stopped too, or aiokafka reports it unclosed after the error line.
+        await consumer.start()
         partitions = await topic_partitions(bootstrap, topic, client_kwargs)
         if not partitions:
             return
