@@ -117,6 +117,7 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
     from infra.kafka_security import (
         KafkaSecurityError,
         describe_kafka_security,
+        is_authorization_failure,
         is_sasl_refusal,
     )
 
@@ -139,7 +140,7 @@ def explain(exc: BaseException, settings: Settings) -> Problem | None:
             "MASTERY_KAFKA_SASL_MECHANISM",
             EX_CONFIG,
         )
-    if _is_authorization_failure(exc):
+    if is_authorization_failure(exc):
         return Problem(
             f"the Kafka broker at {bootstrap} denied "
             f"{describe_kafka_security(settings)} an operation ({exc}); grant the "
@@ -187,20 +188,3 @@ def _refusal_behind(exc: BaseException, settings: Settings) -> BaseException:
         return exc  # called inside a loop: cannot wait for a connection here
     cause = asyncio.run(refusal_cause(bootstrap, kafka_client_kwargs(settings)))
     return exc if cause is None else cause
-
-
-def _is_authorization_failure(exc: BaseException) -> bool:
-    from aiokafka.errors import (
-        ClusterAuthorizationFailedError,
-        GroupAuthorizationFailedError,
-        TopicAuthorizationFailedError,
-        TransactionalIdAuthorizationFailed,
-    )
-
-    return isinstance(
-        exc,
-        TopicAuthorizationFailedError
-        | GroupAuthorizationFailedError
-        | ClusterAuthorizationFailedError
-        | TransactionalIdAuthorizationFailed,
-    )

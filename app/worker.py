@@ -33,6 +33,7 @@ from app.faust_corrections.restart import (
     BatchCancelled,
     BatchFailed,
     WorkerExit,
+    access_denied,
     exit_process,
 )
 from app.faust_corrections.store import PartitionStore
@@ -244,6 +245,10 @@ class Worker:
             exit_process(BatchCancelled("batch cancelled mid-way"))
         except Exception as exc:
             await self._loss_first()
+            # A missing ACL is the operator's to fix, not a bug: one line, 77.
+            denied = access_denied(exc)
+            if denied is not None:
+                exit_process(denied)
             failed = BatchFailed(f"batch failed: {exc!r}")
             failed.__cause__ = exc
             exit_process(failed)

@@ -29,6 +29,7 @@ __all__ = [
     "describe_kafka_security",
     "describe_refusal",
     "faust_broker_credentials",
+    "is_authorization_failure",
     "is_sasl_refusal",
     "kafka_client_kwargs",
     "kafka_ssl_context",
@@ -203,6 +204,33 @@ async def refusal_reason(
         return None
     cause = await refusal_cause(bootstrap, client_kwargs, timeout_s=timeout_s)
     return None if cause is None else describe_refusal(cause)
+
+
+def is_authorization_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the broker denying this principal an operation (an
+    ACL is missing), directly or as the cause of a wrapping error (Faust's
+    ``ProducerSendError``)."""
+    from aiokafka.errors import (
+        ClusterAuthorizationFailedError,
+        GroupAuthorizationFailedError,
+        TopicAuthorizationFailedError,
+        TransactionalIdAuthorizationFailed,
+    )
+
+    denied = (
+        TopicAuthorizationFailedError
+        | GroupAuthorizationFailedError
+        | ClusterAuthorizationFailedError
+        | TransactionalIdAuthorizationFailed
+    )
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, denied):
+            return True
+        seen.add(id(current))
+        current = current.__cause__
+    return False
 
 
 def is_sasl_refusal(exc: BaseException) -> bool:

@@ -6,6 +6,9 @@ calls :func:`exit_process`, which logs, flushes the logs and exits with the
 exception's code without running Faust's shutdown (which would ack and commit
 the batch in hand: ``take_ready`` acks in a ``finally``). The supervisor
 (``mastery dev``, the deployment's restart policy) restarts code 75.
+Code 77 (:class:`AccessDenied`) is not fixed by a restart: the broker
+denied the worker's principal an operation, and an operator must grant the
+ACL (deploy/README.md, "Kafka ACLs").
 Code 65 (:class:`BrokerLostData`) is not a restart: the broker lost records
 the worker had read, and an operator decides what happens next
 (docs/operations.md, "The broker restarted empty").
@@ -20,8 +23,10 @@ from typing import NoReturn
 
 __all__ = [
     "EXIT_BROKER_LOST",
+    "EXIT_NOPERM",
     "EXIT_RESTART",
     "EXIT_SOFTWARE",
+    "AccessDenied",
     "BatchCancelled",
     "BatchFailed",
     "BrokerLostData",
@@ -30,6 +35,7 @@ __all__ = [
     "RestartRequired",
     "Stalled",
     "WorkerExit",
+    "access_denied",
     "exit_process",
 ]
 
@@ -40,6 +46,8 @@ EXIT_SOFTWARE = 70
 #: EX_DATAERR: the broker lost records this deployment had read; do not
 #: restart until an operator has acted (``mastery dev`` does not).
 EXIT_BROKER_LOST = 65
+#: EX_NOPERM: the broker denied this worker's principal an operation.
+EXIT_NOPERM = 77
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,29 @@ class BrokerLostData(WorkerExit):
     only fold new events onto states the log no longer explains."""
 
     exit_code = EXIT_BROKER_LOST
+
+
+class AccessDenied(WorkerExit):
+    """The broker denied the worker's principal an operation: an ACL is
+    missing, and every restart would fail the same way until it is granted."""
+
+    exit_code = EXIT_NOPERM
+
+
+def access_denied(exc: BaseException) -> AccessDenied | None:
+    """An :class:`AccessDenied` for a broker authorization error (also one
+    wrapped by Faust), else ``None``."""
+    from infra.kafka_security import is_authorization_failure
+
+    if not is_authorization_failure(exc):
+        return None
+    denied: BaseException = exc
+    while denied.__cause__ is not None:
+        denied = denied.__cause__
+    return AccessDenied(
+        f"the Kafka broker denied an operation ({denied}); grant the ACLs that "
+        'deploy/README.md lists ("Kafka ACLs") for the worker'
+    )
 
 
 def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
