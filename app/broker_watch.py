@@ -43,9 +43,10 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.protocol.metadata import MetadataRequest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -243,6 +244,8 @@ class BrokerWatch:
                         TopicPartition(t["topic"], p["partition"])
                         for p in t["partitions"]
                     ]
+                listed = {t["topic"] for t in described}
+                await self._check_absent([t for t in self.topics if t not in listed])
                 if not tps:
                     return {}
                 ends = await end_offsets(
@@ -252,6 +255,31 @@ class BrokerWatch:
             await self.close()  # reconnect from scratch next time
             raise
         return {(tp.topic, tp.partition): int(end) for tp, end in ends.items()}
+
+    async def _check_absent(self, topics: list[str]) -> None:
+        """Raise ``TopicAuthorizationFailedError`` if a watched topic is
+        missing from the all-topics metadata because this principal may not
+        describe it (an ACL is missing), not because it is gone: the broker
+        leaves both out, and only the second is a loss. Asked by name with
+        topic auto-creation off (aiokafka's admin client cannot turn it off)."""
+        if not topics:
+            return
+        client = AIOKafkaClient(
+            bootstrap_servers=self._bootstrap,
+            request_timeout_ms=int(self._timeout_s * 1000),
+            **self._client_kwargs,
+        )
+        try:
+            await client.bootstrap()
+            response = await client.send(
+                client.get_random_node(),
+                MetadataRequest(topics, allow_auto_topic_creation=False),
+            )
+        finally:
+            await client.close()
+        for topic in response.to_object()["topics"]:
+            if topic["error_code"] == TopicAuthorizationFailedError.errno:
+                raise TopicAuthorizationFailedError(topic["topic"])
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         """One admin client and one consumer (no group), started on first use
