@@ -31,6 +31,7 @@ from app.devstack import DevStack
 from app.embedded_kafka import KafkaCluster
 
 __all__ = [
+    "DEPLOY_README",
     "Acl",
     "SecureStack",
     "apply_acls",

@@ -36,6 +36,7 @@ from infra.settings import Settings
 from schemas.events import AttemptGraded
 from tests.integration.helpers import partner_of, wait_until_rows_match
 from tests.reliability.kafka_secure import (
+    DEPLOY_README,
     SecureStack,
     apply_acls,
     documented_acls,
@@ -83,6 +84,15 @@ def _one_error_line(stderr: str) -> str:
     assert len(errors) == 1, stderr
     assert stderr.strip().splitlines()[-1] == errors[0]
     return errors[0]
+
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+
+
+def _documented(line: str, doc: Path) -> None:
+    """The line's advice (after its parenthesized cause) is what ``doc`` shows."""
+    advice = line.rsplit("); ", 1)[1]
+    assert advice in " ".join(doc.read_text().split()), advice
 
 
 def _wait_ready(url: str, timeout_s: float = 90.0) -> Any:
@@ -242,6 +252,19 @@ def _not_ready_api(stack: SecureStack, name: str, **security: Any) -> str:
         assert "broker" in body["error"]["details"]["failing"], body
         reason: str = body["error"]["details"]["checks"]["broker"]
         assert _get(f"{url}/healthz")[0] == 200
+        # Its ingest answers 503 with the same reason.
+        workload = _workload()
+        attempt = workload.attempts[0]
+        status, body = post_json(
+            f"{url}/registrations/{attempt.registration_id}/graded-events",
+            _graded(attempt),
+            token=stack.token(
+                partner_id=partner_of(workload, workload.learning_instances[0])
+            ),
+            timeout=30,
+        )
+        assert status == 503, body
+        assert reason in body["error"]["details"]["reason"], body
     finally:
         proc.terminate()
         proc.wait(timeout=15)
@@ -278,6 +301,7 @@ def test_sasl_ssl_pipeline_and_refused_credentials(secure_stack: SecureStack) ->
         assert done.returncode == 78, done.stderr
         line = _one_error_line(done.stderr)
         assert says in line, line
+        _documented(line, OPERATIONS)
         if security is bad_password:
             assert (
                 "check MASTERY_KAFKA_SASL_USERNAME, MASTERY_KAFKA_SASL_PASSWORD" in line
@@ -360,6 +384,8 @@ def test_documented_acls_are_all_each_principal_needs(
     done = _wait_denied(stack, "dlq", "list")
     line = _one_error_line(done.stderr)
     assert "as 'mastery-cli'" in line and "sec.dead-letter.v1" in line, line
+    _documented(line, DEPLOY_README)
+    _documented(line, OPERATIONS)
 
     for proc in list(stack.workers):
         stack.stop_worker(proc)
@@ -386,6 +412,7 @@ def test_documented_acls_are_all_each_principal_needs(
     assert "denied SASL_SSL SCRAM-SHA-512 as 'mastery-worker'" in line
     assert "GroupAuthorizationFailedError: sec-worker" in line
     assert 'deploy/README.md lists ("Kafka ACLs")' in line
+    _documented(line, DEPLOY_README)
 
 
 def _wait_denied(stack: SecureStack, *argv: str) -> subprocess.CompletedProcess[str]:
