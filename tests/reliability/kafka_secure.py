@@ -233,6 +233,7 @@ class SecureStack(DevStack):
 
 _RESOURCE = {"topic": 2, "group": 3, "cluster": 4, "transactional-id": 5}
 _PATTERN = {"literal": 3, "prefixed": 4}
+#: Kafka's AclOperation codes, by kafka-acls.sh's names lower-cased.
 _OPERATION = {
     "all": 2,
     "read": 3,
@@ -241,10 +242,10 @@ _OPERATION = {
     "delete": 6,
     "alter": 7,
     "describe": 8,
-    "cluster-action": 9,
-    "describe-configs": 10,
-    "alter-configs": 11,
-    "idempotent-write": 12,
+    "clusteraction": 9,
+    "describeconfigs": 10,
+    "alterconfigs": 11,
+    "idempotentwrite": 12,
 }
 _ALLOW = 3
 _ANY_HOST = "*"
