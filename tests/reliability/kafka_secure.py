@@ -35,6 +35,7 @@ __all__ = [
     "Acl",
     "SecureStack",
     "apply_acls",
+    "denials",
     "documented_acls",
     "make_pki",
     "secure_cluster",

@@ -40,6 +40,7 @@ from tests.reliability.kafka_secure import (
     DEPLOY_README,
     SecureStack,
     apply_acls,
+    denials,
     documented_acls,
     make_pki,
     secure_cluster,
@@ -345,6 +346,9 @@ def test_documented_acls_are_all_each_principal_needs(
     for granted in acls.values():
         apply_acls(stack.kafka, granted)
     _run_pipeline(stack)
+    # Nothing was denied and retried behind the scenes either.
+    for user in ROLES.values():
+        assert denials(stack.kafka, f"User:{user}") == []
 
     # Without Write on the events topic, the API's ingest answers 503 naming
     # the denial (and nothing is half-written).
