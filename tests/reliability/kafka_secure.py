@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from app.devstack import DevStack
 from app.embedded_kafka import KafkaCluster
+from infra.settings import Settings
 
 __all__ = [
     "DEPLOY_README",
@@ -207,8 +208,10 @@ class SecureStack(DevStack):
     """A DevStack whose processes reach the broker only through SASL_SSL, as
     ``principal`` unless a process is given other credentials."""
 
-    def __init__(self, *args: object, pki: Pki, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]  # DevStack's
+    def __init__(
+        self, settings: Settings, *, pki: Pki, kafka: KafkaCluster, log_dir: Path
+    ) -> None:
+        super().__init__(settings, log_dir=log_dir, kafka=kafka)
         self.pki = pki
         self.principal = "mastery-api"
 
