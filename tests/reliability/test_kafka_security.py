@@ -46,7 +46,7 @@ from tests.reliability.kafka_secure import (
     secure_cluster,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: ``mastery produce --instances 1 --learners 3`` produces this workload.
 PRODUCE_ARGS = ("--instances", "1", "--learners", "3")
