@@ -323,9 +323,6 @@ class Worker:
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_events.observe(len(messages))
         metrics.cache_entries.set(len(self.cache))
-        buffer = self.app.producer.buffer
-        metrics.producer_buffer_peak.set(getattr(buffer, "peak", 0))
-        metrics.producer_buffer_limit.set(buffer.max_messages)
         now = time.time()
         by_record = metrics.freshness.labels("record")
         by_event = metrics.freshness.labels("occurred_at")

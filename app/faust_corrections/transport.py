@@ -1,15 +1,5 @@
 """Corrections of Faust's aiokafka transport.
 
-- Faust pauses all streams while its producer buffer holds over 100 records;
-  a batch may dead-letter or forward up to a whole batch of records through
-  it, so the limit is raised. (State changelog records do not go through it:
-  app/checkpoint.py writes them with a producer of its own.)
-- Faust commits offsets after ``producer.flush()``, but its buffer's flush
-  returns as soon as one record takes over 0.1 s to leave, and counts a record
-  as gone once it is taken off the queue, before aiokafka has accepted it. A
-  commit could then precede the changelog records of the events it covers, and
-  a crash lose those updates. :class:`_DrainingBuffer` flushes every record
-  put before the flush began, however long it takes.
 - After every partition assignment Faust seeks its stream partitions back to
   their committed offsets, because it drops records it fetched while a
   rebalance began (``Consumer.getmany`` breaks off when the flow stops, the
@@ -36,76 +26,13 @@ import faust
 from faust.exceptions import ProducerSendError
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.transport.producer import ProducerBuffer
 from mode.services import WaitResults
 
 from infra.broker import BrokerProfile
 
-#: Records queued in Faust's producer before it pauses the streams (Faust: 100).
-PRODUCER_BUFFER_MESSAGES = 5000
-
 __all__ = ["LeanMonitor", "MasteryApp"]
 
 log = logging.getLogger(__name__)
-
-
-class _DrainingBuffer(ProducerBuffer):
-    """Faust's producer buffer whose ``flush`` returns only when every record
-    put before the call has been handed to aiokafka (whose own flush, which
-    Faust calls next, then waits for the broker's acknowledgements).
-
-    Records put while a flush waits are not waited for: the offsets being
-    committed were computed before the flush began, so their events' records
-    were already put, and a busy stream cannot starve the commit. Records
-    leave in the order they were put (one sending task), so "the first
-    ``target`` records are sent" is a count.
-    """
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._put = 0
-        self._sent = 0
-        self._progress = asyncio.Event()
-        #: Most records ever waiting at once (the worker's
-        #: mastery_worker_producer_buffer_peak; Faust pauses every stream
-        #: above ``max_messages``).
-        self.peak = 0
-
-    @property
-    def unsent(self) -> int:
-        return self._put - self._sent
-
-    def put(self, fut: Any) -> None:
-        self._put += 1
-        super().put(fut)
-        self.peak = max(self.peak, self.size)
-
-    async def _send_pending(self, fut: Any) -> None:
-        try:
-            await super()._send_pending(fut)
-        finally:
-            self._sent += 1
-            self._progress.set()
-
-    async def flush(self) -> None:
-        target = self._put
-        waited = 0.0
-        while self._sent < target:
-            if self.should_stop or self.state != "running":
-                raise RuntimeError(
-                    f"cannot flush {target - self._sent} records: producer not running"
-                )
-            self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), timeout=1.0)
-            except TimeoutError:
-                waited += 1.0
-                if waited % 10 == 0:
-                    log.warning(
-                        "producer flush: %d records still unsent after %.0f s",
-                        target - self._sent,
-                        waited,
-                    )
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -272,19 +199,6 @@ class MasteryApp(faust.App):
         self.profile = profile
         kwargs.setdefault("Monitor", LeanMonitor)
         super().__init__(*args, **kwargs)
-
-    def _new_producer(self) -> Any:
-        producer = super()._new_producer()
-        if not self.conf.producer_threaded:
-            buffer = _DrainingBuffer(loop=producer.loop, beacon=producer.beacon)
-            buffer.app = self
-            producer.buffer = buffer
-        # Dead letters and forwarded records queue in this buffer; Faust
-        # blocks every stream when it holds over 100 (its default). A batch
-        # can reject or forward all of its records: let a whole batch in
-        # before the streams wait.
-        producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
-        return producer
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
