@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import NoReturn
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "CheckpointFailed",
     "RecordsSkipped",
     "RestartRequired",
-    "Stalled",
     "WorkerExit",
     "exit_process",
 ]
@@ -60,14 +58,6 @@ class RecordsSkipped(RestartRequired):
     """Faust's fetch loop skipped records of a partition (see guards)."""
 
 
-class Stalled(RestartRequired):
-    """Events wait and nothing was processed for the stall timeout."""
-
-    #: The local store may hold writes whose changelog records never reached
-    #: the broker: the restart recovers from the changelog alone.
-    wipe_local_store = True
-
-
 class CheckpointFailed(RestartRequired):
     """States could not be written to the changelog or the local store."""
 
@@ -88,7 +78,7 @@ class BrokerLostData(WorkerExit):
     exit_code = EXIT_BROKER_LOST
 
 
-def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
+def exit_process(exc: WorkerExit) -> NoReturn:
     """Log why and end the process with ``exc.exit_code``; nothing is acked."""
     level = logging.WARNING if isinstance(exc, RestartRequired) else logging.CRITICAL
     log.log(
@@ -99,7 +89,5 @@ def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
         exc,
         exc_info=exc.__cause__ is not None,
     )
-    if getattr(exc, "wipe_local_store", False) and data_dir:
-        shutil.rmtree(data_dir, ignore_errors=True)
     logging.shutdown()
     os._exit(exc.exit_code)

@@ -1,15 +1,5 @@
-"""Corrections of Faust's aiokafka transport.
-
-- After every partition assignment Faust seeks its stream partitions back to
-  their committed offsets, because it drops records it fetched while a
-  rebalance began (``Consumer.getmany`` breaks off when the flow stops, the
-  generation changes, or a partition is paused). aiokafka's
-  ``seek_to_committed`` leaves a partition *without* a committed offset where
-  the fetcher got to, so those dropped records were skipped for good: seen as
-  a restarted worker whose first event was offset 619 on every partition, its
-  registrations then unknown. The worker's source topics
-  (``MasteryApp.seek_unset_to_beginning``) are sought to their beginning
-  instead, which is what ``auto_offset_reset="earliest"`` means.
+"""Corrections of Faust's aiokafka transport (app/faust_corrections/__init__.py
+names the upstream behaviour and the test of each).
 """
 
 from __future__ import annotations
@@ -18,8 +8,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
@@ -31,35 +20,6 @@ from mode.services import WaitResults
 from infra.broker import BrokerProfile
 
 __all__ = ["LeanMonitor", "MasteryApp"]
-
-log = logging.getLogger(__name__)
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    async def seek_to_committed(self) -> Mapping[Any, Any]:
-        committed: Mapping[Any, Any] = await self.call_thread(
-            self._seek_to_committed_or_beginning
-        )
-        return committed
-
-    async def _seek_to_committed_or_beginning(self) -> Mapping[Any, Any]:
-        consumer = self._ensure_consumer()
-        committed: Mapping[Any, Any] = await consumer.seek_to_committed()
-        # aiokafka seeks only partitions with a committed offset > 0; the
-        # others keep whatever position the fetcher reached, past records
-        # Faust may have fetched and dropped during the rebalance.
-        topics: frozenset[str] = getattr(
-            self.app, "seek_unset_to_beginning", frozenset()
-        )
-        fresh = [
-            tp for tp, offset in committed.items() if not offset and tp.topic in topics
-        ]
-        if fresh:
-            log.info(
-                "no committed offset: reading %s from the beginning", sorted(fresh)
-            )
-            await consumer.seek_to_beginning(*fresh)
-        return committed
 
 
 def _wake(waiter: asyncio.Future[None], _: object) -> None:
@@ -91,9 +51,6 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         # Faust's fetch loop (Consumer._drain_messages) delivers every record
         # with ``await self.wait_first(callback(message), suspend_flow.wait())``:
@@ -190,10 +147,6 @@ class MasteryApp(faust.App):
     #: Awaited before every offset commit, after the offsets are chosen
     #: (see ``_Consumer._commit_tps``); the worker's checkpoint.
     before_commit: Callable[[], Awaitable[None]] | None = None
-
-    #: Source topics whose partitions without a committed offset are read
-    #: from the beginning after an assignment (see the module docstring).
-    seek_unset_to_beginning: frozenset[str] = frozenset()
 
     def __init__(self, *args: Any, profile: BrokerProfile | None = None, **kwargs: Any):
         self.profile = profile

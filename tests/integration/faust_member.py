@@ -46,7 +46,6 @@ def build(args: argparse.Namespace) -> Any:
         profile=KAFKA,
         **KAFKA.faust_settings(),
     )
-    app.seek_unset_to_beginning = frozenset({args.topic})
     topic = app.topic(args.topic, key_serializer="raw", value_serializer="raw")
     app.Table(
         "state",

@@ -13,7 +13,6 @@ from typing import Any
 
 #: Name -> what is swapped back to Faust's (faust-streaming 0.15.3).
 NAMES = {
-    "seek": "_ConsumerThread.seek_to_committed: aiokafka's seek_to_committed",
     "commit-hook": "_Consumer._commit_tps: Faust's (no checkpoint before a commit)",
     "inline": "_Consumer.wait_first: mode's Service.wait_first",
     "monitor": "LeanMonitor: faust.sensors.Monitor",
@@ -36,10 +35,7 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
 
     # Each swap replaces a method or name on purpose (mypy: method-assign,
     # assignment): the point is to run Faust's original in its place.
-    thread, consumer = transport._ConsumerThread, transport._Consumer
-    if "seek" in names:
-        original = faust_aiokafka.AIOKafkaConsumerThread.seek_to_committed
-        thread.seek_to_committed = original  # type: ignore[method-assign]
+    consumer = transport._Consumer
     if "commit-hook" in names:
         consumer._commit_tps = faust_aiokafka.Consumer._commit_tps  # type: ignore[method-assign]
     if "inline" in names:
