@@ -75,7 +75,7 @@ def build(args: argparse.Namespace) -> Any:
     async def handle(stream: Any) -> None:
         nonlocal records
         within = args.within_ms / 1000
-        check = _guarded(app, args, handle)
+        check = _guarded(app, args)
         async for events in streams.take_ready(stream, 500, within):
             await check(events)
             now = time.time()
@@ -107,7 +107,7 @@ def build(args: argparse.Namespace) -> Any:
     return app
 
 
-def _guarded(app: Any, args: argparse.Namespace, handle: Any) -> Any:
+def _guarded(app: Any, args: argparse.Namespace) -> Any:
     """The worker's skip guard around the batch handler (unless --without
     skip-guard): a skipped record ends the process with code 75."""
     from app.faust_corrections.guards import GroupProbes, SkipGuard
