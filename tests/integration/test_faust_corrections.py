@@ -122,7 +122,7 @@ def test_no_record_is_skipped_while_members_come_and_go(
     the records in between (faust-streaming #216/#221;
     docs/upstream/faust-read-offset-skip.md). The guard ends such a member
     (code 75, restarted) before it acks. Without the guard records were lost
-    in every run of this scenario, 3 of 3 (2026-12-06)."""
+    in every run of this scenario, 4 of 4 (2026-12-06)."""
     rng = random.Random(3)
     without = _without(pytestconfig)
     produce(group.bootstrap, group.topic, 500, 4)
