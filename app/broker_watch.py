@@ -346,32 +346,28 @@ class BrokerWatch:
 
 def report_consistency_errors(app: Any, watch: BrokerWatch, data_dir: str) -> None:
     """Turn Faust's ``ConsistencyError`` (raised by table recovery when the
-    local store has read further than the changelog now reaches; its service
-    crashes and the process ends with code 1, faust-streaming 0.15.3) into a
-    reported broker loss and exit code 65."""
-    from faust.exceptions import ConsistencyError
+    local store has read further than the changelog now reaches,
+    app/faust_corrections/recovery.py) into a reported broker loss and exit
+    code 65."""
+    # Imported here: the API imports this module and never loads Faust.
+    from app.faust_corrections.recovery import on_consistency_error
 
-    recovery = app.tables.recovery
-    crash = recovery.crash
-
-    async def crash_or_report(reason: BaseException) -> None:
-        if isinstance(reason, ConsistencyError):
-            faust_says = " ".join(str(reason).split())
-            exit_process(
-                await watch.report(
-                    BrokerLoss(
-                        by=watch.by,
-                        at=datetime.now(UTC),
-                        reason=f"the local store has read further than the "
-                        f"changelog now reaches ({faust_says}): the broker lost "
-                        "records, or the data folder belongs to another cluster; "
-                        f"once the loss is accepted, delete {data_dir}",
-                    )
+    async def report(reason: BaseException) -> None:
+        faust_says = " ".join(str(reason).split())
+        exit_process(
+            await watch.report(
+                BrokerLoss(
+                    by=watch.by,
+                    at=datetime.now(UTC),
+                    reason=f"the local store has read further than the "
+                    f"changelog now reaches ({faust_says}): the broker lost "
+                    "records, or the data folder belongs to another cluster; "
+                    f"once the loss is accepted, delete {data_dir}",
                 )
             )
-        await crash(reason)
+        )
 
-    recovery.crash = crash_or_report
+    on_consistency_error(app, report)
 
 
 async def reset(watch: BrokerWatch) -> tuple[BrokerLoss | None, Ends]:

@@ -46,7 +46,6 @@ _WORKER = (
     "broker_session_timeout_s",
     "table_standby_replicas",
     "catalog_catchup_timeout_s",
-    "stall_timeout_s",
     "worker_heartbeat_ttl_s",
     "broker_check_interval_s",
     "state_cache_max_entries",

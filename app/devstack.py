@@ -138,9 +138,10 @@ class DevStack:
         return proc
 
     def _supervise(self, proc: subprocess.Popen[bytes], name: str) -> None:
-        """Restart a worker that asks for it (exit code 75: stalled, see the
-        worker's watchdog), as a production supervisor would; never one that
-        found the broker's data lost (65, app/broker_watch.py)."""
+        """Restart a worker that asks for it (exit code 75: records skipped,
+        a failed checkpoint; app/faust_corrections/restart.py), as a
+        production supervisor would; never one that found the broker's data
+        lost (65, app/broker_watch.py)."""
         code = proc.wait()
         if (
             code == RESTART_EXIT_CODE

@@ -111,18 +111,6 @@ class WorkerMetrics:
         self.rebalances = Counter(
             "mastery_worker_rebalances", "completed rebalances", registry=r
         )
-        self.producer_buffer_peak = Gauge(
-            "mastery_worker_producer_buffer_peak",
-            "most records ever waiting at once in Faust's producer buffer (dead "
-            "letters, forwarded records); Faust pauses every stream above "
-            "mastery_worker_producer_buffer_limit",
-            registry=r,
-        )
-        self.producer_buffer_limit = Gauge(
-            "mastery_worker_producer_buffer_limit",
-            "records in Faust's producer buffer above which it pauses the streams",
-            registry=r,
-        )
         self.heap_frozen = Gauge(
             "mastery_worker_heap_frozen_objects",
             "objects moved out of the cyclic collector's reach at the last "

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 from app.broker_watch import BrokerWatch, process_name, report_consistency_errors
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.checkpoint import ChangelogWriter, Checkpoint
-from app.faust_corrections.guards import GroupProbes, SkipGuard, Watchdog
+from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import (
     BatchCancelled,
     BatchFailed,
@@ -117,9 +117,6 @@ class Worker:
             broker_commit_interval=settings.commit_interval_s,
             **profile.faust_settings(),
         )
-        self.app.seek_unset_to_beginning = frozenset(
-            {self.topics.registration_events, self.topics.catalog}
-        )
         self.registration_topic = self.app.topic(
             self.topics.registration_events,
             key_serializer="raw",
@@ -174,12 +171,6 @@ class Worker:
         self.app.before_commit = self._before_commit
         probes = GroupProbes(bootstrap, settings.worker_id, profile, client_kwargs)
         self.skip_guard = SkipGuard(self.app, probes)
-        self.watchdog = Watchdog(
-            self.app,
-            probes,
-            topic=self.topics.registration_events,
-            stall_timeout_s=settings.stall_timeout_s,
-        )
         # A broker that lost its data, and "a worker runs", for the API.
         self.broker_watch = BrokerWatch.of_worker(
             settings, self.redis, bootstrap, profile
@@ -201,7 +192,6 @@ class Worker:
         self.app.task(self._run_follower)
         self.app.task(self._run_rederiver)
         self.app.task(self._run_forecast_builder)
-        self.app.task(self._run_watchdog)
         self.app.task(self._run_read_model_watch)
         self.app.task(self._run_broker_watch)
         self.app.task(self.heartbeat.run)
@@ -220,7 +210,6 @@ class Worker:
         async for events in take_ready(stream, self.settings.batch_max_events, within):
             async with self.lock:
                 await self._or_exit(self.handle_registration_batch(events))
-            self.watchdog.progress()
 
     async def _catalog_agent(self, stream: Any) -> None:
         async for event in stream.events():
@@ -238,7 +227,7 @@ class Worker:
             await work
         except WorkerExit as exc:
             await self._loss_first()
-            exit_process(exc, data_dir=str(self.settings.data_dir))
+            exit_process(exc)
         except asyncio.CancelledError:
             # Cancelled mid-batch (shutdown or rebalance): returning would let
             # take_ready ack events whose effects may not all be stored.
@@ -341,9 +330,6 @@ class Worker:
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_events.observe(len(messages))
         metrics.cache_entries.set(len(self.cache))
-        buffer = self.app.producer.buffer
-        metrics.producer_buffer_peak.set(getattr(buffer, "peak", 0))
-        metrics.producer_buffer_limit.set(buffer.max_messages)
         now = time.time()
         by_record = metrics.freshness.labels("record")
         by_event = metrics.freshness.labels("occurred_at")
@@ -492,10 +478,6 @@ class Worker:
         if gone:
             log.info("revoked partitions %s: %d cached states evicted", gone, dropped)
 
-    async def _run_watchdog(self) -> None:
-        await self.follower.ready.wait()
-        await self._or_exit(self.watchdog.run())
-
     def _assigned_partitions(self) -> list[int]:
         return sorted(
             tp.partition
@@ -528,7 +510,6 @@ class Worker:
             )
             self._partitions = actual
         self.metrics.rebalances.inc()
-        self.watchdog.progress()
         self.skip_guard.reset()
         self._mark_dirty(_ALL)
 
@@ -635,7 +616,6 @@ class Worker:
                         projection.registration(state)
                     count += 1
                 await self.projector.write(projection)
-            self.watchdog.progress()  # a long repair is progress
             if len(chunk) < _REDERIVE_CHUNK:
                 break
             await asyncio.sleep(0)  # let the waiting batch take the lock

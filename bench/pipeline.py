@@ -69,23 +69,6 @@ R: dict[str, Any] = {}  # every raw figure, rendered at the end
 METRICS_PORTS: list[int] = []  # the workers' /metrics
 
 
-def producer_buffer(stack: DevStack) -> tuple[float, float]:
-    """(most records ever waiting in a worker's Faust producer buffer, the
-    count above which Faust pauses the streams), over the workers."""
-    peak = limit = 0.0
-    for port in METRICS_PORTS:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/metrics", timeout=5
-        ) as resp:
-            for line in resp.read().decode().splitlines():
-                name, _, value = line.partition(" ")
-                if name == "mastery_worker_producer_buffer_peak":
-                    peak = max(peak, float(value))
-                elif name == "mastery_worker_producer_buffer_limit":
-                    limit = max(limit, float(value))
-    return peak, limit
-
-
 def write_section(out: Path, heading: str, section: str) -> None:
     """Replace (or append) the section of ``out`` that starts at ``heading``
     and runs to the next ``## `` heading (one bench's part of a report)."""
@@ -609,11 +592,6 @@ before the sentinels has been applied; all learner rows are then compared with
 - correctness: {rows_bad} of {rows_checked:,} learner rows differ from the oracle
 - CPU (spawn -> complete): {cpu_tp}
 - worker RSS at the end (each): {worker_rss_all} MB
-- Faust's producer buffer (dead letters, forwarded records; state changelog
-  records use the checkpoint's own producer): at most {buf_peak:,.0f} records
-  waiting at once in any worker over the replay and the freshness run
-  (`mastery_worker_producer_buffer_peak`); Faust pauses every stream above
-  {buf_limit:,.0f}
 
 ### 1b. Side by side with the Quix Streams peer
 
@@ -790,7 +768,6 @@ def main() -> int:
             "set by --fresh-rate" if args.fresh_rate else "half of (1)'s rate"
         )
         asyncio.run(freshness(stack, w, rate, args.probes))
-        R["buf_peak"], R["buf_limit"] = producer_buffer(stack)
         api_load(stack, w, args.api_seconds, args.raw_client)
     finally:
         stack.stop()

@@ -124,12 +124,6 @@ class Settings(BaseSettings):
         le=60,
         description="how often the worker checkpoints states and commits offsets",
     )
-    stall_timeout_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="exit (code 75, for the supervisor to restart) when events "
-        "wait on assigned partitions and no batch was processed for this long",
-    )
     worker_heartbeat_ttl_s: float = Field(
         default=30.0,
         gt=0,

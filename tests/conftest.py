@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from app.embedded import EmbeddedKafka, EmbeddedRedis
 from infra.logs import RateLimitingHandler
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--without",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="run with a correction of app/faust_corrections swapped for Faust's "
+        "own behaviour (tests/switches/without.py), here and in the worker "
+        "processes the tests start: its test must then fail",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    names: list[str] = config.getoption("--without")
+    if names:
+        from tests.switches.without import apply
+
+        apply(names)
+        root = Path(__file__).resolve().parent.parent
+        os.environ["MASTERY_TEST_WITHOUT"] = ",".join(names)
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            [
+                str(root / "tests" / "switches"),
+                str(root),
+                os.environ.get("PYTHONPATH", ""),
+            ]
+        )
 
 
 @pytest.fixture(autouse=True)

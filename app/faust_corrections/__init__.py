@@ -1,23 +1,54 @@
 """Every correction of faust-streaming's behaviour, in one package.
 
-Verified on faust-streaming 0.15.x (0.15.3) with aiokafka 0.14 (the pinned
-range in pyproject.toml). Each module names the upstream behaviour it corrects:
+Versions checked: faust-streaming 0.15.3, aiokafka 0.14.0, Apache Kafka 4.4.0
+(KRaft, app/embedded_kafka.py), on 2026-12-06. Each correction names the
+upstream behaviour it corrects and the test, on Apache Kafka, that fails
+without it (``pytest TEST --without NAME`` swaps it for Faust's own behaviour,
+tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
 
-- :mod:`.transport`: the consumer's fetch wait follows the broker profile
-  (Faust hard-codes 1.5 s); partitions without a committed offset are read
-  from the beginning after an assignment (aiokafka leaves them where the
-  fetcher was, past records Faust dropped at the rebalance); the producer
-  buffer's flush waits for every record put before it (Faust's gives up after
-  0.1 s); and the commit hook that lets the worker's write-back checkpoint run
-  at the exact moment Faust picks the offsets to commit.
-- :mod:`.streams`: ``take_ready``, batches handed over as soon as the records
-  fetched so far are in them (Faust's ``take_events`` waits its whole window
-  after every batch that is not full).
-- :mod:`.store`: reads and writes a registration's state in *its own*
-  partition of the RocksDB store (Faust addresses "the current event's"
-  partition, which inside a batch is the batch's last event).
-- :mod:`.guards`: the skip guard (Faust's fetch loop can skip records after a
-  rebalance, faust-streaming #216/#221) and the stall watchdog.
+- :mod:`.transport`, ``_Consumer._commit_tps`` (``commit-hook``): Faust picks
+  the offsets to commit and commits them; the copy runs the worker's
+  checkpoint (``MasteryApp.before_commit``, app/checkpoint.py) between the
+  two, so no offset is committed before the states of its records are in the
+  changelog. Test: tests/reliability/test_checkpoint_commit.py::
+  test_committed_offsets_survive_a_restart_from_the_changelog.
+- :mod:`.transport`, ``_Consumer.wait_first`` (``inline``): Faust's fetch
+  loop awaits mode's ``wait_first`` for every record, over five tasks per
+  record; the record is delivered inline unless the stream's queue is full.
+  Test: tests/integration/test_faust_corrections.py::
+  test_the_fetch_loop_delivers_records_without_a_task_each.
+- :mod:`.transport`, ``LeanMonitor`` (``monitor``): Faust's Monitor does
+  bookkeeping for every record for web views the worker turns off.
+  Test: tests/integration/test_faust_corrections.py::
+  test_the_monitor_keeps_no_per_record_bookkeeping.
+- :mod:`.streams`, ``take_ready`` (``take-ready``): Faust's ``take_events``
+  waits out its whole window after every batch that is not full; a batch is
+  handed over once the records fetched so far are in it.
+  Test: tests/integration/test_faust_corrections.py::
+  test_a_record_is_handed_over_without_waiting_out_the_window
+  (and tests/unit/test_take_ready.py).
+- :mod:`.store`, ``PartitionStore``: Faust's RocksDB store reads and writes a
+  key in the partition of "the current event" (and cannot write without
+  one); the worker addresses the key's own partition, from the checkpoint.
+  No Faust original to swap back (see docs/upstream/README.md); exercised on
+  Apache Kafka by tests/reliability/test_checkpoint_commit.py and
+  tests/reliability/test_local_store.py, unit tests in
+  tests/unit/test_worker_store.py.
+- :mod:`.guards`, ``SkipGuard`` (``skip-guard``): Faust's fetch loop can skip
+  records after a reassignment (faust-streaming #216/#221, still on 0.15.3);
+  the worker exits (75) before acking them.
+  Test: tests/integration/test_faust_corrections.py::
+  test_no_record_is_skipped_while_members_come_and_go.
+- :mod:`.recovery`, ``on_consistency_error`` (``consistency``): Faust's table
+  recovery crashes (exit 1) on a ``ConsistencyError``; the worker reports a
+  broker loss and exits 65. Test: tests/reliability/test_broker_restart.py::
+  test_faust_consistency_error_ends_in_the_same_report.
 - :mod:`.restart`: the typed exceptions that end the worker process, and the
-  one function that turns them into its exit code.
+  one function that turns them into its exit code (not a correction).
+
+Deleted in December 2026, no failure on Apache Kafka without them: the
+draining producer buffer and its raised limit (the worker puts nothing into
+Faust's producer buffer), the seek of partitions without a committed offset
+to their beginning, and the stall watchdog (docs/reliability.md says what
+was tried).
 """

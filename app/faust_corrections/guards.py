@@ -1,7 +1,8 @@
-"""Crash-only guards for two Faust behaviours that lose or stall processing.
+"""A crash-only guard for records Faust's fetch loop skips.
 
-Both verified on faust-streaming 0.15.3 with aiokafka 0.14
-(app/faust_corrections/__init__.py).
+Verified on faust-streaming 0.15.3, aiokafka 0.14.0, Apache Kafka 4.4.0
+(app/faust_corrections/__init__.py names its test;
+docs/upstream/faust-read-offset-skip.md the draft for upstream).
 
 - :class:`SkipGuard`: Faust drops records it fetched when a rebalance begins
   and seeks back to the committed offsets, but its fetch loop then also drops
@@ -16,18 +17,12 @@ Both verified on faust-streaming 0.15.3 with aiokafka 0.14
   control records); if records were skipped, :class:`RecordsSkipped` ends the
   worker without acking the batch, and its restart reads from the committed
   offset.
-- :class:`Watchdog`: after a double group join at start-up Faust's stream
-  sometimes never resumes, with no error. When events wait (end offset >
-  committed offset on this worker's partitions) and no batch was processed for
-  ``stall_timeout_s``, :class:`Stalled` ends the worker so its supervisor
-  restarts it; uncommitted events are then processed again, idempotently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,10 +31,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AIOTopicPartition
 from aiokafka.errors import KafkaError
 
-from app.faust_corrections.restart import RecordsSkipped, Stalled
-from infra.broker import BrokerProfile, end_offsets
+from app.faust_corrections.restart import RecordsSkipped
+from infra.broker import BrokerProfile
 
-__all__ = ["GroupProbes", "SkipGuard", "Watchdog"]
+__all__ = ["GroupProbes", "SkipGuard"]
 
 log = logging.getLogger(__name__)
 
@@ -169,73 +164,3 @@ class SkipGuard:
         if records[0].offset < offset:
             return f"the log has offset {records[0].offset} (expected: {committed})"
         return ""
-
-
-class Watchdog:
-    """Ends a worker whose stream stalled while events wait (module docstring)."""
-
-    def __init__(
-        self, app: Any, probes: GroupProbes, *, topic: str, stall_timeout_s: float
-    ):
-        self._app = app
-        self.probes = probes
-        self._topic = topic
-        self.stall_timeout_s = stall_timeout_s
-        self.last_progress = time.monotonic()
-
-    def progress(self) -> None:
-        self.last_progress = time.monotonic()
-
-    async def run(self) -> None:
-        """Watch until the process ends; raises :class:`Stalled`."""
-        timeout = self.stall_timeout_s
-        probe = self.probes.new()
-        await probe.start()
-        busy_since: float | None = None
-        try:
-            while True:
-                await asyncio.sleep(min(5.0, timeout / 3))
-                now = time.monotonic()
-                if self._app.rebalancing or getattr(self._app, "in_recovery", False):
-                    # Rebalancing or recovering is progress, unless it never ends.
-                    busy_since = busy_since or now
-                    if now - busy_since < 4 * timeout:
-                        self.last_progress = now
-                        continue
-                else:
-                    busy_since = None
-                idle = now - self.last_progress
-                if idle < timeout:
-                    continue
-                try:
-                    lag = await asyncio.wait_for(self._lag(probe), 15.0)
-                except (TimeoutError, KafkaError) as exc:
-                    log.warning("watchdog could not read the lag: %r", exc)
-                    continue
-                if lag > 0:
-                    raise Stalled(f"no batch for {idle:.0f} s while {lag} events wait")
-                self.last_progress = time.monotonic()  # idle, and rightly so
-        finally:
-            await probe.stop()
-
-    async def _lag(self, probe: AIOKafkaConsumer) -> int:
-        assigned = [
-            AIOTopicPartition(tp.topic, tp.partition)
-            for tp in self._app.consumer.assignment()
-            if tp.topic == self._topic
-        ]
-        if not assigned:
-            # A worker left with no partitions after a rebalance is idle while
-            # the group's events may wait: judge by the whole topic.
-            partitions = probe.partitions_for_topic(self._topic)
-            assigned = [
-                AIOTopicPartition(self._topic, p) for p in sorted(partitions or ())
-            ]
-            if not assigned:
-                return 0
-        ends = await end_offsets(probe, assigned)
-        lag = 0
-        for tp in assigned:
-            committed = await probe.committed(tp)
-            lag += max(0, ends[tp] - (committed or 0))
-        return lag

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import NoReturn
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "CheckpointFailed",
     "RecordsSkipped",
     "RestartRequired",
-    "Stalled",
     "WorkerExit",
     "access_denied",
     "exit_process",
@@ -66,14 +64,6 @@ class RestartRequired(WorkerExit):
 
 class RecordsSkipped(RestartRequired):
     """Faust's fetch loop skipped records of a partition (see guards)."""
-
-
-class Stalled(RestartRequired):
-    """Events wait and nothing was processed for the stall timeout."""
-
-    #: The local store may hold writes whose changelog records never reached
-    #: the broker: the restart recovers from the changelog alone.
-    wipe_local_store = True
 
 
 class CheckpointFailed(RestartRequired):
@@ -119,7 +109,7 @@ def access_denied(exc: BaseException) -> AccessDenied | None:
     )
 
 
-def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
+def exit_process(exc: WorkerExit) -> NoReturn:
     """Log why and end the process with ``exc.exit_code``; nothing is acked."""
     level = logging.WARNING if isinstance(exc, RestartRequired) else logging.CRITICAL
     log.log(
@@ -130,7 +120,5 @@ def exit_process(exc: WorkerExit, *, data_dir: str | None = None) -> NoReturn:
         exc,
         exc_info=exc.__cause__ is not None,
     )
-    if getattr(exc, "wipe_local_store", False) and data_dir:
-        shutil.rmtree(data_dir, ignore_errors=True)
     logging.shutdown()
     os._exit(exc.exit_code)

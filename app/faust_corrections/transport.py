@@ -1,25 +1,5 @@
-"""Corrections of Faust's aiokafka transport.
-
-- Faust pauses all streams while its producer buffer holds over 100 records;
-  a batch may dead-letter or forward up to a whole batch of records through
-  it, so the limit is raised. (State changelog records do not go through it:
-  app/checkpoint.py writes them with a producer of its own.)
-- Faust commits offsets after ``producer.flush()``, but its buffer's flush
-  returns as soon as one record takes over 0.1 s to leave, and counts a record
-  as gone once it is taken off the queue, before aiokafka has accepted it. A
-  commit could then precede the changelog records of the events it covers, and
-  a crash lose those updates. :class:`_DrainingBuffer` flushes every record
-  put before the flush began, however long it takes.
-- After every partition assignment Faust seeks its stream partitions back to
-  their committed offsets, because it drops records it fetched while a
-  rebalance began (``Consumer.getmany`` breaks off when the flow stops, the
-  generation changes, or a partition is paused). aiokafka's
-  ``seek_to_committed`` leaves a partition *without* a committed offset where
-  the fetcher got to, so those dropped records were skipped for good: seen as
-  a restarted worker whose first event was offset 619 on every partition, its
-  registrations then unknown. The worker's source topics
-  (``MasteryApp.seek_unset_to_beginning``) are sought to their beginning
-  instead, which is what ``auto_offset_reset="earliest"`` means.
+"""Corrections of Faust's aiokafka transport (app/faust_corrections/__init__.py
+names the upstream behaviour and the test of each).
 """
 
 from __future__ import annotations
@@ -28,111 +8,18 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
 from faust.exceptions import ProducerSendError
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.transport.producer import ProducerBuffer
 from mode.services import WaitResults
 
 from infra.broker import BrokerProfile
 
-#: Records queued in Faust's producer before it pauses the streams (Faust: 100).
-PRODUCER_BUFFER_MESSAGES = 5000
-
 __all__ = ["LeanMonitor", "MasteryApp"]
-
-log = logging.getLogger(__name__)
-
-
-class _DrainingBuffer(ProducerBuffer):
-    """Faust's producer buffer whose ``flush`` returns only when every record
-    put before the call has been handed to aiokafka (whose own flush, which
-    Faust calls next, then waits for the broker's acknowledgements).
-
-    Records put while a flush waits are not waited for: the offsets being
-    committed were computed before the flush began, so their events' records
-    were already put, and a busy stream cannot starve the commit. Records
-    leave in the order they were put (one sending task), so "the first
-    ``target`` records are sent" is a count.
-    """
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self._put = 0
-        self._sent = 0
-        self._progress = asyncio.Event()
-        #: Most records ever waiting at once (the worker's
-        #: mastery_worker_producer_buffer_peak; Faust pauses every stream
-        #: above ``max_messages``).
-        self.peak = 0
-
-    @property
-    def unsent(self) -> int:
-        return self._put - self._sent
-
-    def put(self, fut: Any) -> None:
-        self._put += 1
-        super().put(fut)
-        self.peak = max(self.peak, self.size)
-
-    async def _send_pending(self, fut: Any) -> None:
-        try:
-            await super()._send_pending(fut)
-        finally:
-            self._sent += 1
-            self._progress.set()
-
-    async def flush(self) -> None:
-        target = self._put
-        waited = 0.0
-        while self._sent < target:
-            if self.should_stop or self.state != "running":
-                raise RuntimeError(
-                    f"cannot flush {target - self._sent} records: producer not running"
-                )
-            self._progress.clear()
-            try:
-                await asyncio.wait_for(self._progress.wait(), timeout=1.0)
-            except TimeoutError:
-                waited += 1.0
-                if waited % 10 == 0:
-                    log.warning(
-                        "producer flush: %d records still unsent after %.0f s",
-                        target - self._sent,
-                        waited,
-                    )
-
-
-class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    async def seek_to_committed(self) -> Mapping[Any, Any]:
-        committed: Mapping[Any, Any] = await self.call_thread(
-            self._seek_to_committed_or_beginning
-        )
-        return committed
-
-    async def _seek_to_committed_or_beginning(self) -> Mapping[Any, Any]:
-        consumer = self._ensure_consumer()
-        committed: Mapping[Any, Any] = await consumer.seek_to_committed()
-        # aiokafka seeks only partitions with a committed offset > 0; the
-        # others keep whatever position the fetcher reached, past records
-        # Faust may have fetched and dropped during the rebalance.
-        topics: frozenset[str] = getattr(
-            self.app, "seek_unset_to_beginning", frozenset()
-        )
-        fresh = [
-            tp for tp, offset in committed.items() if not offset and tp.topic in topics
-        ]
-        if fresh:
-            log.info(
-                "no committed offset: reading %s from the beginning", sorted(fresh)
-            )
-            await consumer.seek_to_beginning(*fresh)
-        return committed
 
 
 def _wake(waiter: asyncio.Future[None], _: object) -> None:
@@ -164,9 +51,6 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    def _new_consumer_thread(self) -> _ConsumerThread:
-        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         # Faust's fetch loop (Consumer._drain_messages) delivers every record
         # with ``await self.wait_first(callback(message), suspend_flow.wait())``:
@@ -264,27 +148,10 @@ class MasteryApp(faust.App):
     #: (see ``_Consumer._commit_tps``); the worker's checkpoint.
     before_commit: Callable[[], Awaitable[None]] | None = None
 
-    #: Source topics whose partitions without a committed offset are read
-    #: from the beginning after an assignment (see the module docstring).
-    seek_unset_to_beginning: frozenset[str] = frozenset()
-
     def __init__(self, *args: Any, profile: BrokerProfile | None = None, **kwargs: Any):
         self.profile = profile
         kwargs.setdefault("Monitor", LeanMonitor)
         super().__init__(*args, **kwargs)
-
-    def _new_producer(self) -> Any:
-        producer = super()._new_producer()
-        if not self.conf.producer_threaded:
-            buffer = _DrainingBuffer(loop=producer.loop, beacon=producer.beacon)
-            buffer.app = self
-            producer.buffer = buffer
-        # Dead letters and forwarded records queue in this buffer; Faust
-        # blocks every stream when it holds over 100 (its default). A batch
-        # can reject or forward all of its records: let a whole batch in
-        # before the streams wait.
-        producer.buffer.max_messages = PRODUCER_BUFFER_MESSAGES
-        return producer
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)

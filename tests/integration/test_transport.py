@@ -1,4 +1,4 @@
-"""The worker consumer's seek after an assignment, on the real broker."""
+"""The skip guard's check of a batch against the log, on the real broker."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from app.embedded import EmbeddedKafka
+from app.embedded_kafka import EmbeddedKafka
 from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import RecordsSkipped
-from app.faust_corrections.transport import _ConsumerThread
 from infra.broker import KAFKA, create_topics
 
 pytestmark = pytest.mark.integration
@@ -31,52 +30,6 @@ async def _topic_with_records(bootstrap: str, prefix: str, partitions: int) -> s
     finally:
         await producer.stop()
     return topic
-
-
-async def _positions_after_seek(
-    bootstrap: str,
-) -> tuple[dict[int, int], dict[int, int]]:
-    topic = await _topic_with_records(bootstrap, "seek", 2)
-    other = await _topic_with_records(bootstrap, "other", 1)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=f"g-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
-        tp_other = TopicPartition(other, 0)
-        consumer.assign([*tps, tp_other])
-        await consumer.commit({tps[0]: 2})
-        # As after records were fetched and then dropped at a rebalance:
-        for tp in [*tps, tp_other]:
-            consumer.seek(tp, 4)
-        thread = SimpleNamespace(
-            _ensure_consumer=lambda: consumer,
-            app=SimpleNamespace(seek_unset_to_beginning=frozenset({topic})),
-        )
-        committed = await _ConsumerThread._seek_to_committed_or_beginning(thread)  # type: ignore[arg-type]
-        positions = {tp.partition: await consumer.position(tp) for tp in tps}
-        return (
-            {tp.partition: committed[tp] for tp in tps if committed[tp] is not None},
-            {**positions, -1: await consumer.position(tp_other)},
-        )
-    finally:
-        await consumer.stop()
-
-
-def test_partitions_without_a_committed_offset_are_read_from_the_beginning(
-    kafka_server: EmbeddedKafka,
-) -> None:
-    committed, positions = asyncio.run(
-        _positions_after_seek(kafka_server.bootstrap_servers)
-    )
-    assert committed == {0: 2}
-    assert positions[0] == 2  # the committed offset
-    assert positions[1] == 0  # no committed offset: the beginning, not 4
-    assert positions[-1] == 4  # a topic the worker does not name is left alone
 
 
 async def _skipped(bootstrap: str) -> dict[str, str]:

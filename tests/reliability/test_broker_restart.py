@@ -307,7 +307,7 @@ def test_faust_consistency_error_ends_in_the_same_report(stack: DevStack) -> Non
     stack.stop_worker(worker)
     changelog = f"{stack.settings.worker_id}-registration-state-changelog"
 
-    stack.kafka.restart(lose_data=True)
+    stack.kafka.restart(lose_data=True)  # Apache Kafka keeps its disks otherwise
     Redis.from_url(stack.redis.url).flushall()
 
     async def two_records_per_changelog_partition() -> None:

@@ -84,7 +84,7 @@ def test_help_shows_defaults_and_descriptions(
 ) -> None:
     text = _help("worker", capsys)
     assert "  KAFKA_BOOTSTRAP_SERVERS [unset]\n" in text
-    assert "  MASTERY_STALL_TIMEOUT_S [30.0]\n      exit (code 75" in text
+    assert "  MASTERY_COMMIT_INTERVAL_S [1.0]\n      how often the worker" in text
     assert (
         "  MASTERY_KAFKA_SECURITY_PROTOCOL [PLAINTEXT] "
         "{PLAINTEXT|SSL|SASL_PLAINTEXT|SASL_SSL}" in text
@@ -99,7 +99,7 @@ def test_help_shows_defaults_and_descriptions(
 
 def test_help_text_is_generated_from_the_fields() -> None:
     # A description changed in Settings shows in the help with no other edit.
-    description = Settings.model_fields["stall_timeout_s"].description or ""
+    description = Settings.model_fields["commit_interval_s"].description or ""
     first_words = " ".join(description.split()[:4])
     assert first_words in environment_help("worker")
 

@@ -332,8 +332,8 @@ async def test_api_readiness_probe_gets_the_settings() -> None:
 
 
 async def test_worker_clients_get_the_settings(tmp_path: Path) -> None:
-    """The Faust app, the changelog writer, the skip guard's and the
-    watchdog's probes and the catalog follower all carry the settings."""
+    """The Faust app, the changelog writer, the skip guard's probe and the
+    catalog follower all carry the settings."""
     from app.worker import create_worker
 
     settings = _sasl(data_dir=str(tmp_path), topic_prefix="t")
@@ -345,7 +345,6 @@ async def test_worker_clients_get_the_settings(tmp_path: Path) -> None:
     changelog = AIOKafkaProducer(**worker.changelog._kwargs)
     _assert_client_has(changelog.client, settings)
     await changelog.client.close()
-    for guard in (worker.skip_guard, worker.watchdog):
-        _assert_client_has(guard.probes.new()._client, settings)
+    _assert_client_has(worker.skip_guard.probes.new()._client, settings)
     assert worker.follower._client_kwargs["sasl_mechanism"] == "SCRAM-SHA-256"
     assert worker.broker_watch._client_kwargs["sasl_mechanism"] == "SCRAM-SHA-256"

@@ -1,0 +1,62 @@
+"""Swap corrections of app/faust_corrections for Faust's own behaviour, to
+show that their tests fail without them.
+
+Used only by tests: ``pytest --without NAME`` applies it in the test process
+and, through ``sitecustomize`` (this folder on ``PYTHONPATH`` and
+``MASTERY_TEST_WITHOUT``), in every worker process the test starts;
+``tests.integration.faust_member --without NAME`` in that member.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Name -> what is swapped back to Faust's (faust-streaming 0.15.3).
+NAMES = {
+    "commit-hook": "_Consumer._commit_tps: Faust's (no checkpoint before a commit)",
+    "inline": "_Consumer.wait_first: mode's Service.wait_first",
+    "monitor": "LeanMonitor: faust.sensors.Monitor",
+    "take-ready": "take_ready: Stream.take_events",
+    "consistency": "on_consistency_error: Faust's crash (exit 1)",
+    "skip-guard": "SkipGuard.check: nothing checked",
+}
+
+
+def apply(names: list[str] | tuple[str, ...]) -> None:
+    unknown = set(names) - set(NAMES)
+    if unknown:
+        raise ValueError(
+            f"unknown corrections {sorted(unknown)}; known: {sorted(NAMES)}"
+        )
+    from faust.sensors import Monitor
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from app.faust_corrections import guards, recovery, streams, transport
+
+    # Each swap replaces a method or name on purpose (mypy: method-assign,
+    # assignment): the point is to run Faust's original in its place.
+    consumer = transport._Consumer
+    if "commit-hook" in names:
+        consumer._commit_tps = faust_aiokafka.Consumer._commit_tps  # type: ignore[method-assign]
+    if "inline" in names:
+        consumer.wait_first = faust_aiokafka.Consumer.wait_first  # type: ignore[method-assign]
+    if "monitor" in names:
+        transport.LeanMonitor = Monitor  # type: ignore[misc, assignment]
+    if "take-ready" in names:
+
+        def take_events(stream: Any, max_: int, within: float) -> Any:
+            return stream.take_events(max_, within)
+
+        streams.take_ready = take_events
+    if "skip-guard" in names:
+
+        async def unchecked(self: Any, positions: Any) -> None:
+            return None
+
+        guards.SkipGuard.check = unchecked  # type: ignore[method-assign]
+    if "consistency" in names:
+
+        def faust_crash(app: Any, handler: Any) -> None:
+            return None
+
+        recovery.on_consistency_error = faust_crash
