@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo test test-unit test-integration browser lint format bench bench-model bench-stream bench-tansu soak clean
+.PHONY: bench-peers-setup bench-domain demo test test-cluster test-unit test-integration browser lint format bench bench-model bench-stream bench-tansu soak soak-cluster clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -26,8 +26,13 @@ $(RUNTIME): pyproject.toml
 demo: $(RUNTIME)
 	$(BIN)/mastery dev
 
+# The broker-fault tests on a 3-node Kafka cluster take ~8 minutes: their own
+# target (test-cluster), which CI runs after this one.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not cluster"
+
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -q -rP -m cluster tests/reliability/test_cluster_faults.py
 
 # The dashboard's browser tests drive Debian's chromium and chromedriver with
 # Selenium; installed here when missing (as root, or through sudo), never
@@ -66,6 +71,10 @@ bench-tansu: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.crash_soak --seeds 1-12
+
+# The same soak on a 3-broker Apache Kafka cluster (RF 3, min.insync.replicas=2).
+soak-cluster: $(STAMP)
+	$(BIN)/python -m bench.crash_soak --seeds 1-12 --cluster
 
 # The Quix Streams peer for `make bench`'s side-by-side run (../shared/peers).
 bench-peers-setup:
