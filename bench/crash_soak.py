@@ -3,20 +3,24 @@
 Each run starts its own embedded broker, Redis, API and worker; feeds 20,000
 attempts at ~1,000/s while the worker is SIGKILLed three times at random
 moments (the second restart with its RocksDB folder deleted); then compares
-every row with the oracle. Between kills it prints the changelog records per
+every row with the oracle. ``--cluster`` runs it on three Apache Kafka brokers
+(replication factor 3, ``min.insync.replicas=2``; ``make soak-cluster``)
+instead of one. Between kills it prints the changelog records per
 partition and the group's committed offsets; at the end of each run, how often
 the worker restarted itself (skip guard, watchdog). For finding and
 re-checking restart bugs, not a unit test:
 
-    .venv/bin/python -m bench.crash_soak --seeds 31-38
+    .venv/bin/python -m bench.crash_soak --seeds 31-38 [--cluster]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -24,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from app.devstack import DevStack
 from infra.settings import Settings
 from tests.integration.helpers import wait_until_rows_match
+from tests.reliability.cluster import cluster_stack
 from tests.reliability.crashes import committed_offsets, sigkill_three_times
 
 PREFIX = "soak"
@@ -50,12 +55,22 @@ async def _inspect(bootstrap: str, partitions: int) -> str:
     return f"changelog records {counts}, committed {committed}"
 
 
-def run(seed: int, log_dir: Path) -> bool:
-    log_dir.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _stack(log_dir: Path, *, cluster: bool) -> Iterator[DevStack]:
+    if cluster:
+        with cluster_stack(log_dir, PREFIX) as stack:
+            yield stack
+        return
     settings = Settings(api_port=0, topic_partitions=4, topic_prefix=PREFIX)
     with DevStack(settings, log_dir=log_dir) as stack:
         stack.start_servers()
         stack.start_api()
+        yield stack
+
+
+def run(seed: int, log_dir: Path, *, cluster: bool = False) -> bool:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with _stack(log_dir, cluster=cluster) as stack:
         boot = stack.kafka.bootstrap_servers
         workload = sigkill_three_times(
             stack,
@@ -91,13 +106,18 @@ def run(seed: int, log_dir: Path) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="1-5", help="e.g. 1-5 or 3,7,9")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="three Kafka brokers (RF 3, min.insync.replicas=2) instead of one",
+    )
     args = parser.parse_args()
     seeds: list[int] = []
     for part in args.seeds.split(","):
         first, _, last = part.partition("-")
         seeds += range(int(first), int(last or first) + 1)
     base = Path(tempfile.mkdtemp(prefix="crash-soak-"))
-    results = [run(seed, base / f"seed-{seed}") for seed in seeds]
+    results = [run(seed, base / f"seed-{seed}", cluster=args.cluster) for seed in seeds]
     print(f"{sum(results)} passed, {len(results) - sum(results)} failed")
     return 0 if all(results) else 1
 
