@@ -179,7 +179,11 @@ class BrokerCheck:
 
     @property
     def reports_offsets_correctly(self) -> bool:
-        return self.expected_end == self.reported_end
+        # Tansu reports *less* than the true end. More means another writer
+        # appended after us: two workers starting together both run the check
+        # on the one self-check partition (seen on the 3-broker cluster, where
+        # one of them then warned "set MASTERY_BROKER_PROFILE=tansu").
+        return self.reported_end >= self.expected_end
 
     def describe(self) -> str:
         if self.reports_offsets_correctly:
