@@ -63,13 +63,17 @@ def cluster_stack(
     *,
     partitions: int = 4,
     broker_config: dict[str, str] | None = None,
+    session_timeout_s: float | None = None,
 ) -> Iterator[DevStack]:
-    """Three brokers (RF 3, ``min.insync.replicas=2``), Redis and the API."""
+    """Three brokers (RF 3, ``min.insync.replicas=2``), Redis and the API;
+    ``session_timeout_s`` is the workers' consumer-group session (default:
+    the Kafka profile's 60 s)."""
     settings = Settings(
         api_port=0,
         topic_partitions=partitions,
         topic_replication=3,
         topic_prefix=prefix,
+        broker_session_timeout_s=session_timeout_s,
     )
     kafka = KafkaCluster(3, config={**BROKER_CONFIG, **(broker_config or {})})
     with DevStack(settings, log_dir=log_dir, kafka=kafka) as stack:
