@@ -7,7 +7,7 @@ of the busiest partition is killed with ``kill -9``; a broker is SIGSTOPped
 for 20 s; every broker is restarted in turn. Then every row must equal the
 oracle (no attempt lost, none counted twice), an attempt sent after the
 fault must show in its row within 10 s, and no worker may exit with 65 or
-restart more than twice. Each takes 2-4 minutes: ``make test-cluster`` runs
+restart more than twice. Each takes 1.5-3.5 minutes: ``make test-cluster`` runs
 them, ``make test`` leaves them out (marker ``cluster``).
 """
 
