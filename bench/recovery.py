@@ -3,7 +3,9 @@
 On a 3-broker cluster (RF 3), two workers fold a bulk load (``--learners``
 learners, 5 attempts each) until every offset is committed. Then worker-1 is
 SIGKILLed and started again at once with its data folder deleted, so its
-table partitions must come back from the changelog alone. Measured:
+table partitions must come back from the changelog alone (``--failover``:
+it is not started again, and worker-2 takes its partitions over, from its
+standby copy or from the changelog). Measured:
 
 - **restore**: in either worker, each partition assignment after the kill,
   from the assignment to Faust's ``Worker ready``, and the part of it spent
@@ -15,7 +17,7 @@ Every row is compared with the oracle at the end. Not a test: numbers for
 docs/performance.md ("Recovery on Apache Kafka")::
 
     .venv/bin/python -m bench.recovery --standby 0,1 --learners 20000 \\
-        [--session-timeout 10]
+        [--session-timeout 10] [--failover]
 """
 
 from __future__ import annotations
@@ -113,9 +115,14 @@ def _changelog_records(stack: DevStack) -> int:
 
 
 def run(
-    standby: int, learners: int, base: Path, session_timeout_s: float | None
+    standby: int,
+    learners: int,
+    base: Path,
+    session_timeout_s: float | None,
+    *,
+    restart: bool = True,
 ) -> str:
-    log_dir = base / f"standby-{standby}"
+    log_dir = base / f"standby-{standby}-{'restart' if restart else 'failover'}"
     log_dir.mkdir(parents=True)
     workload = simulated(
         learning_instances=4,
@@ -178,7 +185,8 @@ def run(
         t_kill = time.monotonic()
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=10)
-        stack.start_worker("worker-1", wipe_data=True, extra_env=env)
+        if restart:
+            stack.start_worker("worker-1", wipe_data=True, extra_env=env)
         fresh = []
         deadline = time.monotonic() + 300
         for prober in probers:
@@ -206,7 +214,8 @@ def run(
         codes = [p.poll() for p in stack.workers]
     all_fresh = f"{max(fresh):.1f}" if len(fresh) == len(probers) else "never"
     line = (
-        f"standby {standby}: {learners:,} learners, changelog {changelog:,} records; "
+        f"standby {standby}, worker-1 {'restarted' if restart else 'gone'}: "
+        f"{learners:,} learners, changelog {changelog:,} records; "
         f"after the kill, (assignment to ready, of which reading the changelog) "
         f"in s: restarted worker-1 {restored[0]}, worker-2 {restored[1]}; "
         "every partition "
@@ -231,6 +240,11 @@ def main() -> int:
     parser.add_argument("--standby", default="0,1", help="e.g. 0,1")
     parser.add_argument("--learners", type=int, default=20_000)
     parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="worker-1 is not started again: worker-2 takes its partitions over",
+    )
+    parser.add_argument(
         "--session-timeout",
         type=float,
         default=None,
@@ -239,7 +253,13 @@ def main() -> int:
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="recovery-"))
     lines = [
-        run(int(s), args.learners, base, args.session_timeout)
+        run(
+            int(s),
+            args.learners,
+            base,
+            args.session_timeout,
+            restart=not args.failover,
+        )
         for s in args.standby.split(",")
     ]
     print("\n".join(lines))
