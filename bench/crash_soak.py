@@ -6,9 +6,10 @@ moments (the second restart with its RocksDB folder deleted); then compares
 every row with the oracle. ``--cluster`` runs it on three Apache Kafka brokers
 (replication factor 3, ``min.insync.replicas=2``; ``make soak-cluster``)
 instead of one, slower to fit Kafka's timings: kills 20-25 s apart, the
-attempts fed at ~300/s, the worker's group session 10 s. Between kills it prints the changelog records per
-partition and the group's committed offsets; at the end of each run, how often
-the worker restarted itself (skip guard, watchdog). For finding and
+attempts fed at ~300/s, the worker's group session 10 s. Between kills it
+prints the changelog records per partition and the group's committed
+offsets; at the end of each run, how often the worker restarted itself (skip
+guard, watchdog). For finding and
 re-checking restart bugs, not a unit test:
 
     .venv/bin/python -m bench.crash_soak --seeds 31-38 [--cluster]
