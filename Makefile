@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo kafka test test-unit test-integration browser lint format bench bench-model bench-stream soak clean
+.PHONY: bench-peers-setup bench-domain demo kafka test test-cluster test-long test-unit test-integration browser lint format bench bench-model bench-stream soak soak-cluster clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -26,8 +26,17 @@ $(RUNTIME): pyproject.toml
 demo: $(RUNTIME) kafka
 	$(BIN)/mastery dev
 
+# The broker-fault tests on a 3-node Kafka cluster (~5-7 minutes) and the
+# long Faust-correction scenarios (marker "long") have their own targets;
+# .ci/run runs test-long after test.
 test: $(STAMP) browser kafka
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not cluster and not long"
+
+test-cluster: $(STAMP) kafka
+	$(BIN)/python -m pytest -q -rP --durations=3 -m cluster tests/reliability/test_cluster_faults.py
+
+test-long: $(STAMP) kafka
+	$(BIN)/python -m pytest -q -rP --durations=5 -m "cluster or long"
 
 # Apache Kafka, the broker the demo, the tests and the benchmarks run: fetched
 # once by mvn (app/kafka-pom.xml) into ~/.cache/mastery, offline after that.
@@ -68,6 +77,10 @@ bench-stream: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.crash_soak --seeds 1-12
+
+# The same soak on a 3-broker Apache Kafka cluster (RF 3, min.insync.replicas=2).
+soak-cluster: $(STAMP)
+	$(BIN)/python -m bench.crash_soak --seeds 1-12 --cluster
 
 # The Quix Streams peer for `make bench`'s side-by-side run (../shared/peers).
 bench-peers-setup:

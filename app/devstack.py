@@ -103,6 +103,11 @@ class DevStack:
             # leaves every line it wrote.
             PYTHONUNBUFFERED="1",
         )
+        if self.settings.broker_session_timeout_s is not None:
+            # every worker, also one the supervisor restarts (crash soak)
+            env["MASTERY_BROKER_SESSION_TIMEOUT_S"] = str(
+                self.settings.broker_session_timeout_s
+            )
         env.update(extra)
         return env
 

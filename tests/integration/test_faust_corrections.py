@@ -113,6 +113,7 @@ def test_the_monitor_keeps_no_per_record_bookkeeping(
     assert replayed["monitor_messages"] == 0, replayed
 
 
+@pytest.mark.long
 def test_no_record_is_skipped_while_members_come_and_go(
     group: Group, pytestconfig: pytest.Config
 ) -> None:

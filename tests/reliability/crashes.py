@@ -59,20 +59,24 @@ def sigkill_three_times(
     stack: DevStack,
     rng: random.Random,
     after_kill: Callable[[subprocess.Popen[bytes]], None] = lambda proc: None,
+    *,
+    between: tuple[float, float] = (6.0, 9.0),
+    per_second: float = 1000,
 ) -> Workload:
-    """20,000 attempts fed at ~1,000/s while the worker is SIGKILLed three times
-    at random moments and restarted, the second time with its RocksDB folder
-    deleted (its state must come back from the changelog alone). Returns once
-    every attempt is produced; the caller compares the rows."""
+    """20,000 attempts fed at ~``per_second`` while the worker is SIGKILLed
+    three times at random moments (``between`` seconds apart) and restarted,
+    the second time with its RocksDB folder deleted (its state must come back
+    from the changelog alone). Returns once every attempt is produced; the
+    caller compares the rows."""
     workload = simulated(
         learning_instances=2, learners_per_instance=50, attempts_per_learner=200, seed=5
     )
     assert len(workload.attempts) >= 20_000
     produce(stack, [*workload.catalog, *workload.registrations])
     worker = stack.start_worker("worker-1")
-    feeder = produce_slowly(stack, workload.attempts, per_second=1000)
+    feeder = produce_slowly(stack, workload.attempts, per_second=per_second)
     for n, wipe in enumerate((False, True, False)):
-        time.sleep(rng.uniform(6.0, 9.0))  # past the group join, into processing
+        time.sleep(rng.uniform(*between))  # past the group join, into processing
         kill(worker)
         after_kill(worker)
         worker = stack.start_worker("worker-1", wipe_data=wipe)

@@ -17,7 +17,9 @@ def test_a_wrong_end_offset_is_described_as_wrong() -> None:
     assert "WRONG" in check.describe() and "lose updates" in check.describe()
     assert BrokerCheck(expected_end=3, reported_end=3).reports_offsets_correctly
     # Another worker's batch appended after ours: a larger end is no error.
-    assert BrokerCheck(expected_end=3, reported_end=6).reports_offsets_correctly
+    concurrent = BrokerCheck(expected_end=3, reported_end=6)
+    assert concurrent.reports_offsets_correctly
+    assert "WRONG" not in concurrent.describe()
 
 
 async def test_verify_broker_refuses_a_misreporting_broker(
