@@ -47,11 +47,16 @@ class DevStack:
         *,
         log_dir: Path | None = None,
         kafka: KafkaCluster | None = None,
+        shared_kafka: bool = False,
     ) -> None:
         self.settings = settings
         #: Apache Kafka: one node unless a cluster is given (the fault tests
         #: pass three).
         self.kafka: KafkaCluster = kafka or EmbeddedKafka()
+        #: A broker others use too (the tests' session broker): started here
+        #: only if it is not running, never stopped here. Each stack's topic
+        #: prefix keeps its topics and consumer group apart.
+        self.shared_kafka = shared_kafka
         self.redis = EmbeddedRedis()
         self.api_port = settings.api_port if settings.api_port else free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="mastery-dev-"))
@@ -116,7 +121,8 @@ class DevStack:
         before any producer runs), with their declared settings."""
         from infra.topic_specs import apply_topic_specs
 
-        self.kafka.start()
+        if not (self.shared_kafka and self.kafka.proc is not None):
+            self.kafka.start()
         self.redis.start()
         asyncio.run(apply_topic_specs(self.settings, self.kafka.bootstrap_servers))
 
@@ -207,7 +213,8 @@ class DevStack:
         self.workers.clear()
         self.api = None
         self.redis.stop()
-        self.kafka.stop()
+        if not self.shared_kafka:
+            self.kafka.stop()
         if not keep_logs:
             shutil.rmtree(self.workdir, ignore_errors=True)
 

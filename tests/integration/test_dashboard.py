@@ -23,6 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.devstack import DevStack, post_json
+from app.embedded_kafka import EmbeddedKafka
 from app.projector import Projection, RedisProjector
 from app.workload import Workload, simulated
 from infra.settings import Settings
@@ -44,11 +45,13 @@ PARTNER = "partner-demo"
 
 @pytest.fixture(scope="module")
 def world(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, kafka_server: EmbeddedKafka
 ) -> Iterator[tuple[DevStack, Workload]]:
     log_dir = tmp_path_factory.mktemp("dash-stack")
     settings = Settings(api_port=0, topic_partitions=2, topic_prefix="dash")
-    with DevStack(settings, log_dir=log_dir) as stack:
+    with DevStack(
+        settings, log_dir=log_dir, kafka=kafka_server, shared_kafka=True
+    ) as stack:
         stack.start()
         workload = simulated(
             learning_instances=1, learners_per_instance=24, attempts_per_learner=20

@@ -3,11 +3,13 @@ produces events; the HTTP API must serve exactly what the pure model computes.""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import pytest
 
 from app.devstack import DevStack, post_json
+from app.embedded_kafka import EmbeddedKafka
 from app.workload import simulated
 from infra.settings import Settings
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
@@ -15,10 +17,23 @@ from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+_prefixes = itertools.count(1)
+
+
 @pytest.fixture
-def stack(tmp_path: pytest.TempPathFactory) -> Iterator[DevStack]:
-    settings = Settings(api_port=0, topic_partitions=4, topic_prefix="e2e")
-    with DevStack(settings, log_dir=tmp_path) as s:  # type: ignore[arg-type]
+def stack(
+    tmp_path: pytest.TempPathFactory, kafka_server: EmbeddedKafka
+) -> Iterator[DevStack]:
+    # The session's broker; a prefix of its own keeps the topics apart.
+    settings = Settings(
+        api_port=0, topic_partitions=4, topic_prefix=f"e2e{next(_prefixes)}"
+    )
+    with DevStack(
+        settings,
+        log_dir=tmp_path,  # type: ignore[arg-type]
+        kafka=kafka_server,
+        shared_kafka=True,
+    ) as s:
         s.start()
         yield s
         for log in sorted(s.log_dir.iterdir()):  # shown by pytest when a test fails

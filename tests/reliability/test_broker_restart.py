@@ -32,7 +32,7 @@ from schemas.events import AttemptGraded, RegistrationCreated
 from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.own_broker]
 
 KEYS = ReadModelKeys()
 #: A short heartbeat, so a stopped worker shows in /readyz within seconds.
