@@ -67,7 +67,7 @@ def cluster_stack(
 ) -> Iterator[DevStack]:
     """Three brokers (RF 3, ``min.insync.replicas=2``), Redis and the API;
     ``session_timeout_s`` is the workers' consumer-group session (default:
-    the Kafka profile's 60 s)."""
+    the Kafka profile's 30 s)."""
     settings = Settings(
         api_port=0,
         topic_partitions=partitions,
