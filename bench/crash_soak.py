@@ -66,9 +66,9 @@ async def _inspect(bootstrap: str, partitions: int) -> str:
 @contextlib.contextmanager
 def _stack(log_dir: Path, *, cluster: bool) -> Iterator[DevStack]:
     if cluster:
-        # A SIGKILLed worker stays a group member for its session: 10 s, as
-        # under the Tansu profile, not the Kafka profile's 60 s, so that the
-        # restarted worker is processing again before the next kill.
+        # A SIGKILLed worker stays a group member for its session: 10 s, not
+        # the Kafka profile's 30 s, so that the restarted worker is
+        # processing again before the next kill.
         with cluster_stack(log_dir, PREFIX, session_timeout_s=10.0) as stack:
             yield stack
         return

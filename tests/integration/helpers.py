@@ -20,7 +20,7 @@ __all__ = ["all_pages", "partner_of", "produce", "wait_until_rows_match"]
 
 
 def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:
-    """Produce events with aiokafka, under the Tansu profile, and wait for acks."""
+    """Produce events with aiokafka (acks=all) and wait for the acks."""
 
     async def go() -> None:
         profile = profile_for(Settings(broker_profile="kafka"))

@@ -79,8 +79,9 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
 
 def test_worker_restart_recovers_state_from_the_changelog(stack: DevStack) -> None:
     """Half the attempts, then a new worker with its RocksDB folder deleted,
-    then the rest: every row must still equal the oracle of all events. With
-    Tansu's end-offset bug and no profile, recovery would stop short here."""
+    then the rest: every row must still equal the oracle of all events. On a
+    broker that misreported end offsets (Tansu 0.6), recovery stopped short
+    here."""
     workload = simulated(
         learning_instances=1, learners_per_instance=20, attempts_per_learner=30, seed=3
     )
