@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from app.devstack import DevStack, post_json
+from app.embedded_kafka import EmbeddedKafka
 from app.workload import Workload
 from infra.broker import profile_for
 from infra.producer import EventProducer
@@ -16,7 +20,34 @@ from infra.topics import AnyEvent, TopicNames
 from schemas.events import AttemptGraded, LearningInstanceCreated, RegistrationCreated
 from tests.oracle import expected_rows
 
-__all__ = ["all_pages", "partner_of", "produce", "wait_until_rows_match"]
+__all__ = [
+    "all_pages",
+    "partner_of",
+    "produce",
+    "started_stack",
+    "wait_until_rows_match",
+]
+
+_stacks = itertools.count(1)
+
+
+@contextlib.contextmanager
+def started_stack(
+    kafka: EmbeddedKafka, log_dir: Path, prefix: str, partitions: int
+) -> Iterator[DevStack]:
+    """Redis, one worker and the API on the session's broker, with a topic
+    prefix of their own; their logs are printed at the end (pytest shows
+    them when the test failed)."""
+    settings = Settings(
+        api_port=0,
+        topic_partitions=partitions,
+        topic_prefix=f"{prefix}{next(_stacks)}",
+    )
+    with DevStack(settings, log_dir=log_dir, kafka=kafka, shared_kafka=True) as s:
+        s.start()
+        yield s
+        for log in sorted(s.log_dir.iterdir()):
+            print(f"==== {log.name}\n{log.read_text()[-4000:]}")
 
 
 def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:

@@ -3,41 +3,28 @@ produces events; the HTTP API must serve exactly what the pure model computes.""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from app.devstack import DevStack, post_json
 from app.embedded_kafka import EmbeddedKafka
 from app.workload import simulated
-from infra.settings import Settings
-from tests.integration.helpers import partner_of, produce, wait_until_rows_match
+from tests.integration.helpers import (
+    partner_of,
+    produce,
+    started_stack,
+    wait_until_rows_match,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-_prefixes = itertools.count(1)
-
-
 @pytest.fixture
-def stack(
-    tmp_path: pytest.TempPathFactory, kafka_server: EmbeddedKafka
-) -> Iterator[DevStack]:
-    # The session's broker; a prefix of its own keeps the topics apart.
-    settings = Settings(
-        api_port=0, topic_partitions=4, topic_prefix=f"e2e{next(_prefixes)}"
-    )
-    with DevStack(
-        settings,
-        log_dir=tmp_path,  # type: ignore[arg-type]
-        kafka=kafka_server,
-        shared_kafka=True,
-    ) as s:
-        s.start()
+def stack(tmp_path: Path, kafka_server: EmbeddedKafka) -> Iterator[DevStack]:
+    with started_stack(kafka_server, tmp_path, "e2e", 4) as s:
         yield s
-        for log in sorted(s.log_dir.iterdir()):  # shown by pytest when a test fails
-            print(f"==== {log.name}\n{log.read_text()[-4000:]}")
 
 
 def test_rows_served_equal_the_oracle(stack: DevStack) -> None:

@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from app.devstack import DevStack
 from app.embedded_kafka import EmbeddedKafka
 from app.workload import simulated
-from infra.settings import Settings
-from tests.integration.helpers import produce, wait_until_rows_match
+from tests.integration.helpers import produce, started_stack, wait_until_rows_match
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-_prefixes = itertools.count(1)
-
-
 @pytest.fixture
-def stack(
-    tmp_path: pytest.TempPathFactory, kafka_server: EmbeddedKafka
-) -> Iterator[DevStack]:
-    # The session's broker; a prefix of its own keeps the topics apart.
-    settings = Settings(
-        api_port=0, topic_partitions=2, topic_prefix=f"fcw{next(_prefixes)}"
-    )
-    with DevStack(
-        settings,
-        log_dir=tmp_path,  # type: ignore[arg-type]
-        kafka=kafka_server,
-        shared_kafka=True,
-    ) as s:
-        s.start()
+def stack(tmp_path: Path, kafka_server: EmbeddedKafka) -> Iterator[DevStack]:
+    with started_stack(kafka_server, tmp_path, "fcw", 2) as s:
         yield s
-        for log in sorted(s.log_dir.iterdir()):
-            print(f"==== {log.name}\n{log.read_text()[-3000:]}")
 
 
 def test_rows_repaired_after_a_restart_become_exact(stack: DevStack) -> None:
