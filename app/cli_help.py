@@ -43,6 +43,7 @@ _WORKER = (
     "data_dir",
     "batch_max_events",
     "batch_within_ms",
+    "fetch_max_wait_ms",
     "broker_session_timeout_s",
     "table_standby_replicas",
     "catalog_catchup_timeout_s",

@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         "app/faust_corrections/streams.py; so this bounds batches that keep "
         "growing, as a backlog's do, not a live row's wait)",
     )
+    fetch_max_wait_ms: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="the worker consumer's fetch wait; profile default 50 ms "
+        "(infra/broker.py: longer waits delay rows behind idle partitions)",
+    )
     broker_session_timeout_s: float | None = Field(
         default=None, description="consumer group session timeout; profile default"
     )

@@ -50,7 +50,22 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
         raise
 
 
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        profile: BrokerProfile | None = getattr(self.app, "profile", None)
+        if profile is not None:
+            # Faust hard-codes fetch_max_wait_ms=1500; aiokafka keeps the
+            # constructor argument here and builds its Fetcher from it in
+            # start(); there is no public setter.
+            consumer._fetch_max_wait_ms = profile.fetch_max_wait_ms
+        return consumer
+
+
 class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         # Faust's fetch loop (Consumer._drain_messages) delivers every record
         # with ``await self.wait_first(callback(message), suspend_flow.wait())``:

@@ -19,6 +19,7 @@ NAMES = {
     "take-ready": "take_ready: Stream.take_events",
     "consistency": "on_consistency_error: Faust's crash (exit 1)",
     "skip-guard": "SkipGuard.check: nothing checked",
+    "fetch-wait": "_Consumer._new_consumer_thread: Faust's (fetch wait 1500 ms)",
 }
 
 
@@ -48,6 +49,10 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
             return stream.take_events(max_, within)
 
         streams.take_ready = take_events
+    if "fetch-wait" in names:
+        consumer._new_consumer_thread = (  # type: ignore[method-assign]
+            faust_aiokafka.Consumer._new_consumer_thread
+        )
     if "skip-guard" in names:
 
         async def unchecked(self: Any, positions: Any) -> None:
