@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import logging
 import os
@@ -104,15 +105,33 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     loop.run_until_complete(prepare())
     log.info("broker profile: %s", profile)
     worker = create_worker(settings, profile, bootstrap, redis_url)
-    faust.Worker(
-        worker.app,
-        loglevel=settings.log_level.lower(),
-        loop=loop,
-        quiet=True,
-        # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
-        override_logging=False,
-    ).execute_from_commandline()
+    try:
+        faust.Worker(
+            worker.app,
+            loglevel=settings.log_level.lower(),
+            loop=loop,
+            quiet=True,
+            # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
+            override_logging=False,
+        ).execute_from_commandline()
+    except SystemExit as exc:
+        # A Faust service crashed: mode re-raises its reason once the loop is
+        # closed and turns it into exit 1. A broker restarted on empty disks
+        # can be the cause, e.g. Faust's assignor asserting on topics
+        # auto-created anew with other partition counts: then the exit is the
+        # loss's (65, not restarted).
+        if exc.code not in (0, None):
+            asyncio.run(_loss_after_crash(settings, bootstrap, redis_url))
+        raise
     return 0
+
+
+async def _loss_after_crash(settings: Settings, bootstrap: str, redis_url: str) -> None:
+    from app.broker_watch import check_before_start
+
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(15):
+            await check_before_start(settings, bootstrap, redis_url)
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:

@@ -332,8 +332,9 @@ def run_dev(
                     print(
                         broker_loss_message(stack)
                         if proc.returncode == EXIT_BROKER_LOST
-                        else f"a child process exited ({proc.args!r}); stopping; "
-                        f"its log is kept in {stack.log_dir}",
+                        else f"a child process exited with code {proc.returncode} "
+                        f"({proc.args!r}); stopping; its log is kept in "
+                        f"{stack.log_dir}",
                         file=sys.stderr,
                     )
                     return 1

@@ -158,3 +158,67 @@ async def test_an_unreachable_broker_is_not_a_loss(
     assert await watch.reported() is None
     await watch.close()
     await redis.aclose()
+
+
+#: ``mastery worker`` whose Faust worker crashes (mode exits 1) the way
+#: Faust's copartitioned assignor did on a broker restarted empty, after the
+#: broker's log went below what was recorded (argv "lost").
+_CRASHING_WORKER = """
+import asyncio, sys
+import faust
+from redis.asyncio import Redis
+from app.broker_watch import BrokerWatch
+from infra.settings import Settings
+
+async def lose():
+    settings = Settings()
+    redis = Redis.from_url(settings.redis_url)
+    watch = BrokerWatch.of_worker(settings, redis, settings.kafka_bootstrap_servers)
+    ends = await watch.end_offsets()
+    await watch.record({tp: end + 5 for tp, end in ends.items()})
+    await watch.close()
+    await redis.aclose()
+
+async def crash(self):
+    if sys.argv[1] == "lost":
+        await lose()
+    raise AssertionError("as Faust's assignor")
+
+faust.Worker.start = crash  # mode's execute_from_commandline: exit 1
+from app.cli import main
+sys.exit(main(["worker"]))
+"""
+
+
+@pytest.mark.parametrize(("broker", "code"), [("lost", EXIT_BROKER_LOST), ("intact", 1)])
+def test_a_crash_after_the_broker_lost_data_exits_65(
+    kafka_server: EmbeddedKafka, tmp_path: Any, broker: str, code: int
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    redis_server = EmbeddedRedis().start()  # its own: a loss report is global
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=kafka_server.bootstrap_servers,
+            REDIS_URL=redis_server.url,
+            MASTERY_BROKER_PROFILE="kafka",
+            MASTERY_TOPIC_PREFIX=f"bw-crash-{broker}",
+            MASTERY_DATA_DIR=str(tmp_path / "data"),
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", _CRASHING_WORKER, broker],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == code, done.stderr[-3000:]
+        if broker == "lost":
+            assert "BROKER LOST DATA" in done.stderr
+        else:
+            assert "as Faust's assignor" in done.stderr
+    finally:
+        redis_server.stop()
