@@ -20,6 +20,11 @@ becomes garbage is not reclaimed until the next full collection of unfrozen
 objects. So once every ``unfreeze_every_s`` (default one hour) the freezer
 unfreezes everything and runs one full collection at a checkpoint: one pause
 of the length measured above per hour, instead of dozens per minute.
+
+Counting the frozen objects (:func:`gc.get_freeze_count`) walks the whole
+permanent generation: on every checkpoint that was 3 % of a replaying
+worker's CPU (py-spy, docs/performance.md), so :meth:`HeapFreezer.frozen`
+counts at most once per ``count_every_s``.
 """
 
 from __future__ import annotations
@@ -41,11 +46,15 @@ class HeapFreezer:
         self,
         *,
         unfreeze_every_s: float = 3600.0,
+        count_every_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.unfreeze_every_s = unfreeze_every_s
+        self.count_every_s = count_every_s
         self._clock = clock
         self._since = clock()
+        self._counted_at: float | None = None
+        self._count = 0
 
     def after_checkpoint(self) -> None:
         """Call after each checkpoint (the states it wrote are long-lived)."""
@@ -64,7 +73,11 @@ class HeapFreezer:
             )
         gc.freeze()
 
-    @staticmethod
-    def frozen() -> int:
-        """Objects in the permanent generation now."""
-        return gc.get_freeze_count()
+    def frozen(self) -> int:
+        """Objects in the permanent generation, counted at most once per
+        ``count_every_s`` (the count walks all of them)."""
+        now = self._clock()
+        if self._counted_at is None or now - self._counted_at >= self.count_every_s:
+            self._counted_at = now
+            self._count = gc.get_freeze_count()
+        return self._count

@@ -33,7 +33,7 @@ def _unfrozen() -> Iterator[None]:
 
 
 def test_objects_alive_at_a_checkpoint_are_frozen() -> None:
-    freezer = HeapFreezer(clock=_Clock())
+    freezer = HeapFreezer(count_every_s=0, clock=_Clock())
     before = gc.get_freeze_count()
     kept = [{"n": i} for i in range(1000)]
     freezer.after_checkpoint()
@@ -43,7 +43,7 @@ def test_objects_alive_at_a_checkpoint_are_frozen() -> None:
 
 def test_a_frozen_cycle_is_reclaimed_at_the_periodic_unfreeze() -> None:
     clock = _Clock()
-    freezer = HeapFreezer(unfreeze_every_s=3600, clock=clock)
+    freezer = HeapFreezer(unfreeze_every_s=3600, count_every_s=0, clock=clock)
     a, b = _Node(), _Node()
     a.other, b.other = b, a
     alive = weakref.ref(a)
@@ -59,3 +59,17 @@ def test_a_frozen_cycle_is_reclaimed_at_the_periodic_unfreeze() -> None:
     freezer.after_checkpoint()
     assert alive() is None
     assert freezer.frozen() > 0  # and the heap is frozen again afterwards
+
+
+def test_the_frozen_count_is_taken_at_most_once_per_interval() -> None:
+    clock = _Clock()
+    freezer = HeapFreezer(count_every_s=60, clock=clock)
+    freezer.after_checkpoint()
+    first = freezer.frozen()
+    assert first == gc.get_freeze_count()
+    kept = [_Node() for _ in range(1000)]
+    freezer.after_checkpoint()
+    clock.now = 59.0
+    assert freezer.frozen() == first  # not counted again: the walk is O(heap)
+    clock.now = 60.0
+    assert freezer.frozen() >= first + len(kept)
