@@ -44,6 +44,8 @@ _WORKER = (
     "batch_max_events",
     "batch_within_ms",
     "fetch_max_wait_ms",
+    "consumer_fetch_bytes",
+    "stream_buffer_events",
     "broker_session_timeout_s",
     "table_standby_replicas",
     "catalog_catchup_timeout_s",

@@ -115,6 +115,8 @@ class Worker:
             key_serializer="raw",
             value_serializer="raw",
             broker_commit_interval=settings.commit_interval_s,
+            consumer_max_fetch_size=settings.consumer_fetch_bytes,
+            stream_buffer_maxsize=settings.stream_buffer_events,
             **profile.faust_settings(),
         )
         self.registration_topic = self.app.topic(

@@ -87,6 +87,20 @@ class Settings(BaseSettings):
         description="the worker consumer's fetch wait; profile default 50 ms "
         "(infra/broker.py: longer waits delay rows behind idle partitions)",
     )
+    consumer_fetch_bytes: int = Field(
+        default=4 * 2**20,
+        ge=2**16,
+        le=64 * 2**20,
+        description="worker: most bytes one fetch returns per partition (Faust's "
+        "default 1 MiB made a replay wait on fetches; docs/performance.md)",
+    )
+    stream_buffer_events: int = Field(
+        default=16_384,
+        ge=256,
+        le=262_144,
+        description="worker: records queued between the fetch loop and the "
+        "registration agent before Faust holds their partitions back",
+    )
     broker_session_timeout_s: float | None = Field(
         default=None, description="consumer group session timeout; profile default"
     )

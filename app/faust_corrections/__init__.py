@@ -21,6 +21,13 @@ tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
   bookkeeping for every record for web views the worker turns off.
   Test: tests/integration/test_faust_corrections.py::
   test_the_monitor_keeps_no_per_record_bookkeeping.
+- :mod:`.transport`, ``_Consumer._getmany`` (``buffered-wait``): Faust's
+  fetch loop waits up to 1 s for records of the partitions it asks for, and
+  leaves out those whose stream queue is under pressure; with all busy
+  partitions left out, their fetched records waited out that second after
+  the queue had drained (a replaying worker idled half its time). The wait
+  is 50 ms, 5 ms while partitions are held back.
+  Test: tests/unit/test_transport_buffered_wait.py.
 - :mod:`.streams`, ``take_ready`` (``take-ready``): Faust's ``take_events``
   waits out its whole window after every batch that is not full; a batch is
   handed over once the records fetched so far are in it.

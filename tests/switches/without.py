@@ -20,6 +20,8 @@ NAMES = {
     "consistency": "on_consistency_error: Faust's crash (exit 1)",
     "skip-guard": "SkipGuard.check: nothing checked",
     "fetch-wait": "_Consumer._new_consumer_thread: Faust's (fetch wait 1500 ms)",
+    "buffered-wait": "_Consumer._getmany: Faust's (a 1 s wait while partitions "
+    "are held back)",
 }
 
 
@@ -53,6 +55,8 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
         consumer._new_consumer_thread = (  # type: ignore[method-assign]
             faust_aiokafka.Consumer._new_consumer_thread
         )
+    if "buffered-wait" in names:
+        consumer._getmany = faust_aiokafka.Consumer._getmany  # type: ignore[method-assign]
     if "skip-guard" in names:
 
         async def unchecked(self: Any, positions: Any) -> None:
