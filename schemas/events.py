@@ -211,8 +211,8 @@ class ModelSelection(_Model):
 
     criterion: Literal["held_out_log_likelihood"] = "held_out_log_likelihood"
     chosen: Literal["standard", "forgets"]
-    standard: float
-    forgets: float
+    standard: float = Field(allow_inf_nan=False, le=0.0)
+    forgets: float = Field(allow_inf_nan=False, le=0.0)
     held_out_attempts: int = Field(ge=0)
 
 
