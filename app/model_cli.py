@@ -439,7 +439,8 @@ def add_commands(model_sub: Subcommands) -> None:
         "--select",
         action="store_true",
         help="per skill, BKT with or without forgetting by held-out likelihood "
-        "(a fifth of the learners); the choice is recorded in the parameters",
+        "(5-fold cross-validation by learner); the choice is recorded in the "
+        "parameters",
     )
     p_fit.add_argument(
         "--min-attempts",

@@ -1,11 +1,12 @@
 """Choosing BKT with or without forgetting, per objective, by held-out likelihood.
 
-A fifth of the learners (drawn from the seed and the skill's name, so a
-skill's choice does not depend on the other skills) is held out; both models
-are fitted on the rest, and the one whose held-out log-likelihood per attempt
-is higher is refitted on every learner and published. Forgetting adds one
-parameter, so it must earn its place on learners the fit has not seen: on
-ASSISTments 2009 it does on most skills (docs/model-calibration.md).
+The learners are dealt into :data:`FOLDS` folds (from the seed and the skill's
+name, so a skill's choice does not depend on the other skills); each fold is
+held out once while both models are fitted on the others, so every learner's
+answers are scored once by fits that never saw them. The model with the
+higher held-out log-likelihood per attempt is refitted on every learner and
+published. Forgetting adds one parameter, so it must earn its place on
+learners the fit has not seen (docs/analytics.md, section 10).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 
 from processors.fit import FitResult, Sequences, fit, log_likelihood
 
-__all__ = ["HELD_OUT", "Selection", "select", "select_skills"]
+__all__ = ["FOLDS", "Selection", "select", "select_skills"]
 
-#: Share of the learners held out to compare the two models.
-HELD_OUT = 0.2
+#: Cross-validation folds (each learner is held out once).
+FOLDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,17 +44,14 @@ def select(
     tol: float = 1e-9,
     max_iter: int = 2000,
 ) -> Selection:
-    """Fit both models on most learners, keep the better one on the others.
+    """Cross-validate both models by learner, refit the better one on all.
 
-    With fewer than five learners there is nothing to hold out: standard BKT
+    With fewer learners than folds there is nothing to hold out: standard BKT
     (the model with fewer parameters) is chosen, with no held-out figures.
     """
     kept = [list(s) for s in sequences if len(s)]
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(kept))
-    cut = round(HELD_OUT * len(kept))
-    held = [kept[i] for i in order[:cut]]
-    train = [kept[i] for i in order[cut:]]
+    fold_of = rng.permutation(len(kept)) % FOLDS
 
     def run(learners: list[list[bool]], forgets: bool) -> FitResult:
         return fit(
@@ -65,20 +63,26 @@ def select(
             forgets=forgets,
         )
 
-    if len(kept) < 5 or not held:
+    if len(kept) < FOLDS:
         full = run(kept, False)
         return Selection(full, "standard", float("nan"), float("nan"), 0)
-    test = Sequences.of(held)
-    per_attempt: dict[str, float] = {}
-    for name, forgets in (("standard", False), ("forgets", True)):
-        trained = run(train, forgets)
-        per_attempt[name] = log_likelihood(trained.params, test) / test.attempts
+    total = {"standard": 0.0, "forgets": 0.0}
+    attempts = 0
+    for fold in range(FOLDS):
+        held = Sequences.of(
+            [s for s, f in zip(kept, fold_of, strict=True) if f == fold]
+        )
+        train = [s for s, f in zip(kept, fold_of, strict=True) if f != fold]
+        attempts += held.attempts
+        for name, forgets in (("standard", False), ("forgets", True)):
+            total[name] += log_likelihood(run(train, forgets).params, held)
+    per_attempt = {name: ll / attempts for name, ll in total.items()}
     chosen = (
         "forgets" if per_attempt["forgets"] > per_attempt["standard"] else "standard"
     )
     full = run(kept, chosen == "forgets")
     return Selection(
-        full, chosen, per_attempt["standard"], per_attempt["forgets"], test.attempts
+        full, chosen, per_attempt["standard"], per_attempt["forgets"], attempts
     )
 
 
