@@ -95,22 +95,31 @@ def test_forget_step_follows_exact_maths(forget: float) -> None:
         assert p_mastered(state) <= 1.0 - forget + 1e-15
 
 
+def former_next_log_odds(params: Params, log_odds: float, correct: bool) -> float:
+    """processors.mastery.next_log_odds before forgetting (451b513), verbatim."""
+    lo = log_odds + (params.step_correct if correct else params.step_wrong)
+    a = params.log_learn
+    if a == -math.inf:
+        return lo
+    if lo > a:
+        return lo + math.log1p(math.exp(a - lo)) + params.learn_shift
+    return a + math.log1p(math.exp(lo - a)) + params.learn_shift
+
+
 def test_forget_zero_is_bit_identical_to_the_standard_step() -> None:
     rng = random.Random(7)
-    for _ in range(200):
+    for n in range(200):
         values = dict(
             prior=rng.uniform(1e-4, 0.9999),
-            learn=rng.uniform(1e-4, 0.9999),
+            learn=0.0 if n % 10 == 0 else rng.uniform(1e-4, 0.9999),
             guess=rng.uniform(1e-4, 0.4999),
             slip=rng.uniform(1e-4, 0.4999),
         )
-        standard = Params(**values)
-        zero = Params(**values, forget=0.0)
-        for lo in (-30.0, -3.0, 0.0, 0.7, 9.0, 40.0, 800.0):
-            for correct in (True, False):
-                a = next_log_odds(standard, lo, correct)
-                b = next_log_odds(zero, lo, correct)
-                assert a.hex() == b.hex()
+        for params in (Params(**values), Params(**values, forget=0.0)):
+            for lo in (-30.0, -3.0, 0.0, 0.7, 9.0, 40.0, 800.0, rng.gauss(0, 5)):
+                for correct in (True, False):
+                    ours = next_log_odds(params, lo, correct)
+                    assert ours.hex() == former_next_log_odds(params, lo, correct).hex()
 
 
 def test_forget_lowers_mastery_and_sets_its_ceiling() -> None:
