@@ -4,8 +4,11 @@
   (``--attempts``), a DKT text file (``--dkt``) or the event log
   (``--from-log``, one partner's registrations); the parameters go to stdout
   in the JSON form ``--params`` reads, the per-skill report and a progress bar
-  to stderr. With ``--from-log --publish`` the fitted parameters become
-  ``ModuleTagged`` events; a dry run unless ``--send``.
+  to stderr. ``--forgets`` fits BKT with a forget rate; ``--select`` fits both
+  and keeps, per skill, the one with the higher held-out likelihood
+  (processors/selection.py), recording why in the parameters. With
+  ``--from-log --publish`` the fitted parameters become ``ModuleTagged``
+  events; a dry run unless ``--send``.
 - ``evaluate``: next-attempt AUC, RMSE and log-loss per skill and overall.
 
 docs/analytics.md ("Fitting the parameters") documents both.
@@ -32,9 +35,9 @@ if TYPE_CHECKING:
     # registers these commands for every `mastery` invocation.
     from processors.catalog import Catalog
     from processors.evaluation import Metrics
-    from processors.fit import FitResult
     from processors.refit import AnswerLog, Publication
-    from schemas.events import ModuleTagged
+    from processors.selection import Selection
+    from schemas.events import ModelSelection, ModuleTagged
 
 __all__ = ["add_commands", "cmd_model_evaluate", "cmd_model_fit"]
 
@@ -138,9 +141,10 @@ async def _read_log(
 # ------------------------------------------------------------------ fitting
 
 
-def _fit_all(data: Data, args: argparse.Namespace) -> dict[str, FitResult]:
+def _fit_all(data: Data, args: argparse.Namespace) -> dict[str, Selection]:
     from app.rebuild import progress_bar
     from processors.fit import fit_skills
+    from processors.selection import Selection, select_skills
 
     small = {
         skill: n
@@ -156,44 +160,78 @@ def _fit_all(data: Data, args: argparse.Namespace) -> dict[str, FitResult]:
     if not data:
         raise _InputError("no skill has enough attempts to fit")
     started = time.perf_counter()
-    results = fit_skills(
-        data,
+    options = dict(
         restarts=args.restarts,
         seed=args.seed,
         tol=args.tol,
         max_iter=args.max_iter,
         on_progress=progress_bar("skills"),
     )
-    width = max(len(s) for s in results)
-    for skill, r in results.items():
+    nan = float("nan")
+    if args.select:
+        chosen = select_skills(data, **options)
+    else:
+        model = "forgets" if args.forgets else "standard"
+        chosen = {
+            skill: Selection(r, model, nan, nan, 0)
+            for skill, r in fit_skills(data, forgets=args.forgets, **options).items()
+        }
+    width = max(len(s) for s in chosen)
+    for skill, c in chosen.items():
+        r = c.result
         flag = "" if r.converged else "  (not converged)"
+        why = (
+            f"  held-out LL/attempt standard {c.standard:.5f} forgets {c.forgets:.5f}"
+            if c.held_out_attempts
+            else ""
+        )
         print(
             f"{skill:<{width}}  attempts {r.attempts:>8,}  learners {r.learners:>6,}"
             f"  log-likelihood {r.log_likelihood:>14.4f}"
-            f"  iterations {r.iterations:>5}{flag}",
+            f"  iterations {r.iterations:>5}  forget {r.params.forget:.4f}"
+            f"  {c.chosen}{why}{flag}",
             file=sys.stderr,
         )
+    with_forget = sum(c.chosen == "forgets" for c in chosen.values())
     print(
-        f"fitted {len(results)} skills, "
-        f"{sum(r.attempts for r in results.values()):,} attempts, "
-        f"{args.restarts} restarts, in {time.perf_counter() - started:.1f} s",
+        f"fitted {len(chosen)} skills, "
+        f"{sum(c.result.attempts for c in chosen.values()):,} attempts, "
+        f"{args.restarts} restarts, in {time.perf_counter() - started:.1f} s; "
+        f"{with_forget} with forgetting",
         file=sys.stderr,
     )
-    return results
+    return chosen
 
 
-def _params_json(results: Mapping[str, FitResult]) -> str:
-    return json.dumps(
-        {
-            skill: {
-                "prior": r.params.prior,
-                "learn": r.params.learn,
-                "guess": r.params.guess,
-                "slip": r.params.slip,
-            }
-            for skill, r in results.items()
-        },
-        indent=2,
+def _params_json(results: Mapping[str, Selection]) -> str:
+    out: dict[str, dict[str, object]] = {}
+    for skill, c in results.items():
+        p = c.result.params
+        values: dict[str, object] = {
+            "prior": p.prior,
+            "learn": p.learn,
+            "guess": p.guess,
+            "slip": p.slip,
+        }
+        if p.forget > 0.0:
+            values["forget"] = p.forget
+        selection = _selection(c)
+        if selection is not None:
+            values["selection"] = selection.model_dump()
+        out[skill] = values
+    return json.dumps(out, indent=2)
+
+
+def _selection(c: Selection) -> ModelSelection | None:
+    from schemas.events import ModelSelection
+
+    if not c.held_out_attempts:
+        return None
+    return ModelSelection(
+        chosen="forgets" if c.chosen == "forgets" else "standard",
+        standard=c.standard,
+        forgets=c.forgets,
+        held_out_attempts=c.held_out_attempts,
     )
 
 
@@ -265,8 +303,13 @@ def _fit_from_log(settings: Settings, args: argparse.Namespace) -> int:
     if args.publish:
         publication = parameter_events(
             catalog.for_partner(args.partner),
-            {skill: r.params for skill, r in results.items()},
+            {skill: c.result.params for skill, c in results.items()},
             now=datetime.now(UTC),
+            selections={
+                skill: chosen
+                for skill, c in results.items()
+                if (chosen := _selection(c)) is not None
+            },
         )
         if args.send and publication.events:
             asyncio.run(_send(settings, bootstrap, publication.events))
@@ -279,6 +322,8 @@ def cmd_model_fit(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.restarts < 1:
             raise _InputError("--restarts must be at least 1")
+        if args.forgets and args.select:
+            raise _InputError("--select fits both models; leave out --forgets")
         if args.from_log:
             return _fit_from_log(settings, args)
         if args.publish or args.partner or args.since or args.until:
@@ -386,6 +431,18 @@ def add_commands(model_sub: Subcommands) -> None:
     )
     p_fit.add_argument("--max-iter", type=int, default=2000, help="per restart")
     p_fit.add_argument(
+        "--forgets",
+        action="store_true",
+        help="BKT with a forget rate (P(mastered -> not) per attempt)",
+    )
+    p_fit.add_argument(
+        "--select",
+        action="store_true",
+        help="per skill, BKT with or without forgetting by held-out likelihood "
+        "(5-fold cross-validation by learner); the choice is recorded in the "
+        "parameters",
+    )
+    p_fit.add_argument(
         "--min-attempts",
         type=int,
         default=1,
@@ -421,7 +478,9 @@ def add_commands(model_sub: Subcommands) -> None:
         "evaluate", help="next-attempt AUC, RMSE and log-loss per skill and overall"
     )
     p_eval.add_argument(
-        "--params", required=True, help="JSON: skill -> {prior, learn, guess, slip}"
+        "--params",
+        required=True,
+        help="JSON: skill -> {prior, learn, guess, slip[, forget]}",
     )
     _source_args(p_eval, log=False)
     p_eval.add_argument(

@@ -320,7 +320,10 @@ def _accepted(skill: str, values: dict[str, float]) -> BKTParameters:
             {name: values[name] for name in moved},
             {name: clipped[name] for name in moved},
         )
-    return BKTParameters(**clipped)
+    # A forget rate (params-forgets.json) is replayed as given: it is inside
+    # its range for every reference skill.
+    forget = values.get("forget")
+    return BKTParameters(**clipped, forget=None if forget is None else float(forget))
 
 
 def assistments(

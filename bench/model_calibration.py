@@ -11,7 +11,10 @@ estimate of the real skill); the estimate then runs once with the fitted
 parameters and once with DEFAULT_PARAMS, on the same learners: work-remaining
 error, the topic best case, struggling precision/recall. Real data: next-attempt
 AUC, RMSE and log-loss on builder_test with the fitted parameters, pyBKT's
-(../shared/reference/bkt/params.json) and DEFAULT_PARAMS.
+(../shared/reference/bkt/params.json) and DEFAULT_PARAMS. With and without
+forgetting: the same fits with a forget rate (``fit --forgets``), pyBKT's
+params-forgets.json, and simulated learners who forget (drawn from the
+forgets fit) estimated with either model.
 """
 
 from __future__ import annotations
@@ -66,9 +69,9 @@ def shared_dir() -> Path:
     return Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def reference_params() -> dict[str, Params]:
-    raw = json.loads((shared_dir() / "reference" / "bkt" / "params.json").read_text())
-    return {name: Params(**values) for name, values in raw.items()}
+def reference_params(name: str = "params.json") -> dict[str, Params]:
+    raw = json.loads((shared_dir() / "reference" / "bkt" / name).read_text())
+    return {skill: Params(**values) for skill, values in raw.items()}
 
 
 @dataclass
@@ -91,6 +94,9 @@ class Learner:
         correct = self.rng.random() < p
         if not self.mastered and self.rng.random() < self.truth.learn:
             self.mastered = True
+        elif self.mastered and self.truth.forget > 0.0:
+            # (no draw without forgetting: the standard streams are unchanged)
+            self.mastered = self.rng.random() >= self.truth.forget
         return correct
 
 
@@ -112,6 +118,7 @@ def work_remaining_error(
     params = model or truth
     threshold = logit(MASTERY)
     errors: list[float] = []
+    signed: list[float] = []
     predicted_all: list[float] = []
     actual_all: list[int] = []
     for _ in range(learners):
@@ -134,10 +141,12 @@ def work_remaining_error(
             actual = min(len(predictions) - k, HORIZON)
             rounded = min(HORIZON, int(predicted + 0.5))
             errors.append(abs(rounded - actual))
+            signed.append(rounded - actual)
             predicted_all.append(predicted)
             actual_all.append(actual)
     return {
         "mae": statistics.fmean(errors),
+        "bias": statistics.fmean(signed),
         "mean_predicted": statistics.fmean(predicted_all),
         "mean_actual": statistics.fmean(actual_all),
         "points": len(errors),
@@ -168,7 +177,11 @@ def _catalog(
         )
     )
     schema = BKTParameters(
-        prior=params.prior, learn=params.learn, guess=params.guess, slip=params.slip
+        prior=params.prior,
+        learn=params.learn,
+        guess=params.guess,
+        slip=params.slip,
+        forget=params.forget or None,
     )
     for i in range(targets):
         catalog.apply(
@@ -281,7 +294,7 @@ def struggling(
     """Learn=0 learners who start unmastered vs learners drawn from ``truth``;
     the worker's fold runs with ``model`` (default: the truth)."""
     catalog, goal = _catalog(1, model or truth)
-    stuck_truth = Params(truth.prior, 0.0, truth.guess, truth.slip)
+    stuck_truth = Params(truth.prior, 0.0, truth.guess, truth.slip, truth.forget)
     outcome: dict[str, list[tuple[bool, bool, int | None]]] = {
         "stuck": [],
         "normal": [],
@@ -342,14 +355,14 @@ def struggling(
 
 
 def fit_train(
-    restarts: int,
+    restarts: int, *, forgets: bool = False
 ) -> tuple[dict[str, list[list[bool]]], dict[str, FitResult], float]:
     """builder_train by skill, the EM fit of every skill, its wall time (s)."""
     train = dkt_by_skill(
         shared_dir() / "data" / "assistments2009" / "builder_train.csv"
     )
     started = time.perf_counter()
-    fitted = fit_skills(train, restarts=restarts, seed=0)
+    fitted = fit_skills(train, restarts=restarts, seed=0, forgets=forgets)
     return train, fitted, time.perf_counter() - started
 
 
@@ -456,6 +469,9 @@ def report(learners: int, seed: int, restarts: int = 5) -> str:
     ref = reference_params()
     train, results, fit_seconds = fit_train(restarts)
     fitted = {name: r.params for name, r in results.items()}
+    ref_forgets = reference_params("params-forgets.json")
+    _, results_f, fit_seconds_f = fit_train(restarts, forgets=True)
+    fitted_f = {name: r.params for name, r in results_f.items()}
     attempts = sum(r.attempts for r in results.values())
     skills = list(ref)
     out = [
@@ -506,15 +522,28 @@ def report(learners: int, seed: int, restarts: int = 5) -> str:
         "pyBKT's skill-44 has guess 0.539, outside the accepted guess < 0.5 "
         '(docs/analytics.md, "Parameter bounds"): our fit stops at the bound.',
         "",
+    ]
+    out += _forgets_fit_table(
+        skills, train, results_f, ref_forgets, fit_seconds_f, restarts
+    )
+    out += [
+        "",
         "## Next-attempt P(correct) on ASSISTments 2009 builder_test",
+        "",
+        "Ranked by the exact prediction: ties of the float P(correct) near "
+        "P(mastered) = 1 are broken by the value computed from the log-odds "
+        "(processors/evaluation.py); RMSE and log-loss use the float.",
         "",
     ]
     rows = []
     for label, params, over in (
         ("fitted (EM, builder_train)", fitted, skills),
+        ("fitted with forgetting (EM --forgets)", fitted_f, skills),
         ("pyBKT params.json", ref, skills),
+        ("pyBKT params-forgets.json", ref_forgets, skills),
         ("DEFAULT_PARAMS", dict.fromkeys(skills, DEFAULT_PARAMS), skills),
         ("fitted (EM, builder_train)", fitted, list(fitted)),
+        ("fitted with forgetting (EM --forgets)", fitted_f, list(fitted)),
         ("DEFAULT_PARAMS", dict.fromkeys(fitted, DEFAULT_PARAMS), list(fitted)),
     ):
         m = real_data(params, over)
@@ -614,6 +643,7 @@ def report(learners: int, seed: int, restarts: int = 5) -> str:
         ],
         rows,
     )
+    out += _forgetting_section(skills, fitted, fitted_f, learners, seed)
     out += ["", "## Hot-path timings (this machine, CPython, best of 5)", ""]
     out += _table(["call", "µs"], timings())
     out.append("")
@@ -621,6 +651,105 @@ def report(learners: int, seed: int, restarts: int = 5) -> str:
 
 
 _FIELDS = ("prior", "learn", "guess", "slip")
+_FIELDS_F = (*_FIELDS, "forget")
+
+
+def _forgets_fit_table(
+    skills: Sequence[str],
+    train: dict[str, list[list[bool]]],
+    results: dict[str, FitResult],
+    ref: dict[str, Params],
+    seconds: float,
+    restarts: int,
+) -> list[str]:
+    out = [
+        "",
+        "### With forgetting (`mastery model fit --forgets`)",
+        "",
+        f"All {len(results)} skills, {restarts} restarts: **{seconds:.1f} s**; "
+        f"{sum(not r.converged for r in results.values())} skill(s) stopped at "
+        "the iteration cap. Against pyBKT's forgets fit (params-forgets.json), "
+        "log-likelihoods on builder_train by the forward algorithm:",
+        "",
+    ]
+    rows: list[Sequence[object]] = []
+    for name in skills:
+        r, theirs = results[name], ref[name]
+        theirs_ll = log_likelihood(theirs, Sequences.of(train[name]))
+        rows.append(
+            [
+                name,
+                " / ".join(_f(getattr(r.params, k), 4) for k in _FIELDS_F),
+                " / ".join(_f(getattr(theirs, k), 4) for k in _FIELDS_F),
+                _f(r.log_likelihood, 3),
+                _f(theirs_ll, 3),
+                _f(r.log_likelihood - theirs_ll, 4),
+            ]
+        )
+    out += _table(
+        [
+            "skill",
+            "fitted prior / learn / guess / slip / forget",
+            "pyBKT prior / learn / guess / slip / forget",
+            "fitted LL",
+            "pyBKT LL",
+            "difference",
+        ],
+        rows,
+    )
+    return out
+
+
+def _forgetting_section(
+    skills: Sequence[str],
+    fitted: dict[str, Params],
+    fitted_f: dict[str, Params],
+    learners: int,
+    seed: int,
+) -> list[str]:
+    """Learners who forget (the forgets fit of each skill), estimated by the
+    model with forgetting and by the standard fit of the same skill."""
+    out = [
+        "",
+        "## With and without forgetting (simulated learners who forget)",
+        "",
+        "Learners of each of the 8 skills follow its forgets fit; the worker's "
+        "estimate runs with that fit (forgetting) or the skill's standard fit "
+        "(same learners). Work remaining as above (bias = mean of rounded "
+        "prediction - actual); struggling at attempt "
+        f"{CHECK_AT} as below ({learners} stuck and {learners} drawn learners).",
+        "",
+    ]
+    rows: list[Sequence[object]] = []
+    for name in skills:
+        truth = fitted_f[name]
+        for label, model in (("forgetting", truth), ("standard", fitted[name])):
+            w = work_remaining_error(
+                truth, learners, _rng(seed, f"{name}/forgets"), model=model
+            )
+            st = struggling(truth, learners, _rng(seed, f"{name}/forgets"), model=model)
+            rows.append(
+                [
+                    f"{name}, {label}",
+                    w["points"],
+                    _f(w["mae"], 2),
+                    _f(w["bias"], 2),
+                    _f(st["precision"]),
+                    _f(st["recall"]),
+                ]
+            )
+    out += _table(
+        [
+            "learners / estimate",
+            "points",
+            "work MAE (items)",
+            "work bias (items)",
+            "struggling precision",
+            "struggling recall",
+        ],
+        rows,
+    )
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,12 @@ divides them. This is exactly the posterior forward-backward computes, without
 a Python loop over time steps; docs/analytics.md has the derivation. Starts
 run side by side as columns of the same matrices.
 
+With forgetting (``forgets=True``: a mastered learner becomes unmastered after
+each answer with P=forget) the paths are no longer few, and :class:`_Chains`
+runs scaled forward-backward instead: sequences sorted by length, so at each
+time step the live ones are a prefix and one numpy operation covers all of
+them (and all restarts); the loop is over time steps, not learners.
+
 The M-step is constrained to the accepted ranges of :mod:`schemas.bkt_params`:
 each parameter's expected complete-data log-likelihood is a concave function
 of that parameter alone, so clipping the unconstrained maximiser to its
@@ -38,7 +44,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from processors.mastery import DEFAULT_PARAMS, Params
-from schemas.bkt_params import BOUNDS, Bound
+from schemas.bkt_params import BOUNDS, FORGET, MARGIN, Bound
 
 __all__ = [
     "SCREEN_FACTOR",
@@ -55,6 +61,7 @@ _NAMES = ("prior", "learn", "guess", "slip")
 # Random starts: inside the bounds, away from the edges where EM is slowest.
 _START_LOW = np.array([0.05, 0.01, 0.05, 0.05])
 _START_HIGH = np.array([0.95, 0.40, 0.45, 0.45])
+_FORGET_START = (0.005, 0.2)
 #: Candidate starts screened per full EM run, and their screening iterations.
 SCREEN_FACTOR = 10
 SCREEN_ITERATIONS = 10
@@ -145,6 +152,114 @@ class _Paths:
         return ll, np.einsum("pj,pr->jr", self.x, weights)
 
 
+class _Chains:
+    """Forward-backward over every sequence at once (BKT with forgetting)."""
+
+    def __init__(self, data: Sequences) -> None:
+        if data.learners == 0:
+            raise ValueError("no answers to fit")
+        order = np.argsort(-data.lengths, kind="stable")
+        lengths = data.lengths[order]
+        seqs = data.split()
+        # live[t]: sequences with more than t answers (a prefix, by the sort)
+        self.live = [int((lengths > t).sum()) for t in range(int(lengths[0]))]
+        offsets = np.concatenate(([0], np.cumsum(self.live)))
+        self.offsets = [int(o) for o in offsets]
+        packed = np.zeros(int(offsets[-1]), dtype=np.bool_)
+        for rank, i in enumerate(order):
+            seq = seqs[int(i)]
+            packed[offsets[: seq.size] + rank] = seq
+        self.correct = packed
+        self.size = packed.size
+        # rows whose sequence goes on after them (a transition follows)
+        self.inner = np.zeros(self.size, dtype=np.bool_)
+        for t in range(len(self.live) - 1):
+            lo = self.offsets[t]
+            self.inner[lo : lo + self.live[t + 1]] = True
+
+    def e_step(self, theta: _F) -> tuple[_F, _F]:
+        """Log-likelihood per restart and expected counts (10 x restarts)."""
+        prior, learn, guess, slip, forget = theta
+        restarts = theta.shape[1]
+        n0 = self.live[0]
+        obs = self.correct[:, None]
+        e1 = np.where(obs, 1.0 - slip, slip)  # P(answer | mastered), per row
+        e0 = np.where(obs, guess, 1.0 - guess)
+        before = np.empty((self.size, restarts))  # P(mastered) before the answer
+        scale = np.empty((self.size, restarts))  # P(answer | earlier answers)
+        p = np.broadcast_to(prior, (n0, restarts)).copy()
+        for t, k in enumerate(self.live):
+            lo, hi = self.offsets[t], self.offsets[t] + k
+            pk = p[:k]
+            a1 = pk * e1[lo:hi]
+            c = a1 + (1.0 - pk) * e0[lo:hi]
+            before[lo:hi] = pk
+            scale[lo:hi] = c
+            post = a1 / c
+            p[:k] = post * (1.0 - forget) + (1.0 - post) * learn
+        ll = np.log(scale).sum(axis=0)
+        gamma = np.empty((self.size, restarts))  # P(mastered | all answers)
+        learned = np.zeros((self.size, restarts))
+        forgot = np.zeros((self.size, restarts))
+        b1 = np.ones((n0, restarts))  # scaled backward messages
+        b0 = np.ones((n0, restarts))
+        for t in range(len(self.live) - 1, -1, -1):
+            k, lo = self.live[t], self.offsets[t]
+            hi = lo + k
+            nxt = self.live[t + 1] if t + 1 < len(self.live) else 0
+            w1 = e1[lo:hi] / scale[lo:hi]
+            w0 = e0[lo:hi] / scale[lo:hi]
+            n1, n0_ = b1[:k], b0[:k]  # beta at t + 1 (1 after the last answer)
+            stay1 = (1.0 - forget) * n1 + forget * n0_
+            stay0 = learn * n1 + (1.0 - learn) * n0_
+            pm = before[lo:hi]
+            gamma[lo:hi] = pm * w1 * stay1
+            if nxt:
+                after = slice(lo, lo + nxt)
+                forgot[after] = pm[:nxt] * w1[:nxt] * forget * n0_[:nxt]
+                learned[after] = (1.0 - pm[:nxt]) * w0[:nxt] * learn * n1[:nxt]
+            b1[:k] = w1 * stay1
+            b0[:k] = w0 * stay0
+        ungamma = 1.0 - gamma
+        inner = self.inner
+        correct = self.correct
+        start = slice(0, n0)
+        counts = np.stack(
+            [
+                gamma[start].sum(axis=0),
+                ungamma[start].sum(axis=0),
+                ungamma[inner].sum(axis=0),
+                learned.sum(axis=0),
+                ungamma[correct].sum(axis=0),
+                ungamma[~correct].sum(axis=0),
+                gamma[correct].sum(axis=0),
+                gamma[~correct].sum(axis=0),
+                gamma[inner].sum(axis=0),
+                forgot.sum(axis=0),
+            ]
+        )
+        return ll, counts
+
+
+def _m_step_forgets(counts: _F, theta: _F, low: _F, high: _F) -> _F:
+    num = counts[[0, 3, 4, 7, 9]]
+    den = np.stack(
+        [
+            counts[0] + counts[1],
+            counts[2],
+            counts[4] + counts[5],
+            counts[6] + counts[7],
+            counts[8],
+        ]
+    )
+    ratio: _F = np.divide(num, den, out=theta.copy(), where=den > 0)
+    clipped: _F = np.clip(ratio, low, high)
+    # learn + forget < 1 (the transition stays increasing): learn gives way,
+    # only ever near learn ~ 1 where no fit on real data goes.
+    clipped[1] = np.minimum(clipped[1], 1.0 - MARGIN - clipped[4])
+    return clipped
+
+
 def _log_coefficients(theta: _F) -> _F:
     prior, learn, guess, slip = theta
     return np.stack(
@@ -178,7 +293,11 @@ def _m_step(counts: _F, theta: _F, low: _F, high: _F) -> _F:
     return clipped
 
 
-def _columns(params: Sequence[Params]) -> _F:
+def _columns(params: Sequence[Params], *, forgets: bool = False) -> _F:
+    if forgets:
+        return np.array(
+            [[p.prior, p.learn, p.guess, p.slip, p.forget] for p in params]
+        ).T
     return np.array([[p.prior, p.learn, p.guess, p.slip] for p in params]).T
 
 
@@ -187,7 +306,10 @@ def log_likelihood(params: Params, data: Sequences) -> float:
 
     Tests check it against the forward algorithm of :mod:`processors.mastery`.
     """
-    ll, _ = _Paths(data).e_step(_columns([params]))
+    if params.forgets:
+        ll, _ = _Chains(data).e_step(_columns([params], forgets=True))
+    else:
+        ll, _ = _Paths(data).e_step(_columns([params]))
     return float(ll[0])
 
 
@@ -199,6 +321,7 @@ def fit(
     tol: float = 1e-9,
     max_iter: int = 2000,
     bounds: Mapping[str, Bound] = BOUNDS,
+    forgets: bool = False,
 ) -> FitResult:
     """Fit by EM with ``restarts`` full runs; the best log-likelihood wins.
 
@@ -211,45 +334,55 @@ def fit(
     ``seed``. A run stops when the relative change of its log-likelihood falls
     below ``tol`` or after ``max_iter`` iterations. ``bounds`` are the
     accepted ranges of :mod:`schemas.bkt_params` unless a caller (a test)
-    widens them; they must keep ``guess + slip < 1``.
+    widens them; they must keep ``guess + slip < 1``. ``forgets`` fits BKT
+    with a forget rate too (within :data:`~schemas.bkt_params.FORGET`,
+    or ``bounds["forget"]``).
     """
     if restarts < 1:
         raise ValueError(f"restarts must be at least 1, got {restarts}")
-    low = np.array([[bounds[name].low] for name in _NAMES])
-    high = np.array([[bounds[name].high] for name in _NAMES])
-    if bounds["guess"].high + bounds["slip"].high >= 1.0:
+    names = (*_NAMES, "forget") if forgets else _NAMES
+    every = {**BOUNDS, "forget": FORGET, **bounds}
+    low = np.array([[every[name].low] for name in names])
+    high = np.array([[every[name].high] for name in names])
+    if every["guess"].high + every["slip"].high >= 1.0:
         raise ValueError("bounds must keep guess + slip below 1")
-    paths = _Paths(data)
     rng = np.random.default_rng(seed)
     candidates = SCREEN_FACTOR * restarts
     drawn = rng.uniform(_START_LOW, _START_HIGH, size=(candidates - 1, 4)).T
-    theta = np.clip(
-        np.concatenate([_columns([DEFAULT_PARAMS]), drawn], axis=1), low, high
-    )
+    first = _columns([DEFAULT_PARAMS])
+    e_step: Callable[[_F], tuple[_F, _F]]
+    if forgets:
+        # Drawn after the four others, so the standard fit's starts are unchanged.
+        drawn = np.vstack([drawn, rng.uniform(*_FORGET_START, size=candidates - 1)])
+        first = np.vstack([first, [[_FORGET_START[0]]]])
+        e_step, m_step = _Chains(data).e_step, _m_step_forgets
+    else:
+        e_step, m_step = _Paths(data).e_step, _m_step
+    theta = np.clip(np.concatenate([first, drawn], axis=1), low, high)
     for _ in range(SCREEN_ITERATIONS):
-        _, counts = paths.e_step(theta)
-        theta = _m_step(counts, theta, low, high)
-    ll, _ = paths.e_step(theta)
+        _, counts = e_step(theta)
+        theta = m_step(counts, theta, low, high)
+    ll, _ = e_step(theta)
     theta = theta[:, np.argsort(-ll, kind="stable")[:restarts]]
 
     previous = np.full(restarts, -np.inf)
     active = np.ones(restarts, dtype=np.bool_)
     iterations = np.full(restarts, SCREEN_ITERATIONS, dtype=np.int64)
     for _ in range(max_iter):
-        ll, counts = paths.e_step(theta)
+        ll, counts = e_step(theta)
         change = np.abs(ll - previous)
         active &= ~(change <= tol * np.abs(ll))
         if not active.any():
             break
-        theta = np.where(active, _m_step(counts, theta, low, high), theta)
+        theta = np.where(active, m_step(counts, theta, low, high), theta)
         previous = np.where(active, ll, previous)
         iterations += active
     else:
-        ll, _ = paths.e_step(theta)
+        ll, _ = e_step(theta)
     best = int(np.argmax(ll))
-    prior, learn, guess, slip = (float(v) for v in theta[:, best])
+    values = [float(v) for v in theta[:, best]]
     return FitResult(
-        params=Params(prior=prior, learn=learn, guess=guess, slip=slip),
+        params=Params(*values),
         log_likelihood=float(ll[best]),
         iterations=int(iterations[best]),
         converged=not bool(active[best]),
@@ -266,6 +399,7 @@ def fit_skills(
     tol: float = 1e-9,
     max_iter: int = 2000,
     on_progress: Callable[[int, int], None] | None = None,
+    forgets: bool = False,
 ) -> dict[str, FitResult]:
     """:func:`fit` every skill of ``data`` (skill -> answer sequences).
 
@@ -280,6 +414,7 @@ def fit_skills(
             seed=[seed, zlib.crc32(skill.encode())],
             tol=tol,
             max_iter=max_iter,
+            forgets=forgets,
         )
         if on_progress is not None:
             on_progress(done, len(data))

@@ -14,6 +14,11 @@ points), one table per :class:`TableKey` (params, threshold, w), each table
 built from the one for ``w - 1`` by numpy array operations. The only
 approximation is that interpolation; boundaries are handled exactly.
 
+With forgetting (``forget > 0``) the chain is the same with the forgetting
+transition; every state after a step lies below ``logit(1 - forget)`` (the
+transition's ceiling; learn + forget < 1), so the grid stops there, and a
+threshold above the ceiling is reached by no answer sequence (every row 0).
+
 Tables live in a :class:`ForecastTables`, an LRU cache bounded by bytes.
 :meth:`ForecastTables.lookup` never builds (the hot path asks it and learns
 which table is missing); :meth:`ForecastTables.build` and :func:`build_chain`
@@ -138,13 +143,59 @@ def _moves(params: Params, x: _Array) -> tuple[_Array, _Array, _Array]:
     )
 
 
+def _logaddexp(x: _Array, y: float) -> _Array:
+    # mastery._logaddexp's operations (max + log1p(exp(-|x - y|))).
+    return np.maximum(x, y) + np.log1p(np.exp(-np.abs(x - y)))
+
+
 def _next(params: Params, x: _Array, move: float) -> _Array:
     lo = x + move
+    if params.forget > 0.0:
+        return _logaddexp(lo + params.log_keep, params.log_learn) - _logaddexp(
+            lo + params.log_forget, params.log_unlearned
+        )
     a = params.log_learn
     if a == -math.inf:
         return lo
     # lo + log1p(exp(a - lo)) above a, a + log1p(exp(lo - a)) below.
     return np.maximum(lo, a) + np.log1p(np.exp(-np.abs(lo - a))) + params.learn_shift
+
+
+def _ceiling(params: Params) -> float:
+    """Highest log-odds a state can have with forgetting: the prior, or the
+    transition's image ``logit(1 - forget)`` (as learn < 1 - forget)."""
+    return max(params.prior_log_odds, params.log_keep - params.log_forget)
+
+
+def _before_wrong(params: Params, y: float) -> float:
+    """Lowest log-odds from which a wrong answer lands at ``y`` or above, with
+    forgetting (the inverse of the increasing transition; +inf when ``y`` is
+    above the ceiling, -inf when every state lands above it)."""
+    odds = math.exp(y)
+    num = odds * (1.0 - params.learn) - params.learn
+    den = (1.0 - params.forget) - odds * params.forget
+    if den <= 0.0:
+        return math.inf
+    if num <= 0.0:
+        return -math.inf
+    return math.log(num) - math.log(den) - params.step_wrong
+
+
+def _beyond(params: Params, threshold: float, work: int) -> float:
+    """At or above this log-odds, ``work`` wrong answers in a row still end at
+    or above the threshold (so the row is exactly "complete at w")."""
+    if params.forget == 0.0:
+        # Capped at _HEADROOM: falling that far within 30 items takes
+        # ~40/|step| wrong answers at P~slip each, probability below ~e^-19.
+        return threshold + min(-work * params.step_wrong, _HEADROOM)
+    y = threshold
+    for _ in range(work):
+        y = _before_wrong(params, y)
+        if not math.isfinite(y):
+            break
+    # A relative 1e-12 above the inverse computed in floats: never claims a
+    # state complete that rounding would put a hair below the threshold.
+    return y + 1e-12 * max(1.0, abs(y))
 
 
 def _grid(start: float, n: int, step: float) -> _Array:
@@ -217,10 +268,9 @@ def _build_forced(key: TableKey, child: Table) -> Table:
     params, work, step = key.params, key.work, key.step
     start = child.start
     # From here on, `work` wrong answers in a row still end above threshold.
-    # Capped at _HEADROOM: falling that far within 30 items takes ~40/|step|
-    # wrong answers at P~slip each, probability below ~e^-19 for any params.
-    beyond = key.threshold + min(-work * params.step_wrong, _HEADROOM)
-    n = math.ceil((beyond - start) / step) + 1
+    beyond = max(_beyond(params, key.threshold, work), start)
+    top = beyond if params.forget == 0.0 else min(beyond, _ceiling(params) + step)
+    n = math.ceil((top - start) / step) + 1
     pc, up, down = _moves(params, _grid(start, n, step))
     # Child columns t = work-1..horizon; this table's t = work..horizon are
     # the child's at t - 1 (one item consumed).

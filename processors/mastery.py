@@ -5,12 +5,18 @@ steps of BKT are exact in that form:
 
 - evidence: ``lo += log((1-slip)/guess)`` after a correct answer and
   ``lo += log(slip/(1-guess))`` after a wrong one (Bayes' rule in odds form);
-- learning: ``odds' = (odds + learn) / (1 - learn)``, i.e.
-  ``lo' = logaddexp(lo, log(learn)) - log1p(-learn)`` (no forgetting).
+- transition: P(L') = P(L)(1 - forget) + (1 - P(L)) learn, i.e.
+  ``odds' = (odds (1-forget) + learn) / (odds forget + 1 - learn)``, or
+  ``lo' = logaddexp(lo + log1p(-forget), log learn)
+  - logaddexp(lo + log forget, log1p(-learn))``; without forgetting
+  (forget = 0) that is ``logaddexp(lo, log learn) - log1p(-learn)``, computed
+  by the same operations as before forgetting existed (bit-identical).
 
 Nothing is ever rounded to 1.0, so a learner at P(mastered)=0.99999 who then
 answers wrongly moves down exactly as the maths says (pyBKT, working in
-probabilities, can stick at 1.0). See docs/analytics.md.
+probabilities, can stick at 1.0). With forgetting P(mastered) stays below
+``max(learn, 1 - forget)`` after any attempt, so it no longer saturates. See
+docs/analytics.md.
 """
 
 from __future__ import annotations
@@ -54,12 +60,13 @@ def sigmoid(x: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Params:
-    """BKT parameters of one learning objective (no forgetting)."""
+    """BKT parameters of one learning objective; ``forget = 0`` is standard BKT."""
 
     prior: float
     learn: float
     guess: float
     slip: float
+    forget: float = 0.0
     # Derived constants of the log-odds update, computed once.
     prior_log_odds: float = field(init=False, repr=False, compare=False)
     step_correct: float = field(init=False, repr=False, compare=False)
@@ -68,10 +75,18 @@ class Params:
     learn_shift: float = field(init=False, repr=False, compare=False)
     log_guess: float = field(init=False, repr=False, compare=False)
     log_no_guess: float = field(init=False, repr=False, compare=False)
+    log_keep: float = field(init=False, repr=False, compare=False)
+    log_forget: float = field(init=False, repr=False, compare=False)
+    log_unlearned: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.prior < 1.0 and 0.0 <= self.learn < 1.0):
             raise ValueError(f"need 0<prior<1 and 0<=learn<1, got {self}")
+        # learn + forget < 1 keeps the transition increasing in P(L): a better
+        # estimate now is a better one after the step (forecast.best_case_items
+        # and the forecast grid rely on it).
+        if not (0.0 <= self.forget < 1.0 and self.learn + self.forget < 1.0):
+            raise ValueError(f"need 0<=forget and learn + forget < 1, got {self}")
         if not (0.0 < self.guess < 1.0 and 0.0 < self.slip < 1.0):
             raise ValueError(f"need 0<guess<1 and 0<slip<1, got {self}")
         if self.guess + self.slip >= 1.0:
@@ -84,11 +99,25 @@ class Params:
         put(self, "learn_shift", -math.log1p(-self.learn))
         put(self, "log_guess", math.log(self.guess))
         put(self, "log_no_guess", math.log1p(-self.guess))
+        put(self, "log_keep", math.log1p(-self.forget))
+        put(self, "log_forget", math.log(self.forget) if self.forget > 0 else -math.inf)
+        put(self, "log_unlearned", math.log1p(-self.learn))
+
+    @property
+    def forgets(self) -> bool:
+        """True when mastery can be lost (forget > 0)."""
+        return self.forget > 0.0
 
     @classmethod
     def from_schema(cls, p: BKTParameters) -> Params:
         """Build from the event schema's parameters."""
-        return cls(prior=p.prior, learn=p.learn, guess=p.guess, slip=p.slip)
+        return cls(
+            prior=p.prior,
+            learn=p.learn,
+            guess=p.guess,
+            slip=p.slip,
+            forget=p.forget or 0.0,
+        )
 
 
 #: Used for objectives no ModuleTagged event gave parameters for. Conventional,
@@ -97,9 +126,21 @@ class Params:
 DEFAULT_PARAMS = Params(prior=0.3, learn=0.1, guess=0.2, slip=0.1)
 
 
+def _logaddexp(x: float, y: float) -> float:
+    if x > y:
+        return x + math.log1p(math.exp(y - x))
+    if y == -math.inf:
+        return y
+    return y + math.log1p(math.exp(x - y))
+
+
 def next_log_odds(params: Params, log_odds: float, correct: bool) -> float:
     """Log-odds of P(mastered) before the next attempt, after this answer."""
     lo = log_odds + (params.step_correct if correct else params.step_wrong)
+    if params.forget > 0.0:
+        return _logaddexp(lo + params.log_keep, params.log_learn) - _logaddexp(
+            lo + params.log_forget, params.log_unlearned
+        )
     a = params.log_learn
     if a == -math.inf:
         return lo

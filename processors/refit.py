@@ -28,6 +28,7 @@ from processors.mastery import Params
 from schemas.events import (
     AttemptGraded,
     BKTParameters,
+    ModelSelection,
     ModuleTagged,
     RegistrationCreated,
 )
@@ -141,6 +142,7 @@ def parameter_events(
     *,
     now: datetime,
     new_id: Callable[[], str] = lambda: str(uuid.uuid4()),
+    selections: Mapping[str, ModelSelection] | None = None,
 ) -> Publication:
     """``ModuleTagged`` events that set the fitted parameters of one partner
     (``catalog`` is that partner's view).
@@ -149,7 +151,8 @@ def parameter_events(
     objectives; its parameters become the fitted ones for fitted objectives
     and, for the others it gave parameters for, the catalog's current ones (so
     re-sending it never reverts a later definition). Unchanged modules are not
-    re-sent.
+    re-sent. ``selections`` records, per fitted objective, why its model (with
+    or without forgetting) was chosen.
     """
     partner_id = catalog.partner_id
     assert partner_id is not None, "parameters are published for a partner"
@@ -174,7 +177,9 @@ def parameter_events(
         }
         for objective in module.learning_objective_ids:
             if objective in chosen:
-                parameters[objective] = _schema(chosen[objective])
+                parameters[objective] = _schema(
+                    chosen[objective], (selections or {}).get(objective)
+                )
         if parameters == given:
             continue
         events.append(
@@ -191,7 +196,12 @@ def parameter_events(
     return Publication(events, published, dict(sorted(refused.items())))
 
 
-def _schema(params: Params) -> BKTParameters:
+def _schema(params: Params, selection: ModelSelection | None = None) -> BKTParameters:
     return BKTParameters(
-        prior=params.prior, learn=params.learn, guess=params.guess, slip=params.slip
+        prior=params.prior,
+        learn=params.learn,
+        guess=params.guess,
+        slip=params.slip,
+        forget=params.forget if params.forget > 0.0 else None,
+        selection=selection,
     )

@@ -39,7 +39,12 @@ class TraceError(ValueError):
 
 
 def load_params(json_text: str) -> dict[str, Params]:
-    """Parse ``{skill: {prior, learn, guess, slip}}`` (pyBKT's params.json)."""
+    """Parse ``{skill: {prior, learn, guess, slip[, forget]}}`` (pyBKT's
+    params.json and params-forgets.json; ``forgets`` is read as ``forget``).
+
+    A ``selection`` object (what ``mastery model fit --select`` records) is
+    allowed and not needed here.
+    """
     raw = json.loads(json_text)
     if not isinstance(raw, dict):
         raise TraceError("expected an object of skills", "params")
@@ -47,17 +52,18 @@ def load_params(json_text: str) -> dict[str, Params]:
     for skill, values in raw.items():
         if not isinstance(values, dict):
             raise TraceError("expected an object of parameters", f"skill {skill!r}")
-        extra = set(values) - set(_FIELDS) - {"forgets"}
+        extra = set(values) - set(_FIELDS) - {"forget", "forgets", "selection"}
         missing = set(_FIELDS) - set(values)
-        if extra or missing:
+        if extra or missing or {"forget", "forgets"} <= set(values):
             raise TraceError(
-                f"unknown {sorted(extra)} / missing {sorted(missing)} fields",
+                f"unknown {sorted(extra)} / missing {sorted(missing)} fields"
+                " (give forget or forgets, not both)",
                 f"skill {skill!r}",
             )
-        if values.get("forgets", 0.0) != 0.0:
-            raise TraceError("forgetting is not modelled", f"skill {skill!r}")
+        forget = values.get("forget", values.get("forgets", 0.0))
         try:
-            out[skill] = Params(*(float(values[name]) for name in _FIELDS))
+            prior, learn, guess, slip = (float(values[name]) for name in _FIELDS)
+            out[skill] = Params(prior, learn, guess, slip, float(forget or 0.0))
         except (TypeError, ValueError) as exc:
             raise TraceError(str(exc), f"skill {skill!r}") from exc
     return out

@@ -22,13 +22,29 @@ text in docs/analytics.md, "Parameter bounds"):
   (slip 4.9e-4, guess 3.4e-3) are above it.
 - prior and learn stay within ``[MARGIN, 1 - MARGIN]`` for the same reason:
   a certain prior (0 or 1) can never be revised by evidence.
+- ``forget`` is 0 (standard BKT, the default) or in ``[MARGIN, 0.5 - MARGIN]``
+  with ``learn + forget < 1``: the floor keeps P(mastered) after a step below
+  ``1 - MARGIN`` (log-odds <= 9.2, the forecast grid's ceiling), the ceiling
+  keeps "mastered" a state that mostly persists (pyBKT's forgets fits on
+  ASSISTments 2009 are 0.007-0.033), and ``learn + forget < 1`` keeps the
+  transition increasing in P(mastered).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BOUNDS", "GUESS", "LEARN", "MARGIN", "PRIOR", "SLIP", "Bound"]
+__all__ = [
+    "BOUNDS",
+    "FORGET",
+    "GUESS",
+    "LEARN",
+    "MARGIN",
+    "PRIOR",
+    "SLIP",
+    "Bound",
+    "forget_accepted",
+]
 
 #: Distance every parameter keeps from its degenerate values.
 MARGIN = 1e-4
@@ -75,6 +91,19 @@ SLIP = Bound(
     "P(wrong | mastered): a mastered learner is right more "
     "often than not, so a wrong answer is evidence against mastery",
 )
+
+FORGET = Bound(
+    MARGIN,
+    0.5 - MARGIN,
+    "P(a mastered learner loses mastery after an attempt), when not 0: the "
+    "floor bounds the forecast grid, the ceiling keeps mastery a lasting state",
+)
+
+
+def forget_accepted(forget: float, learn: float) -> bool:
+    """0 (no forgetting), or within :data:`FORGET` with ``learn + forget < 1``."""
+    return forget == 0.0 or (FORGET.contains(forget) and learn + forget < 1.0)
+
 
 #: The four bounds by parameter name, in the order prior, learn, guess, slip.
 BOUNDS: dict[str, Bound] = {

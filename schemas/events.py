@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.bkt_params import GUESS, LEARN, PRIOR, SLIP
+from schemas.bkt_params import FORGET, GUESS, LEARN, PRIOR, SLIP, forget_accepted
 
 __all__ = [
     "CONTROL_OR_FORMAT",
@@ -37,6 +37,7 @@ __all__ = [
     "Event",
     "GoalDefined",
     "LearningInstanceCreated",
+    "ModelSelection",
     "ModuleTagged",
     "RefId",
     "RegistrationCreated",
@@ -201,6 +202,20 @@ class GoalDefined(_EventBase):
         return self.targets[0].kind
 
 
+class ModelSelection(_Model):
+    """How a fit chose between BKT with and without forgetting (per objective).
+
+    Held-out log-likelihoods are per attempt, of the learners the fit held out;
+    the model with the higher one is published.
+    """
+
+    criterion: Literal["held_out_log_likelihood"] = "held_out_log_likelihood"
+    chosen: Literal["standard", "forgets"]
+    standard: float = Field(allow_inf_nan=False, le=0.0)
+    forgets: float = Field(allow_inf_nan=False, le=0.0)
+    held_out_attempts: int = Field(ge=0)
+
+
 class BKTParameters(_Model):
     """Bayesian Knowledge Tracing parameters of one learning objective.
 
@@ -213,6 +228,21 @@ class BKTParameters(_Model):
     learn: _Learn
     guess: _Guess
     slip: _Slip
+    #: Added within schema version 1 as an optional field with a default
+    #: (None: no forgetting, as 0), so events without it stay valid, and
+    #: parameters without forgetting encode exactly as before it existed.
+    forget: float | None = Field(default=None, description=FORGET.reason)
+    #: Why the fitter chose forgetting or not (None when set by hand).
+    selection: ModelSelection | None = None
+
+    @model_validator(mode="after")
+    def _forget_in_range(self) -> BKTParameters:
+        if self.forget is not None and not forget_accepted(self.forget, self.learn):
+            raise ValueError(
+                f"forget must be 0 or in [{FORGET.low}, {FORGET.high}] with "
+                f"learn + forget < 1, got forget={self.forget}, learn={self.learn}"
+            )
+        return self
 
 
 class ModuleTagged(_EventBase):

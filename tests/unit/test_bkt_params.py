@@ -10,9 +10,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from processors.mastery import DEFAULT_PARAMS
+from processors.mastery import DEFAULT_PARAMS, Params
 from schemas.bkt_params import BOUNDS, GUESS, MARGIN, SLIP
-from schemas.events import BKTParameters, ModuleTagged, decode_event
+from schemas.events import (
+    BKTParameters,
+    ModelSelection,
+    ModuleTagged,
+    decode_event,
+    encode_event,
+)
 
 SHARED = Path(
     os.environ.get("MASTERY_SHARED_DIR", Path(__file__).parents[3] / "shared")
@@ -108,3 +114,40 @@ def test_the_worker_dead_letters_out_of_range_parameters_naming_the_field() -> N
         "invalid event: ModuleTagged.parameters.lo-1.guess: "
         "Input should be greater than or equal to 0.0001"
     )
+
+
+# ------------------------------------------------ forgetting (issue 22)
+
+
+def test_forget_is_an_optional_field_old_events_keep_decoding() -> None:
+    old = (
+        '{"type":"ModuleTagged","schema_version":1,"event_id":"e1",'
+        '"occurred_at":"2026-09-01T08:00:00Z","partner_id":"p","module_id":"m",'
+        '"learning_objective_ids":["lo"],"parameters":{"lo":{"prior":0.3,'
+        '"learn":0.1,"guess":0.2,"slip":0.1}}}'
+    )
+    event = decode_event(old.encode())
+    assert isinstance(event, ModuleTagged) and event.parameters is not None
+    given = event.parameters["lo"]
+    assert given.forget is None and Params.from_schema(given).forget == 0.0
+    # Parameters without forgetting encode exactly as before the field existed.
+    assert b"forget" not in encode_event(event)
+    chosen = ModelSelection(
+        chosen="forgets", standard=-0.61, forgets=-0.58, held_out_attempts=900
+    )
+    with_forget = BKTParameters(
+        prior=0.3, learn=0.1, guess=0.2, slip=0.1, forget=0.02, selection=chosen
+    )
+    again = event.model_copy(update={"parameters": {"lo": with_forget}})
+    decoded = decode_event(encode_event(again))
+    assert isinstance(decoded, ModuleTagged) and decoded.parameters is not None
+    assert decoded.parameters["lo"] == with_forget
+    assert Params.from_schema(with_forget).forget == 0.02
+
+
+@pytest.mark.parametrize(
+    ("forget", "learn"), [(0.5, 0.1), (5e-5, 0.1), (-0.01, 0.1), (0.3, 0.75)]
+)
+def test_forget_outside_its_range_is_refused(forget: float, learn: float) -> None:
+    with pytest.raises(ValidationError, match="forget"):
+        BKTParameters(prior=0.3, learn=learn, guess=0.2, slip=0.1, forget=forget)

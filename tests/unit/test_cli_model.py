@@ -159,3 +159,49 @@ def test_missing_columns_and_missing_parameters(tmp_path: Path) -> None:
     )
     with pytest.raises(SystemExit, match="no parameters for this skill"):
         main(["model", "evaluate", "--params", str(params), "--dkt", str(TEST)])
+
+
+def test_fit_forgets_and_select(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from processors.selection import select
+    from tests.unit.test_fit_forgets import simulate as simulate_forgetting
+
+    rng = np.random.default_rng(22)
+    forgetful = Params(prior=0.3, learn=0.15, guess=0.2, slip=0.1, forget=0.08)
+    steady = Params(prior=0.3, learn=0.12, guess=0.2, slip=0.1)
+    skills = {
+        "s-f": simulate_forgetting(forgetful, 300, rng, longest=40),
+        "s-s": simulate(steady, 300, rng),
+    }
+    attempts = tmp_path / "attempts.csv"
+    write_csv(attempts, skills)
+    args = ["model", "fit", "--attempts", str(attempts), "--seed", "3"]
+    assert main([*args, "--forgets"]) == 0
+    captured = capsys.readouterr()
+    params = load_params(captured.out)
+    direct = fit(
+        Sequences.of(skills["s-f"]), seed=[3, zlib.crc32(b"s-f")], forgets=True
+    )
+    assert params["s-f"] == direct.params
+    assert abs(params["s-f"].forget - 0.08) < 0.03
+    assert "2 with forgetting" in captured.err
+    assert main([*args, "--select"]) == 0
+    captured = capsys.readouterr()
+    raw = json.loads(captured.out)
+    chosen = select(skills["s-f"], seed=[3, zlib.crc32(b"s-f")])
+    assert raw["s-f"]["selection"] == {
+        "criterion": "held_out_log_likelihood",
+        "chosen": "forgets",
+        "standard": chosen.standard,
+        "forgets": chosen.forgets,
+        "held_out_attempts": chosen.held_out_attempts,
+    }
+    assert chosen.forgets > chosen.standard
+    assert load_params(captured.out)["s-f"] == chosen.result.params
+    # Without forgetting in the data the extra parameter does not pay on
+    # held-out learners here: standard BKT is published, with no forget field.
+    assert raw["s-s"]["selection"]["chosen"] == "standard"
+    assert "forget" not in raw["s-s"]
+    with pytest.raises(SystemExit, match="leave out --forgets"):
+        main([*args, "--select", "--forgets"])

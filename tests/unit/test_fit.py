@@ -240,6 +240,8 @@ def test_fits_of_the_reference_skills_beat_pybkt_and_predict_better() -> None:
     test = _by_skill(assistments / "builder_test.csv")
     _, ours = evaluate(fitted, {s: test[s] for s in reference})
     _, theirs_metrics = evaluate(reference, {s: test[s] for s in reference})
-    assert theirs_metrics.auc == pytest.approx(0.7622, abs=5e-5)
-    assert ours.auc >= 0.7622
+    # Ranked by the exact prediction (processors/evaluation.py): 0.7644, was
+    # 0.7622 with near-1.0 ties counted one half.
+    assert theirs_metrics.auc == pytest.approx(0.76443, abs=5e-5)
+    assert ours.auc >= theirs_metrics.auc
     assert ours.attempts == theirs_metrics.attempts == 47577

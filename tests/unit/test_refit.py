@@ -166,3 +166,26 @@ def test_parameter_events_set_fitted_objectives_only() -> None:
     again = parameter_events(mine, {"lo-1": fitted}, now=T0)
     assert again.events == []
     assert again.published == ["lo-1"]
+
+
+def test_parameter_events_carry_the_forget_rate_and_the_selection() -> None:
+    from schemas.events import ModelSelection
+
+    c = catalog()
+    fitted = Params(prior=0.6, learn=0.07, guess=0.22, slip=0.12, forget=0.02)
+    why = ModelSelection(
+        chosen="forgets", standard=-0.6, forgets=-0.58, held_out_attempts=321
+    )
+    publication = parameter_events(
+        c.for_partner("pa"), {"lo-1": fitted}, now=T0, selections={"lo-1": why}
+    )
+    by_module = {e.module_id: e for e in publication.events}
+    published = by_module["m1"].parameters
+    assert published is not None
+    assert published["lo-1"] == BKTParameters(
+        prior=0.6, learn=0.07, guess=0.22, slip=0.12, forget=0.02, selection=why
+    )
+    # The worker reads the forget rate back from the event.
+    for event in publication.events:
+        c.apply(event)
+    assert c.for_partner("pa").params_for("lo-1") == fitted

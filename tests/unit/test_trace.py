@@ -68,7 +68,17 @@ def test_load_params_validates() -> None:
     assert load_params(json.dumps(good)) == {"s": Params(0.3, 0.1, 0.2, 0.1)}
     with pytest.raises(TraceError, match="missing"):
         load_params(json.dumps({"s": {"prior": 0.3}}))
-    with pytest.raises(TraceError, match="forgetting"):
-        load_params(json.dumps({"s": {**good["s"], "forgets": 0.2}}))
+    # Forgetting is modelled now: pyBKT's "forgets" and our "forget" both read.
+    forgets = Params(0.3, 0.1, 0.2, 0.1, forget=0.2)
+    assert load_params(json.dumps({"s": {**good["s"], "forgets": 0.2}})) == {
+        "s": forgets
+    }
+    assert load_params(json.dumps({"s": {**good["s"], "forget": 0.2}})) == {
+        "s": forgets
+    }
+    with pytest.raises(TraceError, match="not both"):
+        load_params(json.dumps({"s": {**good["s"], "forget": 0.2, "forgets": 0.2}}))
+    with pytest.raises(TraceError, match="learn \\+ forget"):
+        load_params(json.dumps({"s": {**good["s"], "learn": 0.9, "forget": 0.2}}))
     with pytest.raises(TraceError, match="skill 's'"):
         load_params(json.dumps({"s": {**good["s"], "guess": 0.6, "slip": 0.5}}))
