@@ -552,8 +552,14 @@
 
   // -- CSV export -------------------------------------------------------------
 
+  // OWASP CSV injection: a spreadsheet runs a text cell that starts with one of
+  // these as a formula (ids may start with "-"), so such a cell gets a leading
+  // quote. Numbers are written as numbers: -1 is not a formula.
+  const FORMULA_START = /^[=+\-@\t\r]/;
+
   function csvField(value) {
-    const s = String(value);
+    let s = String(value);
+    if (typeof value !== "number" && FORMULA_START.test(s)) s = "'" + s;
     return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   }
 
@@ -619,7 +625,7 @@
   });
   $("sign-out").addEventListener("click", () => signOut(""));
 
-  window.masteryDashboard = { toCsv }; // for the browser tests
+  window.masteryDashboard = { toCsv, csvField }; // for the browser tests
 
   if (state.token) {
     show("choose");
