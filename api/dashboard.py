@@ -39,6 +39,22 @@ _FILES = {
 }
 
 
+#: Sent with every dashboard response (docs/dashboard.md, "Security headers"):
+#: the page loads its script and style sheet from this origin only, talks only
+#: to this origin, cannot be framed, and sends no Referer (its URL fragment
+#: names a learning instance).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self'; connect-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
 class LearningInstanceView(Protocol):
     """What the caller may see of a learning instance, and its goals."""
 
@@ -137,18 +153,22 @@ class DashboardRoutes:
     async def redirect(self, request: Request) -> Response:
         # Relative URLs in the page resolve against /dashboard/; a fragment
         # (#li=...) is kept by the browser across the redirect.
-        return RedirectResponse("dashboard/index.html", status_code=308)
+        return RedirectResponse(
+            "dashboard/index.html", status_code=308, headers=SECURITY_HEADERS
+        )
 
     async def static(self, request: Request) -> Response:
         name = str(request.path_params["file"])
         if name not in _FILES:
             raise NotFound(
-                f"no file {name!r} in the dashboard", details={"field": "file"}
+                f"no file {name!r} in the dashboard",
+                details={"field": "file"},
+                headers=SECURITY_HEADERS,
             )
         return FileResponse(
             STATIC_DIR / name,
             media_type=_FILES[name],
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", **SECURITY_HEADERS},
         )
 
     async def goals(self, request: Request) -> Response:
