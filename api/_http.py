@@ -36,9 +36,13 @@ def json_response(
     return Response(content=body, status_code=status, media_type=_JSON, headers=headers)
 
 
-def error_response(exc: ApiError, status: int | None = None) -> Response:
+def error_response(
+    exc: ApiError, status: int | None = None, *, request_id: str | None = None
+) -> Response:
     return json_response(
-        orjson.dumps(exc.body()), status or exc.status_code, exc.headers or None
+        orjson.dumps(exc.body(request_id)),
+        status or exc.status_code,
+        exc.headers or None,
     )
 
 

@@ -48,6 +48,7 @@ from api.metrics import (
 )
 from api.openapi import openapi_document
 from api.render import render_page, require_known_goals
+from api.request_id import RequestIdMiddleware, request_id
 from api.sink import EventSink, KafkaEventSink
 from api.store import PageStore, RedisPageStore
 from api.stream import StreamConfig, StreamRoutes
@@ -149,7 +150,24 @@ def create_app(
         assert isinstance(exc, ApiError)
         if isinstance(exc, Unauthorized):
             metrics.auth_failures.labels(exc.reason).inc()
-        return error_response(exc)
+        if exc.status_code < 500:
+            return error_response(exc)
+        # The body says what failed; the log says where (addresses), under
+        # the request id that the body carries.
+        rid = request_id(request)
+        cause = exc.__cause__
+        log.warning(
+            "request %s: %s %s answered %d %s: %s%s",
+            rid,
+            request.method,
+            request.url.path,
+            exc.status_code,
+            exc.code,
+            exc.message,
+            f" ({type(cause).__name__}: {cause})" if cause is not None else "",
+            extra={"request_id": rid},
+        )
+        return error_response(exc, request_id=rid)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -159,8 +177,14 @@ def create_app(
         return error_response(ApiError(str(exc.detail), code=code), exc.status_code)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ApiError("internal error"))
+        rid = request_id(request)
+        log.exception(
+            "request %s: unhandled error on %s %s",
+            rid,
+            request.method,
+            request.url.path,
+        )
+        return error_response(ApiError("internal error"), request_id=rid)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -202,7 +226,10 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+        ],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,

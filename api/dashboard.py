@@ -24,7 +24,13 @@ from starlette.routing import Route
 
 from api._http import json_response, path_entity_id
 from api.auth import Authenticator, authorize_partner
-from api.errors import Forbidden, NotFound, ServiceUnavailable, not_found
+from api.errors import (
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    not_found,
+    redis_unreachable,
+)
 from api.tokens import Principal
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
@@ -37,7 +43,6 @@ _FILES = {
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
 }
-
 
 #: Sent with every dashboard response (docs/dashboard.md, "Security headers"):
 #: the page loads its script and style sheet from this origin only, talks only
@@ -98,10 +103,7 @@ class RedisViewStore:
                 keys=[], args=[self.keys.prefix, li_id, caller]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ServiceUnavailable(
-                "the read model (Redis) is unreachable; retry shortly",
-                details={"reason": str(exc)},
-            ) from exc
+            raise redis_unreachable(exc) from exc
         if not result:
             return None
         partner, instructor, own, *goals = result

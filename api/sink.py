@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
 
-from api.errors import BrokerUnavailable
+from api.errors import BrokerUnavailable, redact_addresses
 from infra.broker import BrokerProfile
 from infra.kafka_security import refusal_reason
 from infra.producer import EventProducer
@@ -67,7 +67,7 @@ class KafkaEventSink:
         return BrokerUnavailable(
             "the broker did not acknowledge the events; retry later (ids you "
             "chose make the retry idempotent)",
-            details={"reason": reason, "stored": stored},
+            details={"reason": redact_addresses(reason), "stored": stored},
             retry_after_s=self._retry_after_s,
         )
 

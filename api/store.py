@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.errors import ServiceUnavailable, not_found
+from api.errors import ServiceUnavailable, not_found, redis_unreachable
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["Access", "Page", "PageStore", "RedisPageStore", "Snapshot"]
@@ -217,10 +217,7 @@ class RedisPageStore:
                 keys=[], args=[self.keys.prefix, *args]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ServiceUnavailable(
-                "the read model (Redis) is unreachable; retry shortly",
-                details={"reason": str(exc)},
-            ) from exc
+            raise redis_unreachable(exc) from exc
         return result
 
     @staticmethod
