@@ -138,7 +138,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_api
-    from api.http_server import HeadLimitedHttpToolsProtocol
+    from api.http_server import http_protocol
     from api.tokens import AuthConfigError
 
     _require(settings.redis_url, "REDIS_URL")
@@ -157,9 +157,11 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=HeadLimitedHttpToolsProtocol,
+        # 431 for a head over the size limit, 408 for one too slow (slowloris)
+        http=http_protocol(settings.api_head_timeout_s),
         # uvicorn's name for the request-head limit; our protocol enforces it (431).
         h11_max_incomplete_event_size=settings.api_max_header_bytes,
+        timeout_keep_alive=settings.api_keep_alive_timeout_s,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0

@@ -70,6 +70,8 @@ _API = (
     "api_port",
     "max_request_bytes",
     "api_max_header_bytes",
+    "api_head_timeout_s",
+    "api_keep_alive_timeout_s",
     "max_token_bytes",
     *_JWT,
     "max_ingest_request_bytes",

@@ -158,6 +158,21 @@ class Settings(BaseSettings):
         description="largest request line plus headers; beyond it the server "
         "answers 431 without reading the rest (docs/auth.md)",
     )
+    api_head_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="time a connection has to send a whole request head (from "
+        "its first byte, or from the connection when it sends nothing); beyond "
+        "it the server answers 408 and closes (slowloris; docs/operations.md)",
+    )
+    api_keep_alive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="time an idle keep-alive connection stays open after its "
+        "last response (docs/operations.md)",
+    )
     max_token_bytes: int = Field(
         default=8192,
         ge=256,
