@@ -24,6 +24,7 @@ import csv
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -255,16 +256,20 @@ def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from infra.tokens import MintError, mint_token
 
+    roles: list[str] = [] if args.no_role else (args.role or ["partner_admin"])
     try:
         token = mint_token(
             settings,
             sub=args.sub,
-            partner_id=args.partner,
-            roles=args.role or [],
+            partner_id=args.partner or settings.token_partner_id,
+            roles=roles,
             ttl_s=args.ttl,
         )
     except MintError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+        raise SystemExit(
+            f"error: {exc} (against a running `mastery dev`: "
+            "set -a; . var/dev.env; set +a)"
+        ) from exc
     print(token)
     return 0
 
@@ -465,17 +470,40 @@ def build_parser() -> argparse.ArgumentParser:
     p_prod.set_defaults(func=cmd_produce)
 
     p_token = sub.add_parser(
-        "token", help="mint a development token (HS256, MASTERY_JWT_HS256_SECRET)"
+        "token",
+        help="mint a development token (HS256, MASTERY_JWT_HS256_SECRET)",
+        description=textwrap.fill(
+            "Mint an HS256 token. With no options it is a partner admin of "
+            "MASTERY_TOKEN_PARTNER_ID, which a running `mastery dev` writes to "
+            "var/dev.env: it reads every row of the demo (set -a; . var/dev.env; "
+            "set +a; mastery token).",
+            width=79,
+        ),
     )
-    p_token.add_argument("--sub", default="dev-admin", help="user id (claim sub)")
-    p_token.add_argument("--partner", default="partner-demo", help="claim partner_id")
     p_token.add_argument(
+        "--sub", default="dev-admin", help="user id, claim sub (default: dev-admin)"
+    )
+    p_token.add_argument(
+        "--partner",
+        default=None,
+        help="claim partner_id (default: MASTERY_TOKEN_PARTNER_ID, partner-demo)",
+    )
+    roles = p_token.add_mutually_exclusive_group()
+    roles.add_argument(
         "--role",
         action="append",
         choices=["partner_admin", "ingest"],
-        help="repeatable; none = a plain user (learner/instructor rights only)",
+        help="claim roles, repeatable (default: partner_admin)",
     )
-    p_token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
+    roles.add_argument(
+        "--no-role",
+        action="store_true",
+        help="no role: a plain user, who reads only what its sub is registered "
+        "to (its own registration; a learning instance it is an instructor of)",
+    )
+    p_token.add_argument(
+        "--ttl", type=int, default=3600, help="seconds until exp (default: 3600)"
+    )
     p_token.set_defaults(func=cmd_token)
 
     p_rebuild = sub.add_parser(

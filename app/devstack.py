@@ -315,6 +315,8 @@ def run_dev(
                 )
                 return 1
             partner = _show_rows(stack, workload, started)
+        # `mastery token` in another terminal mints for this partner.
+        _write_env_file(stack, partner)
         token = stack.token(sub="demo-admin", partner_id=partner)
         print(
             f"a partner-admin token for {partner!r}, valid 24 h "
@@ -386,9 +388,10 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _write_env_file(stack: DevStack) -> None:
+def _write_env_file(stack: DevStack, partner: str | None = None) -> None:
     """What another terminal needs to talk to this stack (`mastery token`,
-    `mastery dlq`, `mastery rebuild`, `mastery produce`)."""
+    `mastery dlq`, `mastery rebuild`, `mastery produce`); ``partner``, once
+    known, is the one `mastery token` mints for."""
     DEV_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
@@ -399,6 +402,8 @@ def _write_env_file(stack: DevStack) -> None:
         "MASTERY_JWT_HS256_SECRET": stack.jwt_secret,
         "API_URL": stack.api_url,  # for curl; not a setting
     }
+    if partner is not None:
+        values["MASTERY_TOKEN_PARTNER_ID"] = partner
     DEV_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     DEV_ENV_FILE.chmod(0o600)  # holds the run's JWT secret
 

@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     jwt_leeway_s: int = Field(
         default=30, ge=0, le=300, description="clock skew allowed on exp/nbf"
     )
+    token_partner_id: str = Field(
+        default="partner-demo",
+        min_length=1,
+        description="the partner_id claim `mastery token` mints by default; "
+        "`mastery dev` writes the partner of its workload to var/dev.env",
+    )
 
     # Ingest endpoints (docs/ingest.md).
     max_ingest_request_bytes: int = Field(
