@@ -54,6 +54,10 @@ _ONE_SHOT = frozenset(
 )
 
 
+#: commands that serve until stopped: Ctrl-C is their normal end (exit 0)
+_SERVERS = frozenset({"api", "worker", "dev"})
+
+
 def _require(value: str | None, name: str) -> str:
     if not value:
         raise SystemExit(
@@ -106,15 +110,20 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     loop.run_until_complete(prepare())
     log.info("broker profile: %s", profile)
     worker = create_worker(settings, profile, bootstrap, redis_url)
+    faust_worker = faust.Worker(
+        worker.app,
+        loglevel=settings.log_level.lower(),
+        loop=loop,
+        quiet=True,
+        # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
+        override_logging=False,
+    )
+    # Faust's start-up spinner (faust 0.15.3, faust/worker.py) prints the
+    # terminal's show-cursor code "\x1b[?25h" when start-up ends, even when
+    # stdout is a log file (Spinner.finish does not check isatty).
+    faust_worker.spinner = None
     try:
-        faust.Worker(
-            worker.app,
-            loglevel=settings.log_level.lower(),
-            loop=loop,
-            quiet=True,
-            # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
-            override_logging=False,
-        ).execute_from_commandline()
+        faust_worker.execute_from_commandline()
     except SystemExit as exc:
         # A Faust service crashed: mode re-raises its reason once the loop is
         # closed and turns it into exit 1. A broker restarted on empty disks
@@ -142,7 +151,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     from api.http_server import http_protocol
     from api.tokens import AuthConfigError
 
-    _require(settings.redis_url, "REDIS_URL")
+    redis_url = _require(settings.redis_url, "REDIS_URL")
     try:
         app = create_api(settings)
     except AuthConfigError as exc:
@@ -150,6 +159,17 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     sock = bind_port(
         args.host or settings.api_host,
         args.port if args.port is not None else settings.api_port,
+    )
+    _warn_if_redis_unreachable(redis_url)
+    # Listening before the line is printed: a client that connects at once
+    # waits in the backlog until uvicorn accepts, rather than being refused.
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"mastery api listening on http://{shown}:{port} (docs /docs, dashboard "
+        "/dashboard, readiness /readyz); Ctrl-C stops it",
+        flush=True,
     )
     config = uvicorn.Config(
         app,
@@ -166,6 +186,29 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _warn_if_redis_unreachable(redis_url: str) -> None:
+    """One warning at start: the API serves anyway (reads answer 503 and
+    /readyz fails until Redis answers), but a wrong REDIS_URL should not wait
+    for the first request to show."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from app.cli_errors import redact_url
+
+    client = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "cannot reach Redis at %s (%s): serving anyway; reads answer 503 and "
+            "/readyz fails until it answers; check REDIS_URL",
+            redact_url(redis_url),
+            exc,
+        )
+    finally:
+        client.close()
 
 
 def _workload(settings: Settings, args: argparse.Namespace) -> object:
@@ -409,7 +452,13 @@ def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
-    parser = argparse.ArgumentParser(prog="mastery", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mastery",
+        description="mastery-stream: live status and progress of adaptive "
+        "assignments (graded attempts on Kafka -> worker -> Redis -> HTTP API).",
+        epilog="Each command's --help lists the environment variables it reads; "
+        "`mastery dev` runs the whole system on an embedded broker and Redis.",
+    )
     parser.add_argument(
         "--version", action="version", version=f"mastery {version('mastery-stream')}"
     )
@@ -603,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         result: int = args.func(settings, args)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a server started in a terminal is stopped: no traceback.
+        print("\nstopped (Ctrl-C)", file=sys.stderr)
+        return 0 if args.command in _SERVERS else 130
     except Exception as exc:
         if _is_topic_error(exc):
             print(f"error: {exc}", file=sys.stderr)
