@@ -120,14 +120,22 @@ def _refuse_duplicate_keys(body: bytes) -> None:
         ) from exc
 
 
-def validation_details(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """One entry per error: the field, pydantic's message and, for a
+    collection over its bound (schemas/limits.py), the ``limit``."""
+    details: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False):
+        entry: dict[str, Any] = {
             "field": ".".join(str(p) for p in err["loc"]) or "body",
             "message": err["msg"],
         }
-        for err in exc.errors(include_url=False)
-    ]
+        ctx = err.get("ctx", {})
+        if err["type"] == "too_long" and "max_length" in ctx:
+            entry["limit"] = ctx["max_length"]
+        elif err["type"] == "row_too_large":
+            entry["limit"] = ctx["limit"]
+        details.append(entry)
+    return details
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -47,7 +47,7 @@ from api.metrics import (
     TimedPageStore,
 )
 from api.openapi import openapi_document
-from api.render import render_page, require_known_goals
+from api.render import render_page, require_known_goals, require_within_bytes
 from api.request_id import RequestIdMiddleware, request_id
 from api.sink import EventSink, KafkaEventSink
 from api.store import PageStore, RedisPageStore
@@ -57,6 +57,7 @@ from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
+from schemas.limits import MAX_PAGE_BYTES
 
 __all__ = ["create_api", "create_app"]
 
@@ -106,6 +107,12 @@ def create_app(
         )
         authorize_learning_instance(principal, page.access, li_id)
         require_known_goals(page)
+        require_within_bytes(
+            page,
+            MAX_PAGE_BYTES,
+            "registrations_per_page",
+            "ask for fewer registrations_per_page or goal_ids",
+        )
         end = query.registration_offset + len(page.registration_ids)
         next_ = (
             {
@@ -129,6 +136,7 @@ def create_app(
         )
         authorize_registration(principal, page.access, reg_id)
         require_known_goals(page)
+        require_within_bytes(page, MAX_PAGE_BYTES, "goal_ids", "ask for fewer goal_ids")
         return json_response_with_etag(
             request, render_page(raw, query.goal_ids, page, None)
         )

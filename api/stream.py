@@ -39,11 +39,12 @@ from api._http import path_entity_id, validate
 from api.auth import Authenticator, authorize_learning_instance, authorize_registration
 from api.change_hub import Change, ChangeHub, parse_stream_id
 from api.errors import BadRequest, ServiceUnavailable, TooManyRequests
-from api.render import render_page, require_known_goals
+from api.render import render_page, require_known_goals, require_within_bytes
 from api.store import Snapshot
 from api.tokens import Principal
 from infra.settings import Settings
 from schemas.api import RegistrationQuery
+from schemas.limits import MAX_SNAPSHOT_BYTES
 
 __all__ = ["SnapshotStore", "StreamConfig", "StreamLimits", "StreamRoutes"]
 
@@ -272,6 +273,12 @@ class StreamRoutes:
                     "through the POST endpoint",
                     details={"field": "li_id", "limit": self.config.max_learners},
                 )
+            require_within_bytes(
+                snap.page,
+                MAX_SNAPSHOT_BYTES,
+                "goal_ids",
+                "open a stream with fewer goal_ids, or page through the POST endpoint",
+            )
         except BaseException:
             release()
             raise

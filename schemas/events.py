@@ -21,10 +21,22 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic.functional_validators import AfterValidator
+from pydantic_core import PydanticCustomError
 
 from schemas.bkt_params import GUESS, LEARN, PRIOR, SLIP
+from schemas.limits import (
+    MAX_MEMBERS_PER_TOPIC,
+    MAX_OBJECTIVES_PER_MODULE,
+    MAX_ROW_BYTES,
+    MAX_TARGETS_PER_GOAL,
+    MAX_TOPICS_PER_GOAL,
+    row_bytes_bound,
+)
 
 __all__ = [
     "CONTROL_OR_FORMAT",
@@ -38,11 +50,15 @@ __all__ = [
     "GoalDefined",
     "LearningInstanceCreated",
     "ModuleTagged",
+    "ObjectiveList",
     "RefId",
     "RegistrationCreated",
     "RegistrationEvent",
     "Target",
+    "TargetList",
     "Timestamp",
+    "TopicMap",
+    "check_topics_row_bound",
     "decode_event",
     "encode_event",
 ]
@@ -166,15 +182,69 @@ class CompletionCriteria(_Model):
     max_work_on_goal: int | None = Field(default=None, ge=1, le=100_000)
 
 
+#: A goal's topics: topic id -> its members (target ids), both bounded.
+TopicMap: TypeAlias = Annotated[
+    dict[
+        RefId,
+        Annotated[list[RefId], Field(min_length=1, max_length=MAX_MEMBERS_PER_TOPIC)],
+    ],
+    Field(max_length=MAX_TOPICS_PER_GOAL),
+]
+#: A module's learning objectives, bounded.
+ObjectiveList: TypeAlias = Annotated[
+    list[RefId], Field(min_length=1, max_length=MAX_OBJECTIVES_PER_MODULE)
+]
+
+
+def _row_bound(
+    targets: list[Target], topics: dict[str, list[str]] | None, field: str
+) -> None:
+    size = row_bytes_bound((t.id for t in targets), topics or ())
+    if size > MAX_ROW_BYTES:
+        raise PydanticCustomError(
+            "row_too_large",
+            "the goal's rows could be {size} bytes, more than the limit of "
+            "{limit} bytes (schemas/limits.py): fewer or shorter " + field,
+            {"size": size, "limit": MAX_ROW_BYTES},
+        )
+
+
+def _targets_within_row_bound(targets: list[Target]) -> list[Target]:
+    _row_bound(targets, None, "targets")
+    return targets
+
+
+#: A goal's targets, bounded in count and, through the row they make, in bytes
+#: (schemas/limits.py).
+TargetList: TypeAlias = Annotated[
+    list[Target],
+    Field(min_length=1, max_length=MAX_TARGETS_PER_GOAL),
+    AfterValidator(_targets_within_row_bound),
+]
+
+
+def check_topics_row_bound(
+    topics: dict[str, list[str]] | None, info: ValidationInfo
+) -> dict[str, list[str]] | None:
+    """A ``topics`` validator: targets and topics together within the row
+    bound (targets alone are checked by :data:`TargetList`)."""
+    targets = info.data.get("targets")
+    if topics and targets is not None:
+        _row_bound(targets, topics, "targets or topics")
+    return topics
+
+
 class GoalDefined(_EventBase):
     """A scoped goal of a learning instance was defined or redefined."""
 
     type: Literal["GoalDefined"] = "GoalDefined"
     goal_id: EntityId
     learning_instance_id: EntityId
-    targets: Annotated[list[Target], Field(min_length=1, max_length=200)]
-    topics: dict[RefId, Annotated[list[RefId], Field(min_length=1)]] | None = None
+    targets: TargetList
+    topics: TopicMap | None = None
     completion_criteria: CompletionCriteria = CompletionCriteria()
+
+    _topics_within_row_bound = field_validator("topics")(check_topics_row_bound)
 
     @model_validator(mode="after")
     def _consistent(self) -> GoalDefined:
@@ -224,8 +294,13 @@ class ModuleTagged(_EventBase):
     #: "Ownership"), so one partner's tags never touch another's rows.
     partner_id: EntityId
     module_id: RefId
-    learning_objective_ids: Annotated[list[RefId], Field(min_length=1, max_length=100)]
-    parameters: dict[RefId, BKTParameters] | None = None
+    learning_objective_ids: ObjectiveList
+    parameters: (
+        Annotated[
+            dict[RefId, BKTParameters], Field(max_length=MAX_OBJECTIVES_PER_MODULE)
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _parameters_for_tagged(self) -> ModuleTagged:
