@@ -185,12 +185,14 @@ class BrokerLost(BrokerUnavailable):
 
 
 #: host:port, IPv4 and bracketed IPv6 addresses, and aiokafka's
-#: ``('host', port)`` tuples, as client libraries put them in their messages.
+#: ``('host', port, family)`` tuples, as client libraries put them in their
+#: messages; times of day (``15:54:25``, ``+00:00``) and ``topic[0]`` are not.
 _ADDRESS = re.compile(
-    r"\(\s*'[^']*'\s*,\s*\d+\s*\)"
-    r"|\[[0-9A-Fa-f:.]+\](?::\d+)?"
-    r"|\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"
-    r"|\b[A-Za-z0-9][A-Za-z0-9.-]*:\d{1,5}\b"
+    r"(?<=\()\s*'[^']*'\s*,\s*\d+"  # ('host', port[, family])
+    r"|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\](?::\d+)?"  # [v6]:port
+    r"|(?<![\w:.+-])(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b(?![:.]?\d)"  # v4[:port]
+    # host:port, not a time of day (hh:mm:ss, +hh:mm) nor part of a longer word
+    r"|(?<![\w:.+-])[A-Za-z0-9][A-Za-z0-9.-]*:\d{1,5}\b(?![:.]?\d)"
 )
 
 
