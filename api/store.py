@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.change_hub import parse_stream_id
 from api.errors import ServiceUnavailable, not_found, redis_unreachable
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
@@ -203,6 +204,11 @@ return out
 )
 
 
+def _past(stream_id: str, last: str) -> bool:
+    a, b = parse_stream_id(stream_id), parse_stream_id(last)
+    return a is not None and b is not None and a > b
+
+
 class RedisPageStore:
     """:class:`PageStore` over the Redis read model."""
 
@@ -288,6 +294,10 @@ class RedisPageStore:
             page = self._page(result, goal_ids, field, ident)
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
         resumed = int(result[-2]) == 1
-        last_id = after if resumed and after else result[-3].decode()
+        current = result[-3].decode()
+        last_id = after if resumed and after else current
+        if _past(last_id, current):
+            # An id past the stream's end (a client's guess): from now on.
+            last_id = current
         page = self._page(result[:-3], goal_ids, field, ident)
         return Snapshot(page, last_id, resumed, result[-1].decode())

@@ -15,7 +15,10 @@
 
 Access is checked at connect, with the rules of the POST endpoints. A client
 that reconnects with ``Last-Event-ID`` gets every change after that id and no
-snapshot, or a fresh snapshot when the id has left the change stream's window.
+snapshot, or a fresh snapshot when the id has left the change stream's window
+or is malformed; an id past the stream's end means "from now". A client's id
+never moves the reader that the learning instance's streams share
+(api/change_hub.py).
 Open streams are bounded per token subject and per process (429 beyond), each
 stream's queue is bounded and a client that does not read is closed.
 """
@@ -148,16 +151,14 @@ def _goal_ids(request: Request) -> list[str]:
 
 
 def _last_event_id(request: Request) -> str | None:
+    """The client's resume point; a malformed one is ignored (the stream
+    starts with a fresh snapshot), never an error: a client cannot do better
+    than reconnect."""
     value = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
     )
-    if not value:
+    if not value or parse_stream_id(value) is None:
         return None
-    if parse_stream_id(value) is None:
-        raise BadRequest(
-            "Last-Event-ID must be an id this stream sent (<ms>-<seq>)",
-            details={"field": "Last-Event-ID"},
-        )
     return value
 
 
