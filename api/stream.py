@@ -19,7 +19,8 @@ snapshot, or a fresh snapshot when the id has left the change stream's window
 or is malformed; an id past the stream's end means "from now". A client's id
 never moves the reader that the learning instance's streams share
 (api/change_hub.py).
-Open streams are bounded per token subject and per process (429 beyond), each
+Open streams are bounded per token subject, per partner and per process (429
+beyond, ``details.scope`` token, partner or server), each
 stream's queue is bounded and a client that does not read is closed.
 """
 
@@ -75,6 +76,7 @@ class StreamConfig:
 
     max_per_token: int = 10
     max_total: int = 2000
+    max_per_partner: int = 500
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
     max_learners: int = 5000
@@ -85,6 +87,7 @@ class StreamConfig:
         return cls(
             max_per_token=settings.stream_max_per_token,
             max_total=settings.stream_max_total,
+            max_per_partner=settings.stream_max_per_partner,
             heartbeat_s=settings.stream_heartbeat_s,
             send_timeout_s=settings.stream_send_timeout_s,
             max_learners=settings.stream_max_learners,
@@ -92,24 +95,39 @@ class StreamConfig:
 
 
 class StreamLimits:
-    """Counts open streams per token subject and in total."""
+    """Counts open streams per token subject, per partner and in total.
 
-    def __init__(self, per_token: int, total: int) -> None:
+    The per-partner share keeps one partner with many tokens from taking every
+    slot of the process (then every other partner got ``429 scope=server``).
+    """
+
+    def __init__(
+        self, per_token: int, total: int, per_partner: int | None = None
+    ) -> None:
         self.per_token = per_token
         self.total = total
+        self.per_partner = total if per_partner is None else per_partner
         self._open: dict[str, int] = {}
+        self._partners: dict[str, int] = {}
         self._count = 0
 
     @property
     def open(self) -> int:
         return self._count
 
-    def acquire(self, key: str) -> Callable[[], None]:
+    def acquire(self, key: str, partner: str = "") -> Callable[[], None]:
         """Take a slot or raise 429; returns the (idempotent) release."""
         if self._count >= self.total:
             raise TooManyRequests(
                 f"this server has {self.total} open streams, its limit",
                 details={"limit": self.total, "scope": "server"},
+            )
+        theirs = self._partners.get(partner, 0)
+        if theirs >= self.per_partner:
+            raise TooManyRequests(
+                f"this partner already has {theirs} open streams on this server, "
+                "its share",
+                details={"limit": self.per_partner, "scope": "partner"},
             )
         mine = self._open.get(key, 0)
         if mine >= self.per_token:
@@ -118,6 +136,7 @@ class StreamLimits:
                 details={"limit": self.per_token, "scope": "token"},
             )
         self._open[key] = mine + 1
+        self._partners[partner] = theirs + 1
         self._count += 1
         released = False
 
@@ -127,13 +146,18 @@ class StreamLimits:
                 return
             released = True
             self._count -= 1
-            left = self._open[key] - 1
-            if left:
-                self._open[key] = left
-            else:
-                del self._open[key]
+            _decrement(self._open, key)
+            _decrement(self._partners, partner)
 
         return release
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 def _goal_ids(request: Request) -> list[str]:
@@ -222,7 +246,9 @@ class StreamRoutes:
         self.store = store
         self.hub = hub
         self.config = config
-        self.limits = StreamLimits(config.max_per_token, config.max_total)
+        self.limits = StreamLimits(
+            config.max_per_token, config.max_total, config.max_per_partner
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -252,7 +278,7 @@ class StreamRoutes:
         after = _last_event_id(request)
         if self.hub is None or self.store is None:
             raise ServiceUnavailable("live streams are not configured on this server")
-        release = self.limits.acquire(_limit_key(principal))
+        release = self.limits.acquire(_limit_key(principal), principal.partner_id)
         try:
             snap = await self.store.snapshot(
                 mode,

@@ -80,6 +80,7 @@ _API = (
     "ingest_correct_min_score",
     "stream_max_per_token",
     "stream_max_total",
+    "stream_max_per_partner",
     "stream_queue_events",
     "stream_send_timeout_s",
     "stream_heartbeat_s",

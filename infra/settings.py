@@ -295,6 +295,12 @@ class Settings(BaseSettings):
     stream_max_total: int = Field(
         default=2000, ge=1, description="open streams per API process, then 429"
     )
+    stream_max_per_partner: int = Field(
+        default=500,
+        ge=1,
+        description="open streams of one partner (all its tokens) per API "
+        "process, then 429 with scope partner: its share of stream_max_total",
+    )
     stream_queue_events: int = Field(
         default=2000,
         ge=1,

@@ -468,3 +468,66 @@ def test_a_malformed_last_event_id_gets_a_fresh_snapshot(
     ):
         assert response.status_code == 200
         assert SseStream(response).next().event == "snapshot"
+
+
+@pytest.fixture(scope="module")
+def partner_capped_api(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    seed_world(redis_server.url)
+    assert SETTINGS.jwt_hs256_secret is not None
+    with api_process(
+        redis_server.url,
+        SETTINGS.jwt_hs256_secret.get_secret_value(),
+        Path(tmp_path_factory.mktemp("api-partner")),
+        MASTERY_STREAM_MAX_PER_TOKEN="2",
+        MASTERY_STREAM_MAX_PER_PARTNER="3",
+        MASTERY_STREAM_MAX_TOTAL="8",
+        MASTERY_STREAM_HEARTBEAT_S="0.3",
+    ) as proc:
+        yield proc
+
+
+def test_a_partner_at_its_stream_share_leaves_other_partners_unaffected(
+    partner_capped_api: ApiProcess,
+) -> None:
+    api = partner_capped_api
+    li_x = "/learning-instances/li-x/metrics/status-and-progress"
+
+    def opened(path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        """Status and error body of a stream request; a stream that opens is
+        closed again at once."""
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(
+                "GET", f"{api.url}{path}/stream?goal_ids=goal-a", headers=headers
+            ) as response,
+        ):
+            if response.status_code == 200:
+                return 200, None
+            return response.status_code, (
+                orjson.loads(response.read()),
+                response.headers.get("retry-after"),
+            )
+
+    a_tokens = [bearer(f"admin-a{i}", "p1", ("partner_admin",)) for i in range(3)]
+    open_streams: list[SseStream] = []  # referenced: a dropped one disconnects
+    with contextlib.ExitStack() as held:
+        # Partner A: 3 streams from two tokens, its share.
+        for headers in (a_tokens[0], a_tokens[0], a_tokens[1]):
+            open_streams.append(held.enter_context(stream(api, LI_A, headers)))
+            open_streams[-1].next("snapshot")
+        status, (body, retry_after) = opened(LI_A, a_tokens[2])  # a fresh token of A
+        assert status == 429, body
+        assert body["error"]["details"] == {"limit": 3, "scope": "partner"}
+        assert retry_after
+        # Partner B is unaffected: its streams open and carry rows.
+        b_admin = bearer("admin-x", "p2", ("partner_admin",))
+        for _ in range(2):
+            open_streams.append(
+                held.enter_context(stream(api, li_x, b_admin, goal_ids="goal-x"))
+            )
+            assert open_streams[-1].next("snapshot").json()["data"]
+    # A's slots are freed with its streams.
+    with stream(api, LI_A, a_tokens[2]) as s:
+        assert s.next().event == "snapshot"
