@@ -10,8 +10,11 @@
    with ``item`` the new ``status_and_progress[]`` element; its ``id`` is the
    change's stream id.
 3. ``: ping`` comments as heartbeats; ``event: end`` when the server ends the
-   stream (a client too slow to keep up, the read model unreachable): the
-   client reconnects.
+   stream, ``data: {"reason": ...}``: ``slow_client`` (too slow to keep up) or
+   ``unavailable`` (the read model unreachable), after which the client
+   reconnects; ``token_expired`` when its token reaches the time from which
+   the POST endpoints refuse it (``exp`` plus the leeway), after which the
+   client must reconnect with a fresh token.
 
 Access is checked at connect, with the rules of the POST endpoints. A client
 that reconnects with ``Last-Event-ID`` gets every change after that id and no
@@ -26,7 +29,9 @@ stream's queue is bounded and a client that does not read is closed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -309,7 +314,9 @@ class StreamRoutes:
         except BaseException:
             release()
             raise
-        body = self._events(snap, mode, ident, goal_ids, release)
+        body = self._events(
+            snap, mode, ident, goal_ids, release, refused_from=principal.refused_from
+        )
         return _EventStream(
             body,
             ping=self.config.heartbeat_s,
@@ -324,6 +331,8 @@ class StreamRoutes:
         ident: str,
         goal_ids: list[str],
         release: Callable[[], None],
+        *,
+        refused_from: float | None = None,
     ) -> AsyncIterator[bytes]:
         assert self.hub is not None
         try:
@@ -337,9 +346,23 @@ class StreamRoutes:
                 goal_ids,
                 ident if mode == "reg" else None,
             ) as sub:
-                async for batch in sub.batches():
+                batches = sub.batches()
+                while True:
+                    # The token's end is the stream's: rows stop when the POST
+                    # endpoints would refuse the same token.
+                    left = None if refused_from is None else refused_from - time.time()
+                    if left is not None and left <= 0:
+                        reason = "token_expired"
+                        break
+                    try:
+                        batch = await asyncio.wait_for(anext(batches), left)
+                    except StopAsyncIteration:
+                        reason = "slow_client" if sub.dropped else "unavailable"
+                        break
+                    except TimeoutError:
+                        reason = "token_expired"
+                        break
                     yield b"".join(_row_frame(c) for c in batch)
-                reason = "slow_client" if sub.dropped else "unavailable"
             yield b'event: end\ndata: {"reason":"' + reason.encode() + b'"}\n\n'
         except (RedisError, OSError) as exc:
             log.warning("stream of %s %s ended: %s", mode, ident, exc)

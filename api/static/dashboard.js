@@ -27,6 +27,7 @@
     sort: { key: "learner", dir: 1, defaulted: true },
     filter: "all",
     lastId: null,
+    tokenExpired: false,
     controller: null,
     retries: 0,
     retryTimer: null,
@@ -210,6 +211,12 @@
       setLive("on", "live");
       state.retries = 0;
       await readEvents(response.body, controller);
+      if (state.tokenExpired) {
+        // The server ended the stream at the token's expiry: reconnecting
+        // with it would be refused; the page asks for a fresh one.
+        state.tokenExpired = false;
+        return signOut("Your token expired. Sign in with a fresh token to keep the page live.");
+      }
     } catch (err) {
       if (controller.signal.aborted && state.controller !== controller) return;
       if (err.status === 401) return signOut(explain(err));
@@ -270,6 +277,7 @@
     const payload = JSON.parse(data.join("\n"));
     if (event === "snapshot") onSnapshot(payload);
     else if (event === "row") onRow(payload);
+    else if (event === "end" && payload.reason === "token_expired") state.tokenExpired = true;
     if (id !== null && (event === "snapshot" || event === "row")) state.lastId = id;
   }
 

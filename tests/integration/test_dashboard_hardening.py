@@ -105,6 +105,8 @@ def api(
         redis_server.url,
         SETTINGS.jwt_hs256_secret.get_secret_value(),
         Path(tmp_path_factory.mktemp("dash-api")),
+        # Tokens are refused at exp (test_the_page_asks_for_a_fresh_token...).
+        MASTERY_JWT_LEEWAY_S="0",
     ) as proc:
         yield proc
 
@@ -119,8 +121,10 @@ def _wait(driver: webdriver.Chrome, what: Any, timeout: float = 15.0) -> Any:
     return WebDriverWait(driver, timeout, poll_frequency=0.02).until(what)
 
 
-def _open_board(driver: webdriver.Chrome, api: ApiProcess) -> None:
-    token = bearer("admin-dash", PARTNER, ("partner_admin",))["authorization"]
+def _open_board(driver: webdriver.Chrome, api: ApiProcess, ttl_s: int = 3600) -> None:
+    token = bearer("admin-dash", PARTNER, ("partner_admin",), ttl_s=ttl_s)[
+        "authorization"
+    ]
     driver.get(f"{api.url}/dashboard#li={LI}&goals={','.join(GOALS)}")
     driver.find_element(By.ID, "token").send_keys(token.removeprefix("Bearer "))
     driver.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
@@ -211,3 +215,12 @@ def test_the_dashboard_sends_security_headers_and_works_under_them(
     bar = browser.find_element(By.CSS_SELECTOR, f"tr[data-reg='{REGS[1]}'] .bar-inner")
     assert bar.value_of_css_property("width") not in ("0px", "auto")
     assert browser.execute_script("return window.__cspViolations") == []
+
+
+def test_the_page_asks_for_a_fresh_token_when_the_stream_ends_at_expiry(
+    api: ApiProcess, browser: webdriver.Chrome
+) -> None:
+    _open_board(browser, api, ttl_s=4)
+    _wait(browser, lambda d: d.find_element(By.ID, "sign-in").is_displayed(), 20)
+    assert "token expired" in browser.find_element(By.ID, "message").text
+    assert browser.execute_script("return sessionStorage.length") == 0

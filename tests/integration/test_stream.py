@@ -76,6 +76,8 @@ def api(
         MASTERY_STREAM_QUEUE_EVENTS="20",
         MASTERY_STREAM_SEND_TIMEOUT_S="2",
         MASTERY_STREAM_HEARTBEAT_S="0.3",
+        # Expired tokens are refused 1 s after exp (test_..._token_expires).
+        MASTERY_JWT_LEEWAY_S="1",
     ) as proc:
         yield proc
 
@@ -531,3 +533,23 @@ def test_a_partner_at_its_stream_share_leaves_other_partners_unaffected(
     # A's slots are freed with its streams.
     with stream(api, LI_A, a_tokens[2]) as s:
         assert s.next().event == "snapshot"
+
+
+def test_a_stream_ends_when_its_token_expires_with_a_refresh_event(
+    api: ApiProcess, redis_server: EmbeddedRedis
+) -> None:
+    """Issue 18, point 12: rows stop when the POST endpoints would refuse the
+    token (exp plus the 1 s leeway here), with an event saying why."""
+    headers = bearer("admin-exp", "p1", ("partner_admin",), ttl_s=3)
+    with stream(api, LI_A, headers) as s:
+        s.next("snapshot")
+        write_rows(redis_server.url, [[("reg-a2", "goal-a", _row("goal-a", 0.77))]])
+        assert _next_row(s)["item"]["progress"] == 0.77  # live while valid
+        deadline = time.monotonic() + 15
+        for ev in s.events():
+            assert time.monotonic() < deadline, "the stream outlived its token"
+            if ev.event == "end":
+                assert ev.json() == {"reason": "token_expired"}
+                break
+            assert ev.event == ":", ev  # heartbeats only
+    assert _post(api, LI_A, headers).status_code == 401
