@@ -47,7 +47,12 @@ from api.metrics import (
     TimedPageStore,
 )
 from api.openapi import openapi_document
-from api.render import render_page, require_known_goals, require_within_bytes
+from api.render import (
+    render_page,
+    require_a_learner,
+    require_known_goals,
+    require_within_bytes,
+)
 from api.request_id import RequestIdMiddleware, request_id
 from api.sink import EventSink, KafkaEventSink
 from api.store import PageStore, RedisPageStore
@@ -136,6 +141,7 @@ def create_app(
         )
         authorize_registration(principal, page.access, reg_id)
         require_known_goals(page)
+        require_a_learner(page, reg_id)
         require_within_bytes(page, MAX_PAGE_BYTES, "goal_ids", "ask for fewer goal_ids")
         return json_response_with_etag(
             request, render_page(raw, query.goal_ids, page, None)

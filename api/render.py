@@ -12,10 +12,15 @@ from typing import Any
 
 import orjson
 
-from api.errors import BadRequest, NotFound
+from api.errors import BadRequest, Conflict, NotFound
 from api.store import Page
 
-__all__ = ["render_page", "require_known_goals", "require_within_bytes"]
+__all__ = [
+    "render_page",
+    "require_a_learner",
+    "require_known_goals",
+    "require_within_bytes",
+]
 
 
 def require_known_goals(page: Page) -> None:
@@ -26,6 +31,20 @@ def require_known_goals(page: Page) -> None:
             f"goal_ids not found in this learning instance: {unknown}",
             details={"field": "goal_ids", "goal_ids": unknown},
             code="goal_not_found",
+        )
+
+
+def require_a_learner(page: Page, reg_id: str) -> None:
+    """409 for an instructor's registration: the learning instance's listing
+    has rows for its learners only, and so has the registration endpoint
+    (docs/read-model.md, "Who has a row")."""
+    if page.not_a_learner:
+        raise Conflict(
+            f"registration {reg_id!r} is an instructor's: only learners' "
+            "registrations have status and progress (they are the rows of the "
+            "learning instance's listing)",
+            details={"field": "reg_id"},
+            code="registration_not_a_learner",
         )
 
 

@@ -53,6 +53,9 @@ class Page:
     rows: list[list[bytes]]
     access: Access = Access(None, False)
     unknown_goals: tuple[str, ...] = ()
+    #: the registration is an instructor's: it has no row (only learners are
+    #: rows, on the listing and the registration endpoint alike)
+    not_a_learner: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,7 @@ local li
 local regs
 local total
 local reg_user = ''
+local reg_role = 'learner'
 if mode == 'li' then
   li = id
 else
@@ -149,6 +153,7 @@ else
   local m = cjson.decode(meta)
   li = m['learning_instance_id']
   reg_user = m['user_id']
+  reg_role = m['role'] or 'learner'
 end
 local li_meta = redis.call('GET', p .. ':li:' .. li)
 if mode == 'li' and not li_meta then return unknown() end
@@ -166,6 +171,10 @@ for i, g in ipairs(goals) do
   templates[i] = redis.call('GET', p .. ':goal:' .. g .. ':template')
 end
 if #bad > 4 then return bad end
+-- Only learners are rows, on both endpoints (docs/read-model.md): an
+-- instructor's registration is -4 with the access facts, answered 409 once
+-- the caller may see it.
+if reg_role ~= 'learner' then return {-4, partner, instructor, reg_user} end
 local last, resumed = '0-0', 0
 if changes ~= '' then
   last, resumed = stream_position(ARGV[1] .. ':changes:' .. li, changes)
@@ -249,6 +258,8 @@ class RedisPageStore:
         if head == -2:
             unknown = tuple(g.decode() for g in result[4:])
             return Page(0, [], [], access, unknown)
+        if head == -4:
+            return Page(0, [], [], access, not_a_learner=True)
         n = int(result[4])
         regs = [r.decode() for r in result[5 : 5 + n]]
         flat: list[bytes] = result[5 + n :]

@@ -48,7 +48,12 @@ from api._http import path_entity_id, validate
 from api.auth import Authenticator, authorize_learning_instance, authorize_registration
 from api.change_hub import Change, ChangeHub, parse_stream_id
 from api.errors import BadRequest, ServiceUnavailable, TooManyRequests
-from api.render import render_page, require_known_goals, require_within_bytes
+from api.render import (
+    render_page,
+    require_a_learner,
+    require_known_goals,
+    require_within_bytes,
+)
 from api.store import Snapshot
 from api.tokens import Principal
 from infra.settings import Settings
@@ -298,6 +303,7 @@ class StreamRoutes:
             else:
                 authorize_registration(principal, snap.page.access, ident)
             require_known_goals(snap.page)
+            require_a_learner(snap.page, ident)
             if snap.page.total > self.config.max_learners:
                 raise BadRequest(
                     f"the learning instance has {snap.page.total} learners, more "

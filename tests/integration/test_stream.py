@@ -553,3 +553,18 @@ def test_a_stream_ends_when_its_token_expires_with_a_refresh_event(
                 break
             assert ev.event == ":", ev  # heartbeats only
     assert _post(api, LI_A, headers).status_code == 401
+
+
+def test_an_instructor_s_registration_has_no_stream_either(api: ApiProcess) -> None:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "GET",
+            f"{api.url}/registrations/reg-ti-a/metrics/status-and-progress/stream",
+            params={"goal_ids": "goal-a"},
+            headers=ADMIN,
+        ) as response,
+    ):
+        assert response.status_code == 409
+        error = orjson.loads(response.read())["error"]
+        assert error["code"] == "registration_not_a_learner"
