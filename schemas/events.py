@@ -4,6 +4,15 @@ Every event is a frozen pydantic model with ``event_id``, ``occurred_at``, a
 ``type`` discriminator and a ``schema_version``. Events are serialized as JSON
 (one object per Kafka record); :func:`decode_event` is the single way to turn
 record bytes back into a model.
+
+Versions (docs/events.md, "Versions", keeps the changelog): a change that a
+producer written against the previous docs/events.md would break on (a new
+required field, a removed or renamed field, a narrower meaning) bumps the
+event's ``schema_version``. :func:`decode_event` upcasts an older version to
+the current one where its meaning is clear, and otherwise refuses it with a
+reason that names the version and the missing field (the worker
+dead-letters it). tests/unit/test_event_versions.py decodes a stored sample
+of every past version.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal, TypeAlias
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -51,6 +61,7 @@ __all__ = [
     "LearningInstanceCreated",
     "ModuleTagged",
     "ObjectiveList",
+    "OldVersionRefused",
     "RefId",
     "RegistrationCreated",
     "RegistrationEvent",
@@ -289,6 +300,8 @@ class ModuleTagged(_EventBase):
     """A module was tagged with the learning objectives it practises."""
 
     type: Literal["ModuleTagged"] = "ModuleTagged"
+    #: 2: ``partner_id`` became required (version 1 had none).
+    schema_version: Literal[2] = 2  # type: ignore[assignment]  # a narrower Literal: the event's own version
     #: The partner whose module this is: module and objective ids (and the
     #: objectives' parameters) are scoped per partner (docs/auth.md,
     #: "Ownership"), so one partner's tags never touch another's rows.
@@ -344,9 +357,42 @@ Event: TypeAlias = Annotated[
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+class OldVersionRefused(ValueError):
+    """A record of a past schema version that cannot be upcast: its reason
+    names the event, the version and what it lacks."""
+
+
 def decode_event(data: bytes | str) -> Event:
-    """Parse one JSON record into its event model (raises pydantic ValidationError)."""
-    return _EVENT_ADAPTER.validate_json(data)
+    """Parse one JSON record into its event model, upcasting past versions
+    (raises pydantic ValidationError, or :class:`OldVersionRefused`)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if b"ModuleTagged" in raw:
+        raw = _upcast_module_tagged(raw)
+    return _EVENT_ADAPTER.validate_json(raw)
+
+
+def _upcast_module_tagged(raw: bytes) -> bytes:
+    """ModuleTagged 1 -> 2. Version 1 was first written without
+    ``partner_id``, later with it (before the version was bumped): with it the
+    meaning is version 2's; without it the module's partner is unknown, and
+    guessing it could change another partner's rows."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw  # pydantic says what is wrong with it
+    if not (
+        isinstance(value, dict)
+        and value.get("type") == "ModuleTagged"
+        and value.get("schema_version") == 1
+    ):
+        return raw
+    if "partner_id" not in value:
+        raise OldVersionRefused(
+            "ModuleTagged schema_version 1 without partner_id cannot be upcast "
+            "to version 2: partner_id is required since version 2 (modules are "
+            "scoped per partner); send it again as version 2 with partner_id"
+        )
+    return orjson.dumps({**value, "schema_version": 2})
 
 
 def encode_event(event: BaseModel) -> bytes:
