@@ -118,6 +118,12 @@ def _refuse_duplicate_keys(body: bytes) -> None:
             f"request body repeats the key {exc.key!r} in one object",
             details={"field": exc.key},
         ) from exc
+    except RecursionError as exc:
+        # orjson takes up to 1,024 levels, the standard library fewer: no
+        # request of ours nests anywhere near that deep.
+        raise BadRequest(
+            "request body nests too deeply", details={"field": "body"}
+        ) from exc
 
 
 def validation_details(exc: ValidationError) -> list[dict[str, Any]]:

@@ -206,3 +206,18 @@ def test_a_body_that_repeats_a_key_is_a_400_naming_it(
     # The same body without the repetition is accepted.
     r = client.post(path, content=orjson.dumps(orjson.loads(body)), headers=JSON)
     assert r.status_code in (200, 202), r.text
+
+
+@pytest.mark.parametrize("depth", [900, 1010, 1024])
+def test_a_deeply_nested_body_is_a_400_not_a_500(
+    client: TestClient, depth: int
+) -> None:
+    """The duplicate-key pass must not turn nesting that orjson accepts (up to
+    1,024 levels) into a RecursionError."""
+    body = b'{"goal_ids": ["goal-a"], "x": ' + b"[" * depth + b"]" * depth + b"}"
+    r = client.post(
+        "/registrations/reg-a1/metrics/status-and-progress",
+        content=body,
+        headers=JSON,
+    )
+    assert r.status_code == 400, r.text[:300]
