@@ -78,6 +78,7 @@ def create_app(
     max_request_bytes: int = 65_536,
     max_ingest_request_bytes: int = 2_097_152,
     correct_min_score: float = 1.0,
+    ingest_max_inflight_per_partner: int = 64,
     on_shutdown: Sequence[Any] = (),
     metrics: ApiMetrics | None = None,
     readiness: Readiness | None = None,
@@ -212,6 +213,7 @@ def create_app(
         sink,
         max_request_bytes=max_ingest_request_bytes,
         correct_min_score=correct_min_score,
+        max_inflight_per_partner=ingest_max_inflight_per_partner,
     )
     routes: list[BaseRoute] = [
         Route(
@@ -303,6 +305,7 @@ def create_api(settings: Settings) -> Starlette:
         max_request_bytes=settings.max_request_bytes,
         max_ingest_request_bytes=settings.max_ingest_request_bytes,
         correct_min_score=settings.ingest_correct_min_score,
+        ingest_max_inflight_per_partner=settings.ingest_max_inflight_per_partner,
         on_shutdown=closers,
         metrics=metrics,
         readiness=Readiness(checks, depends),

@@ -126,16 +126,25 @@ class PayloadTooLarge(ApiError):
 
 
 class TooManyRequests(ApiError):
-    """A limit on open streams was reached: answered with ``Retry-After``."""
+    """A limit (open streams, a partner's share) was reached: answered with
+    ``Retry-After``."""
 
     status_code = 429
     code = "too_many_streams"
 
     def __init__(
-        self, message: str, *, details: Any = None, retry_after_s: int = 5
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        retry_after_s: int = 5,
+        code: str | None = None,
     ) -> None:
         super().__init__(
-            message, details=details, headers={"Retry-After": str(retry_after_s)}
+            message,
+            details=details,
+            code=code,
+            headers={"Retry-After": str(retry_after_s)},
         )
 
 

@@ -219,6 +219,13 @@ class Settings(BaseSettings):
     ingest_retry_after_s: int = Field(
         default=5, ge=1, le=3600, description="Retry-After of ingest 503s"
     )
+    ingest_max_inflight_per_partner: int = Field(
+        default=64,
+        ge=1,
+        description="ingest requests of one partner in progress at once per API "
+        "process (each holds Redis and the broker until acked), then 429 with "
+        "scope partner",
+    )
     ingest_correct_min_score: float = Field(
         default=1.0,
         gt=0.0,
