@@ -3,6 +3,7 @@ errors that name the field, ids in paths, the error response."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 import orjson
@@ -36,9 +37,13 @@ def json_response(
     return Response(content=body, status_code=status, media_type=_JSON, headers=headers)
 
 
-def error_response(exc: ApiError, status: int | None = None) -> Response:
+def error_response(
+    exc: ApiError, status: int | None = None, *, request_id: str | None = None
+) -> Response:
     return json_response(
-        orjson.dumps(exc.body()), status or exc.status_code, exc.headers or None
+        orjson.dumps(exc.body(request_id)),
+        status or exc.status_code,
+        exc.headers or None,
     )
 
 
@@ -54,7 +59,7 @@ def _require_json_media_type(request: Request) -> None:
 async def read_json(request: Request, limit: int) -> Any:
     """The request's JSON body; 415 unless sent as ``application/json`` (any
     parameters, e.g. ``charset=utf-8``), 413 beyond ``limit`` bytes, 400 if not
-    JSON."""
+    JSON or if an object repeats a key."""
     _require_json_media_type(request)
     length = request.headers.get("content-length")
     # isascii(): str.isdigit() is also true of "²" and other digits int() refuses.
@@ -76,22 +81,67 @@ async def read_json(request: Request, limit: int) -> Any:
             raise PayloadTooLarge(
                 f"request body over {limit} bytes", details={"limit": limit}
             )
+    body = b"".join(chunks)
     try:
-        return orjson.loads(b"".join(chunks))
+        value = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(
             f"request body is not valid JSON: {exc}", details={"field": "body"}
         ) from exc
+    _refuse_duplicate_keys(body)
+    return value
 
 
-def validation_details(exc: ValidationError) -> list[dict[str, str]]:
-    return [
-        {
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> None:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen.add(key)
+
+
+def _refuse_duplicate_keys(body: bytes) -> None:
+    """400 when an object repeats a key: parsers disagree on which one wins
+    (orjson keeps the last), so ``{"role": "learner", "role": "instructor"}``
+    must not mean anything. A second pass with the standard library's C
+    scanner, building no objects; orjson has no such check."""
+    try:
+        json.loads(body, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        raise BadRequest(
+            f"request body repeats the key {exc.key!r} in one object",
+            details={"field": exc.key},
+        ) from exc
+    except RecursionError as exc:
+        # orjson takes up to 1,024 levels, the standard library fewer: no
+        # request of ours nests anywhere near that deep.
+        raise BadRequest(
+            "request body nests too deeply", details={"field": "body"}
+        ) from exc
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """One entry per error: the field, pydantic's message and, for a
+    collection over its bound (schemas/limits.py), the ``limit``."""
+    details: list[dict[str, Any]] = []
+    for err in exc.errors(include_url=False):
+        entry: dict[str, Any] = {
             "field": ".".join(str(p) for p in err["loc"]) or "body",
             "message": err["msg"],
         }
-        for err in exc.errors(include_url=False)
-    ]
+        ctx = err.get("ctx", {})
+        if err["type"] == "too_long" and "max_length" in ctx:
+            entry["limit"] = ctx["max_length"]
+        elif err["type"] == "row_too_large":
+            entry["limit"] = ctx["limit"]
+        details.append(entry)
+    return details
 
 
 def validate(model: type[M], data: Any) -> M:

@@ -47,7 +47,13 @@ from api.metrics import (
     TimedPageStore,
 )
 from api.openapi import openapi_document
-from api.render import render_page, require_known_goals
+from api.render import (
+    render_page,
+    require_a_learner,
+    require_known_goals,
+    require_within_bytes,
+)
+from api.request_id import RequestIdMiddleware, request_id
 from api.sink import EventSink, KafkaEventSink
 from api.store import PageStore, RedisPageStore
 from api.stream import StreamConfig, StreamRoutes
@@ -56,6 +62,7 @@ from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
+from schemas.limits import MAX_PAGE_BYTES
 
 __all__ = ["create_api", "create_app"]
 
@@ -71,6 +78,7 @@ def create_app(
     max_request_bytes: int = 65_536,
     max_ingest_request_bytes: int = 2_097_152,
     correct_min_score: float = 1.0,
+    ingest_max_inflight_per_partner: int = 64,
     on_shutdown: Sequence[Any] = (),
     metrics: ApiMetrics | None = None,
     readiness: Readiness | None = None,
@@ -105,6 +113,12 @@ def create_app(
         )
         authorize_learning_instance(principal, page.access, li_id)
         require_known_goals(page)
+        require_within_bytes(
+            page,
+            MAX_PAGE_BYTES,
+            "registrations_per_page",
+            "ask for fewer registrations_per_page or goal_ids",
+        )
         end = query.registration_offset + len(page.registration_ids)
         next_ = (
             {
@@ -128,6 +142,8 @@ def create_app(
         )
         authorize_registration(principal, page.access, reg_id)
         require_known_goals(page)
+        require_a_learner(page, reg_id)
+        require_within_bytes(page, MAX_PAGE_BYTES, "goal_ids", "ask for fewer goal_ids")
         return json_response_with_etag(
             request, render_page(raw, query.goal_ids, page, None)
         )
@@ -149,7 +165,24 @@ def create_app(
         assert isinstance(exc, ApiError)
         if isinstance(exc, Unauthorized):
             metrics.auth_failures.labels(exc.reason).inc()
-        return error_response(exc)
+        if exc.status_code < 500:
+            return error_response(exc)
+        # The body says what failed; the log says where (addresses), under
+        # the request id that the body carries.
+        rid = request_id(request)
+        cause = exc.__cause__
+        log.warning(
+            "request %s: %s %s answered %d %s: %s%s",
+            rid,
+            request.method,
+            request.url.path,
+            exc.status_code,
+            exc.code,
+            exc.message,
+            f" ({type(cause).__name__}: {cause})" if cause is not None else "",
+            extra={"request_id": rid},
+        )
+        return error_response(exc, request_id=rid)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -159,8 +192,14 @@ def create_app(
         return error_response(ApiError(str(exc.detail), code=code), exc.status_code)
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ApiError("internal error"))
+        rid = request_id(request)
+        log.exception(
+            "request %s: unhandled error on %s %s",
+            rid,
+            request.method,
+            request.url.path,
+        )
+        return error_response(ApiError("internal error"), request_id=rid)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -174,6 +213,7 @@ def create_app(
         sink,
         max_request_bytes=max_ingest_request_bytes,
         correct_min_score=correct_min_score,
+        max_inflight_per_partner=ingest_max_inflight_per_partner,
     )
     routes: list[BaseRoute] = [
         Route(
@@ -202,7 +242,10 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(MetricsMiddleware, metrics=metrics, routes=routes),
+        ],
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_error,
@@ -262,6 +305,7 @@ def create_api(settings: Settings) -> Starlette:
         max_request_bytes=settings.max_request_bytes,
         max_ingest_request_bytes=settings.max_ingest_request_bytes,
         correct_min_score=settings.ingest_correct_min_score,
+        ingest_max_inflight_per_partner=settings.ingest_max_inflight_per_partner,
         on_shutdown=closers,
         metrics=metrics,
         readiness=Readiness(checks, depends),

@@ -97,7 +97,7 @@ def require_role(principal: Principal, *roles: str) -> None:
     """403 unless the token carries one of ``roles`` (reveals no data)."""
     if not principal.has_role(*roles):
         raise Forbidden(
-            f"this endpoint needs one of the roles {sorted(roles)}",
+            f"this endpoint needs one of the roles {sorted(roles)} (claim roles)",
             details={"required_roles": sorted(roles)},
         )
 
@@ -123,7 +123,13 @@ def authorize_learning_instance(
         return
     raise Forbidden(
         "only a partner admin or an instructor of this learning instance may "
-        "read its status and progress"
+        "read its status and progress: the token needs the role partner_admin "
+        "(claim roles), or a sub (claim) that is the user_id of an instructor "
+        "registration in it",
+        details={
+            "required_roles": ["partner_admin"],
+            "or_claim": "sub = user_id of an instructor registration in li_id",
+        },
     )
 
 
@@ -136,5 +142,13 @@ def authorize_registration(principal: Principal, access: Access, reg_id: str) ->
         return
     raise Forbidden(
         "only a partner admin, an instructor of the learning instance or the "
-        "registered user may read this registration's status and progress"
+        "registered user may read this registration's status and progress: the "
+        "token needs the role partner_admin (claim roles), or a sub (claim) that "
+        "is the registration's user_id or the user_id of an instructor "
+        "registration in its learning instance",
+        details={
+            "required_roles": ["partner_admin"],
+            "or_claim": "sub = user_id of the registration, or of an instructor "
+            "registration in its learning instance",
+        },
     )

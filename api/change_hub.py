@@ -13,7 +13,9 @@ client reconnects with ``Last-Event-ID`` to resume (docs/dashboard.md). Memory
 per stream is therefore bounded whatever the client does.
 
 Gap-free hand-over: a subscription starts after a known stream id (the
-snapshot's or the client's ``Last-Event-ID``). It is registered with the reader
+snapshot's or the client's ``Last-Event-ID``, never past the stream's last
+entry: a reader started there would wait for ids nobody has written, and all
+subscriptions of the learning instance share it). It is registered with the reader
 synchronously, so every entry the reader dispatches from then on reaches it;
 the entries between its start and the reader's position at that moment are
 read once with ``XRANGE``; entries at or before its start are skipped.
@@ -188,6 +190,14 @@ class ChangeHub:
     ) -> AsyncIterator[Subscription]:
         """A subscription to the changes after stream id ``after``; ended and
         unregistered on exit. Raises ``RedisError`` if the catch-up read fails."""
+        feed = self._feeds.get(li_id)
+        if feed is None or _order(after) > _order(feed.position):
+            # Never past the stream's end: a reader started at an id nobody
+            # has written yet would wait for it, and every stream of the
+            # learning instance shares that reader.
+            last = await self._last_id(li_id)
+            if _order(after) > _order(last):
+                after = last
         sub = Subscription(
             li_id, after, frozenset(goal_ids), registration_id, self.queue_size
         )
@@ -212,6 +222,13 @@ class ChangeHub:
             if not feed.subscribers and self._feeds.get(li_id) is feed:
                 del self._feeds[li_id]
                 feed.stop()
+
+    async def _last_id(self, li_id: str) -> str:
+        """The change stream's last entry id ("0-0" when it is empty)."""
+        entries: Any = await self.redis.xrevrange(
+            self.keys.changes(li_id), "+", "-", count=1
+        )
+        return str(entries[0][0].decode()) if entries else "0-0"
 
     async def _read(self, li_id: str, feed: _Feed) -> None:
         key = self.keys.changes(li_id)

@@ -24,7 +24,13 @@ from starlette.routing import Route
 
 from api._http import json_response, path_entity_id
 from api.auth import Authenticator, authorize_partner
-from api.errors import Forbidden, NotFound, ServiceUnavailable, not_found
+from api.errors import (
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    not_found,
+    redis_unreachable,
+)
 from api.tokens import Principal
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
@@ -36,6 +42,21 @@ _FILES = {
     "index.html": "text/html; charset=utf-8",
     "dashboard.js": "text/javascript; charset=utf-8",
     "dashboard.css": "text/css; charset=utf-8",
+}
+
+#: Sent with every dashboard response (docs/dashboard.md, "Security headers"):
+#: the page loads its script and style sheet from this origin only, talks only
+#: to this origin, cannot be framed, and sends no Referer (its URL fragment
+#: names a learning instance).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; "
+        "img-src 'self'; connect-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
 }
 
 
@@ -82,10 +103,7 @@ class RedisViewStore:
                 keys=[], args=[self.keys.prefix, li_id, caller]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ServiceUnavailable(
-                "the read model (Redis) is unreachable; retry shortly",
-                details={"reason": str(exc)},
-            ) from exc
+            raise redis_unreachable(exc) from exc
         if not result:
             return None
         partner, instructor, own, *goals = result
@@ -137,18 +155,22 @@ class DashboardRoutes:
     async def redirect(self, request: Request) -> Response:
         # Relative URLs in the page resolve against /dashboard/; a fragment
         # (#li=...) is kept by the browser across the redirect.
-        return RedirectResponse("dashboard/index.html", status_code=308)
+        return RedirectResponse(
+            "dashboard/index.html", status_code=308, headers=SECURITY_HEADERS
+        )
 
     async def static(self, request: Request) -> Response:
         name = str(request.path_params["file"])
         if name not in _FILES:
             raise NotFound(
-                f"no file {name!r} in the dashboard", details={"field": "file"}
+                f"no file {name!r} in the dashboard",
+                details={"field": "file"},
+                headers=SECURITY_HEADERS,
             )
         return FileResponse(
             STATIC_DIR / name,
             media_type=_FILES[name],
-            headers={"Cache-Control": "no-cache"},
+            headers={"Cache-Control": "no-cache", **SECURITY_HEADERS},
         )
 
     async def goals(self, request: Request) -> Response:

@@ -24,6 +24,8 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "not_found",
+    "redact_addresses",
+    "redis_unreachable",
 ]
 
 
@@ -48,14 +50,15 @@ class ApiError(Exception):
         if code is not None:
             self.code = code
 
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "code": self.code,
-                "message": self.message,
-                "details": self.details,
-            }
+    def body(self, request_id: str | None = None) -> dict[str, Any]:
+        error: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "details": self.details,
         }
+        if request_id is not None:
+            error["request_id"] = request_id
+        return {"error": error}
 
 
 class BadRequest(ApiError):
@@ -123,16 +126,25 @@ class PayloadTooLarge(ApiError):
 
 
 class TooManyRequests(ApiError):
-    """A limit on open streams was reached: answered with ``Retry-After``."""
+    """A limit (open streams, a partner's share) was reached: answered with
+    ``Retry-After``."""
 
     status_code = 429
     code = "too_many_streams"
 
     def __init__(
-        self, message: str, *, details: Any = None, retry_after_s: int = 5
+        self,
+        message: str,
+        *,
+        details: Any = None,
+        retry_after_s: int = 5,
+        code: str | None = None,
     ) -> None:
         super().__init__(
-            message, details=details, headers={"Retry-After": str(retry_after_s)}
+            message,
+            details=details,
+            code=code,
+            headers={"Retry-After": str(retry_after_s)},
         )
 
 
@@ -179,6 +191,33 @@ class BrokerLost(BrokerUnavailable):
     until an operator clears the report."""
 
     code = "broker_lost_data"
+
+
+#: host:port, IPv4 and bracketed IPv6 addresses, and aiokafka's
+#: ``('host', port, family)`` tuples, as client libraries put them in their
+#: messages; times of day (``15:54:25``, ``+00:00``) and ``topic[0]`` are not.
+_ADDRESS = re.compile(
+    r"(?<=\()\s*'[^']*'\s*,\s*\d+"  # ('host', port[, family])
+    r"|\[[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*\](?::\d+)?"  # [v6]:port
+    r"|(?<![\w:.+-])(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b(?![:.]?\d)"  # v4[:port]
+    # host:port, not a time of day (hh:mm:ss, +hh:mm) nor part of a longer word
+    r"|(?<![\w:.+-])[A-Za-z0-9][A-Za-z0-9.-]*:\d{1,5}\b(?![:.]?\d)"
+)
+
+
+def redact_addresses(text: str) -> str:
+    """``text`` (an infrastructure error's message) without the addresses of
+    the servers behind the API: an error body is public, the log is not."""
+    return _ADDRESS.sub("<address>", text)
+
+
+def redis_unreachable(exc: Exception) -> ServiceUnavailable:
+    """The one 503 for a Redis call that failed; the full reason (with the
+    server's address) is logged with the request id by the error handler."""
+    return ServiceUnavailable(
+        "the read model (Redis) is unreachable; retry shortly",
+        details={"reason": redact_addresses(str(exc)) or type(exc).__name__},
+    )
 
 
 def not_found(field: str, ident: str) -> NotFound:

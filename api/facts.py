@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.errors import ServiceUnavailable
+from api.errors import redis_unreachable
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["FactStore", "GoalFacts", "RedisFactStore", "RegistrationFacts"]
@@ -107,10 +107,7 @@ class RedisFactStore:
                 keys=[], args=[self.keys.prefix, kind, *ids]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ServiceUnavailable(
-                "the read model (Redis) is unreachable; retry shortly",
-                details={"reason": str(exc)},
-            ) from exc
+            raise redis_unreachable(exc) from exc
         return result
 
     async def learning_instance_partner(self, li_id: str) -> str | None:

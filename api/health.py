@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,12 +32,14 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api.errors import ServiceUnavailable
+from api.errors import ServiceUnavailable, redact_addresses
 from api.metrics import ApiMetrics
 from infra.kafka_security import refusal_reason
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["BrokerProbe", "NotReady", "Readiness", "redis_checks"]
+
+log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[None]]
 
@@ -68,7 +71,9 @@ class Readiness:
         except TimeoutError:
             return f"no answer within {self.timeout_s:g} s"
         except (CheckFailed, RedisError, KafkaError, OSError) as exc:
-            return str(exc) or type(exc).__name__
+            # The body of /readyz is public: the reason without addresses.
+            log.warning("readiness check failed: %s", exc)
+            return redact_addresses(str(exc)) or type(exc).__name__
         return None
 
     async def report(self) -> dict[str, Any]:

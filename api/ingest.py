@@ -14,7 +14,7 @@ model, builds events of :mod:`schemas.events` (server-side ``event_id`` and
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -43,6 +43,7 @@ from api.errors import (
     not_found,
 )
 from api.facts import FactStore
+from api.shares import PartnerShare
 from api.sink import EventSink
 from api.tokens import Principal
 from api.xapi import attempt_from_statement
@@ -104,6 +105,10 @@ def _build(factory: type[E], **fields: Any) -> E:
         raise BadRequest(f"invalid request body: {fields_}", details=errors) from exc
 
 
+#: request-state key of the partner-share release (api/shares.py)
+_RELEASE = "ingest_share_release"
+
+
 class IngestRoutes:
     """The routes of the ingest and admin endpoints over their ports."""
 
@@ -115,12 +120,14 @@ class IngestRoutes:
         *,
         max_request_bytes: int,
         correct_min_score: float,
+        max_inflight_per_partner: int = 64,
     ) -> None:
         self.authn = authenticator
         self.facts = facts
         self.sink = sink
         self.limit = max_request_bytes
         self.min_score = correct_min_score
+        self.share = PartnerShare(max_inflight_per_partner, "ingest requests")
 
     def _ports(self) -> tuple[FactStore, EventSink, AttemptIngest]:
         if self.facts is None or self.sink is None:
@@ -133,7 +140,25 @@ class IngestRoutes:
     def _caller(self, request: Request, roles: Sequence[str]) -> Principal:
         principal = self.authn.authenticate(request)
         require_role(principal, *roles)
+        # Released when the route returns (_guarded).
+        request.scope.setdefault("state", {})[_RELEASE] = self.share.acquire(
+            principal.partner_id
+        )
         return principal
+
+    @staticmethod
+    def _guarded(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            finally:
+                release = request.scope.get("state", {}).pop(_RELEASE, None)
+                if release is not None:
+                    release()
+
+        return run
 
     async def create_learning_instance(self, request: Request) -> Response:
         principal = self._caller(request, ADMIN)
@@ -339,21 +364,28 @@ class IngestRoutes:
         return _multi_status(await attempts.ingest(principal, items))
 
     def routes(self) -> list[Route]:
+        guarded = self._guarded
         return [
             Route(
-                "/learning-instances", self.create_learning_instance, methods=["POST"]
-            ),
-            Route("/registrations", self.create_registration, methods=["POST"]),
-            Route("/goals/{goal_id}", self.define_goal, methods=["PUT"]),
-            Route("/modules/{module_id:path}", self.tag_module, methods=["PUT"]),
-            Route(
-                "/registrations/{reg_id}/graded-events",
-                self.graded_event,
+                "/learning-instances",
+                guarded(self.create_learning_instance),
                 methods=["POST"],
             ),
-            Route("/batch-events", self.batch_events, methods=["POST"]),
-            Route("/xapi/statements", self.xapi_statements, methods=["POST"]),
-            Route("/caliper/events", self.caliper_events, methods=["POST"]),
+            Route(
+                "/registrations", guarded(self.create_registration), methods=["POST"]
+            ),
+            Route("/goals/{goal_id}", guarded(self.define_goal), methods=["PUT"]),
+            Route(
+                "/modules/{module_id:path}", guarded(self.tag_module), methods=["PUT"]
+            ),
+            Route(
+                "/registrations/{reg_id}/graded-events",
+                guarded(self.graded_event),
+                methods=["POST"],
+            ),
+            Route("/batch-events", guarded(self.batch_events), methods=["POST"]),
+            Route("/xapi/statements", guarded(self.xapi_statements), methods=["POST"]),
+            Route("/caliper/events", guarded(self.caliper_events), methods=["POST"]),
         ]
 
 

@@ -159,7 +159,8 @@ _DESCRIPTIONS = {
     401: "missing, malformed, expired or wrongly signed bearer token",
     403: "the token lacks the role this endpoint needs (reveals no data)",
     404: "unknown id, or an id of another partner (indistinguishable)",
-    409: "an id already in use, or an attempt for an instructor's registration",
+    409: "an id already in use, or an instructor's registration (for an "
+    "attempt, or for its status and progress: only learners have rows)",
     413: "body over the size limit, or more than 500 events",
     415: "the body was not sent with Content-Type: application/json",
     503: "Redis or the broker is unavailable; retry after Retry-After seconds",
@@ -271,12 +272,12 @@ def _live_paths(
         "content": {"application/json": {"schema": _ref("Error")}},
     }
 
-    def stream(summary: str, params: Any) -> dict[str, Any]:
+    def stream(summary: str, params: Any, more: tuple[int, ...] = ()) -> dict[str, Any]:
         op = _operation(
             summary,
             body=None,
             ok=(200, {}, ""),
-            errors=(400, 401, 403, 404, 503),
+            errors=(400, 401, 403, 404, *more, 503),
             params=params,
         )
         op["responses"]["200"] = sse
@@ -304,6 +305,7 @@ def _live_paths(
         "/registrations/{reg_id}/metrics/status-and-progress/stream": stream(
             "Live status and progress of one registration (Server-Sent Events)",
             reg_param,
+            (409,),
         ),
         "/learning-instances/{li_id}/goals": {
             "get": _operation(
@@ -423,7 +425,7 @@ def openapi_document() -> dict[str, Any]:
                 "instructor of its learning instance, or its learner)",
                 body=_ref(RegistrationQuery),
                 ok=page,
-                errors=read,
+                errors=(*read, 409),
                 params=reg_param,
             )
         },

@@ -12,10 +12,15 @@ from typing import Any
 
 import orjson
 
-from api.errors import NotFound
+from api.errors import BadRequest, Conflict, NotFound
 from api.store import Page
 
-__all__ = ["render_page", "require_known_goals"]
+__all__ = [
+    "render_page",
+    "require_a_learner",
+    "require_known_goals",
+    "require_within_bytes",
+]
 
 
 def require_known_goals(page: Page) -> None:
@@ -26,6 +31,34 @@ def require_known_goals(page: Page) -> None:
             f"goal_ids not found in this learning instance: {unknown}",
             details={"field": "goal_ids", "goal_ids": unknown},
             code="goal_not_found",
+        )
+
+
+def require_a_learner(page: Page, reg_id: str) -> None:
+    """409 for an instructor's registration: the learning instance's listing
+    has rows for its learners only, and so has the registration endpoint
+    (docs/read-model.md, "Who has a row")."""
+    if page.not_a_learner:
+        raise Conflict(
+            f"registration {reg_id!r} is an instructor's: only learners' "
+            "registrations have status and progress (they are the rows of the "
+            "learning instance's listing)",
+            details={"field": "reg_id"},
+            code="registration_not_a_learner",
+        )
+
+
+def require_within_bytes(page: Page, limit: int, field: str, hint: str) -> None:
+    """400 naming ``field`` and ``limit`` when the page's rows exceed ``limit``
+    bytes (schemas/limits.py): the rows are bounded one by one, a page of
+    many learners and goals is bounded here."""
+    size = sum(len(item) for items in page.rows for item in items)
+    if size > limit:
+        raise BadRequest(
+            f"the rows asked for are {size} bytes, more than the limit of "
+            f"{limit}; {hint}",
+            details={"field": field, "limit": limit, "size": size},
+            code="response_too_large",
         )
 
 

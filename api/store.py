@@ -18,7 +18,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from api.errors import ServiceUnavailable, not_found
+from api.change_hub import parse_stream_id
+from api.errors import ServiceUnavailable, not_found, redis_unreachable
 from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
 
 __all__ = ["Access", "Page", "PageStore", "RedisPageStore", "Snapshot"]
@@ -52,6 +53,9 @@ class Page:
     rows: list[list[bytes]]
     access: Access = Access(None, False)
     unknown_goals: tuple[str, ...] = ()
+    #: the registration is an instructor's: it has no row (only learners are
+    #: rows, on the listing and the registration endpoint alike)
+    not_a_learner: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,7 @@ local li
 local regs
 local total
 local reg_user = ''
+local reg_role = 'learner'
 if mode == 'li' then
   li = id
 else
@@ -148,6 +153,7 @@ else
   local m = cjson.decode(meta)
   li = m['learning_instance_id']
   reg_user = m['user_id']
+  reg_role = m['role'] or 'learner'
 end
 local li_meta = redis.call('GET', p .. ':li:' .. li)
 if mode == 'li' and not li_meta then return unknown() end
@@ -165,6 +171,10 @@ for i, g in ipairs(goals) do
   templates[i] = redis.call('GET', p .. ':goal:' .. g .. ':template')
 end
 if #bad > 4 then return bad end
+-- Only learners are rows, on both endpoints (docs/read-model.md): an
+-- instructor's registration is -4 with the access facts, answered 409 once
+-- the caller may see it.
+if reg_role ~= 'learner' then return {-4, partner, instructor, reg_user} end
 local last, resumed = '0-0', 0
 if changes ~= '' then
   last, resumed = stream_position(ARGV[1] .. ':changes:' .. li, changes)
@@ -203,6 +213,11 @@ return out
 )
 
 
+def _past(stream_id: str, last: str) -> bool:
+    a, b = parse_stream_id(stream_id), parse_stream_id(last)
+    return a is not None and b is not None and a > b
+
+
 class RedisPageStore:
     """:class:`PageStore` over the Redis read model."""
 
@@ -217,10 +232,7 @@ class RedisPageStore:
                 keys=[], args=[self.keys.prefix, *args]
             )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ServiceUnavailable(
-                "the read model (Redis) is unreachable; retry shortly",
-                details={"reason": str(exc)},
-            ) from exc
+            raise redis_unreachable(exc) from exc
         return result
 
     @staticmethod
@@ -246,6 +258,8 @@ class RedisPageStore:
         if head == -2:
             unknown = tuple(g.decode() for g in result[4:])
             return Page(0, [], [], access, unknown)
+        if head == -4:
+            return Page(0, [], [], access, not_a_learner=True)
         n = int(result[4])
         regs = [r.decode() for r in result[5 : 5 + n]]
         flat: list[bytes] = result[5 + n :]
@@ -291,6 +305,10 @@ class RedisPageStore:
             page = self._page(result, goal_ids, field, ident)
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
         resumed = int(result[-2]) == 1
-        last_id = after if resumed and after else result[-3].decode()
+        current = result[-3].decode()
+        last_id = after if resumed and after else current
+        if _past(last_id, current):
+            # An id past the stream's end (a client's guess): from now on.
+            last_id = current
         page = self._page(result[:-3], goal_ids, field, ident)
         return Snapshot(page, last_id, resumed, result[-1].decode())

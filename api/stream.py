@@ -10,19 +10,28 @@
    with ``item`` the new ``status_and_progress[]`` element; its ``id`` is the
    change's stream id.
 3. ``: ping`` comments as heartbeats; ``event: end`` when the server ends the
-   stream (a client too slow to keep up, the read model unreachable): the
-   client reconnects.
+   stream, ``data: {"reason": ...}``: ``slow_client`` (too slow to keep up) or
+   ``unavailable`` (the read model unreachable), after which the client
+   reconnects; ``token_expired`` when its token reaches the time from which
+   the POST endpoints refuse it (``exp`` plus the leeway), after which the
+   client must reconnect with a fresh token.
 
 Access is checked at connect, with the rules of the POST endpoints. A client
 that reconnects with ``Last-Event-ID`` gets every change after that id and no
-snapshot, or a fresh snapshot when the id has left the change stream's window.
-Open streams are bounded per token subject and per process (429 beyond), each
+snapshot, or a fresh snapshot when the id has left the change stream's window
+or is malformed; an id past the stream's end means "from now". A client's id
+never moves the reader that the learning instance's streams share
+(api/change_hub.py).
+Open streams are bounded per token subject, per partner and per process (429
+beyond, ``details.scope`` token, partner or server), each
 stream's queue is bounded and a client that does not read is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -39,11 +48,17 @@ from api._http import path_entity_id, validate
 from api.auth import Authenticator, authorize_learning_instance, authorize_registration
 from api.change_hub import Change, ChangeHub, parse_stream_id
 from api.errors import BadRequest, ServiceUnavailable, TooManyRequests
-from api.render import render_page, require_known_goals
+from api.render import (
+    render_page,
+    require_a_learner,
+    require_known_goals,
+    require_within_bytes,
+)
 from api.store import Snapshot
 from api.tokens import Principal
 from infra.settings import Settings
 from schemas.api import RegistrationQuery
+from schemas.limits import MAX_SNAPSHOT_BYTES
 
 __all__ = ["SnapshotStore", "StreamConfig", "StreamLimits", "StreamRoutes"]
 
@@ -71,6 +86,7 @@ class StreamConfig:
 
     max_per_token: int = 10
     max_total: int = 2000
+    max_per_partner: int = 500
     heartbeat_s: float = 15.0
     send_timeout_s: float = 10.0
     max_learners: int = 5000
@@ -81,6 +97,7 @@ class StreamConfig:
         return cls(
             max_per_token=settings.stream_max_per_token,
             max_total=settings.stream_max_total,
+            max_per_partner=settings.stream_max_per_partner,
             heartbeat_s=settings.stream_heartbeat_s,
             send_timeout_s=settings.stream_send_timeout_s,
             max_learners=settings.stream_max_learners,
@@ -88,24 +105,39 @@ class StreamConfig:
 
 
 class StreamLimits:
-    """Counts open streams per token subject and in total."""
+    """Counts open streams per token subject, per partner and in total.
 
-    def __init__(self, per_token: int, total: int) -> None:
+    The per-partner share keeps one partner with many tokens from taking every
+    slot of the process (then every other partner got ``429 scope=server``).
+    """
+
+    def __init__(
+        self, per_token: int, total: int, per_partner: int | None = None
+    ) -> None:
         self.per_token = per_token
         self.total = total
+        self.per_partner = total if per_partner is None else per_partner
         self._open: dict[str, int] = {}
+        self._partners: dict[str, int] = {}
         self._count = 0
 
     @property
     def open(self) -> int:
         return self._count
 
-    def acquire(self, key: str) -> Callable[[], None]:
+    def acquire(self, key: str, partner: str = "") -> Callable[[], None]:
         """Take a slot or raise 429; returns the (idempotent) release."""
         if self._count >= self.total:
             raise TooManyRequests(
                 f"this server has {self.total} open streams, its limit",
                 details={"limit": self.total, "scope": "server"},
+            )
+        theirs = self._partners.get(partner, 0)
+        if theirs >= self.per_partner:
+            raise TooManyRequests(
+                f"this partner already has {theirs} open streams on this server, "
+                "its share",
+                details={"limit": self.per_partner, "scope": "partner"},
             )
         mine = self._open.get(key, 0)
         if mine >= self.per_token:
@@ -114,6 +146,7 @@ class StreamLimits:
                 details={"limit": self.per_token, "scope": "token"},
             )
         self._open[key] = mine + 1
+        self._partners[partner] = theirs + 1
         self._count += 1
         released = False
 
@@ -123,13 +156,18 @@ class StreamLimits:
                 return
             released = True
             self._count -= 1
-            left = self._open[key] - 1
-            if left:
-                self._open[key] = left
-            else:
-                del self._open[key]
+            _decrement(self._open, key)
+            _decrement(self._partners, partner)
 
         return release
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
 
 
 def _goal_ids(request: Request) -> list[str]:
@@ -147,16 +185,14 @@ def _goal_ids(request: Request) -> list[str]:
 
 
 def _last_event_id(request: Request) -> str | None:
+    """The client's resume point; a malformed one is ignored (the stream
+    starts with a fresh snapshot), never an error: a client cannot do better
+    than reconnect."""
     value = request.headers.get("last-event-id") or request.query_params.get(
         "last_event_id"
     )
-    if not value:
+    if not value or parse_stream_id(value) is None:
         return None
-    if parse_stream_id(value) is None:
-        raise BadRequest(
-            "Last-Event-ID must be an id this stream sent (<ms>-<seq>)",
-            details={"field": "Last-Event-ID"},
-        )
     return value
 
 
@@ -220,7 +256,9 @@ class StreamRoutes:
         self.store = store
         self.hub = hub
         self.config = config
-        self.limits = StreamLimits(config.max_per_token, config.max_total)
+        self.limits = StreamLimits(
+            config.max_per_token, config.max_total, config.max_per_partner
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -250,7 +288,7 @@ class StreamRoutes:
         after = _last_event_id(request)
         if self.hub is None or self.store is None:
             raise ServiceUnavailable("live streams are not configured on this server")
-        release = self.limits.acquire(_limit_key(principal))
+        release = self.limits.acquire(_limit_key(principal), principal.partner_id)
         try:
             snap = await self.store.snapshot(
                 mode,
@@ -265,6 +303,7 @@ class StreamRoutes:
             else:
                 authorize_registration(principal, snap.page.access, ident)
             require_known_goals(snap.page)
+            require_a_learner(snap.page, ident)
             if snap.page.total > self.config.max_learners:
                 raise BadRequest(
                     f"the learning instance has {snap.page.total} learners, more "
@@ -272,10 +311,18 @@ class StreamRoutes:
                     "through the POST endpoint",
                     details={"field": "li_id", "limit": self.config.max_learners},
                 )
+            require_within_bytes(
+                snap.page,
+                MAX_SNAPSHOT_BYTES,
+                "goal_ids",
+                "open a stream with fewer goal_ids, or page through the POST endpoint",
+            )
         except BaseException:
             release()
             raise
-        body = self._events(snap, mode, ident, goal_ids, release)
+        body = self._events(
+            snap, mode, ident, goal_ids, release, refused_from=principal.refused_from
+        )
         return _EventStream(
             body,
             ping=self.config.heartbeat_s,
@@ -290,6 +337,8 @@ class StreamRoutes:
         ident: str,
         goal_ids: list[str],
         release: Callable[[], None],
+        *,
+        refused_from: float | None = None,
     ) -> AsyncIterator[bytes]:
         assert self.hub is not None
         try:
@@ -303,9 +352,23 @@ class StreamRoutes:
                 goal_ids,
                 ident if mode == "reg" else None,
             ) as sub:
-                async for batch in sub.batches():
+                batches = sub.batches()
+                while True:
+                    # The token's end is the stream's: rows stop when the POST
+                    # endpoints would refuse the same token.
+                    left = None if refused_from is None else refused_from - time.time()
+                    if left is not None and left <= 0:
+                        reason = "token_expired"
+                        break
+                    try:
+                        batch = await asyncio.wait_for(anext(batches), left)
+                    except StopAsyncIteration:
+                        reason = "slow_client" if sub.dropped else "unavailable"
+                        break
+                    except TimeoutError:
+                        reason = "token_expired"
+                        break
                     yield b"".join(_row_frame(c) for c in batch)
-                reason = "slow_client" if sub.dropped else "unavailable"
             yield b'event: end\ndata: {"reason":"' + reason.encode() + b'"}\n\n'
         except (RedisError, OSError) as exc:
             log.warning("stream of %s %s ended: %s", mode, ident, exc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jwt
@@ -69,6 +69,9 @@ class Principal:
     partner_id: str
     roles: frozenset[str]
     unrestricted: bool = False
+    #: Unix time from which the API refuses the token (its ``exp`` plus the
+    #: leeway); a live stream ends then (api/stream.py). None: never.
+    refused_from: float | None = None
 
     def has_role(self, *roles: str) -> bool:
         return self.unrestricted or not self.roles.isdisjoint(roles)
@@ -155,7 +158,11 @@ class TokenVerifier:
             ) from exc
         except jwt.InvalidTokenError as exc:
             raise InvalidToken(f"invalid token: {exc}") from exc
-        return _principal(claims)
+        principal = _principal(claims)
+        exp = claims["exp"]
+        if isinstance(exp, int | float):
+            principal = replace(principal, refused_from=float(exp) + self._leeway)
+        return principal
 
 
 def _header(token: str) -> dict[str, Any]:

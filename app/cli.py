@@ -24,6 +24,7 @@ import csv
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,6 +52,10 @@ _ONE_SHOT = frozenset(
         "broker-reset",
     }
 )
+
+
+#: commands that serve until stopped: Ctrl-C is their normal end (exit 0)
+_SERVERS = frozenset({"api", "worker", "dev"})
 
 
 def _require(value: str | None, name: str) -> str:
@@ -105,15 +110,20 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     loop.run_until_complete(prepare())
     log.info("broker profile: %s", profile)
     worker = create_worker(settings, profile, bootstrap, redis_url)
+    faust_worker = faust.Worker(
+        worker.app,
+        loglevel=settings.log_level.lower(),
+        loop=loop,
+        quiet=True,
+        # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
+        override_logging=False,
+    )
+    # Faust's start-up spinner (faust 0.15.3, faust/worker.py) prints the
+    # terminal's show-cursor code "\x1b[?25h" when start-up ends, even when
+    # stdout is a log file (Spinner.finish does not check isatty).
+    faust_worker.spinner = None
     try:
-        faust.Worker(
-            worker.app,
-            loglevel=settings.log_level.lower(),
-            loop=loop,
-            quiet=True,
-            # Keep the handlers of infra.logs (JSON, rate limit) instead of mode's.
-            override_logging=False,
-        ).execute_from_commandline()
+        faust_worker.execute_from_commandline()
     except SystemExit as exc:
         # A Faust service crashed: mode re-raises its reason once the loop is
         # closed and turns it into exit 1. A broker restarted on empty disks
@@ -138,10 +148,10 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_api
-    from api.http_server import HeadLimitedHttpToolsProtocol
+    from api.http_server import http_protocol
     from api.tokens import AuthConfigError
 
-    _require(settings.redis_url, "REDIS_URL")
+    redis_url = _require(settings.redis_url, "REDIS_URL")
     try:
         app = create_api(settings)
     except AuthConfigError as exc:
@@ -150,6 +160,17 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         args.host or settings.api_host,
         args.port if args.port is not None else settings.api_port,
     )
+    _warn_if_redis_unreachable(redis_url)
+    # Listening before the line is printed: a client that connects at once
+    # waits in the backlog until uvicorn accepts, rather than being refused.
+    sock.listen(2048)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"mastery api listening on http://{shown}:{port} (docs /docs, dashboard "
+        "/dashboard, readiness /readyz); Ctrl-C stops it",
+        flush=True,
+    )
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -157,12 +178,37 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http=HeadLimitedHttpToolsProtocol,
+        # 431 for a head over the size limit, 408 for one too slow (slowloris)
+        http=http_protocol(settings.api_head_timeout_s),
         # uvicorn's name for the request-head limit; our protocol enforces it (431).
         h11_max_incomplete_event_size=settings.api_max_header_bytes,
+        timeout_keep_alive=settings.api_keep_alive_timeout_s,
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _warn_if_redis_unreachable(redis_url: str) -> None:
+    """One warning at start: the API serves anyway (reads answer 503 and
+    /readyz fails until Redis answers), but a wrong REDIS_URL should not wait
+    for the first request to show."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from app.cli_errors import redact_url
+
+    client = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        log.warning(
+            "cannot reach Redis at %s (%s): serving anyway; reads answer 503 and "
+            "/readyz fails until it answers; check REDIS_URL",
+            redact_url(redis_url),
+            exc,
+        )
+    finally:
+        client.close()
 
 
 def _workload(settings: Settings, args: argparse.Namespace) -> object:
@@ -253,16 +299,20 @@ def cmd_selfcheck(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     from infra.tokens import MintError, mint_token
 
+    roles: list[str] = [] if args.no_role else (args.role or ["partner_admin"])
     try:
         token = mint_token(
             settings,
             sub=args.sub,
-            partner_id=args.partner,
-            roles=args.role or [],
+            partner_id=args.partner or settings.token_partner_id,
+            roles=roles,
             ttl_s=args.ttl,
         )
     except MintError as exc:
-        raise SystemExit(f"error: {exc}") from exc
+        raise SystemExit(
+            f"error: {exc} (against a running `mastery dev`: "
+            "set -a; . var/dev.env; set +a)"
+        ) from exc
     print(token)
     return 0
 
@@ -402,7 +452,13 @@ def cmd_model_trace(settings: Settings, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from importlib.metadata import version
 
-    parser = argparse.ArgumentParser(prog="mastery", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="mastery",
+        description="mastery-stream: live status and progress of adaptive "
+        "assignments (graded attempts on Kafka -> worker -> Redis -> HTTP API).",
+        epilog="Each command's --help lists the environment variables it reads; "
+        "`mastery dev` runs the whole system on an embedded broker and Redis.",
+    )
     parser.add_argument(
         "--version", action="version", version=f"mastery {version('mastery-stream')}"
     )
@@ -463,17 +519,40 @@ def build_parser() -> argparse.ArgumentParser:
     p_prod.set_defaults(func=cmd_produce)
 
     p_token = sub.add_parser(
-        "token", help="mint a development token (HS256, MASTERY_JWT_HS256_SECRET)"
+        "token",
+        help="mint a development token (HS256, MASTERY_JWT_HS256_SECRET)",
+        description=textwrap.fill(
+            "Mint an HS256 token. With no options it is a partner admin of "
+            "MASTERY_TOKEN_PARTNER_ID, which a running `mastery dev` writes to "
+            "var/dev.env: it reads every row of the demo (set -a; . var/dev.env; "
+            "set +a; mastery token).",
+            width=79,
+        ),
     )
-    p_token.add_argument("--sub", default="dev-admin", help="user id (claim sub)")
-    p_token.add_argument("--partner", default="partner-demo", help="claim partner_id")
     p_token.add_argument(
+        "--sub", default="dev-admin", help="user id, claim sub (default: dev-admin)"
+    )
+    p_token.add_argument(
+        "--partner",
+        default=None,
+        help="claim partner_id (default: MASTERY_TOKEN_PARTNER_ID, partner-demo)",
+    )
+    roles = p_token.add_mutually_exclusive_group()
+    roles.add_argument(
         "--role",
         action="append",
         choices=["partner_admin", "ingest"],
-        help="repeatable; none = a plain user (learner/instructor rights only)",
+        help="claim roles, repeatable (default: partner_admin)",
     )
-    p_token.add_argument("--ttl", type=int, default=3600, help="seconds until exp")
+    roles.add_argument(
+        "--no-role",
+        action="store_true",
+        help="no role: a plain user, who reads only what its sub is registered "
+        "to (its own registration; a learning instance it is an instructor of)",
+    )
+    p_token.add_argument(
+        "--ttl", type=int, default=3600, help="seconds until exp (default: 3600)"
+    )
     p_token.set_defaults(func=cmd_token)
 
     p_rebuild = sub.add_parser(
@@ -573,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     try:
         result: int = args.func(settings, args)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a server started in a terminal is stopped: no traceback.
+        print("\nstopped (Ctrl-C)", file=sys.stderr)
+        return 0 if args.command in _SERVERS else 130
     except Exception as exc:
         if _is_topic_error(exc):
             print(f"error: {exc}", file=sys.stderr)

@@ -68,6 +68,8 @@ class DevStack:
         self.jwt_secret = generate_secret()
         self._stopping = False
         self._retired: set[int] = set()  # terminated on purpose: not restarted
+        #: each worker's own variables (its metrics port), kept for a restart
+        self._worker_env: dict[str, dict[str, str]] = {}
 
     def token(
         self,
@@ -136,6 +138,9 @@ class DevStack:
         data_dir = self.workdir / name
         if wipe_data:
             shutil.rmtree(data_dir, ignore_errors=True)
+        if extra_env is not None:
+            self._worker_env[name] = extra_env
+        extra_env = self._worker_env.get(name)
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
@@ -285,12 +290,23 @@ def run_dev(
         print(f"starting {workers} worker(s) and the API ...", flush=True)
         for i, port in enumerate(ports):
             stack.start_worker(
-                f"worker-{i + 1}", extra_env={"MASTERY_METRICS_PORT": str(port)}
+                f"worker-{i + 1}",
+                extra_env={
+                    "MASTERY_METRICS_HOST": "127.0.0.1",
+                    "MASTERY_METRICS_PORT": str(port),
+                },
             )
         stack.start_api()
-        _write_env_file(stack)
+        _write_env_file(stack, metrics_ports=ports)
+        print(f"  API     {stack.api_url}", flush=True)
+        for i, port in enumerate(ports):
+            print(
+                f"  worker-{i + 1} metrics {_metrics_url(port)} "
+                f"(/healthz, /readyz on the same port)",
+                flush=True,
+            )
         print(
-            f"  API     {stack.api_url}\n  env     {DEV_ENV_FILE} (in another "
+            f"  env     {DEV_ENV_FILE} (in another "
             f"terminal: set -a; . {DEV_ENV_FILE}; set +a; mastery token ...)",
             flush=True,
         )
@@ -315,6 +331,8 @@ def run_dev(
                 )
                 return 1
             partner = _show_rows(stack, workload, started)
+        # `mastery token` in another terminal mints for this partner.
+        _write_env_file(stack, partner, metrics_ports=ports)
         token = stack.token(sub="demo-admin", partner_id=partner)
         print(
             f"a partner-admin token for {partner!r}, valid 24 h "
@@ -386,9 +404,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _write_env_file(stack: DevStack) -> None:
+def _metrics_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/metrics"
+
+
+def _write_env_file(
+    stack: DevStack, partner: str | None = None, *, metrics_ports: list[int]
+) -> None:
     """What another terminal needs to talk to this stack (`mastery token`,
-    `mastery dlq`, `mastery rebuild`, `mastery produce`)."""
+    `mastery dlq`, `mastery rebuild`, `mastery produce`, curl); ``partner``,
+    once known, is the one `mastery token` mints for."""
     DEV_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
@@ -399,6 +424,10 @@ def _write_env_file(stack: DevStack) -> None:
         "MASTERY_JWT_HS256_SECRET": stack.jwt_secret,
         "API_URL": stack.api_url,  # for curl; not a setting
     }
+    for i, port in enumerate(metrics_ports):
+        values[f"WORKER_{i + 1}_METRICS_URL"] = _metrics_url(port)  # not settings
+    if partner is not None:
+        values["MASTERY_TOKEN_PARTNER_ID"] = partner
     DEV_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     DEV_ENV_FILE.chmod(0o600)  # holds the run's JWT secret
 

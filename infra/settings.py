@@ -172,6 +172,21 @@ class Settings(BaseSettings):
         description="largest request line plus headers; beyond it the server "
         "answers 431 without reading the rest (docs/auth.md)",
     )
+    api_head_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="time a connection has to send a whole request head (from "
+        "its first byte, or from the connection when it sends nothing); beyond "
+        "it the server answers 408 and closes (slowloris; docs/operations.md)",
+    )
+    api_keep_alive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        le=300,
+        description="time an idle keep-alive connection stays open after its "
+        "last response (docs/operations.md)",
+    )
     max_token_bytes: int = Field(
         default=8192,
         ge=256,
@@ -201,6 +216,12 @@ class Settings(BaseSettings):
     jwt_leeway_s: int = Field(
         default=30, ge=0, le=300, description="clock skew allowed on exp/nbf"
     )
+    token_partner_id: str = Field(
+        default="partner-demo",
+        min_length=1,
+        description="the partner_id claim `mastery token` mints by default; "
+        "`mastery dev` writes the partner of its workload to var/dev.env",
+    )
 
     # Ingest endpoints (docs/ingest.md).
     max_ingest_request_bytes: int = Field(
@@ -211,6 +232,13 @@ class Settings(BaseSettings):
     )
     ingest_retry_after_s: int = Field(
         default=5, ge=1, le=3600, description="Retry-After of ingest 503s"
+    )
+    ingest_max_inflight_per_partner: int = Field(
+        default=64,
+        ge=1,
+        description="ingest requests of one partner in progress at once per API "
+        "process (each holds Redis and the broker until acked), then 429 with "
+        "scope partner",
     )
     ingest_correct_min_score: float = Field(
         default=1.0,
@@ -287,6 +315,12 @@ class Settings(BaseSettings):
     )
     stream_max_total: int = Field(
         default=2000, ge=1, description="open streams per API process, then 429"
+    )
+    stream_max_per_partner: int = Field(
+        default=500,
+        ge=1,
+        description="open streams of one partner (all its tokens) per API "
+        "process, then 429 with scope partner: its share of stream_max_total",
     )
     stream_queue_events: int = Field(
         default=2000,

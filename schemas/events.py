@@ -4,6 +4,15 @@ Every event is a frozen pydantic model with ``event_id``, ``occurred_at``, a
 ``type`` discriminator and a ``schema_version``. Events are serialized as JSON
 (one object per Kafka record); :func:`decode_event` is the single way to turn
 record bytes back into a model.
+
+Versions (docs/events.md, "Versions", keeps the changelog): a change that a
+producer written against the previous docs/events.md would break on (a new
+required field, a removed or renamed field, a narrower meaning) bumps the
+event's ``schema_version``. :func:`decode_event` upcasts an older version to
+the current one where its meaning is clear, and otherwise refuses it with a
+reason that names the version and the missing field (the worker
+dead-letters it). tests/unit/test_event_versions.py decodes a stored sample
+of every past version.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal, TypeAlias
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -21,10 +31,22 @@ from pydantic import (
     StrictBool,
     StringConstraints,
     TypeAdapter,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
+from pydantic.functional_validators import AfterValidator
+from pydantic_core import PydanticCustomError
 
 from schemas.bkt_params import FORGET, GUESS, LEARN, PRIOR, SLIP, forget_accepted
+from schemas.limits import (
+    MAX_MEMBERS_PER_TOPIC,
+    MAX_OBJECTIVES_PER_MODULE,
+    MAX_ROW_BYTES,
+    MAX_TARGETS_PER_GOAL,
+    MAX_TOPICS_PER_GOAL,
+    row_bytes_bound,
+)
 
 __all__ = [
     "CONTROL_OR_FORMAT",
@@ -39,11 +61,16 @@ __all__ = [
     "LearningInstanceCreated",
     "ModelSelection",
     "ModuleTagged",
+    "ObjectiveList",
+    "OldVersionRefused",
     "RefId",
     "RegistrationCreated",
     "RegistrationEvent",
     "Target",
+    "TargetList",
     "Timestamp",
+    "TopicMap",
+    "check_topics_row_bound",
     "decode_event",
     "encode_event",
 ]
@@ -167,15 +194,69 @@ class CompletionCriteria(_Model):
     max_work_on_goal: int | None = Field(default=None, ge=1, le=100_000)
 
 
+#: A goal's topics: topic id -> its members (target ids), both bounded.
+TopicMap: TypeAlias = Annotated[
+    dict[
+        RefId,
+        Annotated[list[RefId], Field(min_length=1, max_length=MAX_MEMBERS_PER_TOPIC)],
+    ],
+    Field(max_length=MAX_TOPICS_PER_GOAL),
+]
+#: A module's learning objectives, bounded.
+ObjectiveList: TypeAlias = Annotated[
+    list[RefId], Field(min_length=1, max_length=MAX_OBJECTIVES_PER_MODULE)
+]
+
+
+def _row_bound(
+    targets: list[Target], topics: dict[str, list[str]] | None, field: str
+) -> None:
+    size = row_bytes_bound((t.id for t in targets), topics or ())
+    if size > MAX_ROW_BYTES:
+        raise PydanticCustomError(
+            "row_too_large",
+            "the goal's rows could be {size} bytes, more than the limit of "
+            "{limit} bytes (schemas/limits.py): fewer or shorter " + field,
+            {"size": size, "limit": MAX_ROW_BYTES},
+        )
+
+
+def _targets_within_row_bound(targets: list[Target]) -> list[Target]:
+    _row_bound(targets, None, "targets")
+    return targets
+
+
+#: A goal's targets, bounded in count and, through the row they make, in bytes
+#: (schemas/limits.py).
+TargetList: TypeAlias = Annotated[
+    list[Target],
+    Field(min_length=1, max_length=MAX_TARGETS_PER_GOAL),
+    AfterValidator(_targets_within_row_bound),
+]
+
+
+def check_topics_row_bound(
+    topics: dict[str, list[str]] | None, info: ValidationInfo
+) -> dict[str, list[str]] | None:
+    """A ``topics`` validator: targets and topics together within the row
+    bound (targets alone are checked by :data:`TargetList`)."""
+    targets = info.data.get("targets")
+    if topics and targets is not None:
+        _row_bound(targets, topics, "targets or topics")
+    return topics
+
+
 class GoalDefined(_EventBase):
     """A scoped goal of a learning instance was defined or redefined."""
 
     type: Literal["GoalDefined"] = "GoalDefined"
     goal_id: EntityId
     learning_instance_id: EntityId
-    targets: Annotated[list[Target], Field(min_length=1, max_length=200)]
-    topics: dict[RefId, Annotated[list[RefId], Field(min_length=1)]] | None = None
+    targets: TargetList
+    topics: TopicMap | None = None
     completion_criteria: CompletionCriteria = CompletionCriteria()
+
+    _topics_within_row_bound = field_validator("topics")(check_topics_row_bound)
 
     @model_validator(mode="after")
     def _consistent(self) -> GoalDefined:
@@ -249,13 +330,20 @@ class ModuleTagged(_EventBase):
     """A module was tagged with the learning objectives it practises."""
 
     type: Literal["ModuleTagged"] = "ModuleTagged"
+    #: 2: ``partner_id`` became required (version 1 had none).
+    schema_version: Literal[2] = 2  # type: ignore[assignment]  # a narrower Literal: the event's own version
     #: The partner whose module this is: module and objective ids (and the
     #: objectives' parameters) are scoped per partner (docs/auth.md,
     #: "Ownership"), so one partner's tags never touch another's rows.
     partner_id: EntityId
     module_id: RefId
-    learning_objective_ids: Annotated[list[RefId], Field(min_length=1, max_length=100)]
-    parameters: dict[RefId, BKTParameters] | None = None
+    learning_objective_ids: ObjectiveList
+    parameters: (
+        Annotated[
+            dict[RefId, BKTParameters], Field(max_length=MAX_OBJECTIVES_PER_MODULE)
+        ]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _parameters_for_tagged(self) -> ModuleTagged:
@@ -299,9 +387,42 @@ Event: TypeAlias = Annotated[
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
 
+class OldVersionRefused(ValueError):
+    """A record of a past schema version that cannot be upcast: its reason
+    names the event, the version and what it lacks."""
+
+
 def decode_event(data: bytes | str) -> Event:
-    """Parse one JSON record into its event model (raises pydantic ValidationError)."""
-    return _EVENT_ADAPTER.validate_json(data)
+    """Parse one JSON record into its event model, upcasting past versions
+    (raises pydantic ValidationError, or :class:`OldVersionRefused`)."""
+    raw = data.encode() if isinstance(data, str) else data
+    if b"ModuleTagged" in raw:
+        raw = _upcast_module_tagged(raw)
+    return _EVENT_ADAPTER.validate_json(raw)
+
+
+def _upcast_module_tagged(raw: bytes) -> bytes:
+    """ModuleTagged 1 -> 2. Version 1 was first written without
+    ``partner_id``, later with it (before the version was bumped): with it the
+    meaning is version 2's; without it the module's partner is unknown, and
+    guessing it could change another partner's rows."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw  # pydantic says what is wrong with it
+    if not (
+        isinstance(value, dict)
+        and value.get("type") == "ModuleTagged"
+        and value.get("schema_version") == 1
+    ):
+        return raw
+    if "partner_id" not in value:
+        raise OldVersionRefused(
+            "ModuleTagged schema_version 1 without partner_id cannot be upcast "
+            "to version 2: partner_id is required since version 2 (modules are "
+            "scoped per partner); send it again as version 2 with partner_id"
+        )
+    return orjson.dumps({**value, "schema_version": 2})
 
 
 def encode_event(event: BaseModel) -> bytes:

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from schemas.events import (
     BKTParameters,
     CompletionCriteria,
     EntityId,
+    ObjectiveList,
     RefId,
-    Target,
+    TargetList,
     Timestamp,
+    TopicMap,
+    check_topics_row_bound,
 )
+from schemas.limits import MAX_OBJECTIVES_PER_MODULE
 
 __all__ = [
     "MAX_BATCH_EVENTS",
@@ -64,16 +68,23 @@ class DefineGoal(_Body):
     """``PUT /goals/{goal_id}``: define or redefine a scoped goal."""
 
     learning_instance_id: EntityId
-    targets: Annotated[list[Target], Field(min_length=1, max_length=200)]
-    topics: dict[RefId, Annotated[list[RefId], Field(min_length=1)]] | None = None
+    targets: TargetList
+    topics: TopicMap | None = None
     completion_criteria: CompletionCriteria = CompletionCriteria()
+
+    _topics_within_row_bound = field_validator("topics")(check_topics_row_bound)
 
 
 class TagModule(_Body):
     """``PUT /modules/{module_id}``: the objectives a module practises."""
 
-    learning_objective_ids: Annotated[list[RefId], Field(min_length=1, max_length=100)]
-    parameters: dict[RefId, BKTParameters] | None = None
+    learning_objective_ids: ObjectiveList
+    parameters: (
+        Annotated[
+            dict[RefId, BKTParameters], Field(max_length=MAX_OBJECTIVES_PER_MODULE)
+        ]
+        | None
+    ) = None
 
 
 class GradedEvent(_Body):

@@ -27,6 +27,7 @@
     sort: { key: "learner", dir: 1, defaulted: true },
     filter: "all",
     lastId: null,
+    tokenExpired: false,
     controller: null,
     retries: 0,
     retryTimer: null,
@@ -210,6 +211,12 @@
       setLive("on", "live");
       state.retries = 0;
       await readEvents(response.body, controller);
+      if (state.tokenExpired) {
+        // The server ended the stream at the token's expiry: reconnecting
+        // with it would be refused; the page asks for a fresh one.
+        state.tokenExpired = false;
+        return signOut("Your token expired. Sign in with a fresh token to keep the page live.");
+      }
     } catch (err) {
       if (controller.signal.aborted && state.controller !== controller) return;
       if (err.status === 401) return signOut(explain(err));
@@ -270,6 +277,7 @@
     const payload = JSON.parse(data.join("\n"));
     if (event === "snapshot") onSnapshot(payload);
     else if (event === "row") onRow(payload);
+    else if (event === "end" && payload.reason === "token_expired") state.tokenExpired = true;
     if (id !== null && (event === "snapshot" || event === "row")) state.lastId = id;
   }
 
@@ -552,8 +560,14 @@
 
   // -- CSV export -------------------------------------------------------------
 
+  // OWASP CSV injection: a spreadsheet runs a text cell that starts with one of
+  // these as a formula (ids may start with "-"), so such a cell gets a leading
+  // quote. Numbers are written as numbers: -1 is not a formula.
+  const FORMULA_START = /^[=+\-@\t\r]/;
+
   function csvField(value) {
-    const s = String(value);
+    let s = String(value);
+    if (typeof value !== "number" && FORMULA_START.test(s)) s = "'" + s;
     return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   }
 
@@ -619,7 +633,7 @@
   });
   $("sign-out").addEventListener("click", () => signOut(""));
 
-  window.masteryDashboard = { toCsv }; // for the browser tests
+  window.masteryDashboard = { toCsv, csvField }; // for the browser tests
 
   if (state.token) {
     show("choose");

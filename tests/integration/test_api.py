@@ -320,3 +320,32 @@ def test_redis_unreachable_is_a_503_not_a_500() -> None:
     assert r.status_code == 503
     assert r.json()["error"]["code"] == "read_model_unavailable"
     assert r.headers["retry-after"] == "1"
+
+
+def test_an_instructor_s_registration_has_no_row_on_either_endpoint(
+    client: TestClient,
+) -> None:
+    """Issue 18, point 3: the listing's rows are the learners' registrations
+    (docs/read-model.md, "Who has a row"), so the registration endpoint has no
+    row for an instructor's registration either: 409, after the access check."""
+    _, listing = _li(client, {"goal_ids": GOALS})
+    assert "reg-instructor" not in [r["registration_id"] for r in listing["data"]]
+    r = client.post(
+        "/registrations/reg-instructor/metrics/status-and-progress",
+        json={"goal_ids": GOALS},
+    )
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["code"] == "registration_not_a_learner"
+    assert error["details"] == {"field": "reg_id"}
+    # Another partner's admin learns nothing: the same 404 as an unknown id.
+    other = {
+        "authorization": "Bearer "
+        + mint_token(SETTINGS, sub="admin-9", partner_id="p9", roles=["partner_admin"])
+    }
+    r = client.post(
+        "/registrations/reg-instructor/metrics/status-and-progress",
+        json={"goal_ids": GOALS},
+        headers=other,
+    )
+    assert r.status_code == 404

@@ -138,3 +138,44 @@ def test_dev_keeps_its_logs_when_a_process_failed(tmp_path: Path) -> None:
         assert (Path(kept) / "worker-1.log").exists()
     finally:
         _stop(dev)
+
+
+def test_dev_prints_and_writes_each_worker_s_metrics_address(tmp_path: Path) -> None:
+    env = _environment()
+    dev = subprocess.Popen(
+        [MASTERY, "dev", "--empty", "--workers", "2", "--exit-after", "20"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    env_file = tmp_path / "var" / "dev.env"
+    try:
+        deadline = time.monotonic() + 90
+        while not env_file.exists():
+            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+            assert time.monotonic() < deadline, "no env file after 90 s"
+            time.sleep(0.2)
+        time.sleep(0.2)  # written whole right after creation
+        values = _env_file(env_file)
+        urls = [values.get(f"WORKER_{n}_METRICS_URL") for n in (1, 2)]
+        assert all(urls) and len(set(urls)) == 2, values
+        for url in urls:
+            assert url is not None
+            deadline = time.monotonic() + 60
+            while True:  # the worker serves its metrics once it has started
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        text = response.read().decode()
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, f"{url} never answered"
+                    time.sleep(0.5)
+            assert "mastery_worker_" in text
+        out, _ = dev.communicate(timeout=90)
+        assert dev.returncode == 0, out
+        for n, url in enumerate(urls, start=1):
+            assert f"worker-{n} metrics {url}" in out, out
+    finally:
+        _stop(dev)

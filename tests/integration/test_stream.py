@@ -76,6 +76,8 @@ def api(
         MASTERY_STREAM_QUEUE_EVENTS="20",
         MASTERY_STREAM_SEND_TIMEOUT_S="2",
         MASTERY_STREAM_HEARTBEAT_S="0.3",
+        # Expired tokens are refused 1 s after exp (test_..._token_expires).
+        MASTERY_JWT_LEEWAY_S="1",
     ) as proc:
         yield proc
 
@@ -259,7 +261,6 @@ def test_access_rules_are_those_of_the_post_endpoints(
         ("", {}, "goal_ids"),
         ("?goal_ids=goal-a,goal-a", {}, "goal_ids"),
         ("?goal_ids=bad%20id", {}, "goal_ids.0"),
-        ("?goal_ids=goal-a", {"last-event-id": "yesterday"}, "Last-Event-ID"),
     ],
 )
 def test_bad_requests_name_the_field(
@@ -417,3 +418,153 @@ def test_goals_lookup_tells_the_page_what_to_show(
             "registration_id": registration,
             "goal_ids": ["goal-a"],
         }
+
+
+def _next_row(s: SseStream, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The next row event within ``timeout_s`` (heartbeats keep coming while
+    nothing else does, so a frozen stream would otherwise block for ever)."""
+    deadline = time.monotonic() + timeout_s
+    for ev in s.events():
+        if ev.event == "row":
+            row: dict[str, Any] = ev.json()
+            return row
+        assert ev.event in (":", "snapshot"), ev
+        assert time.monotonic() < deadline, "no row: the stream is frozen"
+    raise EOFError("the stream ended")
+
+
+def test_a_last_event_id_past_the_end_never_freezes_the_class_stream(
+    api: ApiProcess, redis_server: EmbeddedRedis
+) -> None:
+    """Issue 18, point 4: a learner who opens its own stream first with an id
+    past the end must not move the reader the class stream then shares."""
+    learner = bearer("la1", "p1")
+    with stream(api, REG_A1, learner, last_event_id="18446744073709551615-0") as own:
+        with stream(api, LI_A, ADMIN) as whole:
+            whole.next("snapshot")
+            write_rows(redis_server.url, [[("reg-a2", "goal-a", _row("goal-a", 0.31))]])
+            row = _next_row(whole)
+            assert (row["registration_id"], row["item"]["progress"]) == ("reg-a2", 0.31)
+        # "From now" for the learner itself: its next change arrives.
+        write_rows(redis_server.url, [[("reg-a1", "goal-a", _row("goal-a", 0.42))]])
+        row = _next_row(own)
+        assert (row["registration_id"], row["item"]["progress"]) == ("reg-a1", 0.42)
+
+
+@pytest.mark.parametrize("value", ["yesterday", "12", "1-2-3", "-1-0"])
+def test_a_malformed_last_event_id_gets_a_fresh_snapshot(
+    api: ApiProcess, value: str
+) -> None:
+    with stream(api, LI_A, ADMIN, last_event_id=value) as s:
+        first = s.next()
+        assert first.event == "snapshot"
+    # The query parameter, for clients that cannot set the header.
+    with (
+        httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+        client.stream(
+            "GET",
+            f"{api.url}{LI_A}/stream",
+            params={"goal_ids": "goal-a", "last_event_id": value},
+            headers=ADMIN,
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert SseStream(response).next().event == "snapshot"
+
+
+@pytest.fixture(scope="module")
+def partner_capped_api(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    seed_world(redis_server.url)
+    assert SETTINGS.jwt_hs256_secret is not None
+    with api_process(
+        redis_server.url,
+        SETTINGS.jwt_hs256_secret.get_secret_value(),
+        Path(tmp_path_factory.mktemp("api-partner")),
+        MASTERY_STREAM_MAX_PER_TOKEN="2",
+        MASTERY_STREAM_MAX_PER_PARTNER="3",
+        MASTERY_STREAM_MAX_TOTAL="8",
+        MASTERY_STREAM_HEARTBEAT_S="0.3",
+    ) as proc:
+        yield proc
+
+
+def test_a_partner_at_its_stream_share_leaves_other_partners_unaffected(
+    partner_capped_api: ApiProcess,
+) -> None:
+    api = partner_capped_api
+    li_x = "/learning-instances/li-x/metrics/status-and-progress"
+
+    def opened(path: str, headers: dict[str, str]) -> tuple[int, Any]:
+        """Status and error body of a stream request; a stream that opens is
+        closed again at once."""
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(
+                "GET", f"{api.url}{path}/stream?goal_ids=goal-a", headers=headers
+            ) as response,
+        ):
+            if response.status_code == 200:
+                return 200, None
+            return response.status_code, (
+                orjson.loads(response.read()),
+                response.headers.get("retry-after"),
+            )
+
+    a_tokens = [bearer(f"admin-a{i}", "p1", ("partner_admin",)) for i in range(3)]
+    open_streams: list[SseStream] = []  # referenced: a dropped one disconnects
+    with contextlib.ExitStack() as held:
+        # Partner A: 3 streams from two tokens, its share.
+        for headers in (a_tokens[0], a_tokens[0], a_tokens[1]):
+            open_streams.append(held.enter_context(stream(api, LI_A, headers)))
+            open_streams[-1].next("snapshot")
+        status, (body, retry_after) = opened(LI_A, a_tokens[2])  # a fresh token of A
+        assert status == 429, body
+        assert body["error"]["details"] == {"limit": 3, "scope": "partner"}
+        assert retry_after
+        # Partner B is unaffected: its streams open and carry rows.
+        b_admin = bearer("admin-x", "p2", ("partner_admin",))
+        for _ in range(2):
+            open_streams.append(
+                held.enter_context(stream(api, li_x, b_admin, goal_ids="goal-x"))
+            )
+            assert open_streams[-1].next("snapshot").json()["data"]
+    # A's slots are freed with its streams.
+    with stream(api, LI_A, a_tokens[2]) as s:
+        assert s.next().event == "snapshot"
+
+
+def test_a_stream_ends_when_its_token_expires_with_a_refresh_event(
+    api: ApiProcess, redis_server: EmbeddedRedis
+) -> None:
+    """Issue 18, point 12: rows stop when the POST endpoints would refuse the
+    token (exp plus the 1 s leeway here), with an event saying why."""
+    headers = bearer("admin-exp", "p1", ("partner_admin",), ttl_s=3)
+    with stream(api, LI_A, headers) as s:
+        s.next("snapshot")
+        write_rows(redis_server.url, [[("reg-a2", "goal-a", _row("goal-a", 0.77))]])
+        assert _next_row(s)["item"]["progress"] == 0.77  # live while valid
+        deadline = time.monotonic() + 15
+        for ev in s.events():
+            assert time.monotonic() < deadline, "the stream outlived its token"
+            if ev.event == "end":
+                assert ev.json() == {"reason": "token_expired"}
+                break
+            assert ev.event == ":", ev  # heartbeats only
+    assert _post(api, LI_A, headers).status_code == 401
+
+
+def test_an_instructor_s_registration_has_no_stream_either(api: ApiProcess) -> None:
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "GET",
+            f"{api.url}/registrations/reg-ti-a/metrics/status-and-progress/stream",
+            params={"goal_ids": "goal-a"},
+            headers=ADMIN,
+        ) as response,
+    ):
+        assert response.status_code == 409
+        error = orjson.loads(response.read())["error"]
+        assert error["code"] == "registration_not_a_learner"

@@ -170,3 +170,54 @@ def test_the_json_media_type_may_carry_parameters(client: TestClient) -> None:
         headers={"content-type": "Application/JSON; charset=utf-8"},
     )
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        (
+            "/registrations",
+            b'{"registration_id": "reg-dup", "learning_instance_id": "li-a", '
+            b'"user_id": "u-dup", "role": "learner", "role": "instructor"}',
+            "role",
+        ),
+        (
+            GRADED,
+            b'{"module_id": "m-1", "is_correct": false, "is_correct": true, '
+            b'"interaction_end_time": "2026-09-01T08:00:03Z"}',
+            "is_correct",
+        ),
+        (
+            "/registrations/reg-a1/metrics/status-and-progress",
+            b'{"goal_ids": ["goal-x"], "goal_ids": ["goal-a"]}',
+            "goal_ids",
+        ),
+    ],
+)
+def test_a_body_that_repeats_a_key_is_a_400_naming_it(
+    client: TestClient, path: str, body: bytes, key: str
+) -> None:
+    r = client.post(path, content=body, headers=JSON)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"] == {"field": key}
+    assert repr(key) in error["message"]
+    # The same body without the repetition is accepted.
+    r = client.post(path, content=orjson.dumps(orjson.loads(body)), headers=JSON)
+    assert r.status_code in (200, 202), r.text
+
+
+@pytest.mark.parametrize("depth", [900, 1010, 1024])
+def test_a_deeply_nested_body_is_a_400_not_a_500(
+    client: TestClient, depth: int
+) -> None:
+    """The duplicate-key pass must not turn nesting that orjson accepts (up to
+    1,024 levels) into a RecursionError."""
+    body = b'{"goal_ids": ["goal-a"], "x": ' + b"[" * depth + b"]" * depth + b"}"
+    r = client.post(
+        "/registrations/reg-a1/metrics/status-and-progress",
+        content=body,
+        headers=JSON,
+    )
+    assert r.status_code == 400, r.text[:300]

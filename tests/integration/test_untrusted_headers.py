@@ -277,6 +277,8 @@ def api_process(redis_server: EmbeddedRedis) -> Iterator[int]:
         "REDIS_URL": redis_server.url,
         "MASTERY_AUTH_MODE": "none",
         "MASTERY_API_MAX_HEADER_BYTES": "8192",
+        "MASTERY_API_HEAD_TIMEOUT_S": "1.5",
+        "MASTERY_API_KEEP_ALIVE_TIMEOUT_S": "1",
     }
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     proc = subprocess.Popen(
@@ -322,3 +324,69 @@ def test_a_head_within_the_limit_is_served(api_process: int) -> None:
     answer = _raw_request(api_process, head + b"Connection: close\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
     assert answer.endswith(b'{"status":"ok"}')
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"") -> bytes:
+    """Read until the server closes, sending ``trickle`` a byte every 0.2 s;
+    fail if the connection is still open after ``seconds``."""
+    sock.setblocking(False)
+    answer = b""
+    deadline = time.monotonic() + seconds
+    sent = 0
+    while time.monotonic() < deadline:
+        if sent < len(trickle):
+            try:
+                sock.send(trickle[sent : sent + 1])
+                sent += 1
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                sent = len(trickle)  # closed by the server: read its answer
+        try:
+            data = sock.recv(65_536)
+        except BlockingIOError:
+            time.sleep(0.2)
+            continue
+        except ConnectionResetError:
+            return answer
+        if not data:
+            return answer
+        answer += data
+    raise AssertionError(f"still open after {seconds} s (answer so far {answer!r})")
+
+
+def test_a_head_sent_a_byte_at_a_time_is_cut_off(api_process: int) -> None:
+    """Slowloris: the head is never completed; the server answers 408 and
+    closes once MASTERY_API_HEAD_TIMEOUT_S (1.5 s here) has passed."""
+    with socket.create_connection(("127.0.0.1", api_process), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        answer = _closed_within(sock, 6.0, trickle=b"X-Slow: " + b"a" * 1000)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+    assert 1.0 < time.monotonic() - started < 4.0
+
+
+def test_a_connection_that_sends_nothing_is_closed(api_process: int) -> None:
+    with socket.create_connection(("127.0.0.1", api_process), timeout=10) as sock:
+        answer = _closed_within(sock, 6.0)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+
+
+def test_an_idle_keep_alive_connection_is_closed(api_process: int) -> None:
+    """After its response, a keep-alive connection may stay idle for
+    MASTERY_API_KEEP_ALIVE_TIMEOUT_S (1 s here), not uvicorn's 5 s; a second
+    request in time is served on it."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", api_process), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(request)
+            answer = b""
+            while not answer.endswith(b'{"status":"ok"}'):
+                data = sock.recv(65_536)
+                assert data, f"closed while answering: {answer!r}"
+                answer += data
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:80]
+            time.sleep(0.3)
+        started = time.monotonic()
+        assert _closed_within(sock, 3.0) == b""
+    assert time.monotonic() - started > 0.5

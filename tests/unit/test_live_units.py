@@ -124,3 +124,14 @@ def test_stream_ids_parse_and_order() -> None:
     for bad in ("", "12", "a-1", "1-2-3", "-1-2", "1 -2"):
         assert parse_stream_id(bad) is None
     assert parse_stream_id("9-0") < parse_stream_id("10-0")  # type: ignore[operator]
+
+
+def test_limits_per_partner() -> None:
+    limits = StreamLimits(per_token=2, total=10, per_partner=3)
+    held = [limits.acquire(f"p1\x00t{i}", "p1") for i in range(3)]
+    with pytest.raises(TooManyRequests) as exc:
+        limits.acquire("p1\x00t9", "p1")
+    assert exc.value.details == {"limit": 3, "scope": "partner"}
+    limits.acquire("p2\x00t0", "p2")  # another partner is unaffected
+    held[0]()
+    limits.acquire("p1\x00t9", "p1")

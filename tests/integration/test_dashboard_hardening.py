@@ -1,0 +1,226 @@
+"""The dashboard's defences in a real Chromium against the API process over a
+real Redis (rows written by the worker's projector): CSV export cells that a
+spreadsheet would run as formulas, and the page's security headers."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from redis.asyncio import Redis
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from app.embedded import EmbeddedRedis
+from app.projector import Projection, RedisProjector
+from schemas.events import (
+    GoalDefined,
+    LearningInstanceCreated,
+    RegistrationCreated,
+    Target,
+)
+from schemas.read_model import ReadModelKeys
+from tests.integration.auth_world import SETTINGS, bearer
+from tests.integration.browser import chromium
+from tests.integration.live_api import ApiProcess, api_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PARTNER = "p-dash"
+LI = "li-dash"
+#: ids may start with "-" (schemas.events.EntityId): a spreadsheet reads
+#: "-2-3" as the formula =-2-3.
+GOALS = ["-goal-1", "goal-2"]
+REGS = ["-2-3", "reg-plain", "-cmd"]
+
+
+def _row(goal: str, progress: float) -> bytes:
+    return orjson.dumps(
+        {
+            "goal_id": goal,
+            "status": "in_progress",
+            "progress": progress,
+            "work_remaining": 4,
+            "targets": [],
+        }
+    )
+
+
+async def _seed(url: str) -> None:
+    redis = Redis.from_url(url)
+    keys = ReadModelKeys()
+    await redis.set(keys.materialized(), b"{}")
+    p = Projection(keys)
+    p.learning_instance(
+        LearningInstanceCreated(
+            event_id="e-li-dash",
+            occurred_at=T0,
+            learning_instance_id=LI,
+            partner_id=PARTNER,
+        )
+    )
+    for g in GOALS:
+        goal = GoalDefined(
+            event_id=f"e-{g}",
+            occurred_at=T0,
+            goal_id=g,
+            learning_instance_id=LI,
+            targets=[Target(learning_objective_id="lo-1")],
+        )
+        p.goal(goal, _row(g, 0.0).replace(b"in_progress", b"no_work"))
+    for n, reg in enumerate(REGS):
+        p.registration(
+            RegistrationCreated(
+                event_id=f"e-{reg}",
+                occurred_at=T0 + timedelta(seconds=n),
+                registration_id=reg,
+                learning_instance_id=LI,
+                user_id=f"u{reg}",
+                role="learner",
+            )
+        )
+        for g in GOALS:
+            p.row(reg, g, _row(g, 0.25 * (n + 1)))
+    await RedisProjector(redis).write(p)
+    await redis.aclose()
+
+
+@pytest.fixture(scope="module")
+def api(
+    redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiProcess]:
+    asyncio.run(_seed(redis_server.url))
+    assert SETTINGS.jwt_hs256_secret is not None
+    with api_process(
+        redis_server.url,
+        SETTINGS.jwt_hs256_secret.get_secret_value(),
+        Path(tmp_path_factory.mktemp("dash-api")),
+        # Tokens are refused at exp (test_the_page_asks_for_a_fresh_token...).
+        MASTERY_JWT_LEEWAY_S="0",
+    ) as proc:
+        yield proc
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    with chromium(tmp_path) as driver:
+        yield driver
+
+
+def _wait(driver: webdriver.Chrome, what: Any, timeout: float = 15.0) -> Any:
+    return WebDriverWait(driver, timeout, poll_frequency=0.02).until(what)
+
+
+def _open_board(driver: webdriver.Chrome, api: ApiProcess, ttl_s: int = 3600) -> None:
+    token = bearer("admin-dash", PARTNER, ("partner_admin",), ttl_s=ttl_s)[
+        "authorization"
+    ]
+    driver.get(f"{api.url}/dashboard#li={LI}&goals={','.join(GOALS)}")
+    driver.find_element(By.ID, "token").send_keys(token.removeprefix("Bearer "))
+    driver.find_element(By.CSS_SELECTOR, "#sign-in-form button").click()
+    _wait(
+        driver,
+        lambda d: (
+            len(d.find_elements(By.CSS_SELECTOR, "#rows tr")) == len(REGS)
+            and d.find_element(By.ID, "live").text == "live"
+        ),
+    )
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def test_the_csv_export_neutralises_formula_cells(
+    api: ApiProcess, browser: webdriver.Chrome
+) -> None:
+    _open_board(browser, api)
+    text: str = browser.execute_script("return window.masteryDashboard.toCsv()")
+    exported = list(csv.reader(io.StringIO(text, newline="")))
+    cells = [c for row in exported for c in row]
+    text_cells = [c for c in cells if not _is_number(c)]
+    assert not [c for c in text_cells if c.startswith(_FORMULA_START)], exported
+    # The ids are still there, behind the quote a spreadsheet shows as text.
+    assert [row[0] for row in exported[1:]] == [
+        f"'{r}" if r.startswith("-") else r for r in REGS
+    ]
+    assert exported[0][1] == "'-goal-1 status"
+    # Every character that starts a formula, as any cell the page exports.
+    for value in ["=1+1", "+1", "-1+2", "@SUM(A1)", "\tx", "\rx"]:
+        field: str = browser.execute_script(
+            "return window.masteryDashboard.csvField(arguments[0])", value
+        )
+        (parsed,) = list(csv.reader(io.StringIO(field, newline="")))
+        assert parsed == [f"'{value}"], (value, field)
+    # Numbers stay numbers: a negative number is not a formula.
+    assert browser.execute_script("return window.masteryDashboard.csvField(-1)") == (
+        "-1"
+    )
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
+
+
+_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) => {
+  window.__cspViolations.push(e.violatedDirective + ' ' + e.blockedURI);
+});
+"""
+
+
+def test_the_dashboard_sends_security_headers_and_works_under_them(
+    api: ApiProcess, browser: webdriver.Chrome
+) -> None:
+    for path in [
+        "/dashboard/index.html",
+        "/dashboard/dashboard.js",
+        "/dashboard/dashboard.css",
+        "/dashboard",
+        "/dashboard/missing.txt",
+    ]:
+        response = httpx.get(f"{api.url}{path}")
+        csp = response.headers.get("content-security-policy", "")
+        directives = {
+            d.strip().split(" ", 1)[0]: d.strip() for d in csp.split(";") if d.strip()
+        }
+        assert directives.get("default-src") == "default-src 'self'", (path, csp)
+        assert directives.get("script-src") == "script-src 'self'", (path, csp)
+        assert directives.get("style-src") == "style-src 'self'", (path, csp)
+        assert directives.get("frame-ancestors") == "frame-ancestors 'none'", path
+        assert response.headers.get("x-content-type-options") == "nosniff", path
+        assert response.headers.get("referrer-policy") == "no-referrer", path
+    # The page keeps working under them: sign in, rows, live, details, no
+    # violation reported by the browser.
+    browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": _VIOLATIONS}
+    )
+    _open_board(browser, api)
+    browser.find_element(By.CSS_SELECTOR, f"tr[data-reg='{REGS[1]}'] button").click()
+    _wait(browser, lambda d: d.find_element(By.ID, "detail").is_displayed())
+    bar = browser.find_element(By.CSS_SELECTOR, f"tr[data-reg='{REGS[1]}'] .bar-inner")
+    assert bar.value_of_css_property("width") not in ("0px", "auto")
+    assert browser.execute_script("return window.__cspViolations") == []
+
+
+def test_the_page_asks_for_a_fresh_token_when_the_stream_ends_at_expiry(
+    api: ApiProcess, browser: webdriver.Chrome
+) -> None:
+    _open_board(browser, api, ttl_s=4)
+    _wait(browser, lambda d: d.find_element(By.ID, "sign-in").is_displayed(), 20)
+    assert "token expired" in browser.find_element(By.ID, "message").text
+    assert browser.execute_script("return sessionStorage.length") == 0
