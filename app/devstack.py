@@ -138,9 +138,9 @@ class DevStack:
         data_dir = self.workdir / name
         if wipe_data:
             shutil.rmtree(data_dir, ignore_errors=True)
-        if extra_env is not None:
-            self._worker_env[name] = extra_env
-        extra_env = self._worker_env.get(name)
+        # Kept for the supervisor's restart of this worker (its metrics port);
+        # a caller's own start of the name begins from what it passes.
+        self._worker_env[name] = dict(extra_env or {})
         log = (self.log_dir / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "worker"],
@@ -164,7 +164,7 @@ class DevStack:
             and not self._stopping
             and proc.pid not in self._retired
         ):
-            self.start_worker(name)
+            self.start_worker(name, extra_env=self._worker_env.get(name))
 
     def start_api(self) -> None:
         log = (self.log_dir / "api.log").open("ab")

@@ -742,8 +742,12 @@ class Worker:
             )
             for d in dead
         ]
-        for fut in futures:
-            await fut  # acked by the broker before the source offsets are
+        # Acked by the broker before the source offsets are committed. Every
+        # answer is taken, so a refusal of several (a missing ACL) is raised
+        # once, not logged again as "exception was never retrieved".
+        for result in await asyncio.gather(*futures, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
 
 
 def create_worker(
