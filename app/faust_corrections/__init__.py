@@ -50,6 +50,15 @@ tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
   recovery crashes (exit 1) on a ``ConsistencyError``; the worker reports a
   broker loss and exits 65. Test: tests/reliability/test_broker_restart.py::
   test_faust_consistency_error_ends_in_the_same_report.
+- :mod:`.offsets`, ``checked_fetch_commit_offsets`` (``offset-fetch``):
+  aiokafka reads an OffsetFetch answer's group-level error (v2+, e.g. a
+  former coordinator's ``NOT_COORDINATOR``) as "no committed offset": the
+  skip guard then restarted healthy workers after a broker pause, and a
+  consumer would fall back to ``auto_offset_reset``. The copy raises it and
+  aiokafka retries after a new coordinator lookup. Installed on import of
+  this package, for every aiokafka consumer of the process.
+  Tests: tests/unit/test_offset_fetch.py; on a cluster,
+  tests/reliability/test_cluster_faults.py::test_a_broker_paused_for_20_s.
 - :mod:`.restart`: the typed exceptions that end the worker process, and the
   one function that turns them into its exit code (not a correction).
 
@@ -59,3 +68,7 @@ Faust's producer buffer), the seek of partitions without a committed offset
 to their beginning, and the stall watchdog (docs/reliability.md says what
 was tried).
 """
+
+from app.faust_corrections import offsets as _offsets
+
+_offsets.install()

@@ -22,6 +22,8 @@ NAMES = {
     "fetch-wait": "_Consumer._new_consumer_thread: Faust's (fetch wait 1500 ms)",
     "buffered-wait": "_Consumer._getmany: Faust's (a 1 s wait while partitions "
     "are held back)",
+    "offset-fetch": "GroupCoordinator._do_fetch_commit_offsets: aiokafka's "
+    "(a group-level error reads as no committed offset)",
 }
 
 
@@ -31,10 +33,11 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
         raise ValueError(
             f"unknown corrections {sorted(unknown)}; known: {sorted(NAMES)}"
         )
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
     from faust.sensors import Monitor
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    from app.faust_corrections import guards, recovery, streams, transport
+    from app.faust_corrections import guards, offsets, recovery, streams, transport
 
     # Each swap replaces a method or name on purpose (mypy: method-assign,
     # assignment): the point is to run Faust's original in its place.
@@ -57,6 +60,8 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
         )
     if "buffered-wait" in names:
         consumer._getmany = faust_aiokafka.Consumer._getmany  # type: ignore[method-assign]
+    if "offset-fetch" in names:
+        GroupCoordinator._do_fetch_commit_offsets = offsets.ORIGINAL  # type: ignore[method-assign]
     if "skip-guard" in names:
 
         async def unchecked(self: Any, positions: Any) -> None:
