@@ -97,6 +97,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.set_event_loop(loop)
 
     async def prepare() -> None:
+        # A wrong REDIS_URL as one line and exit 69, before anything else
+        # (docs/operations.md, "The CLI").
+        await _wait_for_redis(redis_url)
         # Before topics are created again: exits 65 if the broker lost data.
         await check_before_start(settings, bootstrap, redis_url)
         # Creates missing topics; refuses (exit 78) ones that would lose data.
@@ -134,6 +137,36 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             asyncio.run(_loss_after_crash(settings, bootstrap, redis_url))
         raise
     return 0
+
+
+#: A worker's wait for Redis at start, in seconds between pings (a Redis
+#: started beside it may need a few seconds); then it gives up with exit 69.
+REDIS_START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
+
+
+async def _wait_for_redis(redis_url: str) -> None:
+    """Return once Redis answers a PING; raise the last connection error
+    (``app.cli_errors.explain`` makes it one line, exit 69) after
+    :data:`REDIS_START_BACKOFF_S`. Without this, a worker whose Redis is
+    unreachable started Faust and crashed in its first task: 150 log lines,
+    two tracebacks and an exit a supervisor reads as "restart me"."""
+    from redis.asyncio import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    client = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        for pause in (*REDIS_START_BACKOFF_S, None):
+            try:
+                await client.ping()
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if pause is None:
+                    raise
+                log.debug("Redis not reachable yet (%s); again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+    finally:
+        await client.aclose()
 
 
 async def _loss_after_crash(settings: Settings, bootstrap: str, redis_url: str) -> None:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 from redis import Redis
 
-from app.cli import main
+from app.cli import REDIS_START_BACKOFF_S, main
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from schemas.read_model import ReadModelKeys
 
@@ -61,6 +61,30 @@ def test_unreachable_redis_is_one_line(kafka_server: EmbeddedKafka) -> None:
     assert last.startswith("error: cannot reach Redis at redis://:***@127.0.0.1:")
     assert last.endswith("check REDIS_URL")
     assert "hunter2" not in done.stderr
+
+
+def test_a_worker_whose_redis_is_unreachable_says_so_in_one_line(
+    kafka_server: EmbeddedKafka, tmp_path: Path
+) -> None:
+    """Not Faust's crash (150 lines, two tracebacks, an exit a supervisor
+    reads as "restart me"): one line and 69, after a few seconds' wait."""
+    dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
+    started = time.monotonic()
+    done = _mastery(
+        "worker",
+        KAFKA_BOOTSTRAP_SERVERS=kafka_server.bootstrap_servers,
+        REDIS_URL=dead,
+        MASTERY_BROKER_PROFILE="kafka",
+        MASTERY_TOPIC_PREFIX="cli-worker-dead-redis",
+        MASTERY_DATA_DIR=str(tmp_path),
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 69, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith("error: cannot reach Redis at redis://:***@127.0.0.1:")
+    assert lines[0].endswith("check REDIS_URL") and "hunter2" not in done.stderr
+    assert took >= sum(REDIS_START_BACKOFF_S), took  # it waited before giving up
 
 
 def test_rebuild_marks_the_read_model_materialized(
