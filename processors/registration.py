@@ -4,24 +4,26 @@ The worker keeps one :class:`RegistrationState` per registration (its table
 value) and writes it once per batch, so applying an attempt and the
 ``to_bytes``/``from_bytes`` round trip are on the hot path and kept cheap.
 
-Idempotency: the state remembers fingerprints of its last
-:data:`SEEN_LIMIT` applied attempt ids (48-bit BLAKE2b digests, 8 base64
-characters each, in one string). An attempt whose id is among them is a
-duplicate. The bound covers any redelivery window of the stream by orders of
-magnitude: after a crash what is redelivered is the uncommitted tail of a
-partition (seconds of events; a learner answers a few items a minute). 128
-keeps the state small (1 KiB of fingerprints), and it is written to the
-changelog once per batch. The chance that a new id collides with one of 128
-fingerprints is 128 / 2**48 ~ 5e-13 per attempt.
+Idempotency: the state remembers a fingerprint of *every* attempt id it
+applied (72-bit BLAKE2b digests, 12 base64 characters each, in one string),
+so an attempt re-sent at any distance (a client retrying a whole
+``POST /batch-events`` after a timeout, an xAPI statement sent again a week
+later) is a duplicate. The chance that a new id collides with one of a
+registration's n fingerprints is n / 2**72 (2e-18 per attempt at n = 5,000,
+the size docs/performance.md measures: 60 KB of fingerprints). A registration
+keeps at most :data:`ATTEMPTS_MAX` attempts; further ones are rejected (dead
+letter with the reason), which bounds a state under the changelog's 1 MB
+record limit. States written before (formats 2 and 3) remembered their last
+128 ids as 48-bit fingerprints; those are kept, and checked, as ``legacy_seen``.
 
-Redelivery: fingerprints alone cannot recognize a *replay* of records already
-applied when more than 128 attempts of a registration are replayed (a worker
-that crashed before committing any offset replays its partitions from the
-start). The state therefore also remembers the position (partition, offset) of
-the last record of its partition it has folded in: a record at or before it is
-a redelivery (:func:`is_redelivery`). All events of a registration are on one
-partition (keyed by registration id) and applied in offset order, so this is
-exact and O(1). Fingerprints still catch attempts *re-sent* as new records.
+Redelivery: a *replay* of records already applied (a worker that crashed
+before committing any offset replays its partitions from the start) is
+recognized before the fingerprints, by position: the state remembers the
+position (partition, offset) of the last record of its partition it has
+folded in, and a record at or before it is a redelivery
+(:func:`is_redelivery`). All events of a registration are on one partition
+(keyed by registration id) and applied in offset order, so this is exact and
+O(1). Fingerprints catch attempts *re-sent* as new records.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from processors.mastery import ObjectiveState, apply, initial
 from schemas.events import AttemptGraded, RegistrationCreated
 
 __all__ = [
-    "SEEN_LIMIT",
+    "ATTEMPTS_MAX",
     "AttemptResult",
     "RegistrationState",
     "apply_attempt",
@@ -50,11 +52,14 @@ __all__ = [
     "with_position",
 ]
 
-#: How many applied attempt ids a registration remembers for de-duplication.
-SEEN_LIMIT = 128
-_FP = 8  # characters per fingerprint
-_FORMAT = 3
-_FORMATS = {2: 10, 3: 12}  # format -> number of fields (2 has no position)
+#: Attempts one registration keeps (each remembered by a 12-byte
+#: fingerprint: 600 KB at the bound, under Kafka's 1 MB default record size).
+ATTEMPTS_MAX = 50_000
+_FP = 12  # characters per fingerprint (9 digest bytes, base64)
+_LEGACY_FP = 8  # formats 2 and 3: 6 digest bytes
+_FORMAT = 4
+#: format -> number of fields (2 has no position, 4 adds ``legacy_seen``)
+_FORMATS = {2: 10, 3: 12, 4: 13}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -81,6 +86,8 @@ class RegistrationState:
     #: -1 when unknown (a state written before positions were kept).
     source_partition: int = -1
     source_offset: int = -1
+    #: Fingerprints of a state written before format 4 (its last 128 ids).
+    legacy_seen: str = ""
 
     def to_bytes(self) -> bytes:
         """Compact JSON; :meth:`from_bytes` restores an equal state."""
@@ -98,6 +105,7 @@ class RegistrationState:
                 self.created_us,
                 self.source_partition,
                 self.source_offset,
+                self.legacy_seen,
             ]
         )
 
@@ -111,7 +119,11 @@ class RegistrationState:
         _, reg, li, user, role, objectives, untagged, tagged, seen, created = fields[
             :10
         ]
-        partition, offset = fields[10:] if head == 3 else (-1, -1)
+        partition, offset = fields[10:12] if head >= 3 else (-1, -1)
+        if head == 4:
+            legacy = fields[12]
+        else:  # the old window of 48-bit fingerprints
+            seen, legacy = "", seen
         if role not in ("learner", "instructor"):
             raise ValueError(f"not a registration state (role {role!r})")
         from_json = ObjectiveState.from_json
@@ -127,7 +139,13 @@ class RegistrationState:
             created,
             partition,
             offset,
+            legacy,
         )
+
+    @property
+    def attempts_remembered(self) -> int:
+        """Applied attempt ids remembered since format 4 (all of them)."""
+        return len(self.seen) // _FP
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,18 +220,27 @@ def epoch_us(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _fingerprint(attempt_id: str) -> str:
-    digest = hashlib.blake2b(attempt_id.encode(), digest_size=6).digest()
+def _fingerprint(attempt_id: str, size: int = _FP) -> str:
+    digest = hashlib.blake2b(attempt_id.encode(), digest_size=size * 3 // 4).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
 def _remembers(seen: str, fingerprint: str) -> bool:
+    width = len(fingerprint)
     at = seen.find(fingerprint)
     while at >= 0:
-        if at % _FP == 0:
+        if at % width == 0:
             return True
         at = seen.find(fingerprint, at + 1)
     return False
+
+
+def _applied_before(state: RegistrationState, attempt_id: str) -> bool:
+    if _remembers(state.seen, _fingerprint(attempt_id)):
+        return True
+    return bool(state.legacy_seen) and _remembers(
+        state.legacy_seen, _fingerprint(attempt_id, _LEGACY_FP)
+    )
 
 
 def _reject(state: RegistrationState | None, reason: str) -> AttemptResult:
@@ -232,12 +259,17 @@ def apply_attempt(
             f"attempt is for registration {attempt.registration_id!r}, "
             f"not {state.registration_id!r}",
         )
-    fingerprint = _fingerprint(attempt.attempt_id)
-    if _remembers(state.seen, fingerprint):
+    if _applied_before(state, attempt.attempt_id):
         return AttemptResult(state, "duplicate")
     if state.role != "learner":
         return _reject(
             state, f"registration {state.registration_id!r} is an instructor"
+        )
+    if len(state.seen) >= ATTEMPTS_MAX * _FP:
+        return _reject(
+            state,
+            f"registration {state.registration_id!r} has {ATTEMPTS_MAX} attempts, "
+            "the most one registration keeps",
         )
     module = catalog.module(attempt.module_id)
     if module is None:
@@ -273,9 +305,6 @@ def apply_attempt(
         per_module[module_id] = per_module.get(module_id, 0) + 1
         tagged = dict(tagged)
         tagged[goal_id] = per_module
-    seen = state.seen + fingerprint
-    if len(seen) > SEEN_LIMIT * _FP:
-        seen = seen[-SEEN_LIMIT * _FP :]
     new = RegistrationState(
         state.registration_id,
         state.learning_instance_id,
@@ -284,9 +313,10 @@ def apply_attempt(
         objectives,
         untagged,
         tagged,
-        seen,
+        state.seen + _fingerprint(attempt.attempt_id),
         state.created_us,
         state.source_partition,
         state.source_offset,
+        state.legacy_seen,
     )
     return AttemptResult(new, "applied")

@@ -6,12 +6,14 @@ import datetime as dt
 import itertools
 from typing import Literal
 
+import orjson
 import pytest
 
+from processors import registration
 from processors.catalog import Catalog
 from processors.mastery import apply, initial, p_mastered
 from processors.registration import (
-    SEEN_LIMIT,
+    ATTEMPTS_MAX,
     AttemptResult,
     RegistrationState,
     apply_attempt,
@@ -219,16 +221,50 @@ def test_duplicate_attempt_is_reported_and_changes_nothing() -> None:
     assert result.reason is None
 
 
-def test_seen_ids_are_bounded_to_the_most_recent() -> None:
+def test_every_applied_attempt_id_is_remembered() -> None:
+    """Not a window: an id re-sent after 1,000 others is still a duplicate
+    (the window of 128 counted a re-sent POST /batch-events of 200 twice)."""
     c = make_catalog()
     s = registered(None, created())
-    for i in range(SEEN_LIMIT + 1):
+    for i in range(1000):
         s = applied(s, attempt(attempt_id=f"x{i}"), c)
-    assert len(s.seen) == SEEN_LIMIT * 8
-    assert attempt_on(s, attempt(attempt_id=f"x{SEEN_LIMIT}"), c).outcome == "duplicate"
-    assert attempt_on(s, attempt(attempt_id="x1"), c).outcome == "duplicate"
-    # The oldest one fell out of the window.
-    assert attempt_on(s, attempt(attempt_id="x0"), c).outcome == "applied"
+    assert s.attempts_remembered == 1000
+    for i in (0, 1, 500, 999):
+        assert attempt_on(s, attempt(attempt_id=f"x{i}"), c).outcome == "duplicate"
+    assert attempt_on(s, attempt(attempt_id="x1000"), c).outcome == "applied"
+
+
+def test_a_registration_at_the_bound_rejects_new_attempts_by_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(registration, "ATTEMPTS_MAX", 5)
+    c = make_catalog()
+    s = registered(None, created())
+    for i in range(5):
+        s = applied(s, attempt(attempt_id=f"x{i}"), c)
+    over = attempt_on(s, attempt(attempt_id="x5"), c)
+    assert over.outcome == "rejected" and over.state is s
+    assert over.reason is not None and "has 5 attempts" in over.reason
+    assert attempt_on(s, attempt(attempt_id="x4"), c).outcome == "duplicate"
+    assert ATTEMPTS_MAX == 50_000  # the real bound, documented
+
+
+def test_a_format_3_state_keeps_recognizing_its_old_fingerprints() -> None:
+    """States written before format 4 kept their last 128 ids as 48-bit
+    fingerprints: still duplicates after the upgrade, new ids go in the new
+    string, and the upgraded state round-trips."""
+    c = make_catalog()
+    old_fps = "".join(registration._fingerprint(f"old{i}", 8) for i in range(3))
+    data = orjson.dumps(
+        [3, "r1", "li1", "u1", "learner", {}, {}, {}, old_fps, 7, 0, 41]
+    )
+    s = RegistrationState.from_bytes(data)
+    assert s.legacy_seen == old_fps and s.seen == "" and s.source_offset == 41
+    assert attempt_on(s, attempt(attempt_id="old2"), c).outcome == "duplicate"
+    after = applied(s, attempt(attempt_id="new0"), c)
+    assert after.attempts_remembered == 1 and after.legacy_seen == old_fps
+    assert attempt_on(after, attempt(attempt_id="new0"), c).outcome == "duplicate"
+    assert RegistrationState.from_bytes(after.to_bytes()) == after
 
 
 def test_bytes_round_trip_is_exact() -> None:
@@ -258,6 +294,8 @@ def test_from_bytes_rejects_other_formats() -> None:
         RegistrationState.from_bytes(b'[9,"r","li","u","learner",{},{},{},""]')
     with pytest.raises(ValueError, match="not a registration state"):  # 3 needs 12
         RegistrationState.from_bytes(b'[3,"r","li","u","learner",{},{},{},"",0]')
+    with pytest.raises(ValueError, match="not a registration state"):  # 4 needs 13
+        RegistrationState.from_bytes(b'[4,"r","li","u","learner",{},{},{},"",0,1,2]')
 
 
 def test_position_round_trips_and_format_2_reads_as_unknown() -> None:
@@ -285,16 +323,17 @@ def test_redelivery_is_a_record_at_or_before_the_position_on_its_partition() -> 
     assert with_position(after, 1, 100) is after
 
 
-def test_replaying_more_than_the_fingerprint_window_needs_the_position() -> None:
-    """Why positions exist: 200 attempts replayed from the start of the
-    partition; the fingerprints remember only the last 128 of them."""
+def test_a_replay_is_recognized_by_position_and_by_fingerprint() -> None:
+    """200 attempts replayed from the start of the partition: the position
+    recognizes every record as a redelivery in O(1), and the fingerprints
+    (all of them since format 4) would too."""
     c = make_catalog()
     attempts = [attempt("m-a", attempt_id=f"a{i}") for i in range(200)]
     s = registered(None, created())
     for offset, a in enumerate(attempts, start=1):
         s = with_position(applied(s, a, c), 0, offset)
     replayed_by_fingerprint = [attempt_on(s, a, c).outcome for a in attempts]
-    assert replayed_by_fingerprint.count("applied") == 200 - SEEN_LIMIT
+    assert set(replayed_by_fingerprint) == {"duplicate"}
     assert all(is_redelivery(s, 0, offset) for offset in range(1, 201))
 
 
