@@ -643,7 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
         "trace", help="P(correct), P(mastered) before each attempt"
     )
     p_trace.add_argument(
-        "--params", required=True, help="JSON: skill -> {prior, learn, guess, slip}"
+        "--params",
+        required=True,
+        help="JSON: skill -> {prior, learn, guess, slip[, forget]} (pyBKT's "
+        "params.json; its params-forgets.json's 'forgets' is read as forget)",
     )
     p_trace.add_argument(
         "--attempts", required=True, help="CSV: order_id,user_id,skill_name,correct"
