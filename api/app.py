@@ -10,7 +10,7 @@ concatenated, never decoded and re-encoded (see docs/read-model.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -54,9 +54,11 @@ from api.render import (
     require_within_bytes,
 )
 from api.request_id import RequestIdMiddleware, request_id
+from api.shares import PartnerShare
 from api.sink import EventSink, KafkaEventSink
 from api.store import PageStore, RedisPageStore
 from api.stream import StreamConfig, StreamRoutes
+from api.tokens import Principal
 from infra.broker import profile_for
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
@@ -79,6 +81,7 @@ def create_app(
     max_ingest_request_bytes: int = 2_097_152,
     correct_min_score: float = 1.0,
     ingest_max_inflight_per_partner: int = 64,
+    read_max_inflight_per_partner: int = 64,
     on_shutdown: Sequence[Any] = (),
     metrics: ApiMetrics | None = None,
     readiness: Readiness | None = None,
@@ -99,8 +102,27 @@ def create_app(
     if facts is not None:
         facts = TimedFactStore(facts, metrics)
 
-    async def learning_instance_status(request: Request) -> Response:
-        principal = authn.authenticate(request)
+    # Each partner's share of the reads in progress (each holds one of the
+    # Redis client's connections): docs/operations.md, "Shared pools".
+    reads = PartnerShare(read_max_inflight_per_partner, "status-and-progress reads")
+
+    def shared(
+        handler: Callable[[Request, Principal], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def run(request: Request) -> Response:
+            principal = authn.authenticate(request)
+            release = reads.acquire(principal.partner_id)
+            try:
+                return await handler(request, principal)
+            finally:
+                release()
+
+        return run
+
+    @shared
+    async def learning_instance_status(
+        request: Request, principal: Principal
+    ) -> Response:
         li_id = path_entity_id(request, "li_id")
         raw = await read_json(request, max_request_bytes)
         query = validate(LearningInstanceQuery, raw)
@@ -132,8 +154,8 @@ def create_app(
             request, render_page(raw, query.goal_ids, page, next_)
         )
 
-    async def registration_status(request: Request) -> Response:
-        principal = authn.authenticate(request)
+    @shared
+    async def registration_status(request: Request, principal: Principal) -> Response:
         reg_id = path_entity_id(request, "reg_id")
         raw = await read_json(request, max_request_bytes)
         query = validate(RegistrationQuery, raw)
@@ -306,6 +328,7 @@ def create_api(settings: Settings) -> Starlette:
         max_ingest_request_bytes=settings.max_ingest_request_bytes,
         correct_min_score=settings.ingest_correct_min_score,
         ingest_max_inflight_per_partner=settings.ingest_max_inflight_per_partner,
+        read_max_inflight_per_partner=settings.read_max_inflight_per_partner,
         on_shutdown=closers,
         metrics=metrics,
         readiness=Readiness(checks, depends),

@@ -80,6 +80,7 @@ _API = (
     "ingest_ack_timeout_s",
     "ingest_retry_after_s",
     "ingest_max_inflight_per_partner",
+    "read_max_inflight_per_partner",
     "ingest_correct_min_score",
     "stream_max_per_token",
     "stream_max_total",

@@ -240,6 +240,13 @@ class Settings(BaseSettings):
         "process (each holds Redis and the broker until acked), then 429 with "
         "scope partner",
     )
+    read_max_inflight_per_partner: int = Field(
+        default=64,
+        ge=1,
+        description="status-and-progress reads of one partner in progress at once "
+        "per API process (each holds a Redis connection), then 429 with scope "
+        "partner",
+    )
     ingest_correct_min_score: float = Field(
         default=1.0,
         gt=0.0,

@@ -1,14 +1,17 @@
-"""Each partner's share of the API's ingest pool (issue 18, point 5): with the
-broker stalled (SIGSTOP), requests hold their slot until the ack timeout; a
-partner over MASTERY_INGEST_MAX_INFLIGHT_PER_PARTNER gets 429 scope=partner
-at once, and another partner is not refused for it. The API process, a real
-Redis and a broker of this test's own."""
+"""Each partner's share of the API's ingest and read pools (issue 18, point
+5): with the broker (or Redis) stalled (SIGSTOP), requests hold their slot
+until it answers; a partner over MASTERY_INGEST_MAX_INFLIGHT_PER_PARTNER (or
+MASTERY_READ_MAX_INFLIGHT_PER_PARTNER) gets 429 scope=partner at once, and
+another partner is not refused for it. The API process and real servers of
+each test's own."""
 
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import as_completed as _as_completed
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +88,56 @@ def test_a_partner_over_its_ingest_share_leaves_other_partners_unaffected(
     # Partner B was not refused for A's share: it too waits for the broker.
     assert b_status == 503, b_body
     assert b_body["error"]["code"] == "broker_unavailable"
+
+
+def _read(api: ApiProcess, li: str, goal: str, headers: dict[str, str]) -> int:
+    r = httpx.post(
+        f"{api.url}/learning-instances/{li}/metrics/status-and-progress",
+        json={"goal_ids": [goal]},
+        headers=headers,
+        timeout=60,
+    )
+    return r.status_code
+
+
+def test_a_partner_over_its_read_share_leaves_other_partners_unaffected(
+    tmp_path: Path,
+) -> None:
+    """Redis paused (SIGSTOP): reads hold their slot (and a Redis connection)
+    until it answers; a partner over MASTERY_READ_MAX_INFLIGHT_PER_PARTNER gets
+    429 scope=partner at once, and another partner is not refused for it."""
+    redis = EmbeddedRedis().start()
+    assert SETTINGS.jwt_hs256_secret is not None and redis.proc is not None
+    try:
+        seed_world(redis.url)
+        with api_process(
+            redis.url,
+            SETTINGS.jwt_hs256_secret.get_secret_value(),
+            tmp_path,
+            MASTERY_READ_MAX_INFLIGHT_PER_PARTNER=str(SHARE),
+        ) as api:
+            a = bearer("svc-a", "p1", ("partner_admin",))
+            b = bearer("svc-b", "p2", ("partner_admin",))
+            assert _read(api, "li-a", "goal-a", a) == 200  # the world is there
+            redis.proc.send_signal(signal.SIGSTOP)
+            try:
+                with ThreadPoolExecutor(SHARE + 2) as pool:
+                    from_a = [
+                        pool.submit(_read, api, "li-a", "goal-a", a)
+                        for _ in range(SHARE + 1)
+                    ]
+                    # The one over A's share is answered while Redis is paused.
+                    done = next(f for f in _as_completed(from_a, timeout=10))
+                    first = done.result()
+                    from_b = pool.submit(_read, api, "li-x", "goal-x", b)
+                    time.sleep(0.5)
+                    assert not from_b.done(), "B was answered without Redis"
+            finally:
+                redis.proc.send_signal(signal.SIGCONT)
+            a_statuses = sorted(f.result() for f in from_a)
+            b_status = from_b.result()
+    finally:
+        redis.stop()
+    assert first == 429
+    assert a_statuses == [200] * SHARE + [429], a_statuses
+    assert b_status == 200
