@@ -163,6 +163,8 @@ _DESCRIPTIONS = {
     "attempt, or for its status and progress: only learners have rows)",
     413: "body over the size limit, or more than 500 events",
     415: "the body was not sent with Content-Type: application/json",
+    429: "this partner's share of the server's requests in progress is in "
+    "use (details.scope partner); retry after Retry-After seconds",
     503: "Redis or the broker is unavailable; retry after Retry-After seconds",
 }
 
@@ -178,7 +180,7 @@ def _error(status: int) -> dict[str, Any]:
         response["headers"] = {
             "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
         }
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {
             "Retry-After": {"required": True, "schema": {"type": "string"}}
         }
@@ -400,12 +402,12 @@ def openapi_document() -> dict[str, Any]:
         "XapiStatements": _XAPI,
         "CaliperEnvelope": _CALIPER,
     }
-    read = (400, 401, 403, 404, 413, 503)
+    read = (400, 401, 403, 404, 413, 429, 503)
     page = (200, _ref("StatusAndProgressPage"), "a page of status and progress")
     accepted = (202, _ref(Accepted), "acknowledged by the broker")
     multi = (207, _ref(BatchResult), "one result per item, in request order")
-    admin = (400, 401, 403, 404, 409, 413, 503)
-    batch = (400, 401, 403, 413, 503)
+    admin = (400, 401, 403, 404, 409, 413, 429, 503)
+    batch = (400, 401, 403, 413, 429, 503)
     li_param = (("li_id", _ENTITY_ID),)
     reg_param = (("reg_id", _ENTITY_ID),)
     paths: dict[str, Any] = {
@@ -434,7 +436,7 @@ def openapi_document() -> dict[str, Any]:
                 "Create a learning instance of the caller's partner (partner admin)",
                 body=_ref(CreateLearningInstance),
                 ok=accepted,
-                errors=(400, 401, 403, 409, 413, 503),
+                errors=(400, 401, 403, 409, 413, 429, 503),
             )
         },
         "/registrations": {
@@ -460,7 +462,7 @@ def openapi_document() -> dict[str, Any]:
                 "(partner admin)",
                 body=_ref(TagModule),
                 ok=accepted,
-                errors=(400, 401, 403, 404, 413, 503),
+                errors=(400, 401, 403, 404, 413, 429, 503),
                 params=(("module_id", _REF_ID),),
             )
         },
