@@ -2,10 +2,11 @@
 
 :class:`PartnerShare` counts what a partner holds at once (ingest requests
 in flight, each holding a Redis round trip and the broker's producer until
-acked; status-and-progress reads, each holding a Redis connection) and answers ``429`` with ``details.scope`` ``partner``
-beyond its share, so one partner's burst or a stalled broker cannot take
-every slot of the process from the others (docs/operations.md, "Shared pools
-and each partner's share").
+acked; status-and-progress reads, each holding a Redis connection) and
+answers ``429`` with ``details.scope`` ``partner`` beyond its share, so one
+partner's burst, a stalled broker or a slow Redis cannot take every slot of
+the process from the others (docs/operations.md, "Shared pools and each
+partner's share").
 """
 
 from __future__ import annotations
