@@ -11,11 +11,45 @@ partner's share").
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from api.errors import TooManyRequests
 
-__all__ = ["PartnerShare"]
+__all__ = ["Counts", "PartnerShare", "once"]
+
+
+class Counts:
+    """How many each key holds; a key back at zero is dropped."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, int] = {}
+
+    def __getitem__(self, key: str) -> int:
+        return self._held.get(key, 0)
+
+    def add(self, key: str) -> None:
+        self._held[key] = self._held.get(key, 0) + 1
+
+    def remove(self, key: str) -> None:
+        left = self._held[key] - 1
+        if left:
+            self._held[key] = left
+        else:
+            del self._held[key]
+
+
+def once(release: Callable[[], None]) -> Callable[[], None]:
+    """``release`` made idempotent: only the first call runs it."""
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            release()
+
+    return run
 
 
 class PartnerShare:
@@ -24,14 +58,14 @@ class PartnerShare:
     def __init__(self, limit: int, what: str) -> None:
         self.limit = limit
         self.what = what
-        self._held: dict[str, int] = {}
+        self._held = Counts()
 
     def held(self, partner: str) -> int:
-        return self._held.get(partner, 0)
+        return self._held[partner]
 
     def acquire(self, partner: str) -> Callable[[], None]:
         """Take one or raise 429; returns the (idempotent) release."""
-        held = self._held.get(partner, 0)
+        held = self._held[partner]
         if held >= self.limit:
             raise TooManyRequests(
                 f"this partner already has {held} {self.what} in progress on this "
@@ -39,18 +73,5 @@ class PartnerShare:
                 details={"limit": self.limit, "scope": "partner"},
                 code="too_many_requests",
             )
-        self._held[partner] = held + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            left = self._held[partner] - 1
-            if left:
-                self._held[partner] = left
-            else:
-                del self._held[partner]
-
-        return release
+        self._held.add(partner)
+        return once(functools.partial(self._held.remove, partner))

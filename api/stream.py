@@ -30,6 +30,7 @@ stream's queue is bounded and a client that does not read is closed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -54,6 +55,7 @@ from api.render import (
     require_known_goals,
     require_within_bytes,
 )
+from api.shares import Counts, once
 from api.store import Snapshot
 from api.tokens import Principal
 from infra.settings import Settings
@@ -117,8 +119,8 @@ class StreamLimits:
         self.per_token = per_token
         self.total = total
         self.per_partner = total if per_partner is None else per_partner
-        self._open: dict[str, int] = {}
-        self._partners: dict[str, int] = {}
+        self._open = Counts()
+        self._partners = Counts()
         self._count = 0
 
     @property
@@ -132,42 +134,28 @@ class StreamLimits:
                 f"this server has {self.total} open streams, its limit",
                 details={"limit": self.total, "scope": "server"},
             )
-        theirs = self._partners.get(partner, 0)
+        theirs = self._partners[partner]
         if theirs >= self.per_partner:
             raise TooManyRequests(
                 f"this partner already has {theirs} open streams on this server, "
                 "its share",
                 details={"limit": self.per_partner, "scope": "partner"},
             )
-        mine = self._open.get(key, 0)
+        mine = self._open[key]
         if mine >= self.per_token:
             raise TooManyRequests(
                 f"this token already has {mine} open streams, the limit",
                 details={"limit": self.per_token, "scope": "token"},
             )
-        self._open[key] = mine + 1
-        self._partners[partner] = theirs + 1
+        self._open.add(key)
+        self._partners.add(partner)
         self._count += 1
-        released = False
+        return once(functools.partial(self._release, key, partner))
 
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            self._count -= 1
-            _decrement(self._open, key)
-            _decrement(self._partners, partner)
-
-        return release
-
-
-def _decrement(counts: dict[str, int], key: str) -> None:
-    left = counts[key] - 1
-    if left:
-        counts[key] = left
-    else:
-        del counts[key]
+    def _release(self, key: str, partner: str) -> None:
+        self._count -= 1
+        self._open.remove(key)
+        self._partners.remove(partner)
 
 
 def _goal_ids(request: Request) -> list[str]:
