@@ -61,15 +61,25 @@ def write_rows(redis_url: str, batches: list[list[tuple[str, str, bytes]]]) -> N
     asyncio.run(go())
 
 
+@contextlib.contextmanager
+def _world_api(
+    redis_server: EmbeddedRedis, log_dir: Path, **env: str
+) -> Iterator[ApiProcess]:
+    """The seeded auth world behind an API process with ``env``."""
+    seed_world(redis_server.url)
+    assert SETTINGS.jwt_hs256_secret is not None
+    with api_process(
+        redis_server.url, SETTINGS.jwt_hs256_secret.get_secret_value(), log_dir, **env
+    ) as proc:
+        yield proc
+
+
 @pytest.fixture(scope="module")
 def api(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:
-    seed_world(redis_server.url)
-    assert SETTINGS.jwt_hs256_secret is not None
-    with api_process(
-        redis_server.url,
-        SETTINGS.jwt_hs256_secret.get_secret_value(),
+    with _world_api(
+        redis_server,
         Path(tmp_path_factory.mktemp("api")),
         MASTERY_STREAM_MAX_PER_TOKEN="2",
         MASTERY_STREAM_MAX_TOTAL="4",
@@ -476,11 +486,8 @@ def test_a_malformed_last_event_id_gets_a_fresh_snapshot(
 def partner_capped_api(
     redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ApiProcess]:
-    seed_world(redis_server.url)
-    assert SETTINGS.jwt_hs256_secret is not None
-    with api_process(
-        redis_server.url,
-        SETTINGS.jwt_hs256_secret.get_secret_value(),
+    with _world_api(
+        redis_server,
         Path(tmp_path_factory.mktemp("api-partner")),
         MASTERY_STREAM_MAX_PER_TOKEN="2",
         MASTERY_STREAM_MAX_PER_PARTNER="3",
