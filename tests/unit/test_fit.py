@@ -28,18 +28,22 @@ NAMES = ("prior", "learn", "guess", "slip")
 
 
 def simulate(
-    truth: Params, learners: int, rng: np.random.Generator
+    truth: Params, learners: int, rng: np.random.Generator, longest: int = 25
 ) -> list[list[bool]]:
-    """BKT learners drawn from ``truth``; 5 to 25 answers each."""
+    """BKT learners drawn from ``truth`` (who forget at ``truth.forget``; no
+    draw is spent on it at 0); 5 to ``longest`` answers each."""
     sequences = []
     for _ in range(learners):
         mastered = rng.random() < truth.prior
         answers = []
-        for _ in range(int(rng.integers(5, 26))):
+        for _ in range(int(rng.integers(5, longest + 1))):
             p = 1.0 - truth.slip if mastered else truth.guess
             answers.append(bool(rng.random() < p))
-            if not mastered and rng.random() < truth.learn:
-                mastered = True
+            if mastered:
+                if truth.forget:
+                    mastered = not rng.random() < truth.forget
+            else:
+                mastered = rng.random() < truth.learn
         sequences.append(answers)
     return sequences
 

@@ -17,28 +17,9 @@ from processors.evaluation import evaluate
 from processors.fit import Sequences, _Chains, _m_step_forgets, fit, log_likelihood
 from processors.mastery import Params
 from schemas.bkt_params import BOUNDS, FORGET
-from tests.unit.test_fit import SHARED, forward_log_likelihood
+from tests.unit.test_fit import SHARED, forward_log_likelihood, simulate
 
 NAMES = ("prior", "learn", "guess", "slip", "forget")
-
-
-def simulate(
-    truth: Params, learners: int, rng: np.random.Generator, longest: int = 25
-) -> list[list[bool]]:
-    """BKT learners who can forget, drawn from ``truth``; 5 to ``longest`` answers."""
-    sequences = []
-    for _ in range(learners):
-        mastered = rng.random() < truth.prior
-        answers = []
-        for _ in range(int(rng.integers(5, longest + 1))):
-            p = 1.0 - truth.slip if mastered else truth.guess
-            answers.append(bool(rng.random() < p))
-            if mastered:
-                mastered = not rng.random() < truth.forget
-            else:
-                mastered = rng.random() < truth.learn
-        sequences.append(answers)
-    return sequences
 
 
 def brute_force(params: Params, seq: list[bool]) -> tuple[float, list[float]]:

@@ -107,7 +107,8 @@ def make_catalog() -> PartnerCatalog:
     return make_full_catalog().for_partner(PARTNER)
 
 
-def fresh() -> RegistrationState:
+def fresh(catalog: Catalog | None = None) -> RegistrationState:
+    """Learner r1 of li-1, registered in ``catalog`` (default: this module's)."""
     state = register(
         None,
         RegistrationCreated(
@@ -118,7 +119,7 @@ def fresh() -> RegistrationState:
             user_id="u1",
             role="learner",
         ),
-        make_full_catalog(),
+        catalog or make_full_catalog(),
     ).state
     assert state is not None
     return state

@@ -6,17 +6,16 @@ from __future__ import annotations
 from processors.catalog import Catalog, PartnerCatalog
 from processors.goals import evaluate
 from processors.mastery import Params
-from processors.registration import RegistrationState, register
 from schemas.events import (
     BKTParameters,
     LearningInstanceCreated,
     ModuleTagged,
-    RegistrationCreated,
 )
 from tests.unit.test_goals import (
     NOW,
     PARTNER,
     answer,
+    fresh,
     goal,
     objectives,
     targets_of,
@@ -58,23 +57,6 @@ def catalog() -> Catalog:
     for g in (G, G_HIGH, G_STUCK):
         c.apply(g)
     return c
-
-
-def fresh(c: Catalog) -> RegistrationState:
-    state = register(
-        None,
-        RegistrationCreated(
-            event_id="r",
-            occurred_at=NOW,
-            registration_id="r1",
-            learning_instance_id="li-1",
-            user_id="u1",
-            role="learner",
-        ),
-        c,
-    ).state
-    assert state is not None
-    return state
 
 
 def test_the_catalog_carries_the_forget_rate() -> None:
