@@ -39,7 +39,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,7 @@ __all__ = [
     "BrokerWatch",
     "changelog_topic",
     "check_before_start",
+    "loss_first",
     "process_name",
     "report_consistency_errors",
     "reset",
@@ -412,3 +413,13 @@ async def check_before_start(
     finally:
         await watch.close()
         await redis.aclose()
+
+
+async def loss_first(check: Callable[[], Awaitable[None]], timeout_s: float) -> None:
+    """Run ``check`` (a broker-loss check that exits 65 on a loss) before a
+    failure ends the process, so that a broker restarted on empty disks is
+    reported as the cause; a check that fails or takes longer than
+    ``timeout_s`` is ignored, and the failure's own exit follows."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            await check()

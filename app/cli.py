@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
+import functools
 import logging
 import os
 import sys
@@ -83,7 +83,7 @@ def _event_loop() -> asyncio.AbstractEventLoop:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
-    from app.broker_watch import check_before_start
+    from app.broker_watch import check_before_start, loss_first
     from app.faust_corrections.guards import GroupProbes
     from app.worker import create_worker
     from infra.broker import ensure_topics, profile_for, verify_broker
@@ -134,7 +134,14 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         # auto-created anew with other partition counts: then the exit is the
         # loss's (65, not restarted).
         if exc.code not in (0, None):
-            asyncio.run(_loss_after_crash(settings, bootstrap, redis_url))
+            asyncio.run(
+                loss_first(
+                    functools.partial(
+                        check_before_start, settings, bootstrap, redis_url
+                    ),
+                    15,
+                )
+            )
         raise
     return 0
 
@@ -167,14 +174,6 @@ async def _wait_for_redis(redis_url: str) -> None:
                 await asyncio.sleep(pause)
     finally:
         await client.aclose()
-
-
-async def _loss_after_crash(settings: Settings, bootstrap: str, redis_url: str) -> None:
-    from app.broker_watch import check_before_start
-
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(15):
-            await check_before_start(settings, bootstrap, redis_url)
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:

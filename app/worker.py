@@ -12,7 +12,6 @@ by step). Faust-specific corrections live in app/faust_corrections/.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -25,7 +24,12 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from app.broker_watch import BrokerWatch, process_name, report_consistency_errors
+from app.broker_watch import (
+    BrokerWatch,
+    loss_first,
+    process_name,
+    report_consistency_errors,
+)
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.checkpoint import ChangelogWriter, Checkpoint
 from app.faust_corrections.guards import GroupProbes, SkipGuard
@@ -250,9 +254,7 @@ class Worker:
         restarted). A broker restarted on empty disks makes the next write
         fail first, e.g. on a changelog topic auto-created anew with one
         partition, before the periodic check runs."""
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(10):
-                await self.broker_watch.check_or_exit()
+        await loss_first(self.broker_watch.check_or_exit, 10)
 
     # -- registration events ------------------------------------------------
 
