@@ -397,6 +397,16 @@ def seed_learners(stack: DevStack, workload: Workload) -> None:
     wait_until_rows_match(stack, workload, events, per_page=100, timeout_s=120)
 
 
+def exit_reasons(stack: DevStack) -> list[str]:
+    """The workers' own lines on why they ended (app/faust_corrections/restart.py)."""
+    return [
+        line.strip()
+        for log in sorted(stack.log_dir.glob("worker-*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if "worker exits (code" in line
+    ]
+
+
 def exit_summary(codes: list[int | None]) -> str:
     return ", ".join(
         "running"

@@ -29,6 +29,7 @@ from tests.reliability.cluster import (
     Prober,
     busiest_partition_leader,
     cluster_stack,
+    exit_reasons,
     exit_summary,
     seed_learners,
     wait_in_sync,
@@ -116,6 +117,8 @@ def _under_load(
         f"stopped; workers: {exit_summary(codes)} ({restarts} restarts)\n"
         f"probes (sent at, seconds to show in the row): {prober.describe(fault_began)}"
     )
+    for reason in exit_reasons(stack):  # why a worker restarted, if one did
+        print(reason)
     rejected = [r for lane in feeders.lanes for r in lane.rejected]
     assert rejected == [], rejected[:3]
     assert all(code in (None, RESTART_EXIT_CODE) for code in codes), codes
