@@ -235,8 +235,10 @@ def _remembers(seen: str, fingerprint: str) -> bool:
     return False
 
 
-def _applied_before(state: RegistrationState, attempt_id: str) -> bool:
-    if _remembers(state.seen, _fingerprint(attempt_id)):
+def _applied_before(
+    state: RegistrationState, attempt_id: str, fingerprint: str
+) -> bool:
+    if _remembers(state.seen, fingerprint):
         return True
     return bool(state.legacy_seen) and _remembers(
         state.legacy_seen, _fingerprint(attempt_id, _LEGACY_FP)
@@ -259,7 +261,8 @@ def apply_attempt(
             f"attempt is for registration {attempt.registration_id!r}, "
             f"not {state.registration_id!r}",
         )
-    if _applied_before(state, attempt.attempt_id):
+    fingerprint = _fingerprint(attempt.attempt_id)
+    if _applied_before(state, attempt.attempt_id, fingerprint):
         return AttemptResult(state, "duplicate")
     if state.role != "learner":
         return _reject(
@@ -313,7 +316,7 @@ def apply_attempt(
         objectives,
         untagged,
         tagged,
-        state.seen + _fingerprint(attempt.attempt_id),
+        state.seen + fingerprint,
         state.created_us,
         state.source_partition,
         state.source_offset,
