@@ -9,8 +9,7 @@ like a GET would (docs/dashboard.md).
 
 from __future__ import annotations
 
-import hashlib
-
+import xxhash
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,8 +19,14 @@ __all__ = ["etag_of", "if_none_match", "json_response_with_etag"]
 
 
 def etag_of(body: bytes) -> str:
-    """A strong entity tag of ``body`` (BLAKE2b, 128 bits)."""
-    return '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"'
+    """A strong entity tag of ``body``: its 128-bit XXH3 hash.
+
+    The tag only has to change when the page does (two versions of a page
+    collide with probability 2**-128), and nothing is secret or signed with
+    it, so a non-cryptographic hash is enough: 2 us for a 100-row page of
+    115 KB, where BLAKE2b took 112 us and was 24 % of the API's CPU samples
+    under load (docs/performance.md, "The read path's ETag")."""
+    return '"' + xxhash.xxh3_128_hexdigest(body) + '"'
 
 
 def if_none_match(header: str | None, etag: str) -> bool:
