@@ -46,15 +46,23 @@ def test_unreachable_broker_is_one_line() -> None:
     assert "check KAFKA_BOOTSTRAP_SERVERS" in lines[0]
 
 
-def test_unreachable_redis_is_one_line(kafka_server: EmbeddedKafka) -> None:
-    dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    done = _mastery(
-        "rebuild",
-        KAFKA_BOOTSTRAP_SERVERS=kafka_server.bootstrap_servers,
-        REDIS_URL=dead,
+def _with_dead_redis(
+    command: str, kafka: EmbeddedKafka, prefix: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """``mastery command`` on the session's broker, with a REDIS_URL (and a
+    password) where nothing listens."""
+    return _mastery(
+        command,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        REDIS_URL=f"redis://:hunter2@127.0.0.1:{free_port()}/0",
         MASTERY_BROKER_PROFILE="kafka",
-        MASTERY_TOPIC_PREFIX="cli-dead-redis",
+        MASTERY_TOPIC_PREFIX=prefix,
+        **env,
     )
+
+
+def test_unreachable_redis_is_one_line(kafka_server: EmbeddedKafka) -> None:
+    done = _with_dead_redis("rebuild", kafka_server, "cli-dead-redis")
     assert done.returncode == 69, done.stderr
     last = done.stderr.strip().splitlines()[-1]  # after the progress bars
     assert "Traceback" not in done.stderr
@@ -68,14 +76,11 @@ def test_a_worker_whose_redis_is_unreachable_says_so_in_one_line(
 ) -> None:
     """Not Faust's crash (150 lines, two tracebacks, an exit a supervisor
     reads as "restart me"): one line and 69, after a few seconds' wait."""
-    dead = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
     started = time.monotonic()
-    done = _mastery(
+    done = _with_dead_redis(
         "worker",
-        KAFKA_BOOTSTRAP_SERVERS=kafka_server.bootstrap_servers,
-        REDIS_URL=dead,
-        MASTERY_BROKER_PROFILE="kafka",
-        MASTERY_TOPIC_PREFIX="cli-worker-dead-redis",
+        kafka_server,
+        "cli-worker-dead-redis",
         MASTERY_DATA_DIR=str(tmp_path),
     )
     took = time.monotonic() - started
