@@ -295,6 +295,55 @@ def problems_of(spec: TopicSpec, state: TopicState) -> list[TopicProblem]:
     return found
 
 
+async def _describe_configs(
+    admin: AIOKafkaAdminClient, names: list[str], deadline: float, timeout_s: float
+) -> dict[str, dict[str, str]]:
+    """The explicit configs of ``names``, waiting for every broker to know them.
+
+    DescribeConfigs goes to whichever broker the client picks, and in a cluster
+    a topic created a moment ago may not have reached that broker's metadata
+    yet even though the controller already lists its partitions: the broker
+    answers UNKNOWN_TOPIC_OR_PARTITION.  That answer is retried until
+    ``deadline``; any other error is final.
+    """
+    loop = asyncio.get_running_loop()
+    configs: dict[str, dict[str, str]] = {}
+    while True:
+        wanted = [name for name in names if name not in configs]
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name) for name in wanted]
+        )
+        unknown: list[tuple[str, str]] = []
+        for response in responses:
+            for resource in response.to_object()["resources"]:
+                name = resource["resource_name"]
+                code = resource["error_code"]
+                if code in _NOT_YET:
+                    unknown.append((name, for_code(code).__name__))
+                    continue
+                if code != 0:
+                    error = for_code(code).__name__
+                    raise TopicError(
+                        f"cannot read the configs of topic {name} "
+                        f"({error}: {resource['error_message']}); the client needs "
+                        "DescribeConfigs on it"
+                    )
+                configs[name] = {
+                    e["config_names"]: e["config_value"]
+                    for e in resource["config_entries"]
+                    if e["config_value"] is not None
+                }
+        if not unknown:
+            return configs
+        if loop.time() > deadline:
+            listed = ", ".join(f"{name} ({error})" for name, error in sorted(unknown))
+            raise TopicError(
+                f"the broker answering DescribeConfigs does not know {listed} "
+                f"within {timeout_s:.0f} s of creating them"
+            )
+        await asyncio.sleep(0.1)
+
+
 async def _describe(
     admin: AIOKafkaAdminClient, names: list[str], timeout_s: float
 ) -> dict[str, TopicState]:
@@ -320,24 +369,7 @@ async def _describe(
         if t["error_code"] != 0:
             error = for_code(t["error_code"]).__name__
             raise TopicError(f"cannot describe topic {t['topic']} ({error})")
-    responses = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
-    )
-    configs: dict[str, dict[str, str]] = {}
-    for response in responses:
-        for resource in response.to_object()["resources"]:
-            if resource["error_code"] != 0:
-                error = for_code(resource["error_code"]).__name__
-                raise TopicError(
-                    f"cannot read the configs of topic {resource['resource_name']} "
-                    f"({error}: {resource['error_message']}); the client needs "
-                    "DescribeConfigs on it"
-                )
-            configs[resource["resource_name"]] = {
-                e["config_names"]: e["config_value"]
-                for e in resource["config_entries"]
-                if e["config_value"] is not None
-            }
+    configs = await _describe_configs(admin, names, deadline, timeout_s)
     return {
         t["topic"]: TopicState(
             name=t["topic"],

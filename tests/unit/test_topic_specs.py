@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -10,9 +11,11 @@ import pytest
 from infra.settings import Settings
 from infra.topic_specs import (
     CHECKED_CONFIGS,
+    TopicError,
     TopicSettingsError,
     TopicSpec,
     TopicState,
+    _describe_configs,
     declared_topics,
     min_insync_replicas,
     problems_of,
@@ -114,3 +117,82 @@ def test_the_refusal_is_one_line_naming_topic_setting_found_and_expected() -> No
         "expected delete (compaction can drop the first creation of an id"
     )
     assert "and 1 more: mastery.catalog.v1 retention.ms=1000" in message
+
+
+class _ConfigsAnswer:
+    """One DescribeConfigs response as aiokafka hands it over."""
+
+    def __init__(self, resources: list[dict[str, Any]]) -> None:
+        self._resources = resources
+
+    def to_object(self) -> dict[str, Any]:
+        return {"resources": self._resources}
+
+
+class _LaggingBroker:
+    """An admin client whose DescribeConfigs broker learns of topics late.
+
+    Its first ``lag`` answers name every topic unknown (code 3), as a broker
+    does whose metadata has not caught up with a topic created a moment ago
+    (seen in CI on a three-node cluster); later answers carry the configs.
+    """
+
+    def __init__(self, lag: int, final_code: int = 0) -> None:
+        self.lag = lag
+        self.final_code = final_code
+        self.asked: list[list[str]] = []
+
+    async def describe_configs(self, resources: list[Any]) -> list[_ConfigsAnswer]:
+        names = [r.name for r in resources]
+        self.asked.append(names)
+        code = 3 if len(self.asked) <= self.lag else self.final_code
+        return [
+            _ConfigsAnswer(
+                [
+                    {
+                        "resource_name": name,
+                        "error_code": code,
+                        "error_message": "",
+                        "config_entries": [
+                            {"config_names": "retention.ms", "config_value": "-1"},
+                            {"config_names": "unset.one", "config_value": None},
+                        ],
+                    }
+                    for name in names
+                ]
+            )
+        ]
+
+
+def test_configs_unknown_to_the_answering_broker_are_asked_again() -> None:
+    async def run() -> tuple[dict[str, dict[str, str]], list[list[str]]]:
+        admin = _LaggingBroker(lag=2)
+        deadline = asyncio.get_running_loop().time() + 5
+        got = await _describe_configs(admin, ["a", "b"], deadline, 5)  # type: ignore[arg-type]
+        return got, admin.asked
+
+    configs, asked = asyncio.run(run())
+    assert configs == {"a": {"retention.ms": "-1"}, "b": {"retention.ms": "-1"}}
+    assert asked == [["a", "b"]] * 3
+
+
+def test_configs_still_unknown_at_the_deadline_are_named() -> None:
+    async def run() -> None:
+        deadline = asyncio.get_running_loop().time() + 0.3
+        await _describe_configs(_LaggingBroker(lag=10**6), ["t1"], deadline, 0.3)  # type: ignore[arg-type]
+
+    unknown = r"does not know t1 \(UnknownTopicOrPartitionError\)"
+    with pytest.raises(TopicError, match=unknown):
+        asyncio.run(run())
+
+
+def test_a_refused_describe_configs_is_final() -> None:
+    admin = _LaggingBroker(lag=0, final_code=29)  # TOPIC_AUTHORIZATION_FAILED
+
+    async def run() -> None:
+        deadline = asyncio.get_running_loop().time() + 5
+        await _describe_configs(admin, ["t1"], deadline, 5)  # type: ignore[arg-type]
+
+    with pytest.raises(TopicError, match="needs DescribeConfigs"):
+        asyncio.run(run())
+    assert len(admin.asked) == 1
