@@ -54,6 +54,7 @@ _WORKER = (
     "state_cache_max_entries",
     "forecast_cache_mb",
     "forecast_inline_builds",
+    "forecast_partner_share_percent",
     "commit_interval_s",
     "metrics_host",
     "metrics_port",

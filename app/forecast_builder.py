@@ -13,7 +13,9 @@ Fairness: keys are queued per owner (e.g. the learning instance or partner
 whose rows wait on them) and owners are served round-robin, one build each,
 so an owner with many distinct keys delays another owner's key by at most one
 build (tens of ms at the worst parameters within the bounds), not by its
-whole queue.
+whole queue; the tables built are charged to the owner they were built for,
+so with a share set on the tables (``ForecastTables(owner_share_bytes=...)``)
+an owner's many tables evict its own, not another owner's.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ class ForecastBuilder:
 
     async def build_next(self) -> frozenset[TableKey]:
         """Build the next owner's next key; report every queued key now held."""
-        key = self._next_key()
+        owner, key = self._next_key()
         if key is not None and key not in self._tables:
             below = self._tables.below(key)
             try:
@@ -168,7 +170,7 @@ class ForecastBuilder:
                 built = []
             self.builds += 1
             self._note_built(key)
-            self._tables.insert(built)
+            self._tables.insert(built, owner)
             if key not in self._tables:
                 # Failed, or larger than the whole budget (only outside the
                 # parameter bounds): its rows stay provisional, no retry loop.
@@ -220,7 +222,9 @@ class ForecastBuilder:
         times.append(self._clock())
         self._built_at[key] = times[-THRASH_BUILDS:]  # most recent last
 
-    def _next_key(self) -> TableKey | None:
+    def _next_key(self) -> tuple[Hashable, TableKey | None]:
+        """The next owner's next queued key, and that owner (charged with the
+        tables built for it, see ForecastTables.insert)."""
         while self._queues:
             owner, queue = next(iter(self._queues.items()))
             self._queues.move_to_end(owner)  # round-robin across owners
@@ -229,6 +233,6 @@ class ForecastBuilder:
                 if key in self._queued:
                     if not queue:
                         del self._queues[owner]
-                    return key
+                    return owner, key
             del self._queues[owner]
-        return None
+        return None, None

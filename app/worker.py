@@ -55,7 +55,7 @@ from infra.kafka_security import faust_broker_credentials, kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors import batch
-from processors.forecast import ForecastTables, TableKey
+from processors.forecast import MIN_BUDGET_BYTES, ForecastTables, TableKey
 from processors.forecaster import DeferredForecaster
 from processors.registration import RegistrationState
 from processors.rows import derive_rows, goal_template
@@ -165,9 +165,18 @@ class Worker:
         # derived from the tables held; a missing table gives a provisional
         # row, is built off the loop's critical path, and the rows that
         # waited for it are derived again.
-        self.forecast_tables = ForecastTables(settings.forecast_cache_mb * 2**20)
+        # Each partner's share of the tables and of the inline builds
+        # (docs/operations.md, "Shared pools and each partner's share").
+        budget = settings.forecast_cache_mb * 2**20
+        share = settings.forecast_partner_share_percent
+        self.forecast_tables = ForecastTables(
+            budget,
+            owner_share_bytes=max(budget * share // 100, MIN_BUDGET_BYTES),
+        )
         self.forecaster = DeferredForecaster(
-            self.forecast_tables, inline_builds=settings.forecast_inline_builds
+            self.forecast_tables,
+            inline_builds=settings.forecast_inline_builds,
+            inline_builds_per_owner=-(-settings.forecast_inline_builds * share // 100),
         )
         self.forecast_builder = ForecastBuilder(
             self.forecast_tables, self._on_forecasts_built
@@ -645,6 +654,7 @@ class Worker:
 
     def _goal_template(self, goal: GoalDefined) -> bytes:
         catalog = self.follower.catalog
+        self.forecaster.serve(self._forecast_owner(goal.learning_instance_id))
         template = goal_template(goal, catalog, forecaster=self.forecaster)
         if keys := self.forecaster.take_pending():
             self._provisional_goals.add(goal.goal_id, keys)
@@ -657,6 +667,7 @@ class Worker:
         """Derive the registration's rows into ``projection``; tables its rows
         lacked are requested (re-derivation and :meth:`_on_forecasts_built`)."""
         catalog = self.follower.catalog
+        self.forecaster.serve(self._forecast_owner(state.learning_instance_id))
         rows = derive_rows(state, catalog, forecaster=self.forecaster)
         for goal_id, row in rows:
             projection.row(state.registration_id, goal_id, row)
@@ -675,8 +686,9 @@ class Worker:
 
     def _forecast_owner(self, li_id: str) -> str:
         """Builds are served round-robin per partner: one partner's many
-        distinct parameters and thresholds never queue ahead of another's."""
-        return self.follower.catalog.partner_of(li_id) or f"li:{li_id}"
+        distinct parameters and thresholds never queue ahead of another's,
+        and each partner's tables stay within its share of the budget."""
+        return self.follower.catalog.share_owner(li_id)
 
     async def _run_forecast_builder(self) -> None:
         await self.forecast_builder.run()

@@ -131,6 +131,15 @@ class Settings(BaseSettings):
         "MiB (least recently used dropped first; docs/analytics.md, 'Work "
         "remaining')",
     )
+    forecast_partner_share_percent: int = Field(
+        default=50,
+        ge=10,
+        le=100,
+        description="worker: the most of MASTERY_FORECAST_CACHE_MB (at least 16 "
+        "MiB) and of MASTERY_FORECAST_INLINE_BUILDS one partner's rows may take; "
+        "beyond it a partner's tables evict its own least recently used ones, "
+        "not another partner's (100: no share; docs/operations.md)",
+    )
     forecast_inline_builds: int = Field(
         default=16,
         ge=0,

@@ -265,6 +265,7 @@ def fold(
         assert folded is not None  # a position is only taken by a known state
         state = with_position(folded, record.partition, record.offset)
         plan.states[reg_id] = state
+        forecaster.serve(catalog.share_owner(state.learning_instance_id))
         if reg_id in registered:  # every goal: a new learner gets its rows
             rows = derive_rows(state, catalog, forecaster=forecaster)
         elif reg_id in touched:

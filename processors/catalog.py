@@ -228,6 +228,12 @@ class Catalog:
         li = self._instances.get(li_id)
         return None if li is None else li.partner_id
 
+    def share_owner(self, li_id: str) -> str:
+        """Whose share of a worker's pooled work (forecast builds and tables)
+        the learning instance's rows draw on: its partner's, or its own while
+        the catalog does not know the instance."""
+        return self.partner_of(li_id) or f"li:{li_id}"
+
     # -- global, ownership-free lookups (ids are global) -------------------
 
     def learning_instances(self) -> Sequence[LearningInstanceCreated]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -336,16 +336,35 @@ class ForecastTables:
     :func:`build_chain` and hands the result to :meth:`insert`).
     """
 
-    def __init__(self, budget_bytes: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(
+        self,
+        budget_bytes: int = DEFAULT_BUDGET_BYTES,
+        *,
+        owner_share_bytes: int | None = None,
+    ) -> None:
         if budget_bytes < MIN_BUDGET_BYTES:
             raise ValueError(
                 f"forecast table budget {budget_bytes} bytes is below the "
                 f"minimum {MIN_BUDGET_BYTES} (two of the largest tables)"
             )
+        if owner_share_bytes is not None and not (
+            MIN_BUDGET_BYTES <= owner_share_bytes <= budget_bytes
+        ):
+            raise ValueError(
+                f"an owner's share of the forecast tables must be within "
+                f"{MIN_BUDGET_BYTES} and the budget {budget_bytes} bytes, got "
+                f"{owner_share_bytes}"
+            )
         self.budget_bytes = budget_bytes
+        self.owner_share_bytes = owner_share_bytes
         self._tables: OrderedDict[TableKey, Table] = OrderedDict()
         self._bytes = 0
         self._missing: set[TableKey] = set()
+        # Who each table was built for (insert's ``owner``), each owner's
+        # tables least recently used first, and the bytes charged to it.
+        self._owner_of: dict[TableKey, Hashable] = {}
+        self._owned: dict[Hashable, OrderedDict[TableKey, None]] = {}
+        self._owner_bytes: dict[Hashable, int] = {}
 
     @property
     def nbytes(self) -> int:
@@ -423,20 +442,56 @@ class ForecastTables:
         """Build ``key`` (and the tables below it it needs) and hold them."""
         self.insert(build_chain(key, self.below(key)))
 
-    def insert(self, tables: Iterable[Table]) -> None:
+    def owner_bytes(self, owner: Hashable) -> int:
+        """Bytes of the tables held that were built for ``owner``."""
+        return self._owner_bytes.get(owner, 0)
+
+    def insert(self, tables: Iterable[Table], owner: Hashable = None) -> None:
         """Hold built tables, dropping the least recently used beyond the
-        budget. A table larger than the whole budget is not held."""
+        budget. A table larger than the whole budget is not held.
+
+        The tables are charged to ``owner`` (e.g. the partner whose rows need
+        them). With ``owner_share_bytes`` set, an owner over its share drops
+        its *own* least recently used tables first, so one owner's many
+        distinct tables never evict another's while the others together hold
+        no more than the budget minus that share.
+        """
+        share = self.owner_share_bytes
         for table in tables:
-            old = self._tables.pop(table.key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
+            self._drop(table.key)
             if table.nbytes > self.budget_bytes:
                 continue
+            if share is not None:
+                owned = self._owned.get(owner)
+                while owned and self.owner_bytes(owner) + table.nbytes > share:
+                    self._drop(next(iter(owned)))
             while self._bytes + table.nbytes > self.budget_bytes:
-                _, dropped = self._tables.popitem(last=False)
-                self._bytes -= dropped.nbytes
-            self._tables[table.key] = table
+                self._drop(next(iter(self._tables)))
+            key = table.key
+            self._tables[key] = table
             self._bytes += table.nbytes
+            self._owner_of[key] = owner
+            self._owned.setdefault(owner, OrderedDict())[key] = None
+            self._owner_bytes[owner] = self.owner_bytes(owner) + table.nbytes
+
+    def _drop(self, key: TableKey) -> None:
+        table = self._tables.pop(key, None)
+        if table is None:
+            return
+        self._bytes -= table.nbytes
+        owner = self._owner_of.pop(key)
+        owned = self._owned[owner]
+        del owned[key]
+        left = self._owner_bytes.pop(owner) - table.nbytes
+        if owned:
+            self._owner_bytes[owner] = left
+        else:
+            del self._owned[owner]
+
+    def _touch(self, key: TableKey) -> None:
+        """``key`` (held) was read: most recently used, globally and for its owner."""
+        self._tables.move_to_end(key)
+        self._owned[self._owner_of[key]].move_to_end(key)
 
     def get(
         self,
@@ -447,9 +502,11 @@ class ForecastTables:
         *,
         horizon: int = HORIZON,
         step: float = GRID_STEP,
+        owner: Hashable = None,
     ) -> Row:
         """``P(T <= t)``, building the missing tables synchronously (a table
-        too large to hold is read once from the build and dropped)."""
+        too large to hold is read once from the build and dropped), charged to
+        ``owner`` (see :meth:`insert`)."""
         if work_needed > horizon or (work_needed <= 0 and log_odds >= threshold):
             return self._trivial(threshold, log_odds, work_needed, horizon)
         key = self.key_for(params, threshold, work_needed, horizon=horizon, step=step)
@@ -460,7 +517,7 @@ class ForecastTables:
                 found, None if below is None else self._table(below, local)
             )
             local.update((table.key, table) for table in built)
-            self.insert(built)
+            self.insert(built, owner)
         return found
 
     @staticmethod
@@ -474,7 +531,7 @@ class ForecastTables:
     ) -> Table | None:
         table = self._tables.get(key)
         if table is not None:
-            self._tables.move_to_end(key)
+            self._touch(key)
             return table
         return None if local is None else local.get(key)
 
@@ -483,7 +540,7 @@ class ForecastTables:
     ) -> Row | TableKey:
         table = self._tables.get(key)
         if table is not None:
-            self._tables.move_to_end(key)
+            self._touch(key)
         elif local is None or (table := local.get(key)) is None:
             return key
         if x >= table.start:

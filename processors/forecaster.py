@@ -10,6 +10,7 @@ caller to re-derive the rows afterwards (docs/analytics.md, "Work remaining").
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -68,6 +69,12 @@ class Forecaster(Protocol):
         """A new unit of work (a batch) begins: renew per-batch allowances."""
         ...
 
+    def serve(self, owner: Hashable) -> None:
+        """The forecasts that follow are for ``owner`` (e.g. a partner): what
+        they build is charged to it, and it has its own share of the
+        per-batch allowance."""
+        ...
+
 
 class SynchronousForecaster:
     """Builds what is missing before answering: always exact."""
@@ -90,6 +97,9 @@ class SynchronousForecaster:
     def start_batch(self) -> None:
         """Nothing to renew."""
 
+    def serve(self, owner: Hashable) -> None:
+        """No shares here: everything is built at once."""
+
 
 #: The default of processors.goals: the module-level cache of completion_cdf.
 SYNCHRONOUS: Final = SynchronousForecaster()
@@ -100,7 +110,8 @@ class DeferredForecaster:
 
     The provisional CDF comes from the same dynamic programme on a grid of
     :data:`PROVISIONAL_STEP` (built inline, at most ``inline_builds`` chains
-    per batch), else it is the best case: completion exactly after the
+    per batch and ``inline_builds_per_owner`` of them for one owner, see
+    :meth:`serve`), else it is the best case: completion exactly after the
     fewest items that can complete (every answer correct). Not thread-safe:
     use it on the thread that owns ``tables``.
     """
@@ -111,16 +122,26 @@ class DeferredForecaster:
         *,
         provisional_step: float = PROVISIONAL_STEP,
         inline_builds: int = PROVISIONAL_INLINE_BUILDS,
+        inline_builds_per_owner: int | None = None,
     ) -> None:
-        if not provisional_step > 0.0 or inline_builds < 0:
+        per_owner = (
+            inline_builds
+            if inline_builds_per_owner is None
+            else (inline_builds_per_owner)
+        )
+        if not provisional_step > 0.0 or not 0 <= per_owner <= inline_builds:
             raise ValueError(
-                f"need provisional_step > 0 and inline_builds >= 0, got "
-                f"{provisional_step}, {inline_builds}"
+                f"need provisional_step > 0 and 0 <= inline_builds_per_owner <= "
+                f"inline_builds, got {provisional_step}, {per_owner}, "
+                f"{inline_builds}"
             )
         self.tables = tables
         self._step = provisional_step
         self._inline_builds = inline_builds
+        self._inline_per_owner = per_owner
         self._inline_left = inline_builds
+        self._inline_used: dict[Hashable, int] = {}
+        self._owner: Hashable = None
         self._pending: set[TableKey] = set()
 
     def forecast(
@@ -144,6 +165,11 @@ class DeferredForecaster:
     def start_batch(self) -> None:
         """Renew the allowance of inline provisional builds."""
         self._inline_left = self._inline_builds
+        self._inline_used.clear()
+
+    def serve(self, owner: Hashable) -> None:
+        """Charge what follows to ``owner``, within its share of the batch."""
+        self._owner = owner
 
     def _provisional(
         self, params: Params, threshold: float, log_odds: float, work_needed: int
@@ -154,8 +180,13 @@ class DeferredForecaster:
         )
         if not isinstance(coarse, TableKey):
             return coarse
-        if self._inline_left > 0:
+        owner = self._owner
+        used = self._inline_used.get(owner, 0)
+        if self._inline_left > 0 and used < self._inline_per_owner:
             self._inline_left -= 1
-            return self.tables.get(params, threshold, log_odds, work_needed, step=step)
+            self._inline_used[owner] = used + 1
+            return self.tables.get(
+                params, threshold, log_odds, work_needed, step=step, owner=owner
+            )
         best = best_case_items(params, threshold, log_odds, work_needed)
         return tuple(0.0 if t < best else 1.0 for t in range(HORIZON + 1))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Hashable
+from typing import Any
 
 import orjson
 import pytest
 
 from processors.batch import Record, decode, fold, needs_catalog, registration_ids
 from processors.catalog import Catalog
+from processors.forecaster import Forecast, SynchronousForecaster
 from processors.registration import RegistrationState
 from processors.rows import derive_rows
 from schemas.events import (
@@ -290,3 +293,44 @@ def test_records_off_their_keys_partition_are_split_off_with_their_home() -> Non
     placed, misplaced = split_misplaced(recs, 4)
     assert [r.offset for r in placed] == [0, 2]  # keyless: left for decode to reject
     assert [(r.offset, p) for r, p in misplaced] == [(1, home)]
+
+
+def test_the_forecasts_of_a_registrations_rows_are_served_as_its_partners() -> None:
+    """Each partner has its own share of a worker's forecast work
+    (processors/forecaster.py): fold names the partner before its rows."""
+
+    class Recording(SynchronousForecaster):
+        def __init__(self) -> None:
+            super().__init__()
+            self.owner: object = None
+            self.served: list[object] = []
+            self.forecast_owners: set[object] = set()
+
+        def serve(self, owner: Hashable) -> None:
+            self.owner = owner
+            self.served.append(owner)
+
+        def forecast(self, *args: Any) -> Forecast:
+            self.forecast_owners.add(self.owner)
+            return super().forecast(*args)
+
+    catalog = make_catalog()
+    catalog.apply(
+        LearningInstanceCreated(
+            event_id="c-li-3",
+            occurred_at=NOW,
+            learning_instance_id="li-3",
+            partner_id="p-2",
+        )
+    )
+    recs = [
+        *records(created("r1"), attempt("r1", correct=False), key=b"r1"),
+        *records(created("r3", li="li-3"), start=2, key=b"r3"),
+    ]
+    decoded, _ = decode(recs)
+    forecaster = Recording()
+    plan = fold(decoded, {"r1": None, "r3": None}, catalog, forecaster=forecaster)
+    assert set(plan.states) == {"r1", "r3"}
+    assert forecaster.served == [PARTNER, "p-2"]
+    assert forecaster.forecast_owners == {PARTNER}  # li-1 has goals, li-3 none
+    assert catalog.share_owner("li-unknown") == "li:li-unknown"

@@ -270,3 +270,29 @@ async def test_a_key_evicted_again_and_again_is_not_rebuilt_in_a_loop() -> None:
     assert builder.queued == 1
     await builder.build_next()
     assert first in tables and builder.builds == builds + 1
+
+
+async def test_tables_built_for_a_partner_count_against_its_own_share() -> None:
+    """Partner "a" asks for more chains than the whole budget holds, "b" for
+    one: with shares, a's builds evict a's own tables and b's chain stays
+    held; without, b's chain (least recently used) is evicted."""
+    a_keys = _keys(WORST, 0.9, 0.95, 0.99, 0.999, 0.9999, 0.99999, work=4)
+    (b_key,) = _keys(WORST, 0.97, work=4)
+
+    async def build_all(tables: ForecastTables) -> None:
+        builder = ForecastBuilder(tables, lambda keys: None)
+        builder.request([b_key], owner="b")
+        builder.request(a_keys, owner="a")
+        while builder.queued:
+            await builder.build_next()
+        assert builder.builds == len(a_keys) + 1
+
+    shared = ForecastTables(2 * MIN_BUDGET_BYTES, owner_share_bytes=MIN_BUDGET_BYTES)
+    await build_all(shared)
+    assert all(b_key.with_work(w) in shared for w in range(5))
+    assert 0 < shared.owner_bytes("a") <= MIN_BUDGET_BYTES
+    assert a_keys[-1] in shared
+
+    unshared = ForecastTables(2 * MIN_BUDGET_BYTES)
+    await build_all(unshared)
+    assert b_key.with_work(0) not in unshared

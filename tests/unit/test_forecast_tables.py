@@ -241,3 +241,96 @@ def test_a_target_outcome_names_the_tables_it_lacked() -> None:
     }
     assert deferred.take_pending() == outcome.pending
     assert evaluate_target(target, goal, **kwargs).pending == frozenset()
+
+
+# -- each owner's share (issue 18, point 5) --------------------------------
+
+_SHARE_KEYS = [TableKey(WORST, logit(m), 4) for m in (0.9, 0.95, 0.99, 0.999, 0.9999)]
+
+
+def _fill(tables: ForecastTables) -> tuple[TableKey, list[TableKey]]:
+    """Owner "b" builds one chain; then owner "a" builds chains worth more
+    than the whole budget. Returns b's key and a's keys."""
+    b_key = TableKey(WORST, logit(0.97), 4)
+    tables.insert(build_chain(b_key), "b")
+    a_keys = [*_SHARE_KEYS, TableKey(WORST, logit(0.99999), 4)]
+    for key in a_keys:
+        tables.insert(build_chain(key), "a")
+        assert tables.nbytes <= tables.budget_bytes
+    assert sum(t.nbytes for k in a_keys for t in build_chain(k)) > tables.budget_bytes
+    return b_key, a_keys
+
+
+def test_an_owner_over_its_share_evicts_its_own_tables_not_anothers() -> None:
+    budget = 2 * MIN_BUDGET_BYTES
+    tables = ForecastTables(budget, owner_share_bytes=MIN_BUDGET_BYTES)
+    b_key, a_keys = _fill(tables)
+    b_chain = [b_key.with_work(w) for w in range(5)]
+    assert all(k in tables for k in b_chain)  # b untouched
+    assert tables.owner_bytes("a") <= MIN_BUDGET_BYTES
+    assert a_keys[-1] in tables and a_keys[0] not in tables  # a's oldest went
+    assert tables.owner_bytes("b") == sum(t.nbytes for t in build_chain(b_key))
+    assert tables.nbytes == tables.owner_bytes("a") + tables.owner_bytes("b")
+    # Without a share, the same builds evict b's chain (least recently used).
+    unshared = ForecastTables(budget)
+    b_key, _ = _fill(unshared)
+    assert b_key not in unshared and unshared.owner_bytes("b") == 0
+
+
+def test_an_owners_share_follows_its_reads_and_is_checked() -> None:
+    tables = ForecastTables(2 * MIN_BUDGET_BYTES, owner_share_bytes=MIN_BUDGET_BYTES)
+    first, second, third = _SHARE_KEYS[:3]
+    tables.insert(build_chain(first), "a")
+    tables.insert(build_chain(second), "a")
+    # A read refreshes first's w = 4 table within a's own order: the tables
+    # evicted for third (~6.5-7 MB a chain: two fit in 16 MiB) are the
+    # unread ones, oldest first.
+    assert tables.lookup(WORST, first.threshold, first.threshold + 1.0, 4) is not None
+    tables.insert(build_chain(third), "a")
+    assert tables.owner_bytes("a") <= MIN_BUDGET_BYTES
+    assert all(third.with_work(w) in tables for w in range(5))
+    assert first in tables and first.with_work(0) not in tables
+    assert second.with_work(4) in tables  # newer than first's unread tables
+    # Re-inserting a held table moves its bytes, never counts them twice.
+    held, total = tables.owner_bytes("a"), tables.nbytes
+    tables.insert([t for t in build_chain(first) if t.key == first], "a")
+    assert (tables.owner_bytes("a"), tables.nbytes) == (held, total)
+    tables.insert([t for t in build_chain(first) if t.key == first], "b")
+    assert tables.owner_bytes("a") + tables.owner_bytes("b") == total
+    assert tables.owner_bytes("b") > 0
+    with pytest.raises(ValueError, match="share"):
+        ForecastTables(MIN_BUDGET_BYTES, owner_share_bytes=MIN_BUDGET_BYTES + 1)
+    with pytest.raises(ValueError, match="share"):
+        ForecastTables(2 * MIN_BUDGET_BYTES, owner_share_bytes=MIN_BUDGET_BYTES - 1)
+
+
+def test_inline_provisional_builds_are_shared_per_owner() -> None:
+    masteries = {
+        "a": (0.9, 0.91, 0.92, 0.93, 0.94),
+        "b": (0.95, 0.96, 0.97, 0.98, 0.99),
+    }
+
+    def coarse_built(per_owner: int | None) -> dict[str, int]:
+        tables = ForecastTables(4 * MIN_BUDGET_BYTES)
+        deferred = DeferredForecaster(
+            tables, inline_builds=4, inline_builds_per_owner=per_owner
+        )
+        deferred.start_batch()
+        built: dict[str, int] = {}
+        for owner in ("a", "b"):
+            thresholds = [logit(m) for m in masteries[owner]]
+            deferred.serve(owner)
+            for threshold in thresholds:  # five distinct missing tables each
+                deferred.forecast(DEFAULT_PARAMS, threshold, 0.0, 3)
+            built[owner] = sum(
+                1
+                for t in thresholds
+                if TableKey(DEFAULT_PARAMS, t, 3, HORIZON, PROVISIONAL_STEP) in tables
+            )
+            assert (tables.owner_bytes(owner) > 0) == (built[owner] > 0)
+        return built
+
+    assert coarse_built(None) == {"a": 4, "b": 0}  # the first owner takes all
+    assert coarse_built(2) == {"a": 2, "b": 2}
+    with pytest.raises(ValueError, match="inline_builds_per_owner"):
+        DeferredForecaster(ForecastTables(), inline_builds=4, inline_builds_per_owner=5)
