@@ -35,7 +35,7 @@ from api.change_hub import ChangeHub
 from api.dashboard import DashboardRoutes, LearningInstanceView, RedisViewStore
 from api.docs import docs_routes
 from api.errors import ApiError, Unauthorized
-from api.etag import json_response_with_etag
+from api.etag import held_version, page_response, request_basis
 from api.facts import FactStore, RedisFactStore
 from api.health import BrokerProbe, Readiness, redis_checks
 from api.ingest import IngestRoutes
@@ -126,15 +126,20 @@ def create_app(
         li_id = path_entity_id(request, "li_id")
         raw = await read_json(request, max_request_bytes)
         query = validate(LearningInstanceQuery, raw)
+        query_json = orjson.dumps(raw)
+        basis = request_basis(request.scope["path"], query_json)
         page = await store.learning_instance_page(
             li_id,
             query.goal_ids,
             query.registration_offset,
             query.registrations_per_page,
-            "" if principal.unrestricted else principal.sub,
+            caller="" if principal.unrestricted else principal.sub,
+            if_version=held_version(request.headers.get("if-none-match"), basis),
         )
         authorize_learning_instance(principal, page.access, li_id)
         require_known_goals(page)
+        if page.not_modified:
+            return page_response(page.version, basis, None)
         require_within_bytes(
             page,
             MAX_PAGE_BYTES,
@@ -150,8 +155,8 @@ def create_app(
             if end < page.total
             else None
         )
-        return json_response_with_etag(
-            request, render_page(raw, query.goal_ids, page, next_)
+        return page_response(
+            page.version, basis, render_page(query_json, query.goal_ids, page, next_)
         )
 
     @shared
@@ -159,15 +164,22 @@ def create_app(
         reg_id = path_entity_id(request, "reg_id")
         raw = await read_json(request, max_request_bytes)
         query = validate(RegistrationQuery, raw)
+        query_json = orjson.dumps(raw)
+        basis = request_basis(request.scope["path"], query_json)
         page = await store.registration_page(
-            reg_id, query.goal_ids, "" if principal.unrestricted else principal.sub
+            reg_id,
+            query.goal_ids,
+            caller="" if principal.unrestricted else principal.sub,
+            if_version=held_version(request.headers.get("if-none-match"), basis),
         )
         authorize_registration(principal, page.access, reg_id)
         require_known_goals(page)
         require_a_learner(page, reg_id)
+        if page.not_modified:
+            return page_response(page.version, basis, None)
         require_within_bytes(page, MAX_PAGE_BYTES, "goal_ids", "ask for fewer goal_ids")
-        return json_response_with_etag(
-            request, render_page(raw, query.goal_ids, page, None)
+        return page_response(
+            page.version, basis, render_page(query_json, query.goal_ids, page, None)
         )
 
     async def health(request: Request) -> Response:

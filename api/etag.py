@@ -1,53 +1,77 @@
-"""ETags for the POST endpoints: cheaper polling for clients that keep polling.
+"""ETags for the POST endpoints: polling that costs next to nothing.
 
-The tag is a hash of the response body, so it changes exactly when the page
-does. A request whose ``If-None-Match`` lists the current tag gets ``304 Not
-Modified`` with no body. RFC 9110 reserves 304 for GET and HEAD (a failed
-precondition on other methods is 412); these POSTs are reads, so they answer
-like a GET would (docs/dashboard.md).
+A page's tag is made of two parts, neither of which needs the body:
+
+- the page's **version**, 40 hex digits computed by Redis in the page's own
+  Lua call (api/store.py): the SHA-1 of the read model's generation, the
+  learning instance's change-stream last id (every changed row appends to it
+  in the row's own transaction), its learner count and the goal templates;
+- the request's **basis**, 16 hex digits: the XXH3 hash of
+  :data:`PAGE_FORMAT`, the path and the query as echoed in the body.
+
+Equal tags therefore mean equal bodies (the version over-approximates: a
+change to any row of the learning instance gives every page of it a new
+tag). A request whose ``If-None-Match`` holds a tag made for the same basis
+sends its version along to Redis; when the version is still current Redis
+answers with the access facts only, no row is read, and the route answers
+``304 Not Modified`` once the access rules pass. RFC 9110 reserves 304 for
+GET and HEAD (a failed precondition on other methods is 412); these POSTs are
+reads, so they answer like a GET would (docs/dashboard.md).
 """
 
 from __future__ import annotations
 
 import xxhash
-from starlette.requests import Request
 from starlette.responses import Response
 
 from api._http import json_response
 
-__all__ = ["etag_of", "if_none_match", "json_response_with_etag"]
+__all__ = [
+    "PAGE_FORMAT",
+    "held_version",
+    "page_response",
+    "request_basis",
+]
+
+#: Changed whenever api/render.py renders the same rows into other bytes: a
+#: client's tags of the former format then never match.
+PAGE_FORMAT = b"status-and-progress page 1"
+_VERSION_HEX = 40
+_BASIS_HEX = 16
+_TAG_LEN = _VERSION_HEX + _BASIS_HEX + 2  # with its quotes
+_HEADERS = {"Cache-Control": "private, no-cache"}
 
 
-def etag_of(body: bytes) -> str:
-    """A strong entity tag of ``body``: its 128-bit XXH3 hash.
-
-    The tag only has to change when the page does (two versions of a page
-    collide with probability 2**-128), and nothing is secret or signed with
-    it, so a non-cryptographic hash is enough: 2 us for a 100-row page of
-    115 KB, where BLAKE2b took 112 us and was 24 % of the API's CPU samples
-    under load (docs/performance.md, "The read path's ETag")."""
-    return '"' + xxhash.xxh3_128_hexdigest(body) + '"'
+def request_basis(path: str, query_json: bytes) -> str:
+    """What of a page's body the request decides, as 16 hex digits."""
+    parts = (PAGE_FORMAT, path.encode(), query_json)
+    return xxhash.xxh3_64_hexdigest(b"\n".join(parts))
 
 
-def if_none_match(header: str | None, etag: str) -> bool:
-    """Whether ``If-None-Match`` matches ``etag`` (weak comparison, RFC 9110
-    section 13.1.2: a ``W/`` prefix is ignored; ``*`` matches any)."""
+def held_version(header: str | None, basis: str) -> str:
+    """The page version the client holds for this request: that of the first
+    ``If-None-Match`` tag made for ``basis`` (weak comparison, RFC 9110
+    section 13.1.2: a ``W/`` prefix is ignored), ``*`` for any, else ``""``."""
     if header is None:
-        return False
+        return ""
     for candidate in header.split(","):
         tag = candidate.strip()
         if tag == "*":
-            return True
+            return "*"
         tag = tag.removeprefix("W/")
-        if tag == etag:
-            return True
-    return False
+        if (
+            len(tag) == _TAG_LEN
+            and tag[0] == tag[-1] == '"'
+            and tag[_VERSION_HEX + 1 : -1] == basis
+        ):
+            return tag[1 : _VERSION_HEX + 1]
+    return ""
 
 
-def json_response_with_etag(request: Request, body: bytes) -> Response:
-    """200 with the body and its ``ETag``, or 304 when the client has it."""
-    etag = etag_of(body)
-    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if if_none_match(request.headers.get("if-none-match"), etag):
+def page_response(version: str, basis: str, body: bytes | None) -> Response:
+    """200 with ``body`` and the page's ``ETag``, or 304 when ``body`` is None
+    (the client holds this version)."""
+    headers = {"ETag": f'"{version}{basis}"', **_HEADERS}
+    if body is None:
         return Response(status_code=304, headers=headers)
     return json_response(body, headers=headers)

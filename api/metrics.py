@@ -181,19 +181,30 @@ class TimedPageStore:
         goal_ids: Sequence[str],
         offset: int,
         limit: int,
+        *,
         caller: str = "",
+        if_version: str = "",
     ) -> Page:
         return await self._metrics.timed_redis(
             "learning_instance_page",
-            self._store.learning_instance_page(li_id, goal_ids, offset, limit, caller),
+            self._store.learning_instance_page(
+                li_id, goal_ids, offset, limit, caller=caller, if_version=if_version
+            ),
         )
 
     async def registration_page(
-        self, registration_id: str, goal_ids: Sequence[str], caller: str = ""
+        self,
+        registration_id: str,
+        goal_ids: Sequence[str],
+        *,
+        caller: str = "",
+        if_version: str = "",
     ) -> Page:
         return await self._metrics.timed_redis(
             "registration_page",
-            self._store.registration_page(registration_id, goal_ids, caller),
+            self._store.registration_page(
+                registration_id, goal_ids, caller=caller, if_version=if_version
+            ),
         )
 
 

@@ -8,7 +8,6 @@ Shared by the POST endpoints (api/app.py) and the live streams' snapshot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import orjson
 
@@ -63,12 +62,16 @@ def require_within_bytes(page: Page, limit: int, field: str, hint: str) -> None:
 
 
 def render_page(
-    query: Any, goal_ids: Sequence[str], page: Page, next_: dict[str, int] | None
+    query_json: bytes,
+    goal_ids: Sequence[str],
+    page: Page,
+    next_: dict[str, int] | None,
 ) -> bytes:
-    """``{"query", "column_headers", "data"[, "next"]}`` of the contract."""
+    """``{"query", "column_headers", "data"[, "next"]}`` of the contract;
+    ``query_json`` is the request's query, echoed (JSON)."""
     parts = [
         b'{"query":',
-        orjson.dumps(query),
+        query_json,
         b',"column_headers":',
         orjson.dumps(list(goal_ids)),
         b',"data":[',

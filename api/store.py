@@ -56,6 +56,11 @@ class Page:
     #: the registration is an instructor's: it has no row (only learners are
     #: rows, on the listing and the registration endpoint alike)
     not_a_learner: bool = False
+    #: the page's version (40 hex digits; see _PAGE_LUA): equal versions are
+    #: equal pages for equal requests. Empty for a live stream's snapshot.
+    version: str = ""
+    #: the caller holds this version (``if_version``): no row was read
+    not_modified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +80,9 @@ class Snapshot:
 
 class PageStore(Protocol):
     """The port the routes read through. ``caller`` is the caller's user id
-    (empty when authentication is off), used for the instructor check."""
+    (empty when authentication is off), used for the instructor check;
+    ``if_version`` a page version the caller holds (``*``: any), answered
+    with a :attr:`Page.not_modified` page when it is still current."""
 
     async def learning_instance_page(
         self,
@@ -83,11 +90,18 @@ class PageStore(Protocol):
         goal_ids: Sequence[str],
         offset: int,
         limit: int,
+        *,
         caller: str = "",
+        if_version: str = "",
     ) -> Page: ...
 
     async def registration_page(
-        self, registration_id: str, goal_ids: Sequence[str], caller: str = ""
+        self,
+        registration_id: str,
+        goal_ids: Sequence[str],
+        *,
+        caller: str = "",
+        if_version: str = "",
     ) -> Page: ...
 
 
@@ -101,6 +115,13 @@ class PageStore(Protocol):
 # the LI's change-stream id at this instant and 1 when the client can resume
 # after its id without a gap (no rows are read then), else 0. The stream key is
 # ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
+# ARGV[8] (pages only) is the page version the client holds ('' for none, '*'
+# for any). A page's version is the SHA-1 of everything its body is made of
+# besides the request: the generation, the LI's change-stream last id (every
+# changed row appends to it in the row's own transaction, app/row_feed.py),
+# the learner count and the goal templates. A page whose version equals
+# ARGV[8] is {-5, access facts, version}: not modified, no row is read; any
+# other page ends with its version.
 _PAGE_LUA = (
     NAMESPACE_LUA
     + """
@@ -138,8 +159,9 @@ local offset = tonumber(ARGV[4])
 local limit = tonumber(ARGV[5])
 local caller = ARGV[6]
 local changes = ARGV[7]
+local held = ARGV[8]
 local goals = {}
-for i = 8, #ARGV do goals[#goals + 1] = ARGV[i] end
+for i = 9, #ARGV do goals[#goals + 1] = ARGV[i] end
 local li
 local regs
 local total
@@ -179,13 +201,23 @@ local last, resumed = '0-0', 0
 if changes ~= '' then
   last, resumed = stream_position(ARGV[1] .. ':changes:' .. li, changes)
 end
+local learners = p .. ':li:' .. li .. ':learners'
+if mode == 'li' then total = redis.call('ZCARD', learners) else total = 1 end
+local version
+if changes == '' then
+  local newest = redis.call('XREVRANGE', ARGV[1] .. ':changes:' .. li, '+', '-',
+                            'COUNT', 1)
+  local parts = {p, newest[1] and newest[1][1] or '0-0', tostring(total)}
+  for i = 1, #goals do parts[#parts + 1] = templates[i] or '' end
+  version = redis.sha1hex(table.concat(parts, '\\n'))
+  if held == '*' or held == version then
+    return {-5, partner, instructor, reg_user, version}
+  end
+end
 if mode == 'li' then
-  local key = p .. ':li:' .. li .. ':learners'
-  total = redis.call('ZCARD', key)
-  regs = redis.call('ZRANGE', key, offset, offset + limit - 1)
+  regs = redis.call('ZRANGE', learners, offset, offset + limit - 1)
   if resumed == 1 then regs = {} end
 else
-  total = 1
   regs = {id}
   if resumed == 1 then regs = {} end
 end
@@ -207,6 +239,8 @@ if changes ~= '' then
   out[#out + 1] = last
   out[#out + 1] = resumed
   out[#out + 1] = li
+else
+  out[#out + 1] = version
 end
 return out
 """
@@ -237,7 +271,12 @@ class RedisPageStore:
 
     @staticmethod
     def _page(
-        result: list[Any], goal_ids: Sequence[str], field: str, ident: str
+        result: list[Any],
+        goal_ids: Sequence[str],
+        field: str,
+        ident: str,
+        *,
+        versioned: bool = True,
     ) -> Page:
         head = int(result[0])
         if head == -1:
@@ -260,12 +299,21 @@ class RedisPageStore:
             return Page(0, [], [], access, unknown)
         if head == -4:
             return Page(0, [], [], access, not_a_learner=True)
+        if head == -5:
+            version = result[4].decode()
+            return Page(0, [], [], access, version=version, not_modified=True)
+        version = ""
+        if versioned:
+            version = result[-1].decode()
+            result = result[:-1]
         n = int(result[4])
         regs = [r.decode() for r in result[5 : 5 + n]]
         flat: list[bytes] = result[5 + n :]
         g = len(goal_ids)
         rows = [flat[i * g : (i + 1) * g] for i in range(n)]
-        return Page(total=head, registration_ids=regs, rows=rows, access=access)
+        return Page(
+            total=head, registration_ids=regs, rows=rows, access=access, version=version
+        )
 
     async def learning_instance_page(
         self,
@@ -273,15 +321,26 @@ class RedisPageStore:
         goal_ids: Sequence[str],
         offset: int,
         limit: int,
+        *,
         caller: str = "",
+        if_version: str = "",
     ) -> Page:
-        result = await self._run(["li", li_id, offset, limit, caller, "", *goal_ids])
+        result = await self._run(
+            ["li", li_id, offset, limit, caller, "", if_version, *goal_ids]
+        )
         return self._page(result, goal_ids, "li_id", li_id)
 
     async def registration_page(
-        self, registration_id: str, goal_ids: Sequence[str], caller: str = ""
+        self,
+        registration_id: str,
+        goal_ids: Sequence[str],
+        *,
+        caller: str = "",
+        if_version: str = "",
     ) -> Page:
-        result = await self._run(["reg", registration_id, 0, 1, caller, "", *goal_ids])
+        result = await self._run(
+            ["reg", registration_id, 0, 1, caller, "", if_version, *goal_ids]
+        )
         return self._page(result, goal_ids, "reg_id", registration_id)
 
     async def snapshot(
@@ -298,11 +357,11 @@ class RedisPageStore:
         registration, with the change-stream id they are current at; only the
         access facts and that id when ``after`` can be resumed from."""
         result = await self._run(
-            [mode, ident, 0, max_learners, caller, after or "-", *goal_ids]
+            [mode, ident, 0, max_learners, caller, after or "-", "", *goal_ids]
         )
         field = "li_id" if mode == "li" else "reg_id"
         if int(result[0]) < 0:
-            page = self._page(result, goal_ids, field, ident)
+            page = self._page(result, goal_ids, field, ident, versioned=False)
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
         resumed = int(result[-2]) == 1
         current = result[-3].decode()
@@ -310,5 +369,5 @@ class RedisPageStore:
         if _past(last_id, current):
             # An id past the stream's end (a client's guess): from now on.
             last_id = current
-        page = self._page(result[:-3], goal_ids, field, ident)
+        page = self._page(result[:-3], goal_ids, field, ident, versioned=False)
         return Snapshot(page, last_id, resumed, result[-1].decode())

@@ -332,7 +332,9 @@ class StreamRoutes:
         try:
             yield f"retry: {self.config.retry_ms}\n\n".encode()
             if not snap.resumed:
-                body = render_page({"goal_ids": goal_ids}, goal_ids, snap.page, None)
+                body = render_page(
+                    orjson.dumps({"goal_ids": goal_ids}), goal_ids, snap.page, None
+                )
                 yield _frame("snapshot", snap.last_id, body)
             async with self.hub.subscribe(
                 snap.li_id,

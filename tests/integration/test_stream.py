@@ -15,12 +15,14 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.embedded import EmbeddedRedis
 from app.projector import Projection, RedisProjector
+from schemas.events import GoalDefined, Target
 from schemas.read_model import CHANGES_MAXLEN, ReadModelKeys
-from tests.integration.auth_world import SETTINGS, bearer, seed_world
+from tests.integration.auth_world import SETTINGS, T0, bearer, seed_world
 from tests.integration.live_api import ApiProcess, api_process
 from tests.integration.sse import SseStream
 
@@ -378,6 +380,13 @@ def test_a_client_that_stops_reading_is_dropped_and_memory_stays_flat(
     assert _post(api, LI_A, ADMIN).status_code == 200
 
 
+def _reads_of_rows(redis_url: str) -> int:
+    """MGETs Redis has run, scripts included (INFO commandstats): a page that
+    reads rows runs one."""
+    stats = SyncRedis.from_url(redis_url).info("commandstats")
+    return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+
+
 def test_etag_and_if_none_match_on_both_post_endpoints(
     api: ApiProcess, redis_server: EmbeddedRedis
 ) -> None:
@@ -385,14 +394,19 @@ def test_etag_and_if_none_match_on_both_post_endpoints(
     for path, headers in ((LI_A, ADMIN), (REG_A1, learner)):
         first = _post(api, path, headers)
         etag = first.headers["etag"]
-        assert etag.startswith('"') and len(etag) == 34
+        assert etag.startswith('"') and len(etag) == 58  # version + request
+        before = _reads_of_rows(redis_server.url)
         again = _post(api, path, {**headers, "if-none-match": etag})
         assert again.status_code == 304 and again.content == b""
         assert again.headers["etag"] == etag
         other = _post(api, path, {**headers, "if-none-match": '"nope", W/' + etag})
         assert other.status_code == 304  # a list, weak comparison
+        anything = _post(api, path, {**headers, "if-none-match": "*"})
+        assert anything.status_code == 304
+        assert _reads_of_rows(redis_server.url) == before  # no row was read
         stale = _post(api, path, {**headers, "if-none-match": '"nope"'})
         assert stale.status_code == 200 and stale.content == first.content
+        assert _reads_of_rows(redis_server.url) == before + 1
     progress = first.json()["data"][0]["status_and_progress"][0]["progress"]
     write_rows(
         redis_server.url, [[("reg-a1", "goal-a", _row("goal-a", progress / 2 + 0.01))]]
@@ -400,6 +414,65 @@ def test_etag_and_if_none_match_on_both_post_endpoints(
     changed = _post(api, REG_A1, {**learner, "if-none-match": etag})
     assert changed.status_code == 200
     assert changed.headers["etag"] != etag
+
+
+def test_a_page_tag_changes_whenever_its_body_can(
+    api: ApiProcess, redis_server: EmbeddedRedis
+) -> None:
+    """The tag is a version, not a hash of the body: everything a body is
+    made of must move it. Each change below is made the way the worker makes
+    it (its projector), and each must give a 200 with the new body."""
+
+    def page(body: dict[str, Any], held: str | None = None) -> httpx.Response:
+        headers = {**ADMIN, **({"if-none-match": held} if held else {})}
+        return httpx.post(f"{api.url}{LI_A}", json=body, headers=headers)
+
+    query = {"goal_ids": ["goal-a"], "registrations_per_page": 1}
+    first = page(query)
+    tag = first.headers["etag"]
+    assert page(query, tag).status_code == 304
+    # Another request (paging, or the same goals asked for differently): its
+    # own tag; a tag of one request never answers 304 to another.
+    second_page = page({**query, "registration_offset": 1}, tag)
+    assert second_page.status_code == 200 and second_page.headers["etag"] != tag
+    # A row of another learner of the class, not on this page: the version
+    # over-approximates (every page of the class gets a new tag).
+    write_rows(redis_server.url, [[("reg-a2", "goal-a", _row("goal-a", 0.77))]])
+    moved = page(query, tag)
+    assert moved.status_code == 200 and moved.content == first.content
+    tag = moved.headers["etag"]
+
+    # A goal's template (the row of a learner without one) changes without a
+    # row changing.
+    async def new_template() -> None:
+        redis = Redis.from_url(redis_server.url)
+        p = Projection(KEYS)
+        goal = GoalDefined(
+            event_id="e-goal-a-again",
+            occurred_at=T0,
+            goal_id="goal-a",
+            learning_instance_id="li-a",
+            targets=[Target(learning_objective_id="lo-2")],
+        )
+        p.goal(goal, _row("goal-a", 0.0, pad=3))
+        await RedisProjector(redis).write(p)
+        await redis.aclose()
+
+    asyncio.run(new_template())
+    templated = page(query, tag)
+    assert templated.status_code == 200 and templated.headers["etag"] != tag
+    tag = templated.headers["etag"]
+    # A caller the access rules refuse gets their answer (another partner's
+    # class is not found, as without a tag), never a 304.
+    other_partner = bearer("admin-2", "p2", ("partner_admin",))
+    refused = httpx.post(
+        f"{api.url}{LI_A}",
+        json=query,
+        headers={**other_partner, "if-none-match": tag},
+    )
+    untagged = httpx.post(f"{api.url}{LI_A}", json=query, headers=other_partner)
+    assert refused.status_code == untagged.status_code == 404
+    assert refused.content == untagged.content
 
 
 @pytest.mark.parametrize(

@@ -28,12 +28,19 @@ class ExplodingStore:
         goal_ids: Sequence[str],
         offset: int,
         limit: int,
+        *,
         caller: str = "",
+        if_version: str = "",
     ) -> Page:
         raise RuntimeError("bug")
 
     async def registration_page(
-        self, registration_id: str, goal_ids: Sequence[str], caller: str = ""
+        self,
+        registration_id: str,
+        goal_ids: Sequence[str],
+        *,
+        caller: str = "",
+        if_version: str = "",
     ) -> Page:
         raise RuntimeError("bug")
 

@@ -9,7 +9,7 @@ import pytest
 
 from api.change_hub import Change, Subscription, parse_stream_id
 from api.errors import TooManyRequests
-from api.etag import etag_of, if_none_match
+from api.etag import held_version, page_response, request_basis
 from api.stream import StreamLimits
 from schemas.read_model import ReadModelKeys
 
@@ -34,27 +34,49 @@ def test_row_goal_and_registration_keys_parse_back() -> None:
     assert ReadModelKeys("other").parse_row(KEYS.row("r", "g")) is None
 
 
+VERSION = "0123456789abcdef0123456789abcdef01234567"  # 40 hex digits
+
+
 @pytest.mark.parametrize(
-    ("header", "matches"),
+    ("header", "held"),
     [
-        (None, False),
-        ("", False),
-        ("*", True),
-        ("{tag}", True),
-        ("W/{tag}", True),
-        ('"other", {tag}', True),
-        ('"other"', False),
-        ("{tag}x", False),
+        (None, ""),
+        ("", ""),
+        ("*", "*"),
+        ("{tag}", VERSION),
+        ("W/{tag}", VERSION),
+        ('"other", {tag}', VERSION),
+        ('"other"', ""),
+        ("{tag}x", ""),
+        ("{other_request}", ""),  # a tag of another request: no version
     ],
 )
-def test_if_none_match(header: str | None, matches: bool) -> None:
-    tag = etag_of(b'{"data":[]}')
-    value = None if header is None else header.format(tag=tag)
-    assert if_none_match(value, tag) is matches
+def test_the_version_a_client_holds_is_read_from_if_none_match(
+    header: str | None, held: str
+) -> None:
+    basis = request_basis("/learning-instances/li-1/x", b'{"goal_ids":["g"]}')
+    other = request_basis("/learning-instances/li-2/x", b'{"goal_ids":["g"]}')
+    response = page_response(VERSION, basis, b"{}")
+    tag = response.headers["etag"]
+    other_request = page_response(VERSION, other, b"{}").headers["etag"]
+    value = (
+        None if header is None else header.format(tag=tag, other_request=other_request)
+    )
+    assert held_version(value, basis) == held
 
 
-def test_etag_changes_with_the_body() -> None:
-    assert etag_of(b"a") == etag_of(b"a") != etag_of(b"b")
+def test_a_page_tag_names_the_version_and_the_request() -> None:
+    basis = request_basis("/p", b"{}")
+    assert len(basis) == 16
+    assert basis == request_basis("/p", b"{}")
+    assert basis != request_basis("/q", b"{}") != request_basis("/p", b"{ }")
+    ok = page_response(VERSION, basis, b"{}")
+    assert ok.status_code == 200 and ok.body == b"{}"
+    assert ok.headers["etag"] == f'"{VERSION}{basis}"'
+    assert ok.headers["cache-control"] == "private, no-cache"
+    same = page_response(VERSION, basis, None)
+    assert same.status_code == 304 and same.body == b""
+    assert same.headers["etag"] == ok.headers["etag"]
 
 
 def test_limits_per_token_and_in_total() -> None:
