@@ -16,11 +16,13 @@
 
 plus the standard ``process_*`` metrics (CPU, memory, open files) of the
 process. Each app has its own registry, so several apps in one process (tests)
-never share counts.
+never share counts. Under ``mastery api --workers N`` the counts are kept in
+files shared by the N processes and ``/metrics`` adds them up.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
@@ -31,6 +33,7 @@ from prometheus_client import (
     Histogram,
     ProcessCollector,
     generate_latest,
+    multiprocess,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.routing import BaseRoute, Match
@@ -105,8 +108,16 @@ class ApiMetrics:
         )
 
     def render(self) -> bytes:
-        """The exposition text of every collector."""
-        return generate_latest(self.registry)
+        """The exposition text of every collector; under ``mastery api
+        --workers N`` (app/api_processes.py) the requests, latencies, auth
+        failures and Redis round trips are the sums over all N processes."""
+        folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)
+        return generate_latest(registry)
 
     async def timed_redis(self, operation: str, call: Awaitable[T]) -> T:
         """Await ``call`` and observe its duration (also when it fails)."""

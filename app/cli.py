@@ -177,6 +177,18 @@ async def _wait_for_redis(redis_url: str) -> None:
 
 
 def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
+    if args.workers < 1:
+        raise SystemExit("error: --workers must be at least 1")
+    if args.workers == 1:
+        return _serve_api(settings, args)
+    from app.api_processes import multiprocess_metrics
+
+    # Before the API's modules import prometheus_client (its mode is read then).
+    with multiprocess_metrics():
+        return _serve_api(settings, args)
+
+
+def _serve_api(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_api
@@ -185,7 +197,7 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
 
     redis_url = _require(settings.redis_url, "REDIS_URL")
     try:
-        app = create_api(settings)
+        app = create_api(settings)  # one process: it serves; several: a check
     except AuthConfigError as exc:
         raise SystemExit(f"error: {exc}") from exc
     sock = bind_port(
@@ -198,26 +210,37 @@ def cmd_api(settings: Settings, args: argparse.Namespace) -> int:
     sock.listen(2048)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
+    processes = f", {args.workers} processes" if args.workers > 1 else ""
     print(
-        f"mastery api listening on http://{shown}:{port} (docs /docs, dashboard "
-        "/dashboard, readiness /readyz); Ctrl-C stops it",
+        f"mastery api listening on http://{shown}:{port}{processes} (docs /docs, "
+        "dashboard /dashboard, readiness /readyz); Ctrl-C stops it",
         flush=True,
     )
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        # None: uvicorn's loggers propagate to the handlers of infra.logs.
-        log_config=None,
-        access_log=False,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        # 431 for a head over the size limit, 408 for one too slow (slowloris)
-        http=http_protocol(settings.api_head_timeout_s),
-        # uvicorn's name for the request-head limit; our protocol enforces it (431).
-        h11_max_incomplete_event_size=settings.api_max_header_bytes,
-        timeout_keep_alive=settings.api_keep_alive_timeout_s,
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-    return 0
+
+    def serve(app: object) -> None:
+        config = uvicorn.Config(
+            app,  # type: ignore[arg-type]
+            log_level="warning",
+            # None: uvicorn's loggers propagate to the handlers of infra.logs.
+            log_config=None,
+            access_log=False,
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            # 431 for a head over the size limit, 408 for one too slow (slowloris)
+            http=http_protocol(settings.api_head_timeout_s),
+            # uvicorn's name for the request-head limit; our protocol enforces
+            # it (431).
+            h11_max_incomplete_event_size=settings.api_max_header_bytes,
+            timeout_keep_alive=settings.api_keep_alive_timeout_s,
+        )
+        uvicorn.Server(config).run(sockets=[sock])
+
+    if args.workers == 1:
+        serve(app)
+        return 0
+    from app.api_processes import serve_forked
+
+    del app  # each process builds its own (its own Redis connections)
+    return serve_forked(args.workers, lambda: serve(create_api(settings)))
 
 
 def _warn_if_redis_unreachable(redis_url: str) -> None:
@@ -542,6 +565,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_api = sub.add_parser("api", help="serve the HTTP API")
     p_api.add_argument("--host", default=None)
     p_api.add_argument("--port", type=int, default=None)
+    p_api.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="API processes on the one port (default 1): each uses a core; the "
+        "parent restarts one that crashes (docs/operations.md)",
+    )
     p_api.set_defaults(func=cmd_api)
 
     p_prod = sub.add_parser(

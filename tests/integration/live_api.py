@@ -39,9 +39,15 @@ def rss_kib(pid: int) -> int:
 
 @contextlib.contextmanager
 def api_process(
-    redis_url: str, jwt_secret: str, log_dir: Path, **env: str
+    redis_url: str,
+    jwt_secret: str,
+    log_dir: Path,
+    *,
+    args: tuple[str, ...] = (),
+    **env: str,
 ) -> Iterator[ApiProcess]:
-    """Start ``mastery api`` on a free port; stop it (SIGTERM) on exit."""
+    """Start ``mastery api`` (with ``args``) on a free port; stop it (SIGTERM)
+    on exit."""
     port = free_port()
     log = log_dir / f"api-{port}.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
@@ -55,7 +61,7 @@ def api_process(
     )
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "app.cli", "api", "--port", str(port), *args],
             env=child_env,
             stdout=out,
             stderr=subprocess.STDOUT,

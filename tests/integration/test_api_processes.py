@@ -1,0 +1,87 @@
+"""``mastery api --workers 2`` over a real Redis: one port, two processes,
+metrics that add up, a crashed process replaced, a clean stop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.embedded import EmbeddedRedis
+from tests.integration.auth_world import SETTINGS, bearer, seed_world
+from tests.integration.live_api import api_process
+
+pytestmark = pytest.mark.integration
+
+LI_A = "/learning-instances/li-a/metrics/status-and-progress"
+ADMIN = bearer("admin-1", "p1", ("partner_admin",))
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _requests_counted(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    pattern = (
+        r'^mastery_api_requests_total\{[^}]*route="/learning-instances/\{li_id\}'
+        r'/metrics/status-and-progress"[^}]*status="200"[^}]*\} ([0-9.e+]+)$'
+    )
+    return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+
+def test_two_processes_serve_one_port_and_add_up(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    seed_world(redis_server.url)
+    assert SETTINGS.jwt_hs256_secret is not None
+    secret = SETTINGS.jwt_hs256_secret.get_secret_value()
+    with api_process(
+        redis_server.url, secret, tmp_path, args=("--workers", "2")
+    ) as api:
+        started = time.monotonic()
+        children = _children(api.proc.pid)
+        assert len(children) == 2, children
+        n = 40
+        for _ in range(n):  # a new connection each: the kernel picks a process
+            response = httpx.post(
+                f"{api.url}{LI_A}", json={"goal_ids": ["goal-a"]}, headers=ADMIN
+            )
+            assert response.status_code == 200
+        # Whichever process answers /metrics reports both processes' counts.
+        assert {_requests_counted(api.url) for _ in range(6)} == {n}
+
+        time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))  # past FAST_FAIL_S
+        crashed = min(children)
+        os.kill(crashed, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            now = _children(api.proc.pid)
+            if len(now) == 2 and crashed not in now:
+                break
+            assert time.monotonic() < deadline, f"not replaced: {now}"
+            time.sleep(0.1)
+        response = httpx.post(
+            f"{api.url}{LI_A}", json={"goal_ids": ["goal-a"]}, headers=ADMIN
+        )
+        assert response.status_code == 200
+        assert f"API process {crashed} ended (signal SIGKILL)" in api.log.read_text()
+
+        api.proc.terminate()
+        assert api.proc.wait(timeout=20) == 0
+        for pid in now:  # ended and waited for (not orphaned, not zombies)
+            assert not Path(f"/proc/{pid}").exists(), pid
+        assert "2 processes" in api.log.read_text()
