@@ -1,0 +1,389 @@
+"""The read path alone: what one and two API processes serve (``make bench-api``).
+
+No broker and no worker: a real valkey/redis-server (the embedded one) holds
+the read model of one ASSISTments class of 100 learners, folded by the pure
+model (``processors``) and written by the worker's own projector, so rows,
+templates and change streams are what the worker writes. ``mastery api``
+runs as its own process(es) and ``wrk`` (C, a separate process) loads it, as
+issue 20 asks; without wrk the command says so and stops.
+
+Each run: 2 s warm-up, then ``--seconds`` at 10 keep-alive connections
+(1 wrk thread), reporting requests/s, p50/p99, every non-2xx/3xx answer, the
+CPU of the API process(es) and of the Redis server, and the Redis server time
+per call of the page script (``INFO commandstats``, ``cmdstat_evalsha``).
+
+Runs: a 100-row page (2 goals); the same with ``If-None-Match`` (304); the
+registration endpoint (one row, 2 goals); ``GET /healthz`` (the floor of the
+stack: routing, middleware, metrics and the HTTP server, no Redis); and the
+100-row page again on 2 API processes (``--workers 2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import SecretStr
+from redis import Redis as SyncRedis
+from redis.asyncio import Redis
+
+from app.embedded import EmbeddedRedis, free_port
+from app.materialized import mark_materialized
+from app.projector import Projection, RedisProjector
+from app.workload import DKT_PARTNER, assistments
+from infra.settings import Settings
+from infra.tokens import generate_secret, mint_token
+from processors.catalog import Catalog
+from processors.registration import RegistrationState, apply_attempt, register
+from processors.rows import derive_rows, goal_template
+from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
+from schemas.read_model import ReadModelKeys
+
+DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
+PARAMS = Path("/work/shared/reference/bkt/params.json")
+LEARNERS = 100
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# -- the read model -----------------------------------------------------------
+
+
+def seed(redis_url: str) -> tuple[str, list[str], str]:
+    """Fold one class of the replay and write its read model; its learning
+    instance, goals and one learner's registration."""
+    w = assistments(
+        DATA, params_path=PARAMS, learners_per_instance=LEARNERS, max_learners=LEARNERS
+    )
+    catalog = Catalog()
+    for event in w.catalog:
+        catalog.apply(event)
+    states: dict[str, RegistrationState | None] = {}
+    for event in [*w.registrations, *w.attempts]:
+        state = states.get(event.registration_id)
+        if isinstance(event, RegistrationCreated):
+            states[event.registration_id] = register(state, event, catalog).state
+        else:
+            view = catalog.for_partner(
+                None if state is None else catalog.partner_of(state.learning_instance_id)
+            )
+            states[event.registration_id] = apply_attempt(state, event, view).state
+    keys = ReadModelKeys()
+    projection = Projection(keys)
+    for event in w.catalog:
+        if isinstance(event, LearningInstanceCreated):
+            projection.learning_instance(event)
+        elif isinstance(event, GoalDefined):
+            projection.goal(event, goal_template(event, catalog))
+    learners = []
+    for reg_id, folded in states.items():
+        if folded is None:
+            continue
+        projection.registration(folded)
+        for goal_id, row in derive_rows(folded, catalog):
+            projection.row(reg_id, goal_id, row)
+        if folded.role == "learner":
+            learners.append(reg_id)
+
+    async def write() -> None:
+        redis = Redis.from_url(redis_url)
+        await RedisProjector(redis).write(projection)
+        await mark_materialized(redis, "bench.api", keys)
+        await redis.aclose()
+
+    asyncio.run(write())
+    li = w.learning_instances[0]
+    return li, w.goals_of(li), learners[0]
+
+
+# -- processes -----------------------------------------------------------------
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process and of its waited-for children."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14))
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+@dataclass
+class Api:
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *children_of(self.proc.pid)]
+
+
+@contextlib.contextmanager
+def api(redis_url: str, secret: str, workers: int, log: Path) -> Iterator[Api]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
+    env.update(
+        REDIS_URL=redis_url,
+        MASTERY_AUTH_MODE="jwt",
+        MASTERY_JWT_HS256_SECRET=secret,
+        MASTERY_LOG_LEVEL="WARNING",
+    )
+    cmd = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--workers", str(workers)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"API exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("API did not answer within 30 s")
+            time.sleep(0.1)
+        yield Api(url, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- load ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    method: str
+    path: str
+    body: bytes | None
+    headers: dict[str, str]
+
+
+def wrk(url: str, request: Request, seconds: float, threads: int = 1) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
+        lua.write(f'wrk.method = "{request.method}"\n')
+        if request.body is not None:
+            lua.write(f"wrk.body = {orjson.dumps(request.body.decode()).decode()}\n")
+        for name, value in request.headers.items():
+            lua.write(f'wrk.headers["{name}"] = {orjson.dumps(value).decode()}\n')
+    base = ["wrk", f"-t{threads}", "-c10", "--latency", "-s", lua.name]
+    try:
+        subprocess.run([*base, "-d2s", url + request.path], capture_output=True, check=True)
+        out = subprocess.run(
+            [*base, f"-d{seconds:.0f}s", url + request.path],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(lua.name)
+
+    def num(pattern: str) -> re.Match[str]:
+        m = re.search(pattern, out)
+        if m is None:
+            raise RuntimeError(f"unexpected wrk output: {out}")
+        return m
+
+    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+    p50 = num(r"50%\s+([\d.]+)(us|ms|s)\b")
+    p99 = num(r"99%\s+([\d.]+)(us|ms|s)\b")
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(num(r"Requests/sec:\s+([\d.]+)").group(1)),
+        "p50": float(p50.group(1)) * unit[p50.group(2)],
+        "p99": float(p99.group(1)) * unit[p99.group(2)],
+        "n": int(num(r"(\d+) requests in").group(1)),
+        "bad": int(bad.group(1)) if bad else 0,
+    }
+
+
+def evalsha(redis: SyncRedis) -> tuple[int, int]:
+    stats = redis.info("commandstats").get("cmdstat_evalsha", {})
+    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+
+
+def measure(
+    target: Api, redis_pid: int, redis: SyncRedis, request: Request, seconds: float
+) -> dict[str, Any]:
+    # The response the load will repeat, checked once.
+    check = urllib.request.Request(
+        target.url + request.path,
+        data=request.body,
+        method=request.method,
+        headers=request.headers,
+    )
+    try:
+        with urllib.request.urlopen(check, timeout=5) as response:
+            status, size = response.status, len(response.read())
+    except urllib.error.HTTPError as exc:  # 304 arrives as an "error"
+        status, size = exc.code, 0
+    pids = target.pids()
+    before = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), evalsha(redis)
+    started = time.monotonic()
+    result = wrk(target.url, request, seconds)
+    elapsed = time.monotonic() - started
+    after = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), evalsha(redis)
+    calls = after[2][0] - before[2][0]
+    usec = after[2][1] - before[2][1]
+    result.update(
+        name=request.name,
+        status=status,
+        size=size,
+        processes=len(pids) - (1 if len(pids) > 1 else 0),
+        api_cpu=(sum(after[0]) - sum(before[0])) / _TICK / elapsed,
+        redis_cpu=(after[1] - before[1]) / _TICK / elapsed,
+        script_us=usec / calls if calls else 0.0,
+    )
+    per = 1e6 / result["rps"] if result["rps"] else 0.0
+    result["api_us"] = result["api_cpu"] * per
+    result["redis_us"] = result["redis_cpu"] * per
+    say(
+        f"{request.name}: {result['rps']:,.0f} req/s, p50 {result['p50']:.2f} ms, "
+        f"p99 {result['p99']:.2f} ms, API {result['api_cpu']:.0%} "
+        f"({result['api_us']:.0f} us/req), Redis {result['redis_cpu']:.0%}, "
+        f"script {result['script_us']:.0f} us/call, non-2xx/3xx {result['bad']}"
+    )
+    return result
+
+
+def report(rows: list[dict[str, Any]], rev: str, seconds: float) -> str:
+    lines = [
+        f"`make bench-api` (`python -m bench.api`), git `{rev}`, "
+        f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
+        f"{platform.machine()} with {os.cpu_count()} cores (shared); wrk, 1 thread, "
+        f"10 connections, {seconds:.0f} s per run after 2 s of warm-up; a class of "
+        f"{LEARNERS} ASSISTments learners folded by the model.",
+        "",
+        "| run | API processes | answer | req/s | p50 / p99 ms | API CPU (µs/req) "
+        "| Redis CPU (µs/req) | page script µs/call | not 2xx/3xx |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['name']} | {r['processes']} | {r['status']}, {r['size']:,} B "
+            f"| {r['rps']:,.0f} | {r['p50']:.2f} / {r['p99']:.2f} "
+            f"| {r['api_cpu']:.0%} ({r['api_us']:.0f}) "
+            f"| {r['redis_cpu']:.0%} ({r['redis_us']:.0f}) "
+            f"| {r['script_us']:.0f} | {r['bad']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--out", type=Path, default=None, help="also write the table here")
+    ap.add_argument(
+        "--only", default=None, help="comma-separated run names (default: all)"
+    )
+    args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("error: wrk is not installed (Debian: apt-get install wrk)")
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    secret = generate_secret()
+    settings = Settings(
+        auth_mode="jwt", jwt_hs256_secret=SecretStr(secret)
+    )  # type: ignore[call-arg]
+    token = mint_token(
+        settings, sub="bench", partner_id=DKT_PARTNER, roles=("partner_admin",)
+    )
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    rows: list[dict[str, Any]] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    with EmbeddedRedis().start() as server:
+        say(f"seeding {LEARNERS} learners into {server.url} ...")
+        li, goals, reg = seed(server.url)
+        page = orjson.dumps({"goal_ids": goals, "registrations_per_page": 100})
+        li_path = f"/learning-instances/{li}/metrics/status-and-progress"
+        reg_path = f"/registrations/{reg}/metrics/status-and-progress"
+        redis = SyncRedis.from_url(server.url)
+        assert server.proc is not None
+        redis_pid = server.proc.pid
+        runs: list[tuple[int, Request]] = [
+            (1, Request("100-row page", "POST", li_path, page, auth)),
+            (1, Request("100-row page, If-None-Match", "POST", li_path, page, auth)),
+            (
+                1,
+                Request(
+                    "registration, one row",
+                    "POST",
+                    reg_path,
+                    orjson.dumps({"goal_ids": goals}),
+                    auth,
+                ),
+            ),
+            (1, Request("GET /healthz (floor)", "GET", "/healthz", None, {})),
+            (2, Request("100-row page", "POST", li_path, page, auth)),
+        ]
+        wanted = None if args.only is None else set(args.only.split(","))
+        for workers in (1, 2):
+            todo = [
+                r
+                for w, r in runs
+                if w == workers and (wanted is None or r.name in wanted)
+            ]
+            if not todo:
+                continue
+            with api(server.url, secret, workers, workdir / f"api-{workers}.log") as a:
+                for request in todo:
+                    if "If-None-Match" in request.name:
+                        tag = _etag(a.url, request)
+                        request = Request(
+                            request.name,
+                            request.method,
+                            request.path,
+                            request.body,
+                            {**request.headers, "If-None-Match": tag},
+                        )
+                    rows.append(measure(a, redis_pid, redis, request, args.seconds))
+    text = report(rows, rev, args.seconds)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+def _etag(url: str, request: Request) -> str:
+    check = urllib.request.Request(
+        url + request.path, data=request.body, method="POST", headers=request.headers
+    )
+    with urllib.request.urlopen(check, timeout=5) as response:
+        return str(response.headers["ETag"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
