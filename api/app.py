@@ -146,7 +146,7 @@ def create_app(
             "registrations_per_page",
             "ask for fewer registrations_per_page or goal_ids",
         )
-        end = query.registration_offset + len(page.registration_ids)
+        end = query.registration_offset + page.count
         next_ = (
             {
                 "registration_offset": end,

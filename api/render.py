@@ -51,7 +51,7 @@ def require_within_bytes(page: Page, limit: int, field: str, hint: str) -> None:
     """400 naming ``field`` and ``limit`` when the page's rows exceed ``limit``
     bytes (schemas/limits.py): the rows are bounded one by one, a page of
     many learners and goals is bounded here."""
-    size = sum(len(item) for items in page.rows for item in items)
+    size = page.row_bytes
     if size > limit:
         raise BadRequest(
             f"the rows asked for are {size} bytes, more than the limit of "
@@ -75,20 +75,9 @@ def render_page(
         b',"column_headers":',
         orjson.dumps(list(goal_ids)),
         b',"data":[',
+        page.data,
+        b"]",
     ]
-    for i, (reg_id, items) in enumerate(
-        zip(page.registration_ids, page.rows, strict=True)
-    ):
-        if i:
-            parts.append(b",")
-        parts += [
-            b'{"registration_id":',
-            orjson.dumps(reg_id),
-            b',"status_and_progress":[',
-            b",".join(items),
-            b"]}",
-        ]
-    parts.append(b"]")
     if next_ is not None:
         parts += [b',"next":', orjson.dumps(next_)]
     parts.append(b"}")

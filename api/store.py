@@ -42,15 +42,20 @@ class Access:
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """Rows of one page: ``rows[i][j]`` is registration i's item for goal j.
+    """One page: ``data`` holds ``count`` registrations' items, each with its
+    rows in the order of the requested goals.
 
     ``unknown_goals`` lists requested goals that are not goals of the learning
     instance; the route reports them only after the access check passed.
     """
 
     total: int
-    registration_ids: list[str]
-    rows: list[list[bytes]]
+    #: registrations on the page
+    count: int = 0
+    #: the contract's ``data`` array without its brackets (rows as stored)
+    data: bytes = b""
+    #: bytes of the rows in ``data`` (the page's bound, api/render.py)
+    row_bytes: int = 0
     access: Access = Access(None, False)
     unknown_goals: tuple[str, ...] = ()
     #: the registration is an instructor's: it has no row (only learners are
@@ -109,7 +114,11 @@ class PageStore(Protocol):
 # materialized: the id may only be missing); else a head, the access facts
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
-# or {n, reg_1..reg_n, row_1_1..row_n_g} (head = total).
+# or {n, row bytes, then 1 (page: version) or 3 (stream) fields, then the
+# pieces of data} (head = total): joined, the pieces are the contract's "data"
+# array without its brackets, the n registrations' items with their stored
+# rows in goal order (a goal's template where a learner has no row yet); row
+# bytes is the rows' total size.
 # ARGV[7] is '' for a page; for a live stream (api/stream.py) '-' (a snapshot)
 # or the id of the last change the client has, and the reply then ends with
 # the LI's change-stream id at this instant and 1 when the client can resume
@@ -221,8 +230,12 @@ else
   regs = {id}
   if resumed == 1 then regs = {} end
 end
-local out = {total, partner, instructor, reg_user, #regs}
-for _, r in ipairs(regs) do out[#out + 1] = r end
+-- The page's "data" array, as pieces the API joins (one C-level join) from
+-- the stored row bytes (never decoded): prefix, row, ',', row, suffix, ...
+-- A Lua concatenation of the whole array costs far more server time (every
+-- Lua string is built and interned): measured in docs/performance.md.
+local pieces = {}
+local row_bytes = 0
 if #regs > 0 then
   local keys = {}
   for _, r in ipairs(regs) do
@@ -230,18 +243,36 @@ if #regs > 0 then
   end
   local rows = redis.call('MGET', unpack(keys))
   local ng = #goals
-  for i, v in ipairs(rows) do
-    if not v then v = templates[((i - 1) % ng) + 1] or '{}' end
-    out[#out + 1] = v
+  local n = 0
+  local open = '{"registration_id":'
+  for i, r in ipairs(regs) do
+    -- One piece closes the previous item and opens this one. Registration
+    -- ids are EntityIds ([A-Za-z0-9._~-], schemas/events.py: checked on
+    -- ingest, and the read model holds no other), so nothing is escaped: a
+    -- check of every id here cost ~50 us per 100-row page.
+    n = n + 1
+    pieces[n] = open .. '"' .. r .. '","status_and_progress":['
+    open = ']},{"registration_id":'
+    local base = (i - 1) * ng
+    for j = 1, ng do
+      local v = rows[base + j] or templates[j] or '{}'
+      row_bytes = row_bytes + #v
+      if j > 1 then n = n + 1; pieces[n] = ',' end
+      n = n + 1
+      pieces[n] = v
+    end
   end
+  pieces[n + 1] = ']}'
 end
+local out = {total, partner, instructor, reg_user, #regs, row_bytes}
 if changes ~= '' then
-  out[#out + 1] = last
-  out[#out + 1] = resumed
-  out[#out + 1] = li
+  out[7] = last
+  out[8] = resumed
+  out[9] = li
 else
-  out[#out + 1] = version
+  out[7] = version
 end
+for _, piece in ipairs(pieces) do out[#out + 1] = piece end
 return out
 """
 )
@@ -272,7 +303,6 @@ class RedisPageStore:
     @staticmethod
     def _page(
         result: list[Any],
-        goal_ids: Sequence[str],
         field: str,
         ident: str,
         *,
@@ -296,23 +326,19 @@ class RedisPageStore:
         )
         if head == -2:
             unknown = tuple(g.decode() for g in result[4:])
-            return Page(0, [], [], access, unknown)
+            return Page(0, access=access, unknown_goals=unknown)
         if head == -4:
-            return Page(0, [], [], access, not_a_learner=True)
+            return Page(0, access=access, not_a_learner=True)
         if head == -5:
             version = result[4].decode()
-            return Page(0, [], [], access, version=version, not_modified=True)
-        version = ""
-        if versioned:
-            version = result[-1].decode()
-            result = result[:-1]
-        n = int(result[4])
-        regs = [r.decode() for r in result[5 : 5 + n]]
-        flat: list[bytes] = result[5 + n :]
-        g = len(goal_ids)
-        rows = [flat[i * g : (i + 1) * g] for i in range(n)]
+            return Page(0, access=access, version=version, not_modified=True)
         return Page(
-            total=head, registration_ids=regs, rows=rows, access=access, version=version
+            total=head,
+            count=int(result[4]),
+            data=b"".join(result[7 if versioned else 9 :]),
+            row_bytes=int(result[5]),
+            access=access,
+            version=result[6].decode() if versioned else "",
         )
 
     async def learning_instance_page(
@@ -328,7 +354,7 @@ class RedisPageStore:
         result = await self._run(
             ["li", li_id, offset, limit, caller, "", if_version, *goal_ids]
         )
-        return self._page(result, goal_ids, "li_id", li_id)
+        return self._page(result, "li_id", li_id)
 
     async def registration_page(
         self,
@@ -341,7 +367,7 @@ class RedisPageStore:
         result = await self._run(
             ["reg", registration_id, 0, 1, caller, "", if_version, *goal_ids]
         )
-        return self._page(result, goal_ids, "reg_id", registration_id)
+        return self._page(result, "reg_id", registration_id)
 
     async def snapshot(
         self,
@@ -361,13 +387,13 @@ class RedisPageStore:
         )
         field = "li_id" if mode == "li" else "reg_id"
         if int(result[0]) < 0:
-            page = self._page(result, goal_ids, field, ident, versioned=False)
+            page = self._page(result, field, ident, versioned=False)
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
-        resumed = int(result[-2]) == 1
-        current = result[-3].decode()
+        resumed = int(result[7]) == 1
+        current = result[6].decode()
         last_id = after if resumed and after else current
         if _past(last_id, current):
             # An id past the stream's end (a client's guess): from now on.
             last_id = current
-        page = self._page(result[:-3], goal_ids, field, ident, versioned=False)
-        return Snapshot(page, last_id, resumed, result[-1].decode())
+        page = self._page(result, field, ident, versioned=False)
+        return Snapshot(page, last_id, resumed, result[8].decode())

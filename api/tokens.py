@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import base64
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -77,6 +79,10 @@ class Principal:
         return self.unrestricted or not self.roles.isdisjoint(roles)
 
 
+#: Verified tokens a TokenVerifier remembers (~0.5 KB each).
+VERIFIED_TOKENS_KEPT = 10_000
+
+
 class TokenVerifier:
     """Verifies bearer tokens against the configured keys."""
 
@@ -123,6 +129,14 @@ class TokenVerifier:
         if issuer is not None:
             required.append("iss")
         self._options: Options = {"require": required}
+        # Tokens verified before, with the time from which each is refused:
+        # a dashboard polls with the same token, and a signature check plus
+        # PyJWT's parsing were ~19 % of a 304's CPU (docs/performance.md).
+        # Only verified tokens enter; the signature and every claim but the
+        # expiry are fixed by the token's bytes, so only the expiry is
+        # checked again. Bounded: the oldest entry leaves first.
+        self._verified: dict[str, Principal] = {}
+        self.clock: Callable[[], float] = time.time
 
     @property
     def algorithms(self) -> list[str]:
@@ -130,6 +144,18 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         """The token's principal, or :class:`InvalidToken` saying why not."""
+        known = self._verified.get(token)
+        if known is not None:
+            if known.refused_from is None or self.clock() < known.refused_from:
+                return known
+            del self._verified[token]  # expired: verified again, refused
+        principal = self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         header = _header(token)
         alg = header.get("alg")
         key = self._keys.get(alg) if isinstance(alg, str) else None

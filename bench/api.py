@@ -83,7 +83,9 @@ def seed(redis_url: str) -> tuple[str, list[str], str]:
             states[event.registration_id] = register(state, event, catalog).state
         else:
             view = catalog.for_partner(
-                None if state is None else catalog.partner_of(state.learning_instance_id)
+                None
+                if state is None
+                else catalog.partner_of(state.learning_instance_id)
             )
             states[event.registration_id] = apply_attempt(state, event, view).state
     keys = ReadModelKeys()
@@ -199,7 +201,9 @@ def wrk(url: str, request: Request, seconds: float, threads: int = 1) -> dict[st
             lua.write(f'wrk.headers["{name}"] = {orjson.dumps(value).decode()}\n')
     base = ["wrk", f"-t{threads}", "-c10", "--latency", "-s", lua.name]
     try:
-        subprocess.run([*base, "-d2s", url + request.path], capture_output=True, check=True)
+        subprocess.run(
+            [*base, "-d2s", url + request.path], capture_output=True, check=True
+        )
         out = subprocess.run(
             [*base, f"-d{seconds:.0f}s", url + request.path],
             capture_output=True,
@@ -311,12 +315,13 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         raise SystemExit("error: wrk is not installed (Debian: apt-get install wrk)")
     rev = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ["git", "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     secret = generate_secret()
-    settings = Settings(
-        auth_mode="jwt", jwt_hs256_secret=SecretStr(secret)
-    )  # type: ignore[call-arg]
+    settings = Settings(auth_mode="jwt", jwt_hs256_secret=SecretStr(secret))  # type: ignore[call-arg]
     token = mint_token(
         settings, sub="bench", partner_id=DKT_PARTNER, roles=("partner_admin",)
     )
@@ -358,15 +363,16 @@ def main(argv: list[str] | None = None) -> int:
             if not todo:
                 continue
             with api(server.url, secret, workers, workdir / f"api-{workers}.log") as a:
-                for request in todo:
-                    if "If-None-Match" in request.name:
-                        tag = _etag(a.url, request)
+                for planned in todo:
+                    request = planned
+                    if "If-None-Match" in planned.name:
+                        tag = _etag(a.url, planned)
                         request = Request(
-                            request.name,
-                            request.method,
-                            request.path,
-                            request.body,
-                            {**request.headers, "If-None-Match": tag},
+                            planned.name,
+                            planned.method,
+                            planned.path,
+                            planned.body,
+                            {**planned.headers, "If-None-Match": tag},
                         )
                     rows.append(measure(a, redis_pid, redis, request, args.seconds))
     text = report(rows, rev, args.seconds)

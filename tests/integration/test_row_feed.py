@@ -117,12 +117,20 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
             "li", "li-1", ["g1", "g2"], "", after=None, max_learners=10
         )
         assert snap.last_id == last and not snap.resumed and snap.li_id == "li-1"
-        assert snap.page.registration_ids == ["r1"]
-        assert snap.page.rows == [[_row(0.2), _row(0.5)]]
+        assert snap.page.count == 1
+        assert snap.page.data == (
+            b'{"registration_id":"r1","status_and_progress":['
+            + _row(0.2)
+            + b","
+            + _row(0.5)
+            + b"]}"
+        )
+        assert snap.page.row_bytes == len(_row(0.2)) + len(_row(0.5))
         resumed = await RedisPageStore(redis, KEYS).snapshot(
             "reg", "r1", ["g1"], "", after=entries[0][0].decode(), max_learners=10
         )
-        assert resumed.resumed and resumed.page.rows == [] and resumed.li_id == "li-1"
+        assert resumed.resumed and resumed.page.count == 0 and resumed.page.data == b""
+        assert resumed.li_id == "li-1"
         assert resumed.last_id == entries[0][0].decode()
         view = await RedisViewStore(redis, KEYS).view("li-1", "u1")
         assert view == {

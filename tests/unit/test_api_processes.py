@@ -94,3 +94,19 @@ def test_a_crashed_process_is_started_again(
     # The child that did not crash, and the one started in the crashed one's place.
     assert len(served) == 2
     assert _alive(served) == []
+
+
+def test_request_ids_stay_unique_in_forked_processes(tmp_path: Path) -> None:
+    from api.request_id import _ids
+
+    mine = {_ids.next() for _ in range(1000)}
+    assert len(mine) == 1000 and all(len(i) == 16 for i in mine)
+    pid = os.fork()
+    if pid == 0:  # the child writes its ids and leaves at once
+        (tmp_path / "child").write_text("\n".join(_ids.next() for _ in range(1000)))
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    theirs = set((tmp_path / "child").read_text().split("\n"))
+    assert len(theirs) == 1000 and not mine & theirs
+    assert {i[:8] for i in theirs} != {i[:8] for i in mine}  # a prefix of its own

@@ -144,3 +144,50 @@ def test_misconfiguration_refuses_to_start() -> None:
     with pytest.raises(MintError, match="MASTERY_JWT_HS256_SECRET"):
         mint_token(Settings(), sub="u1", partner_id="p1")
     assert len(generate_secret()) >= 32
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = TokenVerifier(hs256_secret=SECRET, leeway_s=5)
+    now = time.time()
+    token = jwt.encode(_claims(exp=int(now) + 60), SECRET, algorithm="HS256")
+    first = verifier.verify(token)
+    # Remembered: the signature is not checked again (PyJWT is not called).
+    calls: list[str] = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(
+        jwt, "decode", lambda *a, **k: calls.append("decode") or real_decode(*a, **k)
+    )
+    assert verifier.verify(token) is first and calls == []
+    # A token differing by one byte is verified on its own, and refused.
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    with pytest.raises(InvalidToken):
+        verifier.verify(tampered)
+    assert calls == ["decode"]
+    assert first.refused_from == int(now) + 65
+    # Past exp + leeway a remembered token is refused as expired.
+    monkeypatch.setattr(jwt, "decode", real_decode)
+    short = TokenVerifier(hs256_secret=SECRET, leeway_s=0)
+    exp = int(time.time()) + 1
+    brief = jwt.encode(_claims(exp=exp), SECRET, algorithm="HS256")
+    assert short.verify(brief).refused_from == exp
+    while time.time() < exp + 0.05:
+        time.sleep(0.05)
+    with pytest.raises(InvalidToken) as refused:
+        short.verify(brief)
+    assert refused.value.reason == "expired"
+    assert brief not in short._verified
+
+
+def test_the_remembered_tokens_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import tokens
+
+    monkeypatch.setattr(tokens, "VERIFIED_TOKENS_KEPT", 3)
+    verifier = TokenVerifier(hs256_secret=SECRET)
+    minted = [
+        jwt.encode(_claims(sub=f"u{i}"), SECRET, algorithm="HS256") for i in range(5)
+    ]
+    for token in minted:
+        verifier.verify(token)
+    assert list(verifier._verified) == minted[2:]  # the oldest left first
