@@ -308,7 +308,12 @@ def create_api(settings: Settings) -> Starlette:
         ),
         queue_size=settings.stream_queue_events,
     )
-    closers: list[Any] = [hub.close, redis.aclose]
+    # Page reads: their own client, bounded per read rather than per socket
+    # operation (api/store.py, RedisPageStore).
+    pages = Redis.from_url(
+        settings.redis_url, socket_timeout=None, socket_connect_timeout=2.0
+    )
+    closers: list[Any] = [hub.close, redis.aclose, pages.aclose]
     metrics = ApiMetrics()
     checks, depends = redis_checks(redis, metrics)
     sink: EventSink | None = None
@@ -332,7 +337,7 @@ def create_api(settings: Settings) -> Starlette:
         checks |= more
         depends |= needs
     return create_app(
-        RedisPageStore(redis),
+        RedisPageStore(pages, timeout_s=2.0),
         authenticator=authenticator,
         facts=RedisFactStore(redis),
         sink=sink,

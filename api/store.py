@@ -10,6 +10,7 @@ back as the stored JSON bytes, which the API concatenates without re-encoding.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -284,18 +285,42 @@ def _past(stream_id: str, last: str) -> bool:
 
 
 class RedisPageStore:
-    """:class:`PageStore` over the Redis read model."""
+    """:class:`PageStore` over the Redis read model.
 
-    def __init__(self, redis: Redis, keys: ReadModelKeys | None = None) -> None:
+    ``timeout_s`` bounds each read as a whole (answered 503 past it). Give it
+    with a client made without ``socket_timeout``: redis-py then runs no timer
+    of its own per send and read (its ``asyncio.wait_for`` starts a task per
+    command), which was ~10 % of a cheap request's CPU (docs/performance.md).
+    A read cancelled by the timeout drops its connection (redis-py), so no
+    late reply is ever read as another request's.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: ReadModelKeys | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys or ReadModelKeys()
+        self.timeout_s = timeout_s
         self._script = redis.register_script(_PAGE_LUA)
 
     async def _run(self, args: list[Any]) -> list[Any]:
         try:
-            result: list[Any] = await self._script(
-                keys=[], args=[self.keys.prefix, *args]
+            async with asyncio.timeout(self.timeout_s):
+                result: list[Any] = await self._script(
+                    keys=[], args=[self.keys.prefix, *args]
+                )
+        except TimeoutError as exc:
+            kwargs = self.redis.connection_pool.connection_kwargs
+            where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+            late = RedisTimeoutError(
+                f"Timeout reading from {where}: no answer within {self.timeout_s} s"
             )
+            late.__cause__ = exc
+            raise redis_unreachable(late) from late
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise redis_unreachable(exc) from exc
         return result

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import Iterator
 
 import pytest
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
-from api.app import create_app
+from api.app import create_api, create_app
 from api.auth import BearerAuthenticator
 from api.dashboard import RedisViewStore
 from api.facts import RedisFactStore
@@ -108,3 +109,29 @@ def test_every_response_has_a_request_id(redis_server: EmbeddedRedis) -> None:
     assert "chosen" not in ids and ids[0] != ids[1]
     # A 4xx body stays as it was: byte-identical for identical requests.
     assert "request_id" not in missing.json()["error"]
+
+
+def test_the_production_app_bounds_a_page_read_and_says_so(
+    paused_redis: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """create_api's page store has no socket timeout of its own (redis-py's
+    cost a task per command) but bounds each read as a whole: 503 within it."""
+    settings = SETTINGS.model_copy(update={"redis_url": paused_redis.url})
+    caplog.set_level(logging.WARNING)
+    with TestClient(create_api(settings)) as client:
+        started = time.monotonic()
+        response = client.post(
+            "/learning-instances/li-a/metrics/status-and-progress",
+            json={"goal_ids": ["goal-a"]},
+            headers=ADMIN,
+        )
+        waited = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert 1.5 < waited < 6, waited  # the 2 s bound, not redis-py's 5 s
+    error = response.json()["error"]
+    assert "Timeout" in error["details"]["reason"]
+    assert str(paused_redis.port) not in response.text
+    logged = [
+        r.getMessage() for r in caplog.records if error["request_id"] in r.getMessage()
+    ]
+    assert any(f"127.0.0.1:{paused_redis.port}" in line for line in logged), logged
