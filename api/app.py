@@ -238,6 +238,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if stream_pages is not None:
+            await stream_pages.aclose()  # the page reads' own connections
         for close in on_shutdown:
             await close()
 
