@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo kafka test test-cluster test-long test-unit test-integration browser lint format bench bench-model bench-stream soak soak-cluster clean
+.PHONY: bench-peers-setup bench-domain demo kafka test test-cluster test-long test-unit test-integration browser lint format bench bench-api bench-model bench-stream soak soak-cluster clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -71,6 +71,11 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
+	$(BIN)/python -m bench.api --out docs/benchmarks.md
+
+# The read path alone (valkey + mastery api + wrk): needs wrk (Debian package).
+bench-api: $(STAMP)
+	$(BIN)/python -m bench.api --out docs/benchmarks.md
 
 bench-stream: $(STAMP)
 	$(BIN)/python -m bench.streams --out docs/benchmarks.md
