@@ -106,6 +106,7 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self._redis_children: dict[str, Any] = {}
 
     def render(self) -> bytes:
         """The exposition text of every collector; under ``mastery api
@@ -125,7 +126,12 @@ class ApiMetrics:
         try:
             return await call
         finally:
-            self.redis_seconds.labels(operation).observe(time.perf_counter() - start)
+            child = self._redis_children.get(operation)
+            if child is None:
+                child = self._redis_children[operation] = self.redis_seconds.labels(
+                    operation
+                )
+            child.observe(time.perf_counter() - start)
 
 
 class MetricsMiddleware:
@@ -141,6 +147,10 @@ class MetricsMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        # The labelled children, by their labels (a bounded set: route
+        # templates x methods x statuses): prometheus_client's labels()
+        # converts and looks them up under a lock on every call.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,11 +170,17 @@ class MetricsMiddleware:
         finally:
             route = self._template(scope)
             method = scope["method"] if scope["method"] in _METHODS else "other"
-            labels = (route, method, str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.request_seconds.labels(*labels).observe(
-                time.perf_counter() - start
-            )
+            key = (route, method, status)
+            children = self._children.get(key)
+            if children is None:
+                labels = (route, method, str(status))
+                children = (
+                    self.metrics.requests.labels(*labels),
+                    self.metrics.request_seconds.labels(*labels),
+                )
+                self._children[key] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - start)
 
     def _template(self, scope: Scope) -> str:
         route: Any = scope.get("route")

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+import hiredis
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -334,15 +335,16 @@ class _ScriptCaller:
                 await conn.disconnect(nowait=True)
 
     async def _exchange(self, conn: Any, args: Sequence[Any]) -> Any:
+        # hiredis packs in one C call (redis-py's Encoder goes per argument).
         await conn.send_packed_command(
-            conn.pack_command("EVALSHA", self._sha, 0, *args), check_health=False
+            hiredis.pack_command(("EVALSHA", self._sha, 0, *args)), check_health=False
         )
         try:
             return await conn.read_response()
         except NoScriptError:
             pass
         await conn.send_packed_command(
-            conn.pack_command("EVAL", self._script, 0, *args), check_health=False
+            hiredis.pack_command(("EVAL", self._script, 0, *args)), check_health=False
         )
         return await conn.read_response()
 
