@@ -24,8 +24,6 @@ from __future__ import annotations
 import xxhash
 from starlette.responses import Response
 
-from api._http import json_response
-
 __all__ = [
     "PAGE_FORMAT",
     "held_version",
@@ -39,7 +37,6 @@ PAGE_FORMAT = b"status-and-progress page 1"
 _VERSION_HEX = 40
 _BASIS_HEX = 16
 _TAG_LEN = _VERSION_HEX + _BASIS_HEX + 2  # with its quotes
-_HEADERS = {"Cache-Control": "private, no-cache"}
 
 
 def request_basis(path: str, query_json: bytes) -> str:
@@ -68,10 +65,31 @@ def held_version(header: str | None, basis: str) -> str:
     return ""
 
 
+class _PageResponse(Response):
+    """A page's answer with its headers built once, as bytes (Starlette's
+    Response builds and encodes them from a dict per request)."""
+
+    def __init__(self, etag: bytes, body: bytes | None) -> None:
+        self.background = None
+        if body is None:
+            self.status_code = 304
+            self.body = b""
+            self.raw_headers = [(b"etag", etag), _CACHE_CONTROL]
+        else:
+            self.status_code = 200
+            self.body = body
+            self.raw_headers = [
+                (b"etag", etag),
+                _CACHE_CONTROL,
+                (b"content-length", str(len(body)).encode()),
+                (b"content-type", b"application/json"),
+            ]
+
+
+_CACHE_CONTROL = (b"cache-control", b"private, no-cache")
+
+
 def page_response(version: str, basis: str, body: bytes | None) -> Response:
     """200 with ``body`` and the page's ``ETag``, or 304 when ``body`` is None
     (the client holds this version)."""
-    headers = {"ETag": f'"{version}{basis}"', **_HEADERS}
-    if body is None:
-        return Response(status_code=304, headers=headers)
-    return json_response(body, headers=headers)
+    return _PageResponse(f'"{version}{basis}"'.encode(), body)
