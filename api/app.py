@@ -23,7 +23,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from api._http import error_response, json_response, path_entity_id, read_json, validate
+from api._http import (
+    ParsedQueries,
+    error_response,
+    json_response,
+    path_entity_id,
+    read_body,
+)
 from api.auth import (
     Authenticator,
     authenticator_from_settings,
@@ -105,6 +111,8 @@ def create_app(
     # Each partner's share of the reads in progress (each holds one of the
     # Redis client's connections): docs/operations.md, "Shared pools".
     reads = PartnerShare(read_max_inflight_per_partner, "status-and-progress reads")
+    li_queries = ParsedQueries(LearningInstanceQuery)
+    reg_queries = ParsedQueries(RegistrationQuery)
 
     def shared(
         handler: Callable[[Request, Principal], Awaitable[Response]],
@@ -124,9 +132,8 @@ def create_app(
         request: Request, principal: Principal
     ) -> Response:
         li_id = path_entity_id(request, "li_id")
-        raw = await read_json(request, max_request_bytes)
-        query = validate(LearningInstanceQuery, raw)
-        query_json = orjson.dumps(raw)
+        body = await read_body(request, max_request_bytes)
+        query, query_json = li_queries.parse(body)
         basis = request_basis(request.scope["path"], query_json)
         page = await store.learning_instance_page(
             li_id,
@@ -162,9 +169,8 @@ def create_app(
     @shared
     async def registration_status(request: Request, principal: Principal) -> Response:
         reg_id = path_entity_id(request, "reg_id")
-        raw = await read_json(request, max_request_bytes)
-        query = validate(RegistrationQuery, raw)
-        query_json = orjson.dumps(raw)
+        body = await read_body(request, max_request_bytes)
+        query, query_json = reg_queries.parse(body)
         basis = request_basis(request.scope["path"], query_json)
         page = await store.registration_page(
             reg_id,
