@@ -118,23 +118,23 @@ class PageStore(Protocol):
 # materialized: the id may only be missing); else a head, the access facts
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
-# or {n, row bytes, then 1 (page: version) or 3 (stream) fields, then the
-# pieces of data} (head = total): joined, the pieces are the contract's "data"
-# array without its brackets, the n registrations' items with their stored
-# rows in goal order (a goal's template where a learner has no row yet); row
-# bytes is the rows' total size.
+# or {n, row bytes, then 1 (page: version) or 3 (stream) fields, then an
+# array of the pieces of data} (head = total): joined, the pieces are the
+# contract's "data" array without its brackets, the n registrations' items
+# with their stored rows in goal order (a goal's template where a learner has
+# no row yet); row bytes is the rows' total size.
 # ARGV[7] is '' for a page; for a live stream (api/stream.py) '-' (a snapshot)
-# or the id of the last change the client has, and the reply then ends with
-# the LI's change-stream id at this instant and 1 when the client can resume
-# after its id without a gap (no rows are read then), else 0. The stream key is
-# ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
+# or the id of the last change the client has, and the 3 fields are then the
+# LI's change-stream id at this instant, 1 when the client can resume after
+# its id without a gap (no rows are read then) else 0, and the LI's id. The
+# stream key is ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
 # ARGV[8] (pages only) is the page version the client holds ('' for none, '*'
 # for any). A page's version is the SHA-1 of everything its body is made of
 # besides the request: the generation, the LI's change-stream last id (every
 # changed row appends to it in the row's own transaction, app/row_feed.py),
 # the learner count and the goal templates. A page whose version equals
 # ARGV[8] is {-5, access facts, version}: not modified, no row is read; any
-# other page ends with its version.
+# other page has its version before the pieces.
 _PAGE_LUA = (
     NAMESPACE_LUA
     + """
@@ -268,16 +268,12 @@ if #regs > 0 then
   end
   pieces[n + 1] = ']}'
 end
-local out = {total, partner, instructor, reg_user, #regs, row_bytes}
+-- The pieces go as one nested array: no copy into the reply's own table.
 if changes ~= '' then
-  out[7] = last
-  out[8] = resumed
-  out[9] = li
-else
-  out[7] = version
+  return {total, partner, instructor, reg_user, #regs, row_bytes, last, resumed,
+          li, pieces}
 end
-for _, piece in ipairs(pieces) do out[#out + 1] = piece end
-return out
+return {total, partner, instructor, reg_user, #regs, row_bytes, version, pieces}
 """
 )
 
@@ -498,7 +494,7 @@ class RedisPageStore:
         return Page(
             total=head,
             count=int(result[4]),
-            data=b"".join(result[7 if versioned else 9 :]),
+            data=b"".join(result[7 if versioned else 9]),
             row_bytes=int(result[5]),
             access=access,
             version=result[6].decode() if versioned else "",
