@@ -286,9 +286,10 @@ class _ScriptCaller:
 
     Idle connections are kept (at most :data:`IDLE_KEPT`); a connection whose
     exchange failed or was cancelled is dropped, never reused. The script
-    only reads, so a reused connection that turns out closed (the server's
-    idle timeout) is retried once on a new one; the script is sent whole
-    (EVAL) once when the server does not know its SHA-1 (NOSCRIPT).
+    only reads, so when a reused connection turns out closed (the server's
+    idle timeout, a restart) every idle connection is dropped and the read
+    is retried once on a new one; the script is sent whole (EVAL) once when
+    the server does not know its SHA-1 (NOSCRIPT).
     """
 
     IDLE_KEPT = 64
@@ -308,6 +309,7 @@ class _ScriptCaller:
         except (RedisConnectionError, OSError):
             if not reused:
                 raise
+        await self.aclose()  # the others idled as long: likely closed too
         return await self._on_one_connection(args)  # once, on a new connection
 
     async def _on_one_connection(self, args: Sequence[Any]) -> Any:
@@ -345,9 +347,10 @@ class _ScriptCaller:
         return await conn.read_response()
 
     async def aclose(self) -> None:
+        """Drop the idle connections."""
         idle, self._idle = self._idle, []
         for conn in idle:
-            await conn.disconnect()
+            await conn.disconnect(nowait=True)
 
 
 class _Deadlines:
@@ -417,8 +420,8 @@ class RedisPageStore:
     with a client made without ``socket_timeout``: redis-py then runs no timer
     of its own per send and read (its ``asyncio.wait_for`` starts a task per
     command), which was ~10 % of a cheap request's CPU (docs/performance.md).
-    A read cancelled by the timeout drops its connection (redis-py), so no
-    late reply is ever read as another request's.
+    A read cancelled by the timeout drops its connection (_ScriptCaller), so
+    no late reply is ever read as another request's.
     """
 
     def __init__(

@@ -48,6 +48,13 @@ def test_the_page_script_survives_a_flush_and_closed_connections(
             assert again.data == first.data
             # The server closed every idle connection (its idle timeout, a
             # restart): the read is retried once on a new connection.
+            await asyncio.gather(
+                *(
+                    store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+                    for _ in range(5)
+                )
+            )
+            assert len(store._script._idle) == 5
             for client in await admin.client_list():
                 if client["id"] != str(await admin.client_id()):
                     await admin.client_kill_filter(_id=client["id"])
