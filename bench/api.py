@@ -26,7 +26,6 @@ import contextlib
 import multiprocessing as mp
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -47,7 +46,7 @@ from app.embedded import EmbeddedRedis, free_port
 from app.materialized import mark_materialized
 from app.projector import Projection, RedisProjector
 from app.workload import DKT_PARTNER, assistments
-from bench.pipeline import raw_client, write_section
+from bench.pipeline import raw_client, run_wrk, write_section
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
 from processors.catalog import Catalog
@@ -195,44 +194,11 @@ class Request:
     headers: dict[str, str]
 
 
-def wrk(url: str, request: Request, seconds: float, threads: int = 1) -> dict[str, Any]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(f'wrk.method = "{request.method}"\n')
-        if request.body is not None:
-            lua.write(f"wrk.body = {orjson.dumps(request.body.decode()).decode()}\n")
-        for name, value in request.headers.items():
-            lua.write(f'wrk.headers["{name}"] = {orjson.dumps(value).decode()}\n')
-    base = ["wrk", f"-t{threads}", "-c10", "--latency", "-s", lua.name]
-    try:
-        subprocess.run(
-            [*base, "-d2s", url + request.path], capture_output=True, check=True
-        )
-        out = subprocess.run(
-            [*base, f"-d{seconds:.0f}s", url + request.path],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    finally:
-        os.unlink(lua.name)
-
-    def num(pattern: str) -> re.Match[str]:
-        m = re.search(pattern, out)
-        if m is None:
-            raise RuntimeError(f"unexpected wrk output: {out}")
-        return m
-
-    unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-    p50 = num(r"50%\s+([\d.]+)(us|ms|s)\b")
-    p99 = num(r"99%\s+([\d.]+)(us|ms|s)\b")
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "rps": float(num(r"Requests/sec:\s+([\d.]+)").group(1)),
-        "p50": float(p50.group(1)) * unit[p50.group(2)],
-        "p99": float(p99.group(1)) * unit[p99.group(2)],
-        "n": int(num(r"(\d+) requests in").group(1)),
-        "bad": int(bad.group(1)) if bad else 0,
-    }
+def wrk(url: str, request: Request, seconds: float) -> dict[str, Any]:
+    """The run through wrk (bench.pipeline.run_wrk)."""
+    return run_wrk(
+        url + request.path, request.method, request.body, request.headers, seconds
+    )
 
 
 def evalsha(redis: SyncRedis) -> tuple[int, int]:
@@ -240,9 +206,7 @@ def evalsha(redis: SyncRedis) -> tuple[int, int]:
     return int(stats.get("calls", 0)), int(stats.get("usec", 0))
 
 
-def python_client(
-    url: str, request: Request, seconds: float, threads: int = 1
-) -> dict[str, Any]:
+def python_client(url: str, request: Request, seconds: float) -> dict[str, Any]:
     """The fallback without wrk: bench.pipeline's asyncio raw-socket client in
     a process of its own (10 connections, closed loop, 2 s warm-up)."""
     port = int(url.rsplit(":", 1)[1])

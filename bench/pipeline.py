@@ -426,20 +426,30 @@ def bearer(stack: DevStack) -> str:
     return f"Bearer {stack.token(sub='bench', partner_id=PARTNER)}"
 
 
-def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
-    """Warm up 2 s, then run wrk; parse its summary."""
+def run_wrk(
+    url: str,
+    method: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    seconds: float,
+    *,
+    wrk: str = "wrk",
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Warm up 2 s, then run wrk (10 connections) for ``seconds``; its
+    summary: rps, p50 and p99 (ms), n, bad (not 2xx/3xx), per_resp (bytes
+    read per response)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(
-            f'wrk.method = "POST"\nwrk.body = {orjson.dumps(body.decode()).decode()}\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["Authorization"] = "{R["auth"]}"\n'
-        )
-    base = [wrk, "-t1", "-c10", "--latency", "-s", lua.name]
+        lua.write(f'wrk.method = "{method}"\n')
+        if body is not None:
+            lua.write(f"wrk.body = {orjson.dumps(body.decode()).decode()}\n")
+        for name, value in headers.items():
+            lua.write(f'wrk.headers["{name}"] = {orjson.dumps(value).decode()}\n')
+    base = [wrk, f"-t{threads}", "-c10", "--latency", "-s", lua.name]
     try:
         subprocess.run(
             [*base, "-d2s", url], capture_output=True, timeout=30, check=True
         )
-        say(f"API: wrk, 1 thread, 10 connections, {seconds:.0f} s ...")
         out = subprocess.run(
             [*base, f"-d{seconds:.0f}s", url],
             capture_output=True,
@@ -464,13 +474,28 @@ def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     scale = {"B": 1, "KB": 2**10, "MB": 2**20, "GB": 2**30}[ru]
     return {
+        "rps": num(r"Requests/sec:\s+([\d.]+)")[0],
+        "p50": p50 * unit[u50],
+        "p99": p99 * unit[u99],
+        "n": n,
+        "bad": int(non2xx.group(1)) if non2xx else 0,
+        "per_resp": read * scale / max(n, 1),
+    }
+
+
+def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
+    """The API phase's load: the page POSTed with the bench's token."""
+    headers = {"Content-Type": "application/json", "Authorization": R["auth"]}
+    say(f"API: wrk, 1 thread, 10 connections, {seconds:.0f} s ...")
+    r = run_wrk(url, "POST", body, headers, seconds, wrk=wrk)
+    return {
         "api_client": "wrk (C; 1 thread, 10 keep-alive connections)",
-        "api_rps": num(r"Requests/sec:\s+([\d.]+)")[0],
-        "api_p50": p50 * unit[u50],
-        "api_p99": p99 * unit[u99],
-        "api_n": n,
-        "api_bad": int(non2xx.group(1)) if non2xx else 0,
-        "api_per_resp": read * scale / max(n, 1),
+        "api_rps": r["rps"],
+        "api_p50": r["p50"],
+        "api_p99": r["p99"],
+        "api_n": r["n"],
+        "api_bad": r["bad"],
+        "api_per_resp": r["per_resp"],
     }
 
 
