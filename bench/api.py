@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import multiprocessing as mp
 import os
 import platform
 import shutil
@@ -32,7 +30,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,18 +39,19 @@ from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from app.embedded import EmbeddedRedis, free_port
+from app.embedded import EmbeddedRedis
 from app.materialized import mark_materialized
 from app.projector import Projection, RedisProjector
 from app.workload import DKT_PARTNER, assistments
-from bench.pipeline import raw_client, run_wrk, write_section
+from bench.pipeline import pct, run_raw_client, run_wrk, write_section
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
 from processors.catalog import Catalog
-from processors.registration import RegistrationState, apply_attempt, register
 from processors.rows import derive_rows, goal_template
-from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
+from schemas.events import GoalDefined, LearningInstanceCreated
 from schemas.read_model import ReadModelKeys
+from tests.integration.live_api import ApiProcess, api_process, children_of
+from tests.oracle import expected_states
 
 DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
 PARAMS = Path("/work/shared/reference/bkt/params.json")
@@ -77,18 +75,7 @@ def seed(redis_url: str) -> tuple[str, list[str], str]:
     catalog = Catalog()
     for event in w.catalog:
         catalog.apply(event)
-    states: dict[str, RegistrationState | None] = {}
-    for event in [*w.registrations, *w.attempts]:
-        state = states.get(event.registration_id)
-        if isinstance(event, RegistrationCreated):
-            states[event.registration_id] = register(state, event, catalog).state
-        else:
-            view = catalog.for_partner(
-                None
-                if state is None
-                else catalog.partner_of(state.learning_instance_id)
-            )
-            states[event.registration_id] = apply_attempt(state, event, view).state
+    states = expected_states(catalog, [*w.registrations, *w.attempts])
     keys = ReadModelKeys()
     projection = Projection(keys)
     for event in w.catalog:
@@ -98,8 +85,6 @@ def seed(redis_url: str) -> tuple[str, list[str], str]:
             projection.goal(event, goal_template(event, catalog))
     learners = []
     for reg_id, folded in states.items():
-        if folded is None:
-            continue
         projection.registration(folded)
         for goal_id, row in derive_rows(folded, catalog):
             projection.row(reg_id, goal_id, row)
@@ -126,59 +111,9 @@ def cpu_ticks(pid: int) -> int:
     return sum(int(fields[i]) for i in (11, 12, 13, 14))
 
 
-def children_of(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
-@dataclass
-class Api:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-    def pids(self) -> list[int]:
-        return [self.proc.pid, *children_of(self.proc.pid)]
-
-
-@contextlib.contextmanager
-def api(redis_url: str, secret: str, workers: int, log: Path) -> Iterator[Api]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTERY_")}
-    env.update(
-        REDIS_URL=redis_url,
-        MASTERY_AUTH_MODE="jwt",
-        MASTERY_JWT_HS256_SECRET=secret,
-        MASTERY_LOG_LEVEL="WARNING",
-    )
-    cmd = [sys.executable, "-m", "app.cli", "api", "--port", str(port)]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [*cmd, "--workers", str(workers)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"API exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("API did not answer within 30 s")
-            time.sleep(0.1)
-        yield Api(url, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def pids_of(api: ApiProcess) -> list[int]:
+    """The API's processes: the one started, and its children (--workers)."""
+    return [api.proc.pid, *children_of(api.proc.pid)]
 
 
 # -- load ----------------------------------------------------------------------
@@ -216,31 +151,23 @@ def python_client(url: str, request: Request, seconds: float) -> dict[str, Any]:
         head += f"Content-Length: {len(body)}\r\n"
     for name, value in request.headers.items():
         head += f"{name}: {value}\r\n"
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(
-        target=raw_client,
-        args=(port, (head + "\r\n").encode() + body, seconds, 10, child),
-    )
-    proc.start()
-    if not parent.poll(seconds + 30):
-        proc.kill()
-        raise RuntimeError("the load client did not finish")
-    lat, sizes, secs = parent.recv()
-    proc.join(5)
-    lat.sort()
+    lat, sizes, secs = run_raw_client(port, (head + "\r\n").encode() + body, seconds)
     good = sum(n for key, n in sizes.items() if key // 10_000_000 in (200, 304))
     return {
         "rps": len(lat) / secs,
-        "p50": lat[len(lat) // 2] * 1000,
-        "p99": lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))] * 1000,
+        "p50": pct(lat, 0.5) * 1000,
+        "p99": pct(lat, 0.99) * 1000,
         "n": len(lat),
         "bad": len(lat) - good,
     }
 
 
 def measure(
-    target: Api, redis_pid: int, redis: SyncRedis, request: Request, seconds: float
+    target: ApiProcess,
+    redis_pid: int,
+    redis: SyncRedis,
+    request: Request,
+    seconds: float,
 ) -> dict[str, Any]:
     # The response the load will repeat, checked once.
     check = urllib.request.Request(
@@ -254,7 +181,7 @@ def measure(
             status, size = response.status, len(response.read())
     except urllib.error.HTTPError as exc:  # 304 arrives as an "error"
         status, size = exc.code, 0
-    pids = target.pids()
+    pids = pids_of(target)
     before = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), evalsha(redis)
     started = time.monotonic()
     load = wrk if shutil.which("wrk") else python_client
@@ -436,7 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             ]
             if not todo:
                 continue
-            with api(server.url, secret, workers, workdir / f"api-{workers}.log") as a:
+            with api_process(
+                server.url,
+                secret,
+                workdir,
+                args=("--workers", str(workers)),
+                MASTERY_LOG_LEVEL="WARNING",
+            ) as a:
                 for planned in todo:
                     request = planned
                     if planned.key == "304":

@@ -499,22 +499,32 @@ def wrk_run(wrk: str, url: str, body: bytes, seconds: float) -> dict[str, Any]:
     }
 
 
+def run_raw_client(
+    port: int, request: bytes, seconds: float
+) -> tuple[list[float], dict[int, int], float]:
+    """:func:`raw_client` in a process of its own (10 connections, 2 s of
+    warm-up): latencies (s), responses by ``status * 10_000_000 + body
+    length``, and the seconds measured."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=raw_client, args=(port, request, seconds, 10, child))
+    proc.start()
+    if not parent.poll(seconds + 30):
+        proc.kill()
+        raise RuntimeError("the load client did not finish")
+    lat, sizes, secs = parent.recv()
+    proc.join(5)
+    return lat, sizes, secs
+
+
 def raw_run(port: int, path: str, body: bytes, seconds: float) -> dict[str, Any]:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         f"Authorization: {R['auth']}\r\n\r\n"
     ).encode()
-    ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=raw_client, args=(port, head + body, seconds, 10, child))
     say(f"API: asyncio raw-socket client process, 10 connections, {seconds:.0f} s ...")
-    proc.start()
-    if not parent.poll(seconds + 30):
-        proc.kill()
-        raise RuntimeError("API load client did not finish")
-    lat, sizes, secs = parent.recv()
-    proc.join(5)
+    lat, sizes, secs = run_raw_client(port, head + body, seconds)
     return {
         "api_client": "asyncio raw-socket HTTP/1.1 client (1 process, 10 connections)",
         "api_rps": len(lat) / secs,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.embedded import free_port
 
-__all__ = ["ApiProcess", "api_process", "rss_kib"]
+__all__ = ["ApiProcess", "api_process", "children_of", "rss_kib"]
 
 
 @dataclass
@@ -27,6 +27,19 @@ class ApiProcess:
 
     def rss_kib(self) -> int:
         return rss_kib(self.proc.pid)
+
+
+def children_of(pid: int) -> set[int]:
+    """The live (not zombie) child processes of ``pid`` (Linux /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.add(int(stat.parent.name))
+    return found
 
 
 def rss_kib(pid: int) -> int:

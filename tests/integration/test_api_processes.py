@@ -14,24 +14,12 @@ import pytest
 
 from app.embedded import EmbeddedRedis
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
-from tests.integration.live_api import api_process
+from tests.integration.live_api import api_process, children_of
 
 pytestmark = pytest.mark.integration
 
 LI_A = "/learning-instances/li-a/metrics/status-and-progress"
 ADMIN = bearer("admin-1", "p1", ("partner_admin",))
-
-
-def _children(pid: int) -> set[int]:
-    found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
-            found.add(int(stat.parent.name))
-    return found
 
 
 def _requests_counted(url: str) -> float:
@@ -53,7 +41,7 @@ def test_two_processes_serve_one_port_and_add_up(
         redis_server.url, secret, tmp_path, args=("--workers", "2")
     ) as api:
         started = time.monotonic()
-        children = _children(api.proc.pid)
+        children = children_of(api.proc.pid)
         assert len(children) == 2, children
         n = 40
         for _ in range(n):  # a new connection each: the kernel picks a process
@@ -69,7 +57,7 @@ def test_two_processes_serve_one_port_and_add_up(
         os.kill(crashed, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:
-            now = _children(api.proc.pid)
+            now = children_of(api.proc.pid)
             if len(now) == 2 and crashed not in now:
                 break
             assert time.monotonic() < deadline, f"not replaced: {now}"
