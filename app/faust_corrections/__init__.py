@@ -41,6 +41,16 @@ tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
   Apache Kafka by tests/reliability/test_checkpoint_commit.py and
   tests/reliability/test_local_store.py, unit tests in
   tests/unit/test_worker_store.py.
+- :mod:`.transport`, ``_Consumer.getmany`` (``stale-fetch``): Faust's fetch
+  loop decides delivery and gap acks by its "read offset", which a seek
+  resets in a step of its own: records fetched before a seek were delivered
+  after it (and the records fetched again below them dropped), and a seek
+  landing mid-batch had offsets acked as a gap though their records were
+  never processed (faust-streaming #216/#221). Records are delivered only
+  while aiokafka's position is where their fetch left it, and gaps are acked
+  only for offsets a fetch passed over. Tests: tests/unit/test_stale_fetch.py
+  (Faust's own fetch loop rules, a stand-in consumer thread); on the broker
+  the churn test below counts the stale records dropped.
 - :mod:`.guards`, ``SkipGuard`` (``skip-guard``): Faust's fetch loop can skip
   records after a reassignment (faust-streaming #216/#221, still on 0.15.3);
   the worker exits (75) before acking them.

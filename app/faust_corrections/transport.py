@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import faust
@@ -50,7 +50,82 @@ async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
         raise
 
 
+class FetchedPositions:
+    """Where the consumer stood for each partition before and after a fetch
+    took its records (the ``stale-fetch`` correction, ``_Consumer.getmany``).
+
+    aiokafka advances a partition's position when it hands records over; a
+    seek or a new assignment replaces it. Records taken before either are
+    stale.
+    """
+
+    __slots__ = ("_after", "_assignment", "_subscription", "before")
+
+    def __init__(
+        self, subscription: Any, assignment: Any, before: dict[Any, int | None]
+    ):
+        self._subscription = subscription
+        self._assignment = assignment
+        #: Position per partition when the fetch began (where its records
+        #: start, holes aside); {} when the assignment changed meanwhile.
+        self.before = before
+        self._after: dict[Any, int | None] = {}
+
+    @classmethod
+    def begin(cls, consumer: Any) -> FetchedPositions:
+        subscription = consumer._subscription
+        assignment = cls._assignment_of(subscription)
+        before: dict[Any, int | None] = {}
+        if assignment is not None:
+            for tp in assignment.tps:
+                before[tp] = assignment.state_value(tp)._position
+        return cls(subscription, assignment, before)
+
+    def taken(self, records: Any) -> None:
+        """Records were handed over: remember where they left each partition."""
+        assignment = self._assignment_of(self._subscription)
+        if assignment is not self._assignment:
+            self._assignment, self.before = assignment, {}
+        if assignment is not None:
+            for tp in records:
+                state = assignment.state_value(tp)
+                self._after[tp] = None if state is None else state._position
+
+    @staticmethod
+    def _assignment_of(subscription: Any) -> Any:
+        current = subscription.subscription
+        return None if current is None else current.assignment
+
+    def current(self, tp: Any) -> bool:
+        """True while ``tp`` is still where the fetch left it."""
+        assignment = self._assignment
+        now = self._assignment_of(self._subscription)
+        if assignment is None or now is not assignment:
+            return False
+        state = assignment.state_value(tp)
+        after = self._after.get(tp)
+        return state is not None and after is not None and state._position == after
+
+
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: float | None = None,
+        max_records: int | None = None,
+    ) -> Any:
+        # Runs in the consumer thread, where Faust's seeks run too: nothing
+        # comes between aiokafka handing the records over and ``taken``.
+        fetched = FetchedPositions.begin(consumer)
+        records = await super()._fetch_records(
+            consumer, active_partitions, timeout=timeout, max_records=max_records
+        )
+        fetched.taken(records)
+        consumer_of_thread: _Consumer = self.consumer  # type: ignore[assignment]
+        consumer_of_thread.fetched_positions = fetched
+        return records
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         profile: BrokerProfile | None = getattr(self.app, "profile", None)
@@ -70,8 +145,58 @@ FETCH_LOOP_WAIT_S = 0.05
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    #: Set by the consumer thread with every fetch (``FetchedPositions``).
+    fetched_positions: FetchedPositions | None = None
+    #: Records dropped because a seek or an assignment came after their fetch.
+    stale_records_dropped = 0
+
     def _new_consumer_thread(self) -> _ConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        # Faust's fetch loop (Consumer._drain_messages) delivers a record only
+        # at or above the partition's "read offset", the last offset it
+        # delivered, and acks the offsets between the two as a gap. Neither
+        # follows aiokafka's position. After a rebalance ``perform_seek``
+        # moves a retained partition back to its committed offset and resets
+        # the read offset, each in its own step (the seek in the consumer
+        # thread, the reset in the event loop), while records fetched before
+        # the seek can still be in hand. Seen on Apache Kafka:
+        # - a record fetched before the seek is delivered after it, sets the
+        #   read offset past the committed one, and the records fetched again
+        #   below it are dropped as "already read";
+        # - a seek lands while a batch is being delivered: its reset read
+        #   offset meets the batch's next record, and the offsets in between
+        #   are acked as a gap, though the rebalance cleared their records
+        #   from the stream's queue.
+        # Either way offsets are committed for records never processed
+        # (faust-streaming #216/#221; docs/upstream/faust-read-offset-skip.md).
+        # So: a record is delivered only while its partition is where the
+        # fetch left it (stale ones are dropped; aiokafka fetches them again
+        # from the seek's position), Faust's read offset is cleared so it
+        # decides nothing, and a gap is acked only for offsets the partition's
+        # own fetches passed over (a transaction's control records, a
+        # compacted topic): between where a fetch began and its first record,
+        # and between two records of one fetch.
+        self.fetched_positions = None
+        read_offsets = self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        expected: dict[Any, int] = {}
+        async for tp, message in super().getmany(timeout):
+            fetched = self.fetched_positions
+            if fetched is None:  # not our consumer thread: Faust's own rules
+                yield tp, message
+                continue
+            if not fetched.current(tp):
+                self.stale_records_dropped += 1
+                continue
+            offset = message.offset
+            want = expected[tp] if tp in expected else fetched.before.get(tp)
+            if want is not None and offset > want and acks_enabled_for(message.topic):
+                await self._add_gap(tp, want, offset - 1)
+            expected[tp] = offset + 1
+            read_offsets[tp] = None
+            yield tp, message
 
     async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:
         # Faust's fetch loop (Consumer._drain_messages) delivers every record

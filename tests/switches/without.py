@@ -22,6 +22,8 @@ NAMES = {
     "fetch-wait": "_Consumer._new_consumer_thread: Faust's (fetch wait 1500 ms)",
     "buffered-wait": "_Consumer._getmany: Faust's (a 1 s wait while partitions "
     "are held back)",
+    "stale-fetch": "_Consumer.getmany: Faust's (records fetched before a seek "
+    "are delivered after it; read offsets and gaps decide delivery and acks)",
     "offset-fetch": "GroupCoordinator._do_fetch_commit_offsets: aiokafka's "
     "(a group-level error reads as no committed offset)",
 }
@@ -58,6 +60,8 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
         consumer._new_consumer_thread = (  # type: ignore[method-assign]
             faust_aiokafka.Consumer._new_consumer_thread
         )
+    if "stale-fetch" in names:
+        consumer.getmany = faust_aiokafka.Consumer.getmany  # type: ignore[method-assign]
     if "buffered-wait" in names:
         consumer._getmany = faust_aiokafka.Consumer._getmany  # type: ignore[method-assign]
     if "offset-fetch" in names:
