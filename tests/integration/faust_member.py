@@ -96,6 +96,9 @@ def build(args: argparse.Namespace) -> Any:
                         "tasks": tasks,
                         "monitor_messages": monitor.messages_received_total,
                         "monitor": type(monitor).__name__,
+                        "stale_dropped": getattr(
+                            app.consumer, "stale_records_dropped", 0
+                        ),
                     }
                 )
             )

@@ -156,4 +156,9 @@ def test_no_record_is_skipped_while_members_come_and_go(
         feeding.set()
         feeder.join()
     assert group.wait_committed_to_end(300), group.ends_and_committed()
+    stale = sum(
+        _stats(group, n).get("stale_dropped", 0) for n in range(1, group.started + 1)
+    )
+    # For the log: the stale-fetch correction's drops, the guard's restarts.
+    print(f"stale records dropped: {stale}; restarts by the guard: {group.restarts}")
     assert group.missing() == {}, f"records skipped ({group.restarts} restarts)"
