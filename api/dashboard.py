@@ -6,7 +6,9 @@ build step, nothing loaded from elsewhere). The page reads through the public
 endpoints; the only one added for it is ``GET /learning-instances/{li_id}/goals``
 — which goals the learning instance has, and whether the caller sees the whole
 class (partner admin, instructor) or only their own registration (a learner;
-its id is returned). docs/dashboard.md describes the page.
+its id is returned), with the display names the catalog and the registrations
+carry (the learning instance's title, goals' titles, targets' names, learners'
+names; a learner gets only their own name). docs/dashboard.md describes the page.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class LearningInstanceView(Protocol):
 
 # ARGV: prefix (the generation is resolved from it), li, caller. {} when the
 # LI is unknown; else {partner_id, caller is instructor 0/1, caller's learner
-# registration or '', goals...}.
+# registration or '', the LI's title or '', number of goals, (goal id, its
+# names' JSON or '')..., (learner registration id, display name)...}.
 # Keys as built by ReadModelKeys (tested in tests/unit/test_row_feed.py).
 _VIEW_LUA = (
     NAMESPACE_LUA
@@ -81,9 +84,15 @@ if caller ~= '' then
   instructor = redis.call('SISMEMBER', p .. ':li:' .. li .. ':instructors', caller)
   own = redis.call('HGET', p .. ':li:' .. li .. ':learner-registrations', caller)
 end
-local out = {cjson.decode(meta)['partner_id'], instructor, own or ''}
-for _, g in ipairs(redis.call('SMEMBERS', p .. ':li:' .. li .. ':goals')) do
+local facts = cjson.decode(meta)
+local goals = redis.call('SMEMBERS', p .. ':li:' .. li .. ':goals')
+local out = {facts['partner_id'], instructor, own or '', facts['title'] or '', #goals}
+for _, g in ipairs(goals) do
   out[#out + 1] = g
+  out[#out + 1] = redis.call('GET', p .. ':goal:' .. g .. ':names') or ''
+end
+for _, v in ipairs(redis.call('HGETALL', p .. ':li:' .. li .. ':names')) do
+  out[#out + 1] = v
 end
 return out
 """
@@ -106,13 +115,26 @@ class RedisViewStore:
             raise redis_unreachable(exc) from exc
         if not result:
             return None
-        partner, instructor, own, *goals = result
+        partner, instructor, own, title, count, *rest = result
         assert isinstance(partner, bytes) and isinstance(own, bytes)
+        assert isinstance(title, bytes)
+        n = 2 * int(count)
+        goals, learners = rest[:n], rest[n:]
+        goal_names = {
+            bytes(g).decode(): orjson.loads(bytes(names)) if names else {}
+            for g, names in zip(goals[::2], goals[1::2], strict=True)
+        }
         return {
             "partner_id": partner.decode(),
             "instructor": int(instructor) == 1,
             "registration_id": own.decode() or None,
-            "goal_ids": sorted(g.decode() for g in goals if isinstance(g, bytes)),
+            "goal_ids": sorted(goal_names),
+            "title": title.decode() or None,
+            "goal_names": goal_names,
+            "learner_names": {
+                bytes(r).decode(): bytes(name).decode()
+                for r, name in zip(learners[::2], learners[1::2], strict=True)
+            },
         }
 
 
@@ -128,12 +150,22 @@ def _decide(principal: Principal, li_id: str, facts: dict[str, Any]) -> bytes:
             "only a partner admin, an instructor or a learner of this learning "
             "instance may open its dashboard"
         )
+    own = facts["registration_id"]
+    learner_names = facts.get("learner_names", {})
+    if not whole_class:  # a learner sees their own name only
+        learner_names = {r: n for r, n in learner_names.items() if r == own}
+    names: dict[str, Any] = {
+        "learning_instance": facts.get("title"),
+        "goals": {g: n for g, n in facts.get("goal_names", {}).items() if n},
+        "registrations": learner_names,
+    }
     return orjson.dumps(
         {
             "learning_instance_id": li_id,
             "view": "class" if whole_class else "learner",
-            "registration_id": facts["registration_id"],
+            "registration_id": own,
             "goal_ids": facts["goal_ids"],
+            "names": names,
         }
     )
 

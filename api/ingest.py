@@ -178,6 +178,7 @@ class IngestRoutes:
             LearningInstanceCreated,
             learning_instance_id=li_id,
             partner_id=principal.partner_id,
+            title=body.title,
         )
         await sink.send([event])
         return _accepted(
@@ -217,6 +218,7 @@ class IngestRoutes:
             learning_instance_id=li_id,
             user_id=body.user_id,
             role=body.role,
+            display_name=body.display_name,
         )
         await sink.send([event])
         return _accepted(
@@ -255,6 +257,7 @@ class IngestRoutes:
             targets=body.targets,
             topics=body.topics,
             completion_criteria=body.completion_criteria,
+            title=body.title,
         )
         await sink.send([event])
         return _accepted(
@@ -276,6 +279,8 @@ class IngestRoutes:
             module_id=module_id,
             learning_objective_ids=body.learning_objective_ids,
             parameters=body.parameters,
+            module_name=body.module_name,
+            objective_names=body.objective_names,
         )
         await sink.send([event])
         return _accepted(Accepted(event_id=event.event_id, module_id=module_id))

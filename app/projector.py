@@ -45,13 +45,22 @@ class Projection:
         self.strings[self.keys.row(registration_id, goal_id)] = item
 
     def learning_instance(self, event: LearningInstanceCreated) -> None:
+        meta: dict[str, str] = {"partner_id": event.partner_id}
+        if event.title is not None:
+            meta["title"] = event.title
         self.strings[self.keys.learning_instance(event.learning_instance_id)] = (
-            orjson.dumps({"partner_id": event.partner_id})
+            orjson.dumps(meta)
         )
 
-    def goal(self, goal: GoalDefined, template: bytes) -> None:
+    def goal(self, goal: GoalDefined, template: bytes, names: bytes = b"{}") -> None:
+        """The goal's owner, template and names (:func:`processors.rows.goal_names`;
+        the worker and ``mastery rebuild`` always give them)."""
         self.strings[self.keys.goal(goal.goal_id)] = goal.learning_instance_id.encode()
         self.strings[self.keys.goal_template(goal.goal_id)] = template
+        self.goal_names(goal.goal_id, names)
+
+    def goal_names(self, goal_id: str, names: bytes) -> None:
+        self.strings[self.keys.goal_names(goal_id)] = names
 
     def registration(self, fact: RegistrationState | RegistrationCreated) -> None:
         """Registration facts (for access rules) and its place in the LI's order.
@@ -66,16 +75,20 @@ class Projection:
                 fact.user_id,
                 fact.role,
                 created_us=epoch_us(fact.occurred_at),
+                display_name=fact.display_name,
             )
             if isinstance(fact, RegistrationCreated)
             else fact
         )
+        facts = {
+            "learning_instance_id": state.learning_instance_id,
+            "user_id": state.user_id,
+            "role": state.role,
+        }
+        if state.display_name is not None:
+            facts["display_name"] = state.display_name
         self.strings[self.keys.registration(state.registration_id)] = orjson.dumps(
-            {
-                "learning_instance_id": state.learning_instance_id,
-                "user_id": state.user_id,
-                "role": state.role,
-            }
+            facts
         )
         if state.role == "learner":
             self.learners.append(

@@ -42,7 +42,7 @@ from infra.topic_reader import read_topic
 from infra.topics import TopicNames
 from processors.catalog import Catalog
 from processors.registration import RegistrationState
-from processors.rows import derive_rows, goal_template
+from processors.rows import derive_rows, goal_names, goal_template
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -293,7 +293,7 @@ async def _write(
     for li in catalog.learning_instances():
         projection.learning_instance(li)
     for goal in catalog.goals():
-        projection.goal(goal, goal_template(goal, catalog))
+        projection.goal(goal, goal_template(goal, catalog), goal_names(goal, catalog))
     show = progress_bar("redis") if show_progress else None
     for i, raw in enumerate(latest.values(), 1):
         state = RegistrationState.from_bytes(raw)

@@ -86,11 +86,13 @@ def add_to_pipeline(
         if reg is not None:
             facts = orjson.loads(value)
             if facts.get("role") == "learner":
-                pipe.hset(
-                    keys.learner_registrations(facts["learning_instance_id"]),
-                    facts["user_id"],
-                    reg,
-                )
+                li = facts["learning_instance_id"]
+                pipe.hset(keys.learner_registrations(li), facts["user_id"], reg)
+                name = facts.get("display_name")
+                if name is None:
+                    pipe.hdel(keys.learner_names(li), reg)
+                else:
+                    pipe.hset(keys.learner_names(li), reg, name)
     if rows:
         pipe.eval(
             _FEED_LUA,

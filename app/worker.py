@@ -58,7 +58,7 @@ from processors import batch
 from processors.forecast import MIN_BUDGET_BYTES, ForecastTables, TableKey
 from processors.forecaster import DeferredForecaster
 from processors.registration import RegistrationState
-from processors.rows import derive_rows, goal_template
+from processors.rows import derive_rows, goal_names, goal_template
 from schemas.dead_letter import DeadLetter
 from schemas.events import (
     GoalDefined,
@@ -447,7 +447,14 @@ class Worker:
             goal = catalog.goal(event.goal_id)
             if goal is not None:
                 self.forecaster.start_batch()
-                projection.goal(goal, self._goal_template(goal))
+                projection.goal(goal, self._goal_template(goal), self._goal_names(goal))
+        elif isinstance(event, ModuleTagged):
+            # Its module's and objectives' names may have changed: the names
+            # of the partner's goals are derived again (a cheap write; their
+            # rows only when the tags changed, _on_catalog_change).
+            for li_id in catalog.learning_instances_of(event.partner_id):
+                for goal in catalog.goals_of(li_id):
+                    projection.goal_names(goal.goal_id, self._goal_names(goal))
         await self.projector.write(projection)
 
     async def _on_catalog_change(
@@ -648,7 +655,10 @@ class Worker:
         for li in catalog.learning_instances():
             projection.learning_instance(li)
         for goal in catalog.goals():
-            projection.goal(goal, self._goal_template(goal))
+            projection.goal(goal, self._goal_template(goal), self._goal_names(goal))
+
+    def _goal_names(self, goal: GoalDefined) -> bytes:
+        return goal_names(goal, self.follower.catalog)
 
     # -- work-remaining forecasts -------------------------------------------
 
@@ -706,7 +716,9 @@ class Worker:
                 self.forecaster.start_batch()
                 for goal_id in goals:
                     if (goal := catalog.goal(goal_id)) is not None:
-                        projection.goal(goal, self._goal_template(goal))
+                        projection.goal(
+                            goal, self._goal_template(goal), self._goal_names(goal)
+                        )
                 goals = set()
                 chunk = list(itertools.islice(waiting, _REDERIVE_CHUNK))
                 for reg_id, partition in chunk:

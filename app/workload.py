@@ -90,6 +90,29 @@ def _clock() -> Iterator[datetime]:
         t += timedelta(milliseconds=250)
 
 
+#: Display names of the simulated catalog and learners (taken in order, no
+#: random draws: a workload is the same with or without them).
+_OBJECTIVE_NAMES = [
+    "Fractions",
+    "Decimals",
+    "Ratios",
+    "Percents",
+    "Linear equations",
+    "Inequalities",
+]
+_FIRST_NAMES = ["Ada", "Ben", "Chloé", "Dev", "Elif", "Femi", "Grace", "Hiro", "Ines"]
+#: Every NAMELESS-th learner has no display name (the page shows its id).
+NAMELESS = 8
+
+
+def learner_name(n: int) -> str | None:
+    """The simulated display name of a learning instance's n-th learner."""
+    if n % NAMELESS == NAMELESS - 1:
+        return None
+    first = _FIRST_NAMES[n % len(_FIRST_NAMES)]
+    return f"{first} {chr(65 + (n // len(_FIRST_NAMES)) % 26)}."
+
+
 def simulated(
     *,
     learning_instances: int = 3,
@@ -97,7 +120,10 @@ def simulated(
     attempts_per_learner: int = 40,
     seed: int = 7,
 ) -> Workload:
-    """BKT-simulated learners; a tenth of them never learn (learn rate 0)."""
+    """BKT-simulated learners; a tenth of them never learn (learn rate 0).
+
+    The catalog and the learners carry display names (:func:`learner_name`).
+    """
     rng = random.Random(seed)
     new_id = _Ids(rng)
     clock = _clock()
@@ -117,6 +143,7 @@ def simulated(
         f"module-{i + 1}": [lo] for i, lo in enumerate(objectives)
     }
     modules["module-review"] = objectives[:2]
+    objective_names = dict(zip(objectives, _OBJECTIVE_NAMES, strict=True))
     for module_id, los in modules.items():
         w.catalog.append(
             ModuleTagged(
@@ -126,10 +153,12 @@ def simulated(
                 module_id=module_id,
                 learning_objective_ids=los,
                 parameters={lo: params[lo] for lo in los},
+                module_name=" and ".join(objective_names[lo] for lo in los),
+                objective_names={lo: objective_names[lo] for lo in los},
             )
         )
     streams: list[Iterator[AttemptGraded]] = []
-    for _ in range(learning_instances):
+    for k in range(learning_instances):
         li = new_id()
         w.catalog.append(
             LearningInstanceCreated(
@@ -137,6 +166,7 @@ def simulated(
                 occurred_at=next(clock),
                 learning_instance_id=li,
                 partner_id=DEMO_PARTNER,
+                title=f"Algebra I, section {k + 1}",
             )
         )
         goal_lo = new_id()
@@ -148,6 +178,7 @@ def simulated(
                 learning_instance_id=li,
                 targets=[Target(learning_objective_id=lo) for lo in objectives[:4]],
                 topics={"topic-1": objectives[:2], "topic-2": objectives[2:4]},
+                title="Number sense",
                 completion_criteria=CompletionCriteria(
                     min_predicted_mastery=0.95,
                     min_work_per_target=2,
@@ -164,6 +195,7 @@ def simulated(
                 learning_instance_id=li,
                 targets=[Target(module_id=m) for m in ("module-5", "module-6")],
                 completion_criteria=CompletionCriteria(min_predicted_mastery=0.9),
+                title="Equations and inequalities",
             )
         )
         w.registrations.append(
@@ -177,7 +209,7 @@ def simulated(
             )
         )
         for n in range(learners_per_instance):
-            reg = _learner(new_id, clock, li, f"user-{new_id()[:8]}")
+            reg = _learner(new_id, clock, li, f"user-{new_id()[:8]}", learner_name(n))
             w.registrations.append(reg)
             never_learns = n % 10 == 9
             streams.append(
@@ -246,7 +278,11 @@ def _simulate_learner(
 
 
 def _learner(
-    new_id: _Ids, clock: Iterator[datetime], li: str, user_id: str
+    new_id: _Ids,
+    clock: Iterator[datetime],
+    li: str,
+    user_id: str,
+    display_name: str | None = None,
 ) -> RegistrationCreated:
     return RegistrationCreated(
         event_id=new_id(),
@@ -255,6 +291,7 @@ def _learner(
         learning_instance_id=li,
         user_id=user_id,
         role="learner",
+        display_name=display_name,
     )
 
 

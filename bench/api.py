@@ -47,7 +47,7 @@ from bench.pipeline import pct, run_raw_client, run_wrk, write_section
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
 from processors.catalog import Catalog
-from processors.rows import derive_rows, goal_template
+from processors.rows import derive_rows, goal_names, goal_template
 from schemas.events import GoalDefined, LearningInstanceCreated
 from schemas.read_model import ReadModelKeys
 from tests.integration.live_api import ApiProcess, api_process, children_of
@@ -82,7 +82,9 @@ def seed(redis_url: str) -> tuple[str, list[str], str]:
         if isinstance(event, LearningInstanceCreated):
             projection.learning_instance(event)
         elif isinstance(event, GoalDefined):
-            projection.goal(event, goal_template(event, catalog))
+            projection.goal(
+                event, goal_template(event, catalog), goal_names(event, catalog)
+            )
     learners = []
     for reg_id, folded in states.items():
         projection.registration(folded)

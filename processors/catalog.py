@@ -34,6 +34,9 @@ from schemas.events import GoalDefined, LearningInstanceCreated, ModuleTagged
 __all__ = ["Catalog", "CatalogChange", "PartnerCatalog"]
 
 _VOLATILE = frozenset({"event_id", "occurred_at"})
+#: Display names: a change of these alone changes no row (only the names the
+#: dashboard shows), so it is no redefinition.
+_NAMES = frozenset({"title", "module_name", "objective_names"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,11 @@ class CatalogChange:
 
 
 def _definition(event: GoalDefined | ModuleTagged) -> dict[str, Any]:
-    return event.model_dump(exclude=set(_VOLATILE))
+    return event.model_dump(exclude=set(_VOLATILE | _NAMES))
+
+
+def _names(event: GoalDefined | ModuleTagged) -> dict[str, Any]:
+    return event.model_dump(include=set(_NAMES))
 
 
 class _Content:
@@ -117,6 +124,19 @@ class PartnerCatalog:
         """This partner's modules currently tagged with the objective."""
         return self._content.covering.get(objective_id, frozenset())
 
+    def target_name(self, kind: str, target_id: str) -> str | None:
+        """A module's name, or an objective's (from the first module, by id,
+        that is tagged with it and names it); None when none is given."""
+        modules = self._content.modules
+        if kind == "module":
+            module = modules.get(target_id)
+            return None if module is None else module.module_name
+        for module_id in sorted(self.modules_covering(target_id)):
+            names = modules[module_id].objective_names
+            if names and target_id in names:
+                return names[target_id]
+        return None
+
 
 class Catalog:
     """In-memory projection of the catalog events."""
@@ -150,6 +170,9 @@ class Catalog:
                 rejected=f"learning_instance_id {li_id!r} already belongs to "
                 "another partner (the first creation keeps it)",
             )
+        if first.title != event.title:
+            # A repeat by the owner renames it (or removes its title).
+            self._instances[li_id] = first.model_copy(update={"title": event.title})
         return CatalogChange("learning_instance", li_id, redefined=False)
 
     def _apply_goal(self, event: GoalDefined) -> CatalogChange:
@@ -179,7 +202,7 @@ class Catalog:
             old = None
         if old is None:
             self._goals_of.setdefault(event.learning_instance_id, []).append(goal_id)
-        if old is None or redefined:
+        if old is None or redefined or _names(old) != _names(event):
             self._goals[goal_id] = event
         return CatalogChange("goal", goal_id, redefined=redefined)
 
@@ -190,6 +213,8 @@ class Catalog:
         old = content.modules.get(event.module_id)
         redefined = old is not None and _definition(old) != _definition(event)
         if old is not None and not redefined:
+            if _names(old) != _names(event):
+                content.modules[event.module_id] = event  # renamed only
             return CatalogChange("module", event.module_id, redefined=False)
         covering = content.covering
         if old is not None:

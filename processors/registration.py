@@ -58,8 +58,11 @@ ATTEMPTS_MAX = 50_000
 _FP = 12  # characters per fingerprint (9 digest bytes, base64)
 _LEGACY_FP = 8  # formats 2 and 3: 6 digest bytes
 _FORMAT = 4
+#: Format 5 is format 4 plus ``display_name``, written only for a state that
+#: has one (so a state without a name is byte for byte as before).
+_NAMED_FORMAT = 5
 #: format -> number of fields (2 has no position, 4 adds ``legacy_seen``)
-_FORMATS = {2: 10, 3: 12, 4: 13}
+_FORMATS = {2: 10, 3: 12, 4: 13, 5: 14}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -88,12 +91,16 @@ class RegistrationState:
     source_offset: int = -1
     #: Fingerprints of a state written before format 4 (its last 128 ids).
     legacy_seen: str = ""
+    #: The name the partner gave the registration (RegistrationCreated's
+    #: ``display_name``); metadata for the dashboard only.
+    display_name: str | None = None
 
     def to_bytes(self) -> bytes:
         """Compact JSON; :meth:`from_bytes` restores an equal state."""
+        named = self.display_name is not None
         return orjson.dumps(
             [
-                _FORMAT,
+                _NAMED_FORMAT if named else _FORMAT,
                 self.registration_id,
                 self.learning_instance_id,
                 self.user_id,
@@ -106,6 +113,7 @@ class RegistrationState:
                 self.source_partition,
                 self.source_offset,
                 self.legacy_seen,
+                *((self.display_name,) if named else ()),
             ]
         )
 
@@ -120,7 +128,7 @@ class RegistrationState:
             :10
         ]
         partition, offset = fields[10:12] if head >= 3 else (-1, -1)
-        if head == 4:
+        if head >= 4:
             legacy = fields[12]
         else:  # the old window of 48-bit fingerprints
             seen, legacy = "", seen
@@ -140,6 +148,7 @@ class RegistrationState:
             partition,
             offset,
             legacy,
+            fields[13] if head == _NAMED_FORMAT else None,
         )
 
     @property
@@ -162,6 +171,10 @@ def register(
 ) -> AttemptResult:
     """Create the state; the first creation of a registration id keeps it.
 
+    A repeat with the same learning instance, user and role is a duplicate,
+    unless it carries another ``display_name``: then it renames the
+    registration (without one, it removes the name).
+
     A registration belongs to its learning instance's partner, so it needs a
     learning instance the catalog knows. Creating it again identically is a
     duplicate; creating it again in another learning instance, for another
@@ -177,6 +190,7 @@ def register(
             event.user_id,
             event.role,
             created_us=epoch_us(event.occurred_at),
+            display_name=event.display_name,
         )
         return AttemptResult(new, "applied")
     if (state.learning_instance_id, state.user_id, state.role) == (
@@ -184,6 +198,10 @@ def register(
         event.user_id,
         event.role,
     ):
+        if state.display_name != event.display_name:
+            # The partner renamed the registration (or removed its name).
+            renamed = replace(state, display_name=event.display_name)
+            return AttemptResult(renamed, "applied")
         return AttemptResult(state, "duplicate")
     return _reject(
         state,
@@ -321,5 +339,6 @@ def apply_attempt(
         state.source_partition,
         state.source_offset,
         state.legacy_seen,
+        state.display_name,
     )
     return AttemptResult(new, "applied")

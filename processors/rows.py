@@ -18,7 +18,7 @@ from processors.goals import affected_by, evaluate
 from processors.registration import RegistrationState
 from schemas.events import GoalDefined
 
-__all__ = ["Touched", "derive_rows", "goal_template"]
+__all__ = ["Touched", "derive_rows", "goal_names", "goal_template"]
 
 
 @dataclass(slots=True)
@@ -80,3 +80,21 @@ def goal_template(
     """The row of a learner without attempts (served until its first row)."""
     view = catalog.for_learning_instance(goal.learning_instance_id)
     return orjson.dumps(evaluate(goal, None, view, forecaster=forecaster))
+
+
+def goal_names(goal: GoalDefined, catalog: Catalog) -> bytes:
+    """JSON ``{"title": ..., "targets": {id: name}}``: the display names the
+    catalog has for the goal and its targets (modules' and objectives' names
+    from the partner's ``ModuleTagged``); absent names are left out."""
+    view = catalog.for_learning_instance(goal.learning_instance_id)
+    names: dict[str, object] = {}
+    if goal.title is not None:
+        names["title"] = goal.title
+    targets = {
+        target.id: name
+        for target in goal.targets
+        if (name := view.target_name(target.kind, target.id)) is not None
+    }
+    if targets:
+        names["targets"] = targets
+    return orjson.dumps(names)

@@ -55,6 +55,7 @@ __all__ = [
     "BKTParameters",
     "CatalogEvent",
     "CompletionCriteria",
+    "DisplayName",
     "EntityId",
     "Event",
     "GoalDefined",
@@ -103,6 +104,20 @@ RefId: TypeAlias = Annotated[
     str, StringConstraints(pattern=rf"^[^\s{CONTROL_OR_FORMAT}]{{1,512}}$")
 ]
 
+#: A name for people to read: a learning instance's or a goal's title, a
+#: module's or an objective's name, a learner's display name as the partner
+#: sets it. Metadata only: never an id, never used for access, never required
+#: (docs/auth.md, "Personal data"). 1-200 characters, not only blanks, no
+#: control or format characters.
+DisplayName: TypeAlias = Annotated[
+    str,
+    StringConstraints(
+        min_length=1,
+        max_length=200,
+        pattern=rf"^[^{CONTROL_OR_FORMAT}]*[^\s{CONTROL_OR_FORMAT}][^{CONTROL_OR_FORMAT}]*$",
+    ),
+]
+
 # One type per BKT parameter, constrained to its range (schemas/bkt_params.py).
 _Prior = Annotated[float, Field(ge=PRIOR.low, le=PRIOR.high, description=PRIOR.reason)]
 _Learn = Annotated[float, Field(ge=LEARN.low, le=LEARN.high, description=LEARN.reason)]
@@ -149,6 +164,9 @@ class LearningInstanceCreated(_EventBase):
     type: Literal["LearningInstanceCreated"] = "LearningInstanceCreated"
     learning_instance_id: EntityId
     partner_id: EntityId
+    #: Added within schema version 1 (optional, as every name): the course
+    #: section's title for the dashboard.
+    title: DisplayName | None = None
 
 
 class RegistrationCreated(_EventBase):
@@ -159,6 +177,11 @@ class RegistrationCreated(_EventBase):
     learning_instance_id: EntityId
     user_id: EntityId
     role: Literal["learner", "instructor"]
+    #: Added within schema version 1 (optional): the name the dashboard shows
+    #: for this registration, as the partner sets it; the last
+    #: RegistrationCreated of a registration in the log sets it (or, without
+    #: one, removes it).
+    display_name: DisplayName | None = None
 
 
 class Target(_Model):
@@ -255,6 +278,8 @@ class GoalDefined(_EventBase):
     targets: TargetList
     topics: TopicMap | None = None
     completion_criteria: CompletionCriteria = CompletionCriteria()
+    #: Added within schema version 1 (optional): the goal's title.
+    title: DisplayName | None = None
 
     _topics_within_row_bound = field_validator("topics")(check_topics_row_bound)
 
@@ -344,15 +369,27 @@ class ModuleTagged(_EventBase):
         ]
         | None
     ) = None
+    #: Added within schema version 2 (optional): the module's name and its
+    #: objectives' names, for the dashboard.
+    module_name: DisplayName | None = None
+    objective_names: (
+        Annotated[dict[RefId, DisplayName], Field(max_length=MAX_OBJECTIVES_PER_MODULE)]
+        | None
+    ) = None
 
     @model_validator(mode="after")
     def _parameters_for_tagged(self) -> ModuleTagged:
-        extra = set(self.parameters or {}) - set(self.learning_objective_ids)
-        if extra:
-            raise ValueError(
-                f"parameters given for objectives the module is not tagged with: "
-                f"{sorted(extra)}"
-            )
+        tagged = set(self.learning_objective_ids)
+        for field_name, given in (
+            ("parameters", self.parameters),
+            ("objective_names", self.objective_names),
+        ):
+            extra = set(given or {}) - tagged
+            if extra:
+                raise ValueError(
+                    f"{field_name} given for objectives the module is not tagged "
+                    f"with: {sorted(extra)}"
+                )
         return self
 
 

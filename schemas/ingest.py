@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from schemas.events import (
     BKTParameters,
     CompletionCriteria,
+    DisplayName,
     EntityId,
     ObjectiveList,
     RefId,
@@ -51,6 +52,9 @@ class CreateLearningInstance(_Body):
     learning_instance_id: EntityId | None = Field(
         default=None, description="chosen by the server (a UUID) when absent"
     )
+    title: DisplayName | None = Field(
+        default=None, description="the course section's title, for the dashboard"
+    )
 
 
 class CreateRegistration(_Body):
@@ -62,6 +66,11 @@ class CreateRegistration(_Body):
     learning_instance_id: EntityId
     user_id: EntityId
     role: Literal["learner", "instructor"]
+    display_name: DisplayName | None = Field(
+        default=None,
+        description="the name the dashboard shows; sent again, it renames the "
+        "registration (without it, removes the name)",
+    )
 
 
 class DefineGoal(_Body):
@@ -71,6 +80,7 @@ class DefineGoal(_Body):
     targets: TargetList
     topics: TopicMap | None = None
     completion_criteria: CompletionCriteria = CompletionCriteria()
+    title: DisplayName | None = Field(default=None, description="the goal's title")
 
     _topics_within_row_bound = field_validator("topics")(check_topics_row_bound)
 
@@ -85,6 +95,13 @@ class TagModule(_Body):
         ]
         | None
     ) = None
+    module_name: DisplayName | None = Field(
+        default=None, description="the module's name, for the dashboard"
+    )
+    objective_names: (
+        Annotated[dict[RefId, DisplayName], Field(max_length=MAX_OBJECTIVES_PER_MODULE)]
+        | None
+    ) = Field(default=None, description="names of the tagged objectives")
 
 
 class GradedEvent(_Body):

@@ -112,7 +112,8 @@ class ReadModelKeys:
         return f"{self.namespace}:*"
 
     def learning_instance(self, li_id: str) -> str:
-        """STRING: JSON ``{"partner_id": ...}``; exists once the LI was created."""
+        """STRING: JSON ``{"partner_id": ...}`` (and ``"title"`` when it has
+        one); exists once the LI was created."""
         return f"{self.namespace}:li:{li_id}"
 
     def learners(self, li_id: str) -> str:
@@ -124,7 +125,8 @@ class ReadModelKeys:
         return f"{self.namespace}:li:{li_id}:instructors"
 
     def registration(self, registration_id: str) -> str:
-        """STRING: JSON ``{"learning_instance_id", "user_id", "role"}``."""
+        """STRING: JSON ``{"learning_instance_id", "user_id", "role"}`` (and
+        ``"display_name"`` when it has one)."""
         return f"{self.namespace}:reg:{registration_id}"
 
     def goal(self, goal_id: str) -> str:
@@ -134,6 +136,15 @@ class ReadModelKeys:
     def goal_template(self, goal_id: str) -> str:
         """STRING: the row served for a registration with no stored row yet."""
         return f"{self.namespace}:goal:{goal_id}:template"
+
+    def goal_names(self, goal_id: str) -> str:
+        """STRING: JSON ``{"title", "targets": {id: name}}`` of the goal, the
+        names the catalog gives (either may be absent); the dashboard's."""
+        return f"{self.namespace}:goal:{goal_id}:names"
+
+    def learner_names(self, li_id: str) -> str:
+        """HASH learner registration id -> its display name (only named ones)."""
+        return f"{self.namespace}:li:{li_id}:names"
 
     def materialized(self) -> str:
         """STRING: JSON ``{"by", "at"}``, set when the read model has been

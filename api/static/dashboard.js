@@ -22,6 +22,10 @@
     view: "class",
     registration: null,
     goals: [],
+    // Display names from the goals lookup: the learning instance's title,
+    // goals' titles and their targets' names, learners' names. Without a
+    // name the page shows a shortened id; the full id is in the tooltip.
+    names: { learning_instance: null, goals: {}, registrations: {} },
     rows: new Map(), // registration id -> {items: Map(goal -> item), tr, cells: Map(goal -> td)}
     order: [], // registration ids in the API's order
     sort: { key: "learner", dir: 1, defaulted: true },
@@ -101,6 +105,35 @@
     return response;
   }
 
+  // -- names ------------------------------------------------------------------
+
+  // Ids are UUIDs or long tokens: shortened when nothing better is known.
+  function shortId(id) {
+    return id.length > 12 ? id.slice(0, 8) + "…" : id;
+  }
+
+  function goalName(goal) {
+    const names = state.names.goals[goal];
+    return (names && names.title) || shortId(goal);
+  }
+
+  function learnerName(reg) {
+    return state.names.registrations[reg] || shortId(reg);
+  }
+
+  function targetName(goal, target) {
+    const names = state.names.goals[goal];
+    return (names && names.targets && names.targets[target]) || shortId(target);
+  }
+
+  // A name with its id in the tooltip (and in the DOM for the tests).
+  function named(element, text, id) {
+    element.textContent = text;
+    element.title = id;
+    element.dataset.id = id;
+    return element;
+  }
+
   // -- sign in, choose a learning instance and goals --------------------------
 
   function show(section) {
@@ -140,6 +173,10 @@
     state.li = li;
     state.view = info.view;
     state.registration = info.registration_id;
+    state.names = Object.assign(
+      { learning_instance: null, goals: {}, registrations: {} },
+      info.names || {},
+    );
     const list = $("goal-list");
     list.textContent = "";
     if (!info.goal_ids.length) {
@@ -153,7 +190,7 @@
       box.type = "checkbox";
       box.value = goal;
       box.checked = wanted ? wanted.has(goal) : i < 5;
-      label.append(box, " " + goal);
+      label.append(box, " ", named(document.createElement("span"), goalName(goal), goal));
       list.append(label);
     });
     $("goals-form").hidden = false;
@@ -172,8 +209,12 @@
     state.selected = null;
     state.sort = { key: "learner", dir: 1, defaulted: true };
     writeHash();
-    $("board-title").textContent =
-      state.view === "learner" ? `Your progress in ${state.li}` : `Learning instance ${state.li}`;
+    const liName = state.names.learning_instance || shortId(state.li);
+    named(
+      $("board-title"),
+      state.view === "learner" ? `Your progress in ${liName}` : `Learning instance ${liName}`,
+      state.li,
+    );
     $("filter").disabled = state.view === "learner";
     $("detail").hidden = true;
     renderHead();
@@ -337,7 +378,7 @@
   function renderHead() {
     const head = $("head");
     head.textContent = "";
-    const columns = [["learner", "Learner"], ...state.goals.map((g) => [g, g])];
+    const columns = [["learner", "Learner"], ...state.goals.map((g) => [g, goalName(g)])];
     for (const [key, label] of columns) {
       const th = document.createElement("th");
       th.scope = "col";
@@ -345,7 +386,8 @@
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = label;
-      button.title = key === "learner" ? "Sort by learner" : "Sort by progress in this goal";
+      button.title =
+        key === "learner" ? "Sort by learner" : `Goal ${key}: sort by progress in this goal`;
       button.addEventListener("click", () => sortBy(key));
       th.append(button);
       head.append(th);
@@ -384,7 +426,11 @@
     if (state.sort.defaulted) return regs;
     const { key, dir } = state.sort;
     const value = (reg) => {
-      if (key === "learner") return reg;
+      // Named learners by name, then the others by id.
+      if (key === "learner") {
+        const name = state.names.registrations[reg];
+        return name ? "0" + name.toLocaleLowerCase() : "1" + reg;
+      }
       const item = state.rows.get(reg).items.get(key);
       return item ? item.progress : -1;
     };
@@ -402,9 +448,8 @@
     tr.dataset.reg = reg;
     const th = document.createElement("td");
     th.className = "learner";
-    const button = document.createElement("button");
+    const button = named(document.createElement("button"), learnerName(reg), reg);
     button.type = "button";
-    button.textContent = reg;
     button.addEventListener("click", () => selectLearner(reg));
     th.append(button);
     tr.append(th);
@@ -478,7 +523,8 @@
       const line = document.createElement("div");
       line.dataset.goal = goal;
       const parts = SUMMARY_ORDER.filter((s) => counts[s]).map((s) => `${counts[s]} ${STATUS[s].toLowerCase()}`);
-      line.textContent = `${goal}: ${parts.join(" · ") || "no learners"}`;
+      line.textContent = `${goalName(goal)}: ${parts.join(" · ") || "no learners"}`;
+      line.title = goal;
       box.append(line);
     }
   }
@@ -494,8 +540,10 @@
     const aside = $("detail");
     const row = state.rows.get(reg);
     aside.textContent = "";
-    const title = document.createElement("h2");
-    title.textContent = `Learner ${reg}`;
+    const title = named(document.createElement("h2"), learnerName(reg), reg);
+    const id = document.createElement("p");
+    id.className = "id";
+    id.textContent = `Registration ${reg}`;
     const close = document.createElement("button");
     close.type = "button";
     close.textContent = "Close";
@@ -503,12 +551,10 @@
       state.selected = null;
       aside.hidden = true;
     });
-    aside.append(title, close);
+    aside.append(title, id, close);
     for (const goal of state.goals) {
       const item = row.items.get(goal);
-      const h = document.createElement("h3");
-      h.textContent = goal;
-      aside.append(h);
+      aside.append(named(document.createElement("h3"), goalName(goal), goal));
       if (!item) continue;
       const summary = document.createElement("p");
       const work = item.work_remaining < 0 ? "not enough data" : `${item.work_remaining} items left`;
@@ -518,7 +564,7 @@
         table(
           ["Target", "Status", "Progress"],
           (item.targets || []).map((t) => [
-            t.target_id || t.module_id,
+            targetName(goal, t.target_id || t.module_id),
             STATUS[t.status] || t.status,
             `${Math.round(t.progress * 100)} %`,
           ]),
@@ -571,13 +617,20 @@
     return /[",\n\r]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
   }
 
+  // Columns: the registration id, the learner's name (empty without one),
+  // then per goal its status, progress and work remaining, headed by the
+  // goal's title and id ("Fractions [goal-1] status") or its id alone.
   function toCsv() {
-    const header = ["registration_id"];
-    for (const g of state.goals) header.push(`${g} status`, `${g} progress`, `${g} work_remaining`);
+    const header = ["registration_id", "learner_name"];
+    for (const g of state.goals) {
+      const names = state.names.goals[g];
+      const head = names && names.title ? `${names.title} [${g}]` : g;
+      header.push(`${head} status`, `${head} progress`, `${head} work_remaining`);
+    }
     const lines = [header.map(csvField).join(",")];
     for (const reg of visibleOrder()) {
       const row = state.rows.get(reg);
-      const fields = [reg];
+      const fields = [reg, state.names.registrations[reg] || ""];
       for (const g of state.goals) {
         const item = row.items.get(g);
         fields.push(item ? item.status : "", item ? item.progress : "", item ? item.work_remaining : "");

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from redis.asyncio import Redis
@@ -30,6 +31,7 @@ from infra.settings import Settings
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
+    ModuleTagged,
     RegistrationCreated,
     Target,
 )
@@ -126,6 +128,23 @@ def test_the_class_view_shows_the_api_rows_and_updates_live(
     _wait(browser, lambda d: len(_table(d)) == len(api_rows) and _live(d))
     shown = _table(browser)
     assert [r["reg"] for r in shown] == [r["registration_id"] for r in api_rows]
+    # Learners by the name the partner gave them, else a shortened id; the id
+    # is the tooltip. Goals by their titles.
+    names = {r.registration_id: r.display_name for r in workload.registrations}
+    labels_shown = browser.execute_script(
+        "return [...document.querySelectorAll('#rows td.learner button')]"
+        ".map(b => [b.title, b.textContent])"
+    )
+    assert labels_shown == [
+        [reg, names[reg] or (reg[:8] + "…" if len(reg) > 12 else reg)]
+        for reg in (r["registration_id"] for r in api_rows)
+    ]
+    assert any(names[r["registration_id"]] is None for r in api_rows)
+    titles = {
+        e.goal_id: e.title for e in workload.catalog if isinstance(e, GoalDefined)
+    }
+    heads = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#head th button")]
+    assert heads == ["Learner", *(titles[g] for g in goals)]
     labels = {"in_progress": "In progress", "struggling": "Struggling"}
     for row, api_row in zip(shown, api_rows, strict=True):
         for goal, item in zip(goals, api_row["status_and_progress"], strict=True):
@@ -225,11 +244,17 @@ def test_filter_sort_and_csv_export(
     _wait(browser, lambda d: target.exists() and target.stat().st_size > 0)
     with target.open(newline="") as f:
         exported = list(csv.reader(f))
-    assert exported[0] == ["registration_id"] + [
-        f"{g} {c}" for g in goals for c in ("status", "progress", "work_remaining")
+    titles = {
+        e.goal_id: e.title for e in workload.catalog if isinstance(e, GoalDefined)
+    }
+    names = {r.registration_id: r.display_name or "" for r in workload.registrations}
+    assert exported[0] == ["registration_id", "learner_name"] + [
+        f"{titles[g]} [{g}] {c}"
+        for g in goals
+        for c in ("status", "progress", "work_remaining")
     ]
     expected = [
-        [r["registration_id"]]
+        [r["registration_id"], names.get(r["registration_id"], "")]
         + [
             v
             for i in r["status_and_progress"]
@@ -238,10 +263,10 @@ def test_filter_sort_and_csv_export(
         for r in api_rows
     ]
     got = [
-        [row[0]]
+        row[:2]
         + [
             (v if k % 3 == 0 else float(v) if k % 3 == 1 else int(v))
-            for k, v in enumerate(row[1:])
+            for k, v in enumerate(row[2:])
         ]
         for row in exported[1:]
     ]
@@ -429,3 +454,87 @@ def test_500_learners_by_5_goals_stay_responsive(
         f"filter {filtered:.2f} s"
     )
     assert loaded < 5.0 and applied < 2.0 and filtered < 1.0
+
+
+def test_renames_reach_the_dashboard_through_the_ingest_api_and_the_worker(
+    world: tuple[DevStack, Workload],
+) -> None:
+    """A partner renames a course section, a module's objective and a learner
+    by sending the events again with new names; the dashboard's lookup shows
+    the new names, and no row changes (a name is no redefinition)."""
+    stack, workload = world
+    li = workload.learning_instances[0]
+    goals = workload.goals_of(li)
+    admin = stack.token(partner_id=PARTNER)
+    headers = {"Authorization": f"Bearer {admin}"}
+    lookup = f"{stack.api_url}/learning-instances/{li}/goals"
+    before = _api_rows(stack, workload, li, goals)
+    learner = next(
+        r
+        for r in workload.registrations
+        if r.role == "learner" and r.learning_instance_id == li
+    )
+    module = next(
+        e
+        for e in workload.catalog
+        if isinstance(e, ModuleTagged) and e.module_id == "module-1"
+    )
+    (objective,) = module.learning_objective_ids
+    number_sense = next(
+        g
+        for g in goals
+        if any(
+            isinstance(e, GoalDefined) and e.goal_id == g and e.title == "Number sense"
+            for e in workload.catalog
+        )
+    )
+
+    status, body = post_json(
+        f"{stack.api_url}/registrations",
+        {
+            "registration_id": learner.registration_id,
+            "learning_instance_id": li,
+            "user_id": learner.user_id,
+            "role": "learner",
+            "display_name": "Ada Lovelace",
+        },
+        token=admin,
+    )
+    assert status == 202, body
+    status, body = post_json(
+        f"{stack.api_url}/learning-instances",
+        {"learning_instance_id": li, "title": "Algebra I, renamed"},
+        token=admin,
+    )
+    assert status == 202, body
+    response = httpx.put(
+        f"{stack.api_url}/modules/module-1",
+        json={
+            "learning_objective_ids": [objective],
+            "parameters": {
+                lo: p.model_dump(exclude_none=True)
+                for lo, p in (module.parameters or {}).items()
+            },
+            "module_name": "Fractions, practice",
+            "objective_names": {objective: "Fractions and mixed numbers"},
+        },
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+
+    def renamed() -> dict[str, Any] | None:
+        names: dict[str, Any] = httpx.get(lookup, headers=headers).json()["names"]
+        done = (
+            names["learning_instance"] == "Algebra I, renamed"
+            and names["registrations"].get(learner.registration_id) == "Ada Lovelace"
+            and names["goals"][number_sense]["targets"].get(objective)
+            == "Fractions and mixed numbers"
+        )
+        return names if done else None
+
+    deadline = time.monotonic() + 15
+    while (names := renamed()) is None:
+        assert time.monotonic() < deadline, httpx.get(lookup, headers=headers).text
+        time.sleep(0.1)
+    assert names["goals"][number_sense]["title"] == "Number sense"
+    assert _api_rows(stack, workload, li, goals) == before

@@ -1,6 +1,7 @@
 """The dashboard's defences in a real Chromium against the API process over a
 real Redis (rows written by the worker's projector): CSV export cells that a
-spreadsheet would run as formulas, and the page's security headers."""
+spreadsheet would run as formulas (ids and display names), names shown as
+text, who sees which names, and the page's security headers."""
 
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ LI = "li-dash"
 #: "-2-3" as the formula =-2-3.
 GOALS = ["-goal-1", "goal-2"]
 REGS = ["-2-3", "reg-plain", "-cmd"]
+#: Display names chosen to attack: markup for the page, a formula for the
+#: CSV; the first learner has none.
+NAMES = {
+    "reg-plain": "<img src=x onerror=window.__pwned=1>",
+    "-cmd": "=cmd|'/C calc'!A0",
+}
+GOAL_TITLES = {"-goal-1": "@Fractions", "goal-2": "Decimals"}
+LI_TITLE = "Algebra <b>I</b>"
 
 
 def _row(goal: str, progress: float) -> bytes:
@@ -67,6 +76,7 @@ async def _seed(url: str) -> None:
             occurred_at=T0,
             learning_instance_id=LI,
             partner_id=PARTNER,
+            title=LI_TITLE,
         )
     )
     for g in GOALS:
@@ -76,8 +86,13 @@ async def _seed(url: str) -> None:
             goal_id=g,
             learning_instance_id=LI,
             targets=[Target(learning_objective_id="lo-1")],
+            title=GOAL_TITLES[g],
         )
-        p.goal(goal, _row(g, 0.0).replace(b"in_progress", b"no_work"))
+        p.goal(
+            goal,
+            _row(g, 0.0).replace(b"in_progress", b"no_work"),
+            orjson.dumps({"title": GOAL_TITLES[g], "targets": {"lo-1": "Ratios"}}),
+        )
     for n, reg in enumerate(REGS):
         p.registration(
             RegistrationCreated(
@@ -87,6 +102,7 @@ async def _seed(url: str) -> None:
                 learning_instance_id=LI,
                 user_id=f"u{reg}",
                 role="learner",
+                display_name=NAMES.get(reg),
             )
         )
         for g in GOALS:
@@ -149,11 +165,20 @@ def test_the_csv_export_neutralises_formula_cells(
     cells = [c for row in exported for c in row]
     text_cells = [c for c in cells if not _is_number(c)]
     assert not [c for c in text_cells if c.startswith(_FORMULA_START)], exported
-    # The ids are still there, behind the quote a spreadsheet shows as text.
+    # The ids are still there, behind the quote a spreadsheet shows as text,
+    # and so are the names.
     assert [row[0] for row in exported[1:]] == [
         f"'{r}" if r.startswith("-") else r for r in REGS
     ]
-    assert exported[0][1] == "'-goal-1 status"
+    assert [row[1] for row in exported[1:]] == [
+        f"'{NAMES[r]}" if NAMES.get(r, "").startswith("=") else NAMES.get(r, "")
+        for r in REGS
+    ]
+    assert exported[0][:3] == [
+        "registration_id",
+        "learner_name",
+        "'@Fractions [-goal-1] status",
+    ]
     # Every character that starts a formula, as any cell the page exports.
     for value in ["=1+1", "+1", "-1+2", "@SUM(A1)", "\tx", "\rx"]:
         field: str = browser.execute_script(
@@ -165,6 +190,70 @@ def test_the_csv_export_neutralises_formula_cells(
     assert browser.execute_script("return window.masteryDashboard.csvField(-1)") == (
         "-1"
     )
+
+
+def test_names_are_shown_as_text_with_their_ids_at_hand(
+    api: ApiProcess, browser: webdriver.Chrome
+) -> None:
+    _open_board(browser, api)
+    learners = {
+        b.get_attribute("data-id"): (b.text, b.get_attribute("title"))
+        for b in browser.find_elements(By.CSS_SELECTOR, "#rows td.learner button")
+    }
+    # Names as text (no markup runs); without a name, a short id; the id on hover.
+    assert learners == {
+        "-2-3": ("-2-3", "-2-3"),
+        "reg-plain": (NAMES["reg-plain"], "reg-plain"),
+        "-cmd": (NAMES["-cmd"], "-cmd"),
+    }
+    assert browser.find_elements(By.CSS_SELECTOR, "#rows img") == []
+    assert browser.execute_script("return window.__pwned") is None
+    heads = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "#head th button")]
+    assert heads == ["Learner", "@Fractions", "Decimals"]
+    title = browser.find_element(By.ID, "board-title")
+    assert title.text == f"Learning instance {LI_TITLE}"
+    assert title.get_attribute("title") == LI
+    # Sorting by learner: named learners by name, then the others by id.
+    browser.find_element(By.CSS_SELECTOR, "th[data-key='learner'] button").click()
+    order = [
+        tr.get_attribute("data-reg")
+        for tr in browser.find_elements(By.CSS_SELECTOR, "#rows tr")
+    ]
+    assert order == ["reg-plain", "-cmd", "-2-3"]
+    # The learner's details name the goal and its targets.
+    browser.find_element(By.CSS_SELECTOR, "tr[data-reg='-cmd'] button").click()
+    detail = browser.find_element(By.ID, "detail")
+    _wait(browser, lambda d: detail.is_displayed())
+    assert detail.find_element(By.TAG_NAME, "h2").text == NAMES["-cmd"]
+    assert [h.text for h in detail.find_elements(By.TAG_NAME, "h3")] == [
+        "@Fractions",
+        "Decimals",
+    ]
+
+
+def test_a_learner_gets_only_their_own_name(api: ApiProcess) -> None:
+    url = f"{api.url}/learning-instances/{LI}/goals"
+    admin = httpx.get(url, headers=bearer("admin-dash", PARTNER, ("partner_admin",)))
+    assert admin.status_code == 200
+    names = admin.json()["names"]
+    assert names == {
+        "learning_instance": LI_TITLE,
+        "goals": {
+            g: {"title": GOAL_TITLES[g], "targets": {"lo-1": "Ratios"}} for g in GOALS
+        },
+        "registrations": NAMES,
+    }
+    learner = httpx.get(url, headers=bearer("u-cmd", PARTNER, ()))
+    assert learner.status_code == 200
+    body = learner.json()
+    assert body["view"] == "learner" and body["registration_id"] == "-cmd"
+    assert body["names"]["registrations"] == {"-cmd": NAMES["-cmd"]}
+    unnamed = httpx.get(url, headers=bearer("u-2-3", PARTNER, ()))
+    assert unnamed.json()["names"]["registrations"] == {}
+    other = httpx.get(
+        url, headers=bearer("admin-x", "another-partner", ("partner_admin",))
+    )
+    assert other.status_code == 404 and "Ratios" not in other.text
 
 
 def _is_number(cell: str) -> bool:
