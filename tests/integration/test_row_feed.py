@@ -138,6 +138,11 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
             "instructor": False,
             "registration_id": "r1",
             "goal_ids": ["g1", "g2"],
+            # No names were given (tests/unit/test_names.py and the
+            # dashboard tests give some).
+            "title": None,
+            "goal_names": {"g1": {}, "g2": {}},
+            "learner_names": {},
         }
         teacher = await RedisViewStore(redis, KEYS).view("li-1", "t1")
         assert teacher is not None and teacher["instructor"] is True

@@ -500,6 +500,8 @@ def test_goals_lookup_tells_the_page_what_to_show(
             "view": view,
             "registration_id": registration,
             "goal_ids": ["goal-a"],
+            # No names were given (the dashboard tests give some).
+            "names": {"learning_instance": None, "goals": {}, "registrations": {}},
         }
 
 
