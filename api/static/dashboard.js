@@ -112,18 +112,22 @@
     return id.length > 12 ? id.slice(0, 8) + "…" : id;
   }
 
+  // An own property only: an id may be "constructor" or "__proto__".
+  function own(map, key) {
+    return map && Object.hasOwn(map, key) ? map[key] : undefined;
+  }
+
   function goalName(goal) {
-    const names = state.names.goals[goal];
-    return (names && names.title) || shortId(goal);
+    const names = own(state.names.goals, goal);
+    return own(names, "title") || shortId(goal);
   }
 
   function learnerName(reg) {
-    return state.names.registrations[reg] || shortId(reg);
+    return own(state.names.registrations, reg) || shortId(reg);
   }
 
   function targetName(goal, target) {
-    const names = state.names.goals[goal];
-    return (names && names.targets && names.targets[target]) || shortId(target);
+    return own(own(own(state.names.goals, goal), "targets"), target) || shortId(target);
   }
 
   // A name with its id in the tooltip (and in the DOM for the tests).
@@ -428,7 +432,7 @@
     const value = (reg) => {
       // Named learners by name, then the others by id.
       if (key === "learner") {
-        const name = state.names.registrations[reg];
+        const name = own(state.names.registrations, reg);
         return name ? "0" + name.toLocaleLowerCase() : "1" + reg;
       }
       const item = state.rows.get(reg).items.get(key);
@@ -623,14 +627,14 @@
   function toCsv() {
     const header = ["registration_id", "learner_name"];
     for (const g of state.goals) {
-      const names = state.names.goals[g];
-      const head = names && names.title ? `${names.title} [${g}]` : g;
+      const title = own(own(state.names.goals, g), "title");
+      const head = title ? `${title} [${g}]` : g;
       header.push(`${head} status`, `${head} progress`, `${head} work_remaining`);
     }
     const lines = [header.map(csvField).join(",")];
     for (const reg of visibleOrder()) {
       const row = state.rows.get(reg);
-      const fields = [reg, state.names.registrations[reg] || ""];
+      const fields = [reg, own(state.names.registrations, reg) || ""];
       for (const g of state.goals) {
         const item = row.items.get(g);
         fields.push(item ? item.status : "", item ? item.progress : "", item ? item.work_remaining : "");

@@ -42,7 +42,9 @@ LI = "li-dash"
 #: ids may start with "-" (schemas.events.EntityId): a spreadsheet reads
 #: "-2-3" as the formula =-2-3.
 GOALS = ["-goal-1", "goal-2"]
-REGS = ["-2-3", "reg-plain", "-cmd"]
+#: "constructor" is an own property of no names map (the page looks names up
+#: as own properties only).
+REGS = ["-2-3", "reg-plain", "-cmd", "constructor"]
 #: Display names chosen to attack: markup for the page, a formula for the
 #: CSV; the first learner has none.
 NAMES = {
@@ -205,6 +207,7 @@ def test_names_are_shown_as_text_with_their_ids_at_hand(
         "-2-3": ("-2-3", "-2-3"),
         "reg-plain": (NAMES["reg-plain"], "reg-plain"),
         "-cmd": (NAMES["-cmd"], "-cmd"),
+        "constructor": ("constructor", "constructor"),
     }
     assert browser.find_elements(By.CSS_SELECTOR, "#rows img") == []
     assert browser.execute_script("return window.__pwned") is None
@@ -219,7 +222,7 @@ def test_names_are_shown_as_text_with_their_ids_at_hand(
         tr.get_attribute("data-reg")
         for tr in browser.find_elements(By.CSS_SELECTOR, "#rows tr")
     ]
-    assert order == ["reg-plain", "-cmd", "-2-3"]
+    assert order == ["reg-plain", "-cmd", "-2-3", "constructor"]
     # The learner's details name the goal and its targets.
     browser.find_element(By.CSS_SELECTOR, "tr[data-reg='-cmd'] button").click()
     detail = browser.find_element(By.ID, "detail")
