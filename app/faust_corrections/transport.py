@@ -167,8 +167,8 @@ class _Consumer(faust_aiokafka.Consumer):
         #   below it are dropped as "already read";
         # - a seek lands while a batch is being delivered: its reset read
         #   offset meets the batch's next record, and the offsets in between
-        #   are acked as a gap, though the rebalance cleared their records
-        #   from the stream's queue.
+        #   are acked as a gap, though the seek asks for them again (a commit
+        #   can then pass them before they are processed).
         # Either way offsets are committed for records never processed
         # (faust-streaming #216/#221; docs/upstream/faust-read-offset-skip.md).
         # So: a record is delivered only while its partition is where the
