@@ -20,12 +20,15 @@ _ids = itertools.count()
 NOW = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
 
-def instance(li: str = "li-1", partner: str = "p") -> LearningInstanceCreated:
+def instance(
+    li: str = "li-1", partner: str = "p", title: str | None = None
+) -> LearningInstanceCreated:
     return LearningInstanceCreated(
         event_id=f"e{next(_ids)}",
         occurred_at=NOW,
         learning_instance_id=li,
         partner_id=partner,
+        title=title,
     )
 
 
@@ -40,6 +43,7 @@ def goal(
     goal_id: str,
     li: str = "li-1",
     objectives: tuple[str, ...] = ("lo-a",),
+    title: str | None = None,
     **crit: object,
 ) -> GoalDefined:
     return GoalDefined(
@@ -49,6 +53,7 @@ def goal(
         learning_instance_id=li,
         targets=[Target(learning_objective_id=o) for o in objectives],
         completion_criteria=CompletionCriteria.model_validate(crit),
+        title=title,
     )
 
 
@@ -57,6 +62,8 @@ def module(
     objectives: tuple[str, ...],
     params: dict[str, BKTParameters] | None = None,
     partner: str = "p",
+    name: str | None = None,
+    objective_names: dict[str, str] | None = None,
 ) -> ModuleTagged:
     return ModuleTagged(
         event_id=f"e{next(_ids)}",
@@ -65,6 +72,8 @@ def module(
         module_id=module_id,
         learning_objective_ids=list(objectives),
         parameters=params,
+        module_name=name,
+        objective_names=objective_names,
     )
 
 

@@ -84,15 +84,20 @@ def make_catalog() -> Catalog:
 
 
 def created(
-    role: Literal["learner", "instructor"] = "learner", reg: str = "r1"
+    role: Literal["learner", "instructor"] = "learner",
+    reg: str = "r1",
+    *,
+    user: str = "u1",
+    display_name: str | None = None,
 ) -> RegistrationCreated:
     return RegistrationCreated(
         event_id=f"e{next(_ids)}",
         occurred_at=NOW,
         registration_id=reg,
         learning_instance_id="li-1",
-        user_id="u1",
+        user_id=user,
         role=role,
+        display_name=display_name,
     )
 
 
