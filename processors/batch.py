@@ -48,8 +48,10 @@ from processors.registration import (
     with_position,
 )
 from processors.rows import Touched, derive_rows
+from processors.transitions import Transitions
 from schemas.events import AttemptGraded, Event, RegistrationCreated
 from schemas.fast_decode import decode_fast
+from schemas.transitions import StatusChanged
 
 __all__ = [
     "BatchPlan",
@@ -106,6 +108,9 @@ class BatchPlan:
     #: Registrations whose rows were derived without these exact forecast
     #: tables (provisional): build them, then derive those rows again.
     provisional: dict[str, frozenset[TableKey]] = field(default_factory=dict)
+    #: Status changes, event by event, in log order per registration
+    #: (processors/transitions.py).
+    transitions: list[StatusChanged] = field(default_factory=list)
 
 
 def rejection_reason(exc: Exception) -> str:
@@ -219,6 +224,7 @@ def fold(
     last: dict[str, Record] = {}  # the record whose position each state takes
     registered: set[str] = set()
     touched: dict[str, Touched] = {}
+    transitions = Transitions()
     outcomes = plan.outcomes
     for d in decoded:
         record, event = d.record, d.event
@@ -248,15 +254,32 @@ def fold(
         except Exception as exc:  # a bug must not sink the batch or the event
             result = AttemptResult(state, "rejected", f"internal error: {exc!r}")
         outcomes[result.outcome] += 1
+        new_state = result.state
         if result.outcome == "rejected":
             plan.dead.append(Rejection(record, result.reason or "rejected"))
         elif isinstance(event, RegistrationCreated):
             registered.add(reg_id)
+            if state is None and new_state is not None:
+                transitions.registered(
+                    new_state,
+                    event,
+                    catalog,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
         else:
             touched.setdefault(reg_id, Touched()).add(
                 event.module_id, event.goal_id, view
             )
-        new_state = result.state
+            if result.outcome == "applied" and state is not None and new_state:
+                transitions.attempted(
+                    state,
+                    new_state,
+                    event,
+                    view,
+                    partition=record.partition,
+                    offset=record.offset,
+                )
         current[reg_id] = new_state
         if new_state is not None:
             last[reg_id] = record
@@ -278,4 +301,5 @@ def fold(
     plan.registrations.extend(
         s for reg_id in registered if (s := plan.states.get(reg_id)) is not None
     )
+    plan.transitions = transitions.changes
     return plan

@@ -41,6 +41,7 @@ __all__ = [
     "affected_by",
     "evaluate",
     "evaluate_target",
+    "goal_status",
 ]
 
 #: Attempts on an objective before it can be called struggling (Beck & Gong's
@@ -116,6 +117,99 @@ def affected_by(
     return False
 
 
+def _target_status(
+    target: Target,
+    min_work: int,
+    threshold: float,
+    *,
+    objectives: Mapping[str, ObjectiveState],
+    untagged: Mapping[str, int],
+    tagged: Mapping[str, int],
+    catalog: PartnerCatalog,
+) -> tuple[str, int, int, list[str], frozenset[str]]:
+    """A target's status without its forecast: ``(status, work, items still
+    needed for min_work, objectives deciding it, modules whose work counts)``.
+    The one rule for both the rows (:func:`evaluate_target`) and the
+    transitions (:func:`goal_status`)."""
+    scope, modules = _target_scope(target, catalog)
+    work = 0
+    for module_id in modules:
+        work += untagged.get(module_id, 0) + tagged.get(module_id, 0)
+    need = max(min_work - work, 0)
+    mastered = bool(scope)
+    struggling = False
+    for objective in scope:
+        state = objectives.get(objective)
+        lo = (
+            catalog.params_for(objective).prior_log_odds
+            if state is None
+            else (state.log_odds)
+        )
+        if lo < threshold:
+            mastered = False
+            if (
+                state is not None
+                and state.attempts >= STRUGGLE_MIN_ATTEMPTS
+                and state.stuck_llr > STRUGGLE_LLR
+            ):
+                struggling = True
+    if mastered and need == 0:
+        status = "complete"
+    elif work == 0:
+        status = "no_work"
+    elif struggling:
+        status = "struggling"
+    else:
+        status = "in_progress"
+    return status, work, need, scope, modules
+
+
+def _goal_status(statuses: Collection[str], done: int, max_work: int | None) -> str:
+    """A goal's status from its targets' statuses and the work done on it."""
+    if all(s == "complete" for s in statuses):
+        return "complete"
+    if max_work is not None and done >= max_work:
+        return "complete_max_work"
+    if done == 0:
+        return "no_work"
+    if "struggling" in statuses:
+        return "struggling"
+    return "in_progress"
+
+
+def goal_status(
+    goal: GoalDefined, state: RegistrationState | None, catalog: PartnerCatalog
+) -> str:
+    """The ``status`` :func:`evaluate` gives, without forecasting anything
+    (the transitions' cheap path: processors/transitions.py)."""
+    if state is None:
+        objectives: Mapping[str, ObjectiveState] = {}
+        untagged: Mapping[str, int] = _EMPTY
+        tagged: Mapping[str, int] = _EMPTY
+    else:
+        objectives = state.objectives
+        untagged = state.untagged_work
+        tagged = state.tagged_work.get(goal.goal_id, _EMPTY)
+    criteria = goal.completion_criteria
+    threshold = logit(criteria.min_predicted_mastery)
+    statuses: list[str] = []
+    counted: set[str] = set()
+    for target in goal.targets:
+        status, _, _, _, modules = _target_status(
+            target,
+            criteria.min_work_per_target,
+            threshold,
+            objectives=objectives,
+            untagged=untagged,
+            tagged=tagged,
+            catalog=catalog,
+        )
+        statuses.append(status)
+        counted |= modules
+    done = sum(tagged.values()) + sum(untagged.get(m, 0) for m in counted)
+    return _goal_status(statuses, done, criteria.max_work_on_goal)
+
+
 def evaluate_target(
     target: Target,
     goal: GoalDefined,
@@ -133,29 +227,25 @@ def evaluate_target(
     """
     criteria = goal.completion_criteria
     threshold = logit(criteria.min_predicted_mastery)
-    scope, modules = _target_scope(target, catalog)
-    work = 0
-    for module_id in modules:
-        work += untagged.get(module_id, 0) + tagged.get(module_id, 0)
-    need = max(criteria.min_work_per_target - work, 0)
+    status, work, need, scope, modules = _target_status(
+        target,
+        criteria.min_work_per_target,
+        threshold,
+        objectives=objectives,
+        untagged=untagged,
+        tagged=tagged,
+        catalog=catalog,
+    )
+    if status == "complete":
+        return TargetOutcome("complete", work, 0.0, 0, 0, 1.0, modules)
 
     cdf: list[float] | None = None
     best = 0
-    mastered = bool(scope)
-    struggling = False
     pending: set[TableKey] = set()
     for objective in scope:
         params = catalog.params_for(objective)
         state = objectives.get(objective)
         lo = params.prior_log_odds if state is None else state.log_odds
-        if lo < threshold:
-            mastered = False
-            if (
-                state is not None
-                and state.attempts >= STRUGGLE_MIN_ATTEMPTS
-                and state.stuck_llr > STRUGGLE_LLR
-            ):
-                struggling = True
         forecast = forecaster.forecast(params, threshold, lo, need)
         one = forecast.cdf
         if forecast.pending is not None:
@@ -167,19 +257,11 @@ def evaluate_target(
         )
         best = max(best, best_case_items(params, threshold, lo, need))
 
-    if mastered and need == 0:
-        return TargetOutcome("complete", work, 0.0, 0, 0, 1.0, modules)
     if cdf is None:  # a module target that is not tagged: it cannot complete
         expected, best = float(HORIZON), HORIZON
     else:
         expected = expected_items(tuple(cdf))
     remaining = min(HORIZON, max(1, _round_half_up(expected)))
-    if work == 0:
-        status = "no_work"
-    elif struggling:
-        status = "struggling"
-    else:
-        status = "in_progress"
     return TargetOutcome(
         status,
         work,
@@ -233,17 +315,10 @@ def evaluate(
     max_work = goal.completion_criteria.max_work_on_goal
     budget = HORIZON if max_work is None else min(HORIZON, max_work - done)
     results = list(outcomes.values())
-    if all(r.status == "complete" for r in results):
-        status, remaining = "complete", 0
-    elif max_work is not None and done >= max_work:
-        status, remaining = "complete_max_work", 0
+    status = _goal_status([r.status for r in results], done, max_work)
+    if status in ("complete", "complete_max_work"):
+        remaining = 0
     else:
-        if done == 0:
-            status = "no_work"
-        elif any(r.status == "struggling" for r in results):
-            status = "struggling"
-        else:
-            status = "in_progress"
         remaining = _remaining(results, budget)
     if remaining == 0:
         progress = 1.0

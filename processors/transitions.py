@@ -1,0 +1,166 @@
+"""Status changes, event by event: what the webhooks and the history act on.
+
+The batch fold derives a registration's rows once per batch, after all its
+records; a status that changes and changes back inside one batch never shows
+in them. Transitions are derived per event instead, so they are the same
+however the records are batched (tests/unit/test_transitions.py folds one log
+in batches of 1, 7 and 500 and compares):
+
+- an applied attempt compares the status of every goal the attempt can
+  change (:func:`processors.goals.affected_by`) before and after it
+  (:func:`processors.goals.goal_status`: the rows' own rule, without the
+  forecast, which a status does not depend on);
+- a registration's creation gives each goal of its learning instance a first
+  transition, from ``None`` to its status (a learner's first row);
+- duplicates, redeliveries, rejections, renames and instructors give none.
+
+A catalog change (a goal redefined, new parameters) changes no registration
+event, so it gives no transition: the next event of the registration compares
+against the status under the current catalog. docs/webhooks.md says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from processors.catalog import Catalog, PartnerCatalog
+from processors.goals import affected_by, goal_status
+from processors.registration import RegistrationState
+from schemas.events import AttemptGraded, GoalDefined, RegistrationCreated
+from schemas.transitions import StatusChanged, transition_id
+
+__all__ = ["Transitions"]
+
+
+class Transitions:
+    """Collects one batch's transitions (the fold owns one per batch).
+
+    Remembers each (registration, goal)'s status as of the last event it
+    evaluated, so a run of attempts evaluates each status once per attempt.
+    """
+
+    __slots__ = ("_affected", "_status", "changes")
+
+    def __init__(self) -> None:
+        self.changes: list[StatusChanged] = []
+        self._status: dict[tuple[str, str], str] = {}
+        self._affected: dict[tuple[str, str, str | None], Sequence[GoalDefined]] = {}
+
+    def registered(
+        self,
+        state: RegistrationState,
+        event: RegistrationCreated,
+        catalog: Catalog,
+        *,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """A new learner's first statuses, one per goal of its instance."""
+        if state.role != "learner":
+            return
+        li_id = state.learning_instance_id
+        view = catalog.for_learning_instance(li_id)
+        for goal in view.goals_of(li_id):
+            status = goal_status(goal, state, view)
+            self._status[(state.registration_id, goal.goal_id)] = status
+            self._add(
+                state,
+                view,
+                goal,
+                previous=None,
+                status=status,
+                event_id=event.event_id,
+                occurred_at=event.occurred_at,
+                partition=partition,
+                offset=offset,
+            )
+
+    def attempted(
+        self,
+        before: RegistrationState,
+        after: RegistrationState,
+        event: AttemptGraded,
+        view: PartnerCatalog,
+        *,
+        partition: int,
+        offset: int,
+    ) -> None:
+        """Goals whose status the applied attempt changed."""
+        if after.role != "learner":
+            return
+        reg_id = after.registration_id
+        for goal in self._goals_affected(after.learning_instance_id, event, view):
+            key = (reg_id, goal.goal_id)
+            previous = self._status.get(key)
+            if previous is None:
+                previous = goal_status(goal, before, view)
+            status = goal_status(goal, after, view)
+            self._status[key] = status
+            if status != previous:
+                self._add(
+                    after,
+                    view,
+                    goal,
+                    previous=previous,
+                    status=status,
+                    event_id=event.event_id,
+                    occurred_at=event.occurred_at,
+                    partition=partition,
+                    offset=offset,
+                )
+
+    def _goals_affected(
+        self, li_id: str, event: AttemptGraded, view: PartnerCatalog
+    ) -> Sequence[GoalDefined]:
+        key = (li_id, event.module_id, event.goal_id)
+        goals = self._affected.get(key)
+        if goals is None:
+            module = view.module(event.module_id)
+            objectives = () if module is None else module.learning_objective_ids
+            goal_ids = () if event.goal_id is None else (event.goal_id,)
+            goals = [
+                goal
+                for goal in view.goals_of(li_id)
+                if affected_by(
+                    goal,
+                    view,
+                    modules=(event.module_id,),
+                    objectives=objectives,
+                    goal_ids=goal_ids,
+                )
+            ]
+            self._affected[key] = goals
+        return goals
+
+    def _add(
+        self,
+        state: RegistrationState,
+        view: PartnerCatalog,
+        goal: GoalDefined,
+        *,
+        previous: str | None,
+        status: str,
+        event_id: str,
+        occurred_at: datetime,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self.changes.append(
+            StatusChanged.model_validate(
+                {
+                    "transition_id": transition_id(event_id, goal.goal_id),
+                    "partner_id": view.partner_id or "",
+                    "learning_instance_id": state.learning_instance_id,
+                    "registration_id": state.registration_id,
+                    "user_id": state.user_id,
+                    "goal_id": goal.goal_id,
+                    "previous_status": previous,
+                    "status": status,
+                    "occurred_at": occurred_at,
+                    "event_id": event_id,
+                    "source_partition": partition,
+                    "source_offset": offset,
+                }
+            )
+        )
