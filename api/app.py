@@ -65,10 +65,12 @@ from api.sink import EventSink, KafkaEventSink
 from api.store import PageStore, RedisPageStore
 from api.stream import StreamConfig, StreamRoutes
 from api.tokens import Principal
+from api.webhooks import WebhookRoutes, WebhookStore
 from infra.broker import profile_for
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
+from infra.webhook_store import RedisWebhookStore
 from schemas.api import LearningInstanceQuery, RegistrationQuery
 from schemas.limits import MAX_PAGE_BYTES
 
@@ -94,9 +96,12 @@ def create_app(
     hub: ChangeHub | None = None,
     stream_config: StreamConfig | None = None,
     views: LearningInstanceView | None = None,
+    webhooks: WebhookStore | None = None,
+    allow_private_webhook_urls: bool = False,
 ) -> Starlette:
     """Build the API over its ports: the page store (reads), the fact store and
-    the event sink (ingest; answered with 503 when absent). ``readiness``
+    the event sink (ingest; answered with 503 when absent), the webhook
+    subscriptions (503 when absent). ``readiness``
     holds the checks of ``/readyz`` (none: always ready)."""
     authn = authenticator
     openapi = orjson.dumps(openapi_document())
@@ -276,6 +281,12 @@ def create_app(
             stream_config or StreamConfig(),
         ).routes(),
         *DashboardRoutes(authn, views).routes(),
+        *WebhookRoutes(
+            authn,
+            webhooks,
+            allow_private_urls=allow_private_webhook_urls,
+            max_request_bytes=max_request_bytes,
+        ).routes(),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/healthz", health, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -360,4 +371,6 @@ def create_api(settings: Settings) -> Starlette:
         hub=hub,
         stream_config=StreamConfig.from_settings(settings),
         views=RedisViewStore(redis),
+        webhooks=RedisWebhookStore(redis),
+        allow_private_webhook_urls=settings.webhooks_allow_private_urls,
     )

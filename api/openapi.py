@@ -25,6 +25,14 @@ from schemas.ingest import (
     GradedEvent,
     TagModule,
 )
+from schemas.webhooks import (
+    CreateWebhook,
+    DeliveryList,
+    RedeliveryQueued,
+    Webhook,
+    WebhookCreated,
+    WebhookList,
+)
 
 __all__ = ["openapi_document"]
 
@@ -160,11 +168,13 @@ _DESCRIPTIONS = {
     403: "the token lacks the role this endpoint needs (reveals no data)",
     404: "unknown id, or an id of another partner (indistinguishable)",
     409: "an id already in use, or an instructor's registration (for an "
-    "attempt, or for its status and progress: only learners have rows)",
+    "attempt, or for its status and progress: only learners have rows), or "
+    "the partner's webhooks at their limit",
     413: "body over the size limit, or more than 500 events",
     415: "the body was not sent with Content-Type: application/json",
     429: "this partner's share of the server's requests in progress is in "
-    "use (details.scope partner); retry after Retry-After seconds",
+    "use, or its redelivery requests waiting are at their limit (details.scope "
+    "partner); retry after Retry-After seconds",
     503: "Redis or the broker is unavailable; retry after Retry-After seconds",
 }
 
@@ -358,6 +368,70 @@ def _live_paths(
     }
 
 
+def _webhook_paths() -> dict[str, Any]:
+    """The webhook subscription endpoints (partner admin; docs/webhooks.md)."""
+    webhook = (("webhook_id", _ENTITY_ID),)
+    errors = (400, 401, 403, 404, 429, 503)
+    create = _operation(
+        "Subscribe a URL to this partner's status changes (partner admin); "
+        "the answer shows the signing secret, the only time it is shown",
+        body=_ref(CreateWebhook),
+        ok=(201, _ref(WebhookCreated), "the subscription, with its secret"),
+        errors=(400, 401, 403, 409, 413, 429, 503),
+    )
+    create["responses"]["201"]["headers"] = {
+        "Location": {"required": True, "schema": {"type": "string"}}
+    }
+    remove = _operation(
+        "Delete a subscription and its recorded attempts (partner admin)",
+        body=None,
+        ok=(204, {}, ""),
+        errors=errors,
+        params=webhook,
+    )
+    remove["responses"]["204"] = {"description": "deleted"}
+    return {
+        "/webhooks": {
+            "post": create,
+            "get": _operation(
+                "This partner's webhook subscriptions (partner admin)",
+                body=None,
+                ok=(200, _ref(WebhookList), "the subscriptions, oldest first"),
+                errors=(401, 403, 429, 503),
+            ),
+        },
+        "/webhooks/{webhook_id}": {
+            "get": _operation(
+                "One subscription, without its secret (partner admin)",
+                body=None,
+                ok=(200, _ref(Webhook), "the subscription"),
+                errors=errors,
+                params=webhook,
+            ),
+            "delete": remove,
+        },
+        "/webhooks/{webhook_id}/deliveries": {
+            "get": _operation(
+                "The subscription's recent delivery attempts, newest first "
+                "(partner admin)",
+                body=None,
+                ok=(200, _ref(DeliveryList), "the attempts the notifier recorded"),
+                errors=errors,
+                params=webhook,
+            )
+        },
+        "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": {
+            "post": _operation(
+                "Send a delivery again, with the same webhook-id (partner admin)",
+                body=None,
+                ok=(202, _ref(RedeliveryQueued), "queued for the notifier"),
+                errors=errors,
+                params=(*webhook, ("delivery_id", _ENTITY_ID)),
+            )
+        },
+    }
+
+
 def _query_schema(schema: dict[str, Any]) -> dict[str, Any]:
     # The contract's sample sends registrations_per_page as a numeric string.
     props = schema.get("properties", {})
@@ -388,6 +462,12 @@ def openapi_document() -> dict[str, Any]:
             (BatchGradedEvent, "validation"),
             (Accepted, "serialization"),
             (BatchResult, "serialization"),
+            (CreateWebhook, "validation"),
+            (Webhook, "serialization"),
+            (WebhookCreated, "serialization"),
+            (WebhookList, "serialization"),
+            (DeliveryList, "serialization"),
+            (RedeliveryQueued, "serialization"),
         ],
         ref_template=_REF,
     )
@@ -576,6 +656,7 @@ def openapi_document() -> dict[str, Any]:
         },
     }
     paths |= _live_paths(paths, li_param, reg_param)
+    paths |= _webhook_paths()
     return {
         "openapi": "3.1.0",
         "info": {

@@ -91,6 +91,7 @@ _API = (
     "stream_heartbeat_s",
     "stream_max_learners",
     "worker_heartbeat_ttl_s",
+    "webhooks_allow_private_urls",
 )
 _EMBEDDED = {"kafka_bootstrap_servers", "redis_url"} | set(_KAFKA[3:])
 

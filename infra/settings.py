@@ -232,6 +232,13 @@ class Settings(BaseSettings):
         "`mastery dev` writes the partner of its workload to var/dev.env",
     )
 
+    # Webhooks (docs/webhooks.md).
+    webhooks_allow_private_urls: bool = Field(
+        default=False,
+        description="accept webhook URLs on loopback, private and link-local "
+        "addresses (development and tests only)",
+    )
+
     # Ingest endpoints (docs/ingest.md).
     max_ingest_request_bytes: int = Field(
         default=2_097_152, ge=1024, description="largest ingest request body"
