@@ -34,6 +34,7 @@ from infra.broker import ensure_topics, profile_for
 from infra.settings import Settings
 from infra.tokens import mint_token
 from infra.topics import TopicNames
+from infra.webhook_store import RedisWebhookStore
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -155,6 +156,9 @@ def build_app(
         closers.insert(0, sink.stop)
     hub = ChangeHub(Redis.from_url(redis_url))
     closers.insert(0, hub.close)
+    # Webhook subscriptions on the same Redis; tests send to loopback.
+    app_kw.setdefault("webhooks", RedisWebhookStore(redis))
+    app_kw.setdefault("allow_private_webhook_urls", True)
     return create_app(
         RedisPageStore(redis),
         authenticator=BearerAuthenticator(verifier_from_settings(SETTINGS)),
