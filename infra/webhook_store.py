@@ -125,6 +125,10 @@ class RedisWebhookStore:
     async def create(self, subscription: Subscription) -> bool:
         """Store ``subscription``; ``False`` if its partner is at the limit."""
         partner = subscription.partner_id
+        # First: a partner listed without subscriptions costs the notifier a
+        # look; a subscription whose partner is not listed would lose its
+        # redelivery requests.
+        await self.redis.sadd(self.keys.partners(), partner)
         stored = await self._create(
             keys=[self.keys.subscriptions(partner)],
             args=[
@@ -133,10 +137,7 @@ class RedisWebhookStore:
                 subscription.model_dump_json(),
             ],
         )
-        if int(stored) != 1:
-            return False
-        await self.redis.sadd(self.keys.partners(), partner)
-        return True
+        return int(stored) == 1
 
     async def subscriptions(self, partner_id: str) -> list[Subscription]:
         """The partner's subscriptions, oldest first."""

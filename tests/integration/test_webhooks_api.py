@@ -191,6 +191,8 @@ def test_the_stored_subscription_keeps_the_secret_the_post_showed(
     created = _create(client, p)
 
     async def read(store: RedisWebhookStore, redis: Redis) -> Any:
+        # ... and the partner is where the notifier looks for redeliveries.
+        assert await redis.sismember(store.keys.partners(), p)
         return await store.get(p, created["id"])
 
     stored = _with_store(redis_server.url, read)
