@@ -9,7 +9,15 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from processors.evaluation import auc, evaluate, metrics, predictions
+from processors.evaluation import (
+    Histories,
+    auc,
+    evaluate,
+    exact_predictions,
+    exact_ranks,
+    metrics,
+    predictions,
+)
 from processors.mastery import DEFAULT_PARAMS, Params, trace
 from processors.trace import TraceError
 
@@ -124,3 +132,92 @@ def test_exact_ranking_holds_with_forgetting_and_across_skills() -> None:
             wins += 1.0 if s > t else 0.5 if s == t else 0.0
     _, overall = evaluate({"a": a, "b": b}, data)
     assert overall.auc == pytest.approx(wins / pairs, abs=1e-12)
+
+
+def _exact_auc(exact: list[Fraction], labels: list[bool]) -> float:
+    wins = pairs = 0.0
+    for (s, y), (t, z) in itertools.product(zip(exact, labels, strict=True), repeat=2):
+        if y and not z:
+            pairs += 1
+            wins += 1.0 if s > t else 0.5 if s == t else 0.0
+    return wins / pairs
+
+
+# learn + forget near 1: P(mastered) forgets the past fast, so histories that
+# differ only in their first answer converge (by ~10x per answer).
+_MIXING = Params(prior=0.5, learn=0.4, guess=0.2, slip=0.1, forget=0.4)
+
+
+def test_histories_that_converge_are_ranked_by_their_exact_values() -> None:
+    tail = [True] * 30
+    data = {"s": [[True, *tail, True], [False, *tail, False]]}
+    scores, keys, _, nodes = exact_predictions(_MIXING, data["s"])
+    labels = [a for seq in data["s"] for a in seq]
+    exact = [v for seq in data["s"] for v in _exact_p_correct(_MIXING, seq)]
+    last_a, last_b = len(tail) + 1, 2 * len(tail) + 3
+    # The float and its key coincide, the exact predictions do not (the
+    # first answer was correct in a: it is still ahead by ~1e-30).
+    assert (scores[last_a], keys[last_a]) == (scores[last_b], keys[last_b])
+    assert exact[last_a] > exact[last_b]
+    assert nodes[last_a] != nodes[last_b]
+    _, overall = evaluate({"s": _MIXING}, data)
+    assert overall.auc == pytest.approx(_exact_auc(exact, labels), abs=1e-12)
+    # Ranked by (float, key) the last two tie and the figure differs.
+    by_key = [(s, k) for s, k in zip(scores, keys, strict=True)]
+    wins = pairs = 0.0
+    for (s, y), (t, z) in itertools.product(zip(by_key, labels, strict=True), repeat=2):
+        if y and not z:
+            pairs += 1
+            wins += 1.0 if s > t else 0.5 if s == t else 0.0
+    assert overall.auc != pytest.approx(wins / pairs, abs=1e-6)
+
+
+def test_exact_ranks_follow_exact_values_to_hundreds_of_digits() -> None:
+    rng = np.random.default_rng(9)
+    seqs = [[bool(x) for x in rng.random(150) < 0.7] for _ in range(5)]
+    # Shared tails after different starts: gaps down to ~1e-150.
+    seqs += [[not seqs[0][0], *seqs[0][1:]], [True, False, *seqs[1][2:]]]
+    histories = Histories()
+    scores, keys, errors, nodes = exact_predictions(_MIXING, seqs, histories)
+    ranks = exact_ranks(scores, keys, errors, nodes, histories)
+    exact = [v for seq in seqs for v in _exact_p_correct(_MIXING, seq)]
+    assert len(set(scores)) < len(set(exact))
+    # Ties exactly where the histories are the same, order as the exact one.
+    assert len(set(ranks.tolist())) == len(set(nodes)) == len(set(exact))
+    by_exact = sorted(range(len(exact)), key=exact.__getitem__)
+    for i, j in itertools.pairwise(by_exact):
+        assert ranks[i] <= ranks[j]
+        assert (
+            (ranks[i] == ranks[j]) == (exact[i] == exact[j]) == (nodes[i] == nodes[j])
+        )
+
+
+def test_identical_histories_still_tie() -> None:
+    tail = [True, False] * 20
+    # The last predictions are the same history, answered right and wrong:
+    # one half, however far ahead the decision is pushed.
+    data = {"s": [[*tail, True], [*tail, False]]}
+    _, overall = evaluate({"s": _MIXING}, data)
+    labels = [a for seq in data["s"] for a in seq]
+    exact = [v for seq in data["s"] for v in _exact_p_correct(_MIXING, seq)]
+    assert overall.auc == pytest.approx(_exact_auc(exact, labels), abs=1e-12)
+    _, single = evaluate({"s": _MIXING}, {"s": [[True], [False]]})
+    assert single.auc == 0.5
+
+
+def test_distinct_histories_with_equal_exact_values_tie() -> None:
+    # No transition and guess = slip: a right and a wrong answer cancel in
+    # either order, so different histories have the same exact prediction
+    # (decided in exact rational arithmetic, not by the decimal bounds).
+    params = Params(prior=0.3, learn=0.0, guess=0.2, slip=0.2)
+    seqs = [[True, False, True], [False, True, False]]
+    histories = Histories()
+    scores, keys, errors, nodes = exact_predictions(params, seqs, histories)
+    ranks = exact_ranks(scores, keys, errors, nodes, histories)
+    assert nodes[2] != nodes[5]
+    assert ranks[2] == ranks[5] == ranks[0] == ranks[3]
+    exact = [v for seq in seqs for v in _exact_p_correct(params, seq)]
+    _, overall = evaluate({"s": params}, {"s": seqs})
+    assert overall.auc == pytest.approx(
+        _exact_auc(exact, [a for seq in seqs for a in seq]), abs=1e-12
+    )
