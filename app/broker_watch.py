@@ -104,6 +104,7 @@ def watched_topics(settings: Settings) -> list[str]:
         names.registration_events,
         names.catalog,
         names.dead_letter,
+        names.status_changes,
         changelog_topic(settings.worker_id),
     ]
 

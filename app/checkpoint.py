@@ -1,9 +1,12 @@
 """What happens between a batch and an offset commit, in the order it happens.
 
-A batch (app/worker.py) folds its records into the state cache
-(app/state_cache.py), projects its rows to Redis from memory and dead-letters
-what it rejects (acknowledged by the broker); only then does Faust ack its
-records. Faust commits acked offsets every ``broker_commit_interval`` seconds,
+A batch (app/worker.py) folds its records, sends its dead letters and status
+changes (acknowledged by the broker), only then puts its new states into the
+state cache (app/state_cache.py), and projects its rows to Redis from memory;
+only then does Faust ack its records. (A checkpoint can run while a batch
+waits for the broker: had the states entered the cache first, it could store
+a state whose records, read again after a crash, would be redeliveries that
+send nothing, ahead of the dead letters and status changes they caused.) Faust commits acked offsets every ``broker_commit_interval`` seconds,
 at a rebalance and at shutdown; every such commit goes through
 ``_Consumer._commit_tps`` (app/faust_corrections/transport.py), which runs
 :meth:`Checkpoint.before_commit` between choosing the offsets and committing

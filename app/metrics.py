@@ -11,6 +11,8 @@ write succeeded; 503 with the failing condition named otherwise).
     rejected, forwarded (to the partition of their key)
 ``mastery_worker_dead_letters_total``
     records sent to the dead-letter topic (both topics)
+``mastery_worker_status_changes_total``
+    status changes sent to the status-changes topic (docs/webhooks.md)
 ``mastery_worker_batch_seconds`` / ``mastery_worker_batch_events``
     duration and size of each batch (fold, dead letters, Redis)
 ``mastery_worker_commit_seconds``
@@ -68,6 +70,11 @@ class WorkerMetrics:
             self.events.labels(outcome)  # present from the start, at 0
         self.dead_letters = Counter(
             "mastery_worker_dead_letters", "records dead-lettered", registry=r
+        )
+        self.status_changes = Counter(
+            "mastery_worker_status_changes",
+            "status changes sent to the status-changes topic",
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "mastery_worker_batch_seconds", "batch duration", buckets=_FAST, registry=r

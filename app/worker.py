@@ -67,6 +67,7 @@ from schemas.events import (
     decode_event,
 )
 from schemas.read_model import ReadModelKeys
+from schemas.transitions import StatusChanged
 
 __all__ = ["Worker", "create_worker"]
 
@@ -133,6 +134,9 @@ class Worker:
         )
         self.dead_letter_topic = self.app.topic(
             self.topics.dead_letter, key_serializer="raw", value_serializer="raw"
+        )
+        self.status_topic = self.app.topic(
+            self.topics.status_changes, key_serializer="raw", value_serializer="raw"
         )
         self.states = self.app.Table(
             "registration-state",
@@ -291,21 +295,27 @@ class Worker:
             await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
         catalog = self.follower.catalog
         plan = batch.fold(decoded, states, catalog, forecaster=self.forecaster)
+        # Dead letters and status changes are acknowledged before the new
+        # states enter the cache: a checkpoint running meanwhile (Faust's
+        # commit timer) cannot store a state, whose records would then be
+        # redeliveries and not folded again, ahead of what they sent.
+        await self._send_records(
+            [self._dead_letter(r.record, r.reason) for r in (*rejected, *plan.dead)],
+            plan.transitions,
+        )
         for state in plan.states.values():
             cache.put(state.source_partition, state)
         metrics = self.metrics
         for outcome, n in plan.outcomes.items():
             metrics.events.labels(outcome).inc(n)
         metrics.events.labels("rejected").inc(len(rejected))
+        metrics.status_changes.inc(len(plan.transitions))
 
         projection = Projection(self.keys)
         for reg_id, goal_id, row in plan.rows:
             projection.row(reg_id, goal_id, row)
         for state in plan.registrations:
             projection.registration(state)
-        await self._send_dead_letters(
-            [self._dead_letter(r.record, r.reason) for r in (*rejected, *plan.dead)]
-        )
         await self._write_projection(projection)
         for reg_id, keys in plan.provisional.items():
             self._note_provisional(plan.states[reg_id], keys)
@@ -761,6 +771,14 @@ class Worker:
         )
 
     async def _send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        await self._send_records(dead, ())
+
+    async def _send_records(
+        self, dead: Sequence[DeadLetter], changes: Sequence[StatusChanged]
+    ) -> None:
+        """Dead letters and status changes, acknowledged by the broker."""
+        if not dead and not changes:
+            return
         self.metrics.dead_letters.inc(len(dead))
         futures = [
             await self.dead_letter_topic.send(
@@ -768,6 +786,16 @@ class Worker:
             )
             for d in dead
         ]
+        # Keyed by registration: one registration's changes land on one
+        # partition in the order they were sent (the fold's log order).
+        futures.extend(
+            [
+                await self.status_topic.send(
+                    key=c.registration_id.encode(), value=c.to_bytes()
+                )
+                for c in changes
+            ]
+        )
         # Acked by the broker before the source offsets are committed. Every
         # answer is taken, so a refusal of several (a missing ACL) is raised
         # once, not logged again as "exception was never retrieved".

@@ -227,6 +227,23 @@ def declared_topics(settings: Settings) -> tuple[TopicSpec, ...]:
             },
         ),
         TopicSpec(
+            names.status_changes,
+            "status-changes",
+            settings.topic_partitions,
+            rf,
+            {"cleanup.policy": "delete", **_KEPT, **safety},
+            {
+                **safety_why,
+                "cleanup.policy": "compaction keeps only a registration's last "
+                "status change, and the notifier must deliver every one",
+                "retention.ms": "a status change deleted before the notifier "
+                "read it is a webhook never sent",
+                "retention.bytes": "a status change deleted before the notifier "
+                "read it is a webhook never sent",
+                "partitions": "fewer partitions than MASTERY_TOPIC_PARTITIONS",
+            },
+        ),
+        TopicSpec(
             changelog_topic(settings),
             "changelog",
             settings.topic_partitions,

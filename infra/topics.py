@@ -33,6 +33,8 @@ class TopicNames:
       keyed by registration_id, so one registration's creation and attempts are
       totally ordered on one partition.
     - ``<prefix>.dead-letter.v1``: rejected records with their reason.
+    - ``<prefix>.status-changes.v1``: the worker's StatusChanged records
+      (schemas/transitions.py), keyed by registration_id; the notifier reads it.
     """
 
     prefix: str = "mastery"
@@ -48,6 +50,10 @@ class TopicNames:
     @property
     def dead_letter(self) -> str:
         return f"{self.prefix}.dead-letter.v1"
+
+    @property
+    def status_changes(self) -> str:
+        return f"{self.prefix}.status-changes.v1"
 
     @property
     def selfcheck(self) -> str:

@@ -20,7 +20,10 @@ from schemas.events import (
     RegistrationCreated,
 )
 
-__all__ = ["expected_rows", "expected_states"]
+__all__ = ["Transition", "expected_rows", "expected_states", "expected_transitions"]
+
+#: (registration, goal, previous status, status, causing event id)
+Transition = tuple[str, str, str | None, str, str]
 
 
 def expected_states(
@@ -59,4 +62,45 @@ def expected_rows(
             goal.goal_id: evaluate(goal, state, view)
             for goal in view.goals_of(state.learning_instance_id)
         }
+    return out
+
+
+def expected_transitions(
+    catalog: Catalog,
+    registration_events: Iterable[RegistrationCreated | AttemptGraded],
+) -> list[Transition]:
+    """Every goal's full row after every single event; a change of status is
+    a transition, and a learner's creation gives every goal its first status.
+    In log order (the order of ``registration_events``)."""
+    states: dict[str, RegistrationState | None] = {}
+    statuses: dict[tuple[str, str], str] = {}
+    out: list[Transition] = []
+    for event in registration_events:
+        reg = event.registration_id
+        before = states.get(reg)
+        if isinstance(event, RegistrationCreated):
+            result = register(before, event, catalog)
+        else:
+            view = catalog.for_partner(
+                None
+                if before is None
+                else catalog.partner_of(before.learning_instance_id)
+            )
+            result = apply_attempt(before, event, view)
+        after = result.state
+        states[reg] = after
+        if result.outcome != "applied" or after is None or after.role != "learner":
+            continue
+        created = isinstance(event, RegistrationCreated)
+        if created and before is not None:
+            continue  # a rename
+        view = catalog.for_learning_instance(after.learning_instance_id)
+        for goal in view.goals_of(after.learning_instance_id):
+            status = str(evaluate(goal, after, view)["status"])
+            previous = statuses.get((reg, goal.goal_id))
+            if not created and previous is None:
+                previous = str(evaluate(goal, before, view)["status"])
+            statuses[(reg, goal.goal_id)] = status
+            if created or status != previous:
+                out.append((reg, goal.goal_id, previous, status, event.event_id))
     return out

@@ -3,6 +3,8 @@ produces events; the HTTP API must serve exactly what the pure model computes.""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,12 +13,21 @@ import pytest
 from app.devstack import DevStack, post_json
 from app.embedded_kafka import EmbeddedKafka
 from app.workload import simulated
+from infra.broker import profile_for
+from infra.settings import Settings
+from infra.topic_reader import read_topic
+from infra.topics import TopicNames
+from processors.catalog import Catalog
+from processors.partitioning import kafka_partition
+from schemas.transitions import StatusChanged
 from tests.integration.helpers import (
+    all_pages,
     partner_of,
     produce,
     started_stack,
     wait_until_rows_match,
 )
+from tests.oracle import Transition, expected_transitions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -82,3 +93,79 @@ def test_worker_restart_recovers_state_from_the_changelog(stack: DevStack) -> No
     stack.start_worker("worker-1", wipe_data=True)
     produce(stack, workload.attempts[half:])
     wait_until_rows_match(stack, workload, [*first, *workload.attempts[half:]])
+
+
+def _status_changes(stack: DevStack) -> list[tuple[int, StatusChanged]]:
+    """Every record of the status-changes topic: (partition, change)."""
+
+    async def go() -> list[tuple[int, StatusChanged]]:
+        profile = profile_for(Settings(broker_profile="kafka"))
+        topic = TopicNames(stack.settings.topic_prefix).status_changes
+        return [
+            (r.partition, StatusChanged.from_bytes(r.value or b""))
+            async for r in read_topic(stack.kafka.bootstrap_servers, topic, profile)
+        ]
+
+    return asyncio.run(go())
+
+
+def _per_registration(changes: list[Transition]) -> dict[str, list[Transition]]:
+    out: dict[str, list[Transition]] = {}
+    for change in changes:
+        out.setdefault(change[0], []).append(change)
+    return out
+
+
+def test_status_changes_are_the_oracles_in_order_per_registration(
+    stack: DevStack,
+) -> None:
+    """The worker's status-changes topic holds exactly the transitions of the
+    oracle (full rows after every event), each registration's in its events'
+    order, on the partition of its key."""
+    workload = simulated(
+        learning_instances=2, learners_per_instance=15, attempts_per_learner=30, seed=5
+    )
+    # The catalog first, and known to the worker (its pages answer), so the
+    # registrations are folded against the catalog the oracle uses.
+    produce(stack, workload.catalog)
+    deadline = time.monotonic() + 60
+    for li in workload.learning_instances:
+        while isinstance(
+            all_pages(stack, workload, li, workload.goals_of(li), 10), str
+        ):
+            assert time.monotonic() < deadline, f"{li} never projected"
+            time.sleep(0.2)
+    events = [*workload.registrations, *workload.attempts]
+    produce(stack, events)
+    wait_until_rows_match(stack, workload, events)
+    catalog = Catalog()
+    for event in workload.catalog:
+        catalog.apply(event)
+    expected = _per_registration(expected_transitions(catalog, events))
+    kinds = {(e[2], e[3]) for changes in expected.values() for e in changes}
+    assert {(None, "no_work"), ("no_work", "in_progress")} <= kinds, kinds
+    assert any(status == "complete" for _, status in kinds), kinds
+
+    deadline = time.monotonic() + 60
+    while True:
+        records = _status_changes(stack)
+        got = _per_registration(
+            [
+                (
+                    c.registration_id,
+                    c.goal_id,
+                    c.previous_status,
+                    c.status,
+                    c.event_id,
+                )
+                for _, c in records
+            ]
+        )
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert got == expected
+    partitions = stack.settings.topic_partitions
+    for partition, change in records:
+        assert partition == kafka_partition(change.registration_id.encode(), partitions)
+        assert change.partner_id == partner_of(workload, change.learning_instance_id)

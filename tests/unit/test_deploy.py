@@ -50,6 +50,7 @@ WORKER_METRICS = {
     "mastery_worker_batch_seconds",
     "mastery_worker_commit_seconds",
     "mastery_worker_dead_letters_total",
+    "mastery_worker_status_changes_total",
     "mastery_worker_freshness_seconds",
     "mastery_worker_state_cache_entries",
     "mastery_worker_rebalances_total",

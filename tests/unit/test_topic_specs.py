@@ -33,13 +33,21 @@ def _as_declared(spec: TopicSpec) -> TopicState:
 
 def test_every_topic_is_declared_with_the_settings_that_keep_its_data() -> None:
     specs = _specs(topic_prefix="m", topic_partitions=6, topic_replication=3)
-    assert set(specs) == {"catalog", "registration-events", "dead-letter", "changelog"}
+    assert set(specs) == {
+        "catalog",
+        "registration-events",
+        "dead-letter",
+        "status-changes",
+        "changelog",
+    }
     assert specs["catalog"].name == "m.catalog.v1"
+    assert specs["status-changes"].name == "m.status-changes.v1"
     assert specs["changelog"].name == "m-worker-registration-state-changelog"
     assert specs["catalog"].partitions == specs["dead-letter"].partitions == 1
     assert specs["registration-events"].partitions == 6
     assert specs["changelog"].partitions == 6
-    for role in ("catalog", "registration-events", "dead-letter"):
+    assert specs["status-changes"].partitions == 6
+    for role in ("catalog", "registration-events", "dead-letter", "status-changes"):
         assert specs[role].configs["cleanup.policy"] == "delete"
         assert specs[role].configs["retention.ms"] == "-1"
         assert specs[role].configs["retention.bytes"] == "-1"

@@ -1,8 +1,8 @@
 """Status transitions, event by event (processors/transitions.py).
 
-The oracle evaluates every goal's full row (processors.goals.evaluate) after
-every single event and lists the status changes; the fold must give exactly
-those, in log order, whatever the batch size.
+The oracle (tests/oracle.py, ``expected_transitions``) evaluates every goal's
+full row after every single event and lists the status changes; the fold
+must give exactly those, in log order, whatever the batch size.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from schemas.events import (
     encode_event,
 )
 from schemas.transitions import StatusChanged, transition_id
+from tests.oracle import Transition, expected_transitions
 from tests.unit.test_batch import attempt, created, records, run
 from tests.unit.test_registration import NOW, PARTNER, make_catalog
 
@@ -34,8 +35,6 @@ SHARED = Path(
 )
 TRAIN = SHARED / "data" / "assistments2009" / "builder_train.csv"
 TOPIC = "t.registration-events.v1"
-
-Key = tuple[str, str, str | None, str, str]  # reg, goal, previous, status, event
 
 
 def _catalog(workload: Workload) -> Catalog:
@@ -60,38 +59,6 @@ def _log(workload: Workload) -> list[Decoded]:
     ]
 
 
-def _oracle(catalog: Catalog, log: Sequence[Decoded]) -> list[Key]:
-    """Every goal's full row after every event; a change of status is a
-    transition (a creation: every goal's first status)."""
-    states: dict[str, RegistrationState | None] = {}
-    statuses: dict[tuple[str, str], str] = {}
-    out: list[Key] = []
-    for d in log:
-        event = d.event
-        reg = event.registration_id
-        before = states.get(reg)
-        if isinstance(event, RegistrationCreated):
-            result = register(before, event, catalog)
-        else:
-            assert before is not None
-            view = catalog.for_learning_instance(before.learning_instance_id)
-            result = apply_attempt(before, event, view)
-        after = result.state
-        states[reg] = after
-        if result.outcome != "applied" or after is None or after.role != "learner":
-            continue
-        view = catalog.for_learning_instance(after.learning_instance_id)
-        for goal in view.goals_of(after.learning_instance_id):
-            status = str(evaluate(goal, after, view)["status"])
-            previous = statuses.get((reg, goal.goal_id))
-            if isinstance(event, AttemptGraded) and previous is None:
-                previous = str(evaluate(goal, before, view)["status"])
-            statuses[(reg, goal.goal_id)] = status
-            if isinstance(event, RegistrationCreated) or status != previous:
-                out.append((reg, goal.goal_id, previous, status, event.event_id))
-    return out
-
-
 def _folded(catalog: Catalog, log: Sequence[Decoded], size: int) -> list[StatusChanged]:
     states: dict[str, RegistrationState | None] = {}
     out: list[StatusChanged] = []
@@ -107,7 +74,7 @@ def _folded(catalog: Catalog, log: Sequence[Decoded], size: int) -> list[StatusC
     return out
 
 
-def _keys(changes: Sequence[StatusChanged]) -> list[Key]:
+def _keys(changes: Sequence[StatusChanged]) -> list[Transition]:
     return [
         (c.registration_id, c.goal_id, c.previous_status, c.status, c.event_id)
         for c in changes
@@ -120,10 +87,13 @@ def _assistments_slice() -> Workload:
     return assistments(TRAIN, max_learners=200, learners_per_instance=30)
 
 
+Replay = tuple[Catalog, list[Decoded], list[Transition]]
+
+
 @pytest.fixture(scope="module", params=["assistments", "simulated"])
-def replay(request: pytest.FixtureRequest) -> tuple[Catalog, list[Decoded], list[Key]]:
+def replay(request: pytest.FixtureRequest) -> Replay:
     # ASSISTments: real answers, objective targets; the simulated workload:
-    # module targets, goal-tagged attempts and work caps (complete_max_work).
+    # module targets and goal-tagged attempts.
     workload = (
         _assistments_slice()
         if request.param == "assistments"
@@ -136,11 +106,11 @@ def replay(request: pytest.FixtureRequest) -> tuple[Catalog, list[Decoded], list
     )
     catalog = _catalog(workload)
     log = _log(workload)
-    return catalog, log, _oracle(catalog, log)
+    return catalog, log, expected_transitions(catalog, [d.event for d in log])
 
 
 def test_the_replays_move_statuses_every_way(
-    replay: tuple[Catalog, list[Decoded], list[Key]],
+    replay: Replay,
 ) -> None:
     # The comparisons below mean something only if the log moves statuses
     # both ways, struggling included.
@@ -155,7 +125,7 @@ def test_the_replays_move_statuses_every_way(
 
 @pytest.mark.parametrize("size", [1, 7, 500, 100_000])
 def test_folded_transitions_are_the_oracles_whatever_the_batch_size(
-    replay: tuple[Catalog, list[Decoded], list[Key]], size: int
+    replay: Replay, size: int
 ) -> None:
     catalog, log, expected = replay
     changes = _folded(catalog, log, size)
@@ -163,7 +133,7 @@ def test_folded_transitions_are_the_oracles_whatever_the_batch_size(
 
 
 def test_transitions_carry_their_source_and_a_stable_id(
-    replay: tuple[Catalog, list[Decoded], list[Key]],
+    replay: Replay,
 ) -> None:
     catalog, log, _ = replay
     by_event = {d.event.event_id: d for d in log}
