@@ -530,9 +530,11 @@ def report(learners: int, seed: int, restarts: int = 5) -> str:
         "",
         "## Next-attempt P(correct) on ASSISTments 2009 builder_test",
         "",
-        "Ranked by the exact prediction: ties of the float P(correct) near "
-        "P(mastered) = 1 are broken by the value computed from the log-odds "
-        "(processors/evaluation.py); RMSE and log-loss use the float.",
+        "Ranked by the exact prediction (processors/evaluation.py): floats "
+        "whose error bounds overlap are ordered by the log-odds key, and where "
+        "that cannot decide either, by the value recomputed in decimal and, "
+        "last, exactly; only equal predictions tie. RMSE and log-loss use the "
+        "float.",
         "",
     ]
     rows = []
