@@ -6,7 +6,8 @@ state cache (app/state_cache.py), and projects its rows to Redis from memory;
 only then does Faust ack its records. (A checkpoint can run while a batch
 waits for the broker: had the states entered the cache first, it could store
 a state whose records, read again after a crash, would be redeliveries that
-send nothing, ahead of the dead letters and status changes they caused.) Faust commits acked offsets every ``broker_commit_interval`` seconds,
+send nothing, ahead of the dead letters and status changes they caused.)
+Faust commits acked offsets every ``broker_commit_interval`` seconds,
 at a rebalance and at shutdown; every such commit goes through
 ``_Consumer._commit_tps`` (app/faust_corrections/transport.py), which runs
 :meth:`Checkpoint.before_commit` between choosing the offsets and committing

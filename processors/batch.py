@@ -224,7 +224,7 @@ def fold(
     last: dict[str, Record] = {}  # the record whose position each state takes
     registered: set[str] = set()
     touched: dict[str, Touched] = {}
-    transitions = Transitions()
+    transitions = Transitions(catalog)
     outcomes = plan.outcomes
     for d in decoded:
         record, event = d.record, d.event

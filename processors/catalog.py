@@ -148,11 +148,23 @@ class Catalog:
         self._goals_of: dict[str, list[str]] = {}
         self._content: dict[str, _Content] = {}
         self._views: dict[str | None, PartnerCatalog] = {}
+        self._memos: dict[str, dict[Any, Any]] = {}
+
+    def memo(self, name: str) -> dict[Any, Any]:
+        """A dict for values derived from the catalog as it is now, emptied by
+        every :meth:`apply` (e.g. what an attempt on a module can change:
+        processors/transitions.py)."""
+        memo = self._memos.get(name)
+        if memo is None:
+            memo = self._memos[name] = {}
+        return memo
 
     def apply(
         self, event: LearningInstanceCreated | GoalDefined | ModuleTagged
     ) -> CatalogChange:
         """Fold one catalog event in; say what changed, or why it was refused."""
+        for memo in self._memos.values():
+            memo.clear()
         if isinstance(event, LearningInstanceCreated):
             return self._apply_learning_instance(event)
         if isinstance(event, GoalDefined):

@@ -37,11 +37,14 @@ __all__ = [
     "PROGRESS_DIGITS",
     "STRUGGLE_LLR",
     "STRUGGLE_MIN_ATTEMPTS",
+    "StatusScope",
     "TargetOutcome",
     "affected_by",
     "evaluate",
     "evaluate_target",
     "goal_status",
+    "scoped_status",
+    "status_scope",
 ]
 
 #: Attempts on an objective before it can be called struggling (Beck & Gong's
@@ -129,8 +132,8 @@ def _target_status(
 ) -> tuple[str, int, int, list[str], frozenset[str]]:
     """A target's status without its forecast: ``(status, work, items still
     needed for min_work, objectives deciding it, modules whose work counts)``.
-    The one rule for both the rows (:func:`evaluate_target`) and the
-    transitions (:func:`goal_status`)."""
+    The rows' rule (:func:`evaluate_target`); :func:`scoped_status` applies
+    the same one to a :class:`StatusScope`."""
     scope, modules = _target_scope(target, catalog)
     work = 0
     for module_id in modules:
@@ -177,11 +180,49 @@ def _goal_status(statuses: Collection[str], done: int, max_work: int | None) -> 
     return "in_progress"
 
 
-def goal_status(
-    goal: GoalDefined, state: RegistrationState | None, catalog: PartnerCatalog
-) -> str:
-    """The ``status`` :func:`evaluate` gives, without forecasting anything
-    (the transitions' cheap path: processors/transitions.py)."""
+@dataclass(frozen=True, slots=True)
+class StatusScope:
+    """What a goal's status reads, looked up once: per target, its objectives
+    with their prior log-odds and the modules whose work counts. Valid while
+    the catalog does not change (the fold builds them per batch)."""
+
+    goal_id: str
+    targets: tuple[tuple[tuple[tuple[str, float], ...], tuple[str, ...]], ...]
+    counted: tuple[str, ...]  # every module whose untagged work counts
+    threshold: float
+    min_work: int
+    max_work: int | None
+
+
+def status_scope(goal: GoalDefined, catalog: PartnerCatalog) -> StatusScope:
+    """The goal's :class:`StatusScope` under the catalog."""
+    criteria = goal.completion_criteria
+    targets = []
+    counted: set[str] = set()
+    for target in goal.targets:
+        scope, modules = _target_scope(target, catalog)
+        targets.append(
+            (
+                tuple((o, catalog.params_for(o).prior_log_odds) for o in scope),
+                tuple(sorted(modules)),
+            )
+        )
+        counted |= modules
+    return StatusScope(
+        goal.goal_id,
+        tuple(targets),
+        tuple(sorted(counted)),
+        logit(criteria.min_predicted_mastery),
+        criteria.min_work_per_target,
+        criteria.max_work_on_goal,
+    )
+
+
+def scoped_status(scope: StatusScope, state: RegistrationState | None) -> str:
+    """The ``status`` :func:`evaluate` gives, without forecasting anything:
+    the rules of :func:`_target_status` and :func:`_goal_status` on a
+    :class:`StatusScope` (the transitions' hot path, processors/transitions.py;
+    tests/unit/test_transitions.py holds it equal to :func:`evaluate`)."""
     if state is None:
         objectives: Mapping[str, ObjectiveState] = {}
         untagged: Mapping[str, int] = _EMPTY
@@ -189,25 +230,46 @@ def goal_status(
     else:
         objectives = state.objectives
         untagged = state.untagged_work
-        tagged = state.tagged_work.get(goal.goal_id, _EMPTY)
-    criteria = goal.completion_criteria
-    threshold = logit(criteria.min_predicted_mastery)
-    statuses: list[str] = []
-    counted: set[str] = set()
-    for target in goal.targets:
-        status, _, _, _, modules = _target_status(
-            target,
-            criteria.min_work_per_target,
-            threshold,
-            objectives=objectives,
-            untagged=untagged,
-            tagged=tagged,
-            catalog=catalog,
-        )
-        statuses.append(status)
-        counted |= modules
-    done = sum(tagged.values()) + sum(untagged.get(m, 0) for m in counted)
-    return _goal_status(statuses, done, criteria.max_work_on_goal)
+        tagged = state.tagged_work.get(scope.goal_id, _EMPTY)
+    threshold = scope.threshold
+    complete = True
+    struggling = False
+    for target_objectives, modules in scope.targets:
+        work = 0
+        for module_id in modules:
+            work += untagged.get(module_id, 0) + tagged.get(module_id, 0)
+        mastered = bool(target_objectives)
+        stuck = False
+        for objective, prior in target_objectives:
+            known = objectives.get(objective)
+            if (prior if known is None else known.log_odds) < threshold:
+                mastered = False
+                if (
+                    known is not None
+                    and known.attempts >= STRUGGLE_MIN_ATTEMPTS
+                    and known.stuck_llr > STRUGGLE_LLR
+                ):
+                    stuck = True
+        if mastered and work >= scope.min_work:
+            continue  # complete
+        complete = False
+        if work and stuck:
+            struggling = True
+    if complete:
+        return "complete"
+    done = sum(tagged.values()) + sum(untagged.get(m, 0) for m in scope.counted)
+    if scope.max_work is not None and done >= scope.max_work:
+        return "complete_max_work"
+    if done == 0:
+        return "no_work"
+    return "struggling" if struggling else "in_progress"
+
+
+def goal_status(
+    goal: GoalDefined, state: RegistrationState | None, catalog: PartnerCatalog
+) -> str:
+    """The ``status`` :func:`evaluate` gives, without forecasting anything."""
+    return scoped_status(status_scope(goal, catalog), state)
 
 
 def evaluate_target(

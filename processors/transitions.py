@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from processors.catalog import Catalog, PartnerCatalog
-from processors.goals import affected_by, goal_status
+from processors.goals import StatusScope, affected_by, scoped_status, status_scope
 from processors.registration import RegistrationState
 from schemas.events import AttemptGraded, GoalDefined, RegistrationCreated
 from schemas.transitions import StatusChanged, transition_id
@@ -38,14 +38,26 @@ class Transitions:
 
     Remembers each (registration, goal)'s status as of the last event it
     evaluated, so a run of attempts evaluates each status once per attempt.
+    The catalog must not change while it is in use (a fold does not change it).
     """
 
-    __slots__ = ("_affected", "_status", "changes")
+    __slots__ = ("_affected", "_scopes", "_status", "changes")
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: Catalog) -> None:
         self.changes: list[StatusChanged] = []
         self._status: dict[tuple[str, str], str] = {}
-        self._affected: dict[tuple[str, str, str | None], Sequence[GoalDefined]] = {}
+        # What a goal's status reads, and which goals an attempt on a module
+        # can change, are looked up once per state of the catalog.
+        self._affected: dict[
+            tuple[str, str, str | None], Sequence[tuple[GoalDefined, StatusScope]]
+        ] = catalog.memo("transitions.affected")
+        self._scopes: dict[str, StatusScope] = catalog.memo("transitions.scopes")
+
+    def _scope(self, goal: GoalDefined, view: PartnerCatalog) -> StatusScope:
+        scope = self._scopes.get(goal.goal_id)
+        if scope is None:
+            scope = self._scopes[goal.goal_id] = status_scope(goal, view)
+        return scope
 
     def registered(
         self,
@@ -62,7 +74,7 @@ class Transitions:
         li_id = state.learning_instance_id
         view = catalog.for_learning_instance(li_id)
         for goal in view.goals_of(li_id):
-            status = goal_status(goal, state, view)
+            status = scoped_status(self._scope(goal, view), state)
             self._status[(state.registration_id, goal.goal_id)] = status
             self._add(
                 state,
@@ -90,12 +102,14 @@ class Transitions:
         if after.role != "learner":
             return
         reg_id = after.registration_id
-        for goal in self._goals_affected(after.learning_instance_id, event, view):
+        for goal, scope in self._goals_affected(
+            after.learning_instance_id, event, view
+        ):
             key = (reg_id, goal.goal_id)
             previous = self._status.get(key)
             if previous is None:
-                previous = goal_status(goal, before, view)
-            status = goal_status(goal, after, view)
+                previous = scoped_status(scope, before)
+            status = scoped_status(scope, after)
             self._status[key] = status
             if status != previous:
                 self._add(
@@ -112,7 +126,7 @@ class Transitions:
 
     def _goals_affected(
         self, li_id: str, event: AttemptGraded, view: PartnerCatalog
-    ) -> Sequence[GoalDefined]:
+    ) -> Sequence[tuple[GoalDefined, StatusScope]]:
         key = (li_id, event.module_id, event.goal_id)
         goals = self._affected.get(key)
         if goals is None:
@@ -120,7 +134,7 @@ class Transitions:
             objectives = () if module is None else module.learning_objective_ids
             goal_ids = () if event.goal_id is None else (event.goal_id,)
             goals = [
-                goal
+                (goal, self._scope(goal, view))
                 for goal in view.goals_of(li_id)
                 if affected_by(
                     goal,
