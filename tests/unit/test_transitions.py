@@ -21,8 +21,10 @@ from processors.goals import evaluate, goal_status
 from processors.registration import RegistrationState, apply_attempt, register
 from schemas.events import (
     AttemptGraded,
+    GoalDefined,
     ModuleTagged,
     RegistrationCreated,
+    Target,
     encode_event,
 )
 from schemas.transitions import StatusChanged, transition_id
@@ -269,3 +271,27 @@ def test_a_rename_is_applied_without_a_transition() -> None:
     assert plan.outcomes["applied"] == 1
     assert plan.states["r1"].display_name == "Ada Lovelace"
     assert plan.transitions == []
+
+
+def test_a_goal_defined_between_batches_is_seen_by_the_next_one() -> None:
+    # What an attempt can change is remembered per state of the catalog
+    # (Catalog.memo); defining a goal must make the next batch see it.
+    catalog = make_catalog()
+    first, _ = run(records(created("r1"), attempt("r1", module="m-a")), {}, catalog)
+    catalog.apply(
+        GoalDefined(
+            event_id="d-g3",
+            occurred_at=NOW,
+            goal_id="g3",
+            learning_instance_id="li-1",
+            targets=[Target(learning_objective_id="lo-b")],
+        )
+    )
+    plan, _ = run(
+        records(attempt("r1", module="m-ab"), start=2),
+        {"r1": first.states["r1"]},
+        catalog,
+    )
+    assert ("g3", "no_work", "in_progress") in [
+        (c.goal_id, c.previous_status, c.status) for c in plan.transitions
+    ]
