@@ -232,16 +232,7 @@ def test_duplicates_redeliveries_and_rejections_give_no_transition() -> None:
 def test_an_attempt_tagged_with_a_goal_moves_only_that_goal() -> None:
     # Work tagged with a goal counts toward it even on a module outside its
     # targets (docs/analytics.md); no other goal is affected.
-    catalog = make_catalog()
-    catalog.apply(
-        ModuleTagged(
-            event_id="t-c",
-            occurred_at=NOW,
-            partner_id=PARTNER,
-            module_id="m-c",
-            learning_objective_ids=["lo-c"],
-        )
-    )
+    catalog = _catalog_with_module_c()
     first, _ = run(records(created("r1")), {}, catalog)
     plan, _ = run(
         records(attempt("r1", module="m-c", goal="g2"), start=1),
@@ -274,24 +265,47 @@ def test_a_rename_is_applied_without_a_transition() -> None:
 
 
 def test_a_goal_defined_between_batches_is_seen_by_the_next_one() -> None:
-    # What an attempt can change is remembered per state of the catalog
-    # (Catalog.memo); defining a goal must make the next batch see it.
-    catalog = make_catalog()
-    first, _ = run(records(created("r1"), attempt("r1", module="m-a")), {}, catalog)
+    # What an attempt on a module can change is remembered per state of the
+    # catalog (Catalog.memo): after a goal on that module's objective is
+    # defined, the next batch's attempts must move it.
+    catalog = _catalog_with_module_c()
+    first, _ = run(records(created("r1"), attempt("r1", module="m-c")), {}, catalog)
+    assert first.transitions[-1].goal_id != "g3"
     catalog.apply(
         GoalDefined(
             event_id="d-g3",
             occurred_at=NOW,
             goal_id="g3",
             learning_instance_id="li-1",
-            targets=[Target(learning_objective_id="lo-b")],
+            targets=[Target(learning_objective_id="lo-c")],
         )
     )
     plan, _ = run(
-        records(attempt("r1", module="m-ab"), start=2),
+        records(*(attempt("r1", module="m-c") for _ in range(12)), start=2),
         {"r1": first.states["r1"]},
         catalog,
     )
-    assert ("g3", "no_work", "in_progress") in [
-        (c.goal_id, c.previous_status, c.status) for c in plan.transitions
-    ]
+    moved = [(c.previous_status, c.status) for c in plan.transitions]
+    assert moved == [("in_progress", "complete")]
+    assert (
+        goal_status(
+            catalog.goal("g3"),  # type: ignore[arg-type]
+            plan.states["r1"],
+            catalog.for_learning_instance("li-1"),
+        )
+        == "complete"
+    )
+
+
+def _catalog_with_module_c() -> Catalog:
+    catalog = make_catalog()
+    catalog.apply(
+        ModuleTagged(
+            event_id="t-c",
+            occurred_at=NOW,
+            partner_id=PARTNER,
+            module_id="m-c",
+            learning_objective_ids=["lo-c"],
+        )
+    )
+    return catalog
