@@ -146,6 +146,38 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
+    """Deliver status changes to the partners' webhooks (app/notifier.py)."""
+    import signal
+
+    from app.notifier import Notifier
+    from infra.broker import ensure_topics, profile_for
+
+    bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
+    redis_url = _require(settings.redis_url, "REDIS_URL")
+    profile = profile_for(settings)
+    loop = _event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def run() -> None:
+        await _wait_for_redis(redis_url)
+        await ensure_topics(settings, bootstrap)
+        notifier = Notifier(settings, profile, bootstrap, redis_url)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, notifier.stop)
+        log.info("notifier started (broker profile: %s)", profile)
+        await notifier.run()
+        log.info(
+            "notifier stopped: %d delivered, %d failed attempts, %d dead-lettered",
+            notifier.stats.delivered,
+            notifier.stats.failed,
+            notifier.stats.dead_lettered,
+        )
+
+    loop.run_until_complete(run())
+    return 0
+
+
 #: A worker's wait for Redis at start, in seconds between pings (a Redis
 #: started beside it may need a few seconds); then it gives up with exit 69.
 REDIS_START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
@@ -561,6 +593,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the stream processor").set_defaults(
         func=cmd_worker
     )
+
+    sub.add_parser(
+        "notifier", help="deliver status changes to webhooks (docs/webhooks.md)"
+    ).set_defaults(func=cmd_notifier)
 
     p_api = sub.add_parser("api", help="serve the HTTP API")
     p_api.add_argument("--host", default=None)

@@ -110,6 +110,17 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     ),
     "rebuild": (*_KAFKA, "redis_url", "app_id", *_LOGS),
     "broker-reset": (*_KAFKA, "redis_url", "app_id", *_LOGS),
+    "notifier": (
+        *_KAFKA,
+        "redis_url",
+        "app_id",
+        *_TOPICS,
+        "webhooks_allow_private_urls",
+        "notifier_timeout_s",
+        "notifier_lease_s",
+        "notifier_retry_scale",
+        *_LOGS,
+    ),
     "dlq": (*_KAFKA, *_LOGS),
     "selfcheck": (*_KAFKA, *_LOGS),
     "dev": tuple(

@@ -63,6 +63,7 @@ class DevStack:
         self.log_dir = log_dir or self.workdir
         self.workers: list[subprocess.Popen[bytes]] = []
         self.api: subprocess.Popen[bytes] | None = None
+        self.notifiers: list[subprocess.Popen[bytes]] = []
         # The embedded stack's API authenticates like production, with a
         # random HS256 secret made for this run (`token()` mints tokens).
         self.jwt_secret = generate_secret()
@@ -106,6 +107,8 @@ class DevStack:
             MASTERY_LOG_LEVEL=self.settings.log_level,
             MASTERY_AUTH_MODE="jwt",
             MASTERY_JWT_HS256_SECRET=self.jwt_secret,
+            # Webhook receivers of a development stack run on this machine.
+            MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS="true",
             # Children's logs go to files: unbuffered, so a killed process
             # leaves every line it wrote.
             PYTHONUNBUFFERED="1",
@@ -166,6 +169,21 @@ class DevStack:
         ):
             self.start_worker(name, extra_env=self._worker_env.get(name))
 
+    def start_notifier(
+        self, name: str = "notifier-1", *, extra_env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A ``mastery notifier`` process (app/notifier.py)."""
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "notifier"],
+            env=self.env(**(extra_env or {})),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.notifiers.append(proc)
+        return proc
+
     def start_api(self) -> None:
         log = (self.log_dir / "api.log").open("ab")
         self.api = subprocess.Popen(
@@ -213,9 +231,14 @@ class DevStack:
     def stop(self, *, keep_logs: bool = False) -> None:
         """Stop everything; the work folder (logs included) goes unless kept."""
         self._stopping = True
-        for proc in [*self.workers, *([self.api] if self.api else [])]:
+        for proc in [
+            *self.workers,
+            *self.notifiers,
+            *([self.api] if self.api else []),
+        ]:
             self._terminate(proc)
         self.workers.clear()
+        self.notifiers.clear()
         self.api = None
         self.redis.stop()
         if not self.shared_kafka:
@@ -287,7 +310,9 @@ def run_dev(
             flush=True,
         )
         ports = [free_port() for _ in range(workers)]
-        print(f"starting {workers} worker(s) and the API ...", flush=True)
+        print(
+            f"starting {workers} worker(s), the API and the notifier ...", flush=True
+        )
         for i, port in enumerate(ports):
             stack.start_worker(
                 f"worker-{i + 1}",
@@ -297,6 +322,7 @@ def run_dev(
                 },
             )
         stack.start_api()
+        stack.start_notifier()
         _write_env_file(stack, metrics_ports=ports)
         print(f"  API     {stack.api_url}", flush=True)
         for i, port in enumerate(ports):

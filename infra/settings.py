@@ -238,6 +238,26 @@ class Settings(BaseSettings):
         description="accept webhook URLs on loopback, private and link-local "
         "addresses (development and tests only)",
     )
+    notifier_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="the notifier's wait for a receiver's answer, per attempt",
+    )
+    notifier_lease_s: float = Field(
+        default=15.0,
+        ge=1,
+        le=300,
+        description="a notifier holds a subscription this long without renewing "
+        "it; another one takes over after a crash",
+    )
+    notifier_retry_scale: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="multiplies the retry schedule and its 24 h deadline "
+        "(below 1 only for tests and drills)",
+    )
 
     # Ingest endpoints (docs/ingest.md).
     max_ingest_request_bytes: int = Field(

@@ -62,6 +62,21 @@ class WebhookKeys:
         once it has acted on it, so its length is what waits."""
         return f"{self._partner(partner_id)}:redeliveries"
 
+    def outbox(self, partner_id: str, webhook_id: str) -> str:
+        """STREAM of the subscription's deliveries waiting, in order (field
+        ``t``: the StatusChanged JSON). The notifier deletes the head once it
+        is delivered or dead-lettered."""
+        return f"{self._partner(partner_id)}:outbox:{webhook_id}"
+
+    def retry(self, partner_id: str, webhook_id: str) -> str:
+        """HASH of the outbox head's retry state: ``entry``, ``attempt``
+        (failed attempts so far), ``first`` and ``next`` (epoch seconds)."""
+        return f"{self._partner(partner_id)}:retry:{webhook_id}"
+
+    def lease(self, partner_id: str, webhook_id: str) -> str:
+        """STRING: the notifier delivering the subscription (expires)."""
+        return f"{self._partner(partner_id)}:lease:{webhook_id}"
+
     def partners(self) -> str:
         """SET of partner ids that have subscribed at least once: where the
         notifier looks for redelivery requests. In no partner's slot."""
@@ -75,10 +90,11 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 return 1
 """
 
-# KEYS: subscriptions, deliveries. ARGV: id. 1 if deleted, 0 if unknown.
+# KEYS: subscriptions, deliveries, outbox, retry. ARGV: id. 1 if deleted, 0
+# if unknown.
 _DELETE_LUA = """
 local gone = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
 return gone
 """
 
@@ -150,11 +166,14 @@ class RedisWebhookStore:
         return None if raw is None else Subscription.model_validate_json(raw)
 
     async def delete(self, partner_id: str, webhook_id: str) -> bool:
-        """Delete a subscription and its attempts; ``False`` if unknown."""
+        """Delete a subscription, its attempts and its waiting deliveries;
+        ``False`` if unknown."""
         gone = await self._delete(
             keys=[
                 self.keys.subscriptions(partner_id),
                 self.keys.deliveries(partner_id, webhook_id),
+                self.keys.outbox(partner_id, webhook_id),
+                self.keys.retry(partner_id, webhook_id),
             ],
             args=[webhook_id],
         )

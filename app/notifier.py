@@ -1,0 +1,496 @@
+"""``mastery notifier``: delivers status changes to the partners' webhooks.
+
+Two stages, so that a slow or failing endpoint delays nobody else's
+(docs/webhooks.md, "Delivery"):
+
+1. **Intake.** A consumer in the group ``<app-id>-notifier`` reads
+   ``<prefix>.status-changes.v1`` and appends each status change to the
+   outbox of every subscription of its partner that names the event type (a
+   Redis stream per subscription, ``ms-webhooks:{partner}:outbox:<id>``). Its
+   offsets are committed only after Redis has taken the appends: a crash
+   between the two appends a change again, with the same ``webhook-id``.
+2. **Delivery.** Each subscription's outbox is delivered in order, one
+   request at a time, by the one notifier holding its lease (a Redis key that
+   expires ``MASTERY_NOTIFIER_LEASE_S`` after its holder stops renewing it).
+   The head is deleted only once delivered (any 2xx) or dead-lettered, so a
+   crash mid-delivery sends it again, with the same ``webhook-id``. A failed
+   attempt is retried after ``infra.webhooks.next_delay`` (exponential caps,
+   full jitter) until 24 h after the first attempt; then it is dead-lettered:
+   recorded as such in ``GET /webhooks/{id}/deliveries``, where the
+   redeliver action can queue it again. Order is per subscription, so a
+   fortiori per registration.
+
+Requests go out without following redirects, with a timeout, through a
+resolver that refuses every address :func:`infra.webhooks.refusal` refuses
+(checked at connection time: DNS may have changed since the subscription's
+URL was checked), unless ``MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiokafka import AIOKafkaConsumer
+from pydantic import ValidationError
+from redis.asyncio import Redis
+
+from infra.broker import BrokerProfile
+from infra.kafka_security import kafka_client_kwargs
+from infra.settings import Settings
+from infra.topics import TopicNames
+from infra.webhook_store import RedisWebhookStore
+from infra.webhooks import next_delay, refusal, webhook_request
+from schemas.transitions import StatusChanged
+from schemas.webhooks import (
+    MAX_ERROR_CHARS,
+    STATUS_CHANGED_TYPE,
+    DeliveryAttempt,
+    RedeliveryRequest,
+    Subscription,
+)
+
+__all__ = ["Notifier", "PublicResolver", "notifier_group"]
+
+log = logging.getLogger(__name__)
+
+#: A partner's subscriptions are read again after this long (a new
+#: subscription gets the status changes read from then on).
+SUBSCRIPTIONS_TTL_S = 1.0
+#: How often the notifier looks for subscriptions without a holder.
+SCAN_INTERVAL_S = 0.5
+#: The longest an outbox read blocks, in milliseconds.
+OUTBOX_BLOCK_MS = 500
+
+
+# KEYS: lease. ARGV: holder, ms. 1 if extended, 0 if another holds it (or
+# nobody: it expired, and a scan may take it again).
+_EXTEND_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def notifier_group(settings: Settings) -> str:
+    """The intake's consumer group (under the ``<app-id>-`` prefix)."""
+    return f"{settings.worker_id}-notifier"
+
+
+class PublicResolver(AbstractResolver):
+    """Resolves like the system and drops the addresses webhooks may not go
+    to; none left is a connection error naming why."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        infos = await self._loop.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, family=family
+        )
+        results: list[ResolveResult] = []
+        refused: list[str] = []
+        for fam, _, proto, _, sockaddr in infos:
+            address = str(sockaddr[0])
+            why = refusal(ipaddress.ip_address(address.partition("%")[0]))
+            if why is not None:
+                refused.append(why)
+                continue
+            results.append(
+                ResolveResult(
+                    hostname=host,
+                    host=address,
+                    port=int(sockaddr[1]),
+                    family=fam,
+                    proto=proto,
+                    flags=socket.AI_NUMERICHOST,
+                )
+            )
+        if not results:
+            raise OSError(
+                f"{host} resolves to no public address ({'; '.join(refused)})"
+                if refused
+                else f"{host} does not resolve"
+            )
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(slots=True)
+class _Outcome:
+    delivered: bool
+    status_code: int | None
+    response: str | None
+    duration_ms: float
+
+
+@dataclass(slots=True)
+class NotifierStats:
+    """What the notifier did (logged; tests read them)."""
+
+    enqueued: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    redelivered: int = 0
+    undecodable: int = 0
+    held: set[str] = field(default_factory=set)
+
+
+class Notifier:
+    """The intake and the deliveries of one notifier process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        profile: BrokerProfile,
+        bootstrap: str,
+        redis_url: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.profile = profile
+        self.bootstrap = bootstrap
+        self.redis = Redis.from_url(redis_url, socket_timeout=10.0)
+        self.store = RedisWebhookStore(self.redis)
+        self.keys = self.store.keys
+        self.topic = TopicNames(settings.topic_prefix).status_changes
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.stats = NotifierStats()
+        self._subs: dict[str, tuple[float, list[Subscription]]] = {}
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._http: aiohttp.ClientSession | None = None
+        self._extend = self.redis.register_script(_EXTEND_LUA)
+
+    # -- the process ----------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until :meth:`stop`; a failure of either stage ends the run."""
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            resolver=None
+            if self.settings.webhooks_allow_private_urls
+            else (PublicResolver()),
+        )
+        self._http = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.settings.notifier_timeout_s),
+        )
+        try:
+            intake = asyncio.create_task(self._intake(), name="notifier-intake")
+            scan = asyncio.create_task(self._scan(), name="notifier-scan")
+            stop = asyncio.create_task(self._stopping.wait())
+            done, _ = await asyncio.wait(
+                {intake, scan, stop}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in (intake, scan, stop, *self._tasks.values()):
+                task.cancel()
+            await asyncio.gather(
+                intake, scan, stop, *self._tasks.values(), return_exceptions=True
+            )
+            for task in done:
+                if task is not stop and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            await self._release_all()
+            await self._http.close()
+            await self.redis.aclose()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- 1. intake ------------------------------------------------------------
+
+    async def _intake(self) -> None:
+        consumer = AIOKafkaConsumer(
+            self.topic,
+            bootstrap_servers=self.bootstrap,
+            group_id=notifier_group(self.settings),
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=50,
+            **kafka_client_kwargs(self.settings),
+        )
+        await consumer.start()
+        log.info("notifier %s reads %s", self.me, self.topic)
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=500, max_records=2000)
+                if not batch:
+                    continue
+                await self._enqueue(
+                    [r.value or b"" for records in batch.values() for r in records]
+                )
+                await consumer.commit()
+        finally:
+            await consumer.stop()
+
+    async def _enqueue(self, values: list[bytes]) -> None:
+        """Append each status change to its partner's subscriptions' outboxes."""
+        pipe = self.redis.pipeline(transaction=False)
+        queued = 0
+        for raw in values:
+            try:
+                change = StatusChanged.from_bytes(raw)
+            except ValidationError as exc:
+                # The worker writes this topic: an undecodable record is a bug
+                # to see, not a reason to stop every partner's deliveries.
+                self.stats.undecodable += 1
+                log.error("undecodable status change skipped: %s", exc)
+                continue
+            for sub in await self._subscriptions(change.partner_id):
+                if STATUS_CHANGED_TYPE in sub.event_types:
+                    pipe.xadd(self.keys.outbox(sub.partner_id, sub.id), {"t": raw})
+                    queued += 1
+        if queued:
+            await pipe.execute()
+            self.stats.enqueued += queued
+
+    async def _subscriptions(self, partner_id: str) -> list[Subscription]:
+        now = time.monotonic()
+        cached = self._subs.get(partner_id)
+        if cached is None or now - cached[0] > SUBSCRIPTIONS_TTL_S:
+            cached = (now, await self.store.subscriptions(partner_id))
+            self._subs[partner_id] = cached
+        return cached[1]
+
+    # -- 2. deliveries --------------------------------------------------------
+
+    async def _scan(self) -> None:
+        """Take every subscription no notifier holds, and deliver it."""
+        lease_ms = int(self.settings.notifier_lease_s * 1000)
+        while True:
+            members: Any = await self.redis.smembers(self.keys.partners())
+            for raw in members:
+                partner = bytes(raw).decode()
+                for sub in await self.store.subscriptions(partner):
+                    key = (partner, sub.id)
+                    task = self._tasks.get(key)
+                    if task is not None and not task.done():
+                        continue
+                    if task is not None and task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+                    took = await self.redis.set(
+                        self.keys.lease(partner, sub.id), self.me, nx=True, px=lease_ms
+                    )
+                    if took:
+                        self.stats.held.add(sub.id)
+                        self._tasks[key] = asyncio.create_task(
+                            self._deliver_all(partner, sub.id),
+                            name=f"webhook-{sub.id}",
+                        )
+            await asyncio.sleep(SCAN_INTERVAL_S)
+
+    async def _renew(self, partner: str, webhook_id: str) -> bool:
+        """Extend our lease; ``False`` if another notifier holds it now."""
+        renewed = await self._extend(
+            keys=[self.keys.lease(partner, webhook_id)],
+            args=[self.me, int(self.settings.notifier_lease_s * 1000)],
+        )
+        return int(renewed) == 1
+
+    async def _release_all(self) -> None:
+        for partner, webhook_id in list(self._tasks):
+            key = self.keys.lease(partner, webhook_id)
+            with contextlib.suppress(Exception):
+                holder: Any = await self.redis.get(key)
+                if holder is not None and bytes(holder).decode() == self.me:
+                    await self.redis.delete(key)
+
+    async def _deliver_all(self, partner: str, webhook_id: str) -> None:
+        """Deliver one subscription's outbox, in order, while we hold it (a
+        lost lease cancels the deliveries at once)."""
+        deliveries = asyncio.create_task(self._deliver_outbox(partner, webhook_id))
+        try:
+            while not deliveries.done():
+                await asyncio.wait(
+                    {deliveries}, timeout=self.settings.notifier_lease_s / 3
+                )
+                if not deliveries.done() and not await self._renew(partner, webhook_id):
+                    log.warning("webhook %s: lease lost, delivery stopped", webhook_id)
+                    deliveries.cancel()
+            await deliveries
+        except asyncio.CancelledError:
+            deliveries.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deliveries
+            raise
+        finally:
+            self.stats.held.discard(webhook_id)
+
+    async def _deliver_outbox(self, partner: str, webhook_id: str) -> None:
+        outbox = self.keys.outbox(partner, webhook_id)
+        while True:
+            sub = await self.store.get(partner, webhook_id)
+            if sub is None:  # deleted: its outbox went with it
+                return
+            await self._redeliveries(sub)
+            head: Any = await self.redis.xread(
+                {outbox: "0-0"}, count=1, block=OUTBOX_BLOCK_MS
+            )
+            if not head:
+                continue
+            entry_id, fields = head[0][1][0]
+            await self._deliver_head(sub, bytes(entry_id).decode(), bytes(fields[b"t"]))
+
+    async def _deliver_head(self, sub: Subscription, entry: str, raw: bytes) -> None:
+        """One attempt at the outbox head, unless its retry is not due yet."""
+        keys = self.keys
+        partner, webhook_id = sub.partner_id, sub.id
+        retry_key = keys.retry(partner, webhook_id)
+        state: Any = await self.redis.hgetall(retry_key)
+        state = {bytes(k).decode(): bytes(v).decode() for k, v in state.items()}
+        now = self.clock()
+        if state.get("entry") != entry:
+            state = {"entry": entry, "attempt": "0", "first": repr(now)}
+        elif float(state.get("next", "0")) > now:
+            # Not due: wait (a little at a time, to keep the lease and see
+            # redelivery requests and deletions).
+            await asyncio.sleep(min(float(state["next"]) - now, 0.5))
+            return
+        change = StatusChanged.from_bytes(raw)
+        attempt = int(state["attempt"]) + 1
+        outcome = await self._send(sub, change)
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        scale = self.settings.notifier_retry_scale
+        if outcome.delivered:
+            self.stats.delivered += 1
+            await self._record(
+                sub, change, attempt, at, outcome="delivered", result=outcome
+            )
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xdel(keys.outbox(partner, webhook_id), entry)
+            pipe.delete(retry_key)
+            await pipe.execute()
+            return
+        elapsed = (self.clock() - float(state["first"])) / scale
+        delay = next_delay(attempt, self.rng, elapsed)
+        if delay is None:
+            self.stats.dead_lettered += 1
+            log.warning(
+                "webhook %s: %s dead-lettered after %d attempts",
+                webhook_id,
+                change.transition_id,
+                attempt,
+            )
+            await self._record(
+                sub, change, attempt, at, outcome="dead_lettered", result=outcome
+            )
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xdel(keys.outbox(partner, webhook_id), entry)
+            pipe.delete(retry_key)
+            await pipe.execute()
+            return
+        self.stats.failed += 1
+        due = self.clock() + delay * scale
+        await self._record(
+            sub,
+            change,
+            attempt,
+            at,
+            outcome="failed",
+            result=outcome,
+            next_at=datetime.fromtimestamp(due, UTC),
+        )
+        await self.redis.hset(
+            retry_key,
+            mapping={**state, "attempt": str(attempt), "next": repr(due)},
+        )
+
+    async def _redeliveries(self, sub: Subscription) -> None:
+        """Requests to send a delivery again (``POST …/redeliver``): one
+        attempt each, out of the outbox's order, recorded like the others."""
+        for entry, request in await self.store.pending_redeliveries(sub.partner_id):
+            if request.webhook_id != sub.id:
+                continue
+            await self._redeliver(sub, request)
+            await self.store.redelivery_done(sub.partner_id, entry)
+
+    async def _redeliver(self, sub: Subscription, request: RedeliveryRequest) -> None:
+        outcome = await self._send(sub, request.transition)
+        self.stats.redelivered += 1
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        await self._record(
+            sub,
+            request.transition,
+            1,
+            at,
+            outcome="delivered" if outcome.delivered else "failed",
+            result=outcome,
+        )
+
+    async def _send(self, sub: Subscription, change: StatusChanged) -> _Outcome:
+        assert self._http is not None
+        headers, body = webhook_request(
+            change, sub.secret, datetime.fromtimestamp(self.clock(), UTC)
+        )
+        started = time.perf_counter()
+        try:
+            async with self._http.post(
+                sub.url, data=body, headers=headers, allow_redirects=False
+            ) as answer:
+                text = (await answer.content.read(MAX_ERROR_CHARS)).decode(
+                    errors="replace"
+                )
+                ok = 200 <= answer.status < 300
+                return _Outcome(ok, answer.status, text or None, _ms(started))
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+            return _Outcome(False, None, reason, _ms(started))
+
+    async def _record(
+        self,
+        sub: Subscription,
+        change: StatusChanged,
+        attempt: int,
+        at: datetime,
+        *,
+        outcome: str,
+        result: _Outcome,
+        next_at: datetime | None = None,
+    ) -> None:
+        await self.store.record_delivery(
+            sub.partner_id,
+            sub.id,
+            DeliveryAttempt.model_validate(
+                {
+                    "delivery_id": change.transition_id,
+                    "attempt": attempt,
+                    "at": at,
+                    "outcome": outcome,
+                    "status_code": result.status_code,
+                    "response": result.response,
+                    "duration_ms": result.duration_ms,
+                    "next_attempt_at": next_at,
+                    "transition": change,
+                }
+            ),
+        )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

@@ -1,0 +1,359 @@
+"""Webhooks end to end: Apache Kafka, Redis, a worker, the API and ``mastery
+notifier`` processes, and a real HTTP receiver on loopback that verifies every
+signature with the ``standardwebhooks`` library (docs/webhooks.md).
+
+The expected deliveries are the oracle's transitions (every goal's full row
+after every single event, tests/oracle.py) of the events produced.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from app.devstack import DevStack, post_json
+from app.embedded_kafka import EmbeddedKafka
+from app.workload import Workload, assistments, simulated
+from processors.catalog import Catalog
+from schemas.events import AttemptGraded, RegistrationCreated
+from schemas.transitions import transition_id
+from schemas.webhooks import STATUS_CHANGED_TYPE
+from tests.integration.helpers import all_pages, partner_of, produce, started_stack
+from tests.oracle import Transition, expected_transitions
+from tests.unit.test_transitions import TRAIN
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: The notifier's settings in these tests: a lease that expires soon after a
+#: kill, and the retry schedule at a thousandth (5 ms ... 10.8 s, 86 s).
+NOTIFIER_ENV = {
+    "MASTERY_NOTIFIER_LEASE_S": "2",
+    "MASTERY_NOTIFIER_RETRY_SCALE": "0.001",
+    "MASTERY_NOTIFIER_TIMEOUT_S": "5",
+}
+
+
+@dataclass
+class Hook:
+    """One endpoint of the receiver: its secret and what it was sent."""
+
+    secret: str = ""
+    #: (webhook-id, parsed CloudEvent) of every request answered 2xx
+    delivered: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    #: webhook-id of every request received, answered or not
+    received: list[str] = field(default_factory=list)
+    bad_signatures: int = 0
+    #: requests answered 503 (while down)
+    refused: int = 0
+    #: answer 503 until this time (monotonic)
+    down_until: float = 0.0
+    #: hold the answer to this webhook-id for ``hang_s`` (once)
+    hang_id: str | None = None
+    hang_s: float = 0.0
+
+
+class Receiver:
+    """A threaded HTTP server on loopback with one :class:`Hook` per path."""
+
+    def __init__(self) -> None:
+        self.hooks: dict[str, Hook] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                hook = receiver.hooks[self.path]
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                msg_id = headers["webhook-id"]
+                with receiver.lock:
+                    hook.received.append(msg_id)
+                    try:
+                        Webhook(hook.secret).verify(body, headers)
+                    except WebhookVerificationError:
+                        hook.bad_signatures += 1
+                    hang = hook.hang_id == msg_id
+                    if hang:
+                        hook.hang_id = None
+                if hang:
+                    # The sender is killed meanwhile: never an answer it read.
+                    time.sleep(hook.hang_s)
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                if time.monotonic() < hook.down_until:
+                    with receiver.lock:
+                        hook.refused += 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                with receiver.lock:
+                    hook.delivered.append((msg_id, orjson.loads(body)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, kafka_server: EmbeddedKafka) -> Iterator[DevStack]:
+    with started_stack(kafka_server, tmp_path, "hooks", 4) as s:
+        yield s
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def _subscribe(stack: DevStack, receiver: Receiver, partner: str, path: str) -> Hook:
+    hook = receiver.hooks[path] = Hook()
+    status, body = post_json(
+        f"{stack.api_url}/webhooks",
+        {"url": receiver.url(path), "event_types": [STATUS_CHANGED_TYPE]},
+        token=stack.token(partner_id=partner),
+    )
+    assert status == 201, body
+    assert isinstance(body, dict)
+    hook.secret = body["secret"]
+    return hook
+
+
+def _catalog_known(stack: DevStack, workload: Workload) -> None:
+    """Produce the catalog and wait until the worker serves its pages, so the
+    registrations are folded against the catalog the oracle uses."""
+    produce(stack, workload.catalog)
+    deadline = time.monotonic() + 60
+    for li in workload.learning_instances:
+        while isinstance(
+            all_pages(stack, workload, li, workload.goals_of(li), 10), str
+        ):
+            assert time.monotonic() < deadline, f"{li} never projected"
+            time.sleep(0.2)
+
+
+def _expected(
+    workload: Workload, events: list[RegistrationCreated | AttemptGraded]
+) -> dict[str, dict[str, list[Transition]]]:
+    """partner -> registration -> its transitions, in order."""
+    catalog = Catalog()
+    for event in workload.catalog:
+        catalog.apply(event)
+    li_of = {r.registration_id: r.learning_instance_id for r in workload.registrations}
+    out: dict[str, dict[str, list[Transition]]] = {}
+    for t in expected_transitions(catalog, events):
+        partner = partner_of(workload, li_of[t[0]])
+        out.setdefault(partner, {}).setdefault(t[0], []).append(t)
+    return out
+
+
+def _got(hook: Hook) -> dict[str, list[Transition]]:
+    """registration -> the transitions delivered, first delivery of each id."""
+    seen: set[str] = set()
+    out: dict[str, list[Transition]] = {}
+    for msg_id, event in hook.delivered:
+        if msg_id in seen:
+            continue
+        seen.add(msg_id)
+        d = event["data"]
+        assert event["id"] == msg_id == d["transition_id"]
+        out.setdefault(d["registration_id"], []).append(
+            (
+                d["registration_id"],
+                d["goal_id"],
+                d["previous_status"],
+                d["status"],
+                d["event_id"],
+            )
+        )
+    return out
+
+
+def _count(expected: dict[str, list[Transition]]) -> int:
+    return sum(len(v) for v in expected.values())
+
+
+def _wait_for(hook: Hook, n: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len({msg_id for msg_id, _ in hook.delivered}) < n:
+        assert time.monotonic() < deadline, (
+            f"{len({i for i, _ in hook.delivered})} of {n} delivered"
+        )
+        time.sleep(0.2)
+
+
+def _two_partners() -> Workload:
+    """A simulated class (partner-demo) and an ASSISTments class
+    (partner-assistments) in one workload."""
+    a = simulated(
+        learning_instances=1, learners_per_instance=10, attempts_per_learner=30, seed=5
+    )
+    b = assistments(TRAIN, max_learners=12, learners_per_instance=12)
+    return Workload(
+        catalog=[*a.catalog, *b.catalog],
+        registrations=[*a.registrations, *b.registrations],
+        attempts=[*a.attempts, *b.attempts],
+    )
+
+
+def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
+    stack: DevStack, receiver: Receiver
+) -> None:
+    workload = _two_partners()
+    partners = sorted({partner_of(workload, li) for li in workload.learning_instances})
+    assert len(partners) == 2
+    hooks = {p: _subscribe(stack, receiver, p, f"/{p}") for p in partners}
+    stack.start_notifier(extra_env=NOTIFIER_ENV)
+    _catalog_known(stack, workload)
+    events = [*workload.registrations, *workload.attempts]
+    produce(stack, events)
+    expected = _expected(workload, events)
+
+    for partner, hook in hooks.items():
+        _wait_for(hook, _count(expected[partner]))
+    time.sleep(1.0)  # anything extra would arrive now
+    for partner, hook in hooks.items():
+        assert _got(hook) == expected[partner]
+        assert len(hook.delivered) == _count(expected[partner])  # no duplicates
+        assert hook.bad_signatures == 0
+        # Partner isolation: every delivery names this partner.
+        assert {e["data"]["partner_id"] for _, e in hook.delivered} == {partner}
+    kinds = {
+        (t[2], t[3]) for regs in expected.values() for ts in regs.values() for t in ts
+    }
+    assert {(None, "no_work"), ("no_work", "in_progress")} <= kinds
+
+    # The recorded attempts answer GET /webhooks/{id}/deliveries.
+    partner = partners[0]
+    token = stack.token(partner_id=partner)
+    status, listed = _get(stack, "/webhooks", token)
+    assert status == 200
+    webhook_id = listed["webhooks"][0]["id"]
+    status, deliveries = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
+    assert status == 200
+    recent = deliveries["deliveries"]
+    assert recent and {d["outcome"] for d in recent} == {"delivered"}
+    assert {d["status_code"] for d in recent} == {204}
+
+
+def test_a_bad_signature_is_detected_by_the_receivers_library(
+    stack: DevStack, receiver: Receiver
+) -> None:
+    workload = simulated(
+        learning_instances=1, learners_per_instance=3, attempts_per_learner=5, seed=2
+    )
+    partner = partner_of(workload, workload.learning_instances[0])
+    hook = _subscribe(stack, receiver, partner, "/signed")
+    stack.start_notifier(extra_env=NOTIFIER_ENV)
+    _catalog_known(stack, workload)
+    produce(stack, [*workload.registrations, *workload.attempts])
+    _wait_for(hook, 3)
+    assert hook.bad_signatures == 0
+    # The same request with its body changed, or signed with another
+    # secret, fails verification.
+    msg_id, event = hook.delivered[0]
+    body = orjson.dumps(event)
+    forged = Webhook("whsec_" + "A" * 32).sign(msg_id, _now(), body)
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(_now().timestamp())),
+        "webhook-signature": forged,
+    }
+    with pytest.raises(WebhookVerificationError):
+        Webhook(hook.secret).verify(body, headers)
+    genuine = Webhook(hook.secret).sign(msg_id, _now(), body)
+    tampered = body.replace(b'"status"', b'"status" ', 1)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(hook.secret).verify(tampered, {**headers, "webhook-signature": genuine})
+
+
+def test_a_killed_notifier_and_a_receiver_down_lose_nothing(
+    stack: DevStack, receiver: Receiver
+) -> None:
+    """The receiver answers 503 for a while (retried with backoff, then caught
+    up, in order); the notifier is killed (SIGKILL) while a request waits for
+    its answer, and a new one sends it again with the same webhook-id."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=12, attempts_per_learner=25, seed=8
+    )
+    partner = partner_of(workload, workload.learning_instances[0])
+    hook = _subscribe(stack, receiver, partner, "/flaky")
+    events = [*workload.registrations, *workload.attempts]
+    expected = _expected(workload, events)[partner]
+    n = _count(expected)
+    learner = next(r for r in workload.registrations if r.role == "learner")
+    first = expected[learner.registration_id][0]
+    # The first registration's first transition will hang until the kill.
+    hook.hang_id = transition_id(first[4], first[1])
+    hook.hang_s = 8.0
+    notifier = stack.start_notifier("notifier-1", extra_env=NOTIFIER_ENV)
+    _catalog_known(stack, workload)
+    produce(stack, events)
+    deadline = time.monotonic() + 60
+    while hook.hang_id is not None:  # the hanging request has arrived
+        assert time.monotonic() < deadline, "the first delivery never came"
+        time.sleep(0.05)
+    notifier.send_signal(signal.SIGKILL)
+    notifier.wait(timeout=10)
+    # Down for 6 s from now: the new notifier (which takes over once the
+    # killed one's 2 s lease has expired) fails its first attempts.
+    hook.down_until = time.monotonic() + 6.0
+    stack.start_notifier("notifier-2", extra_env=NOTIFIER_ENV)
+    _wait_for(hook, n)
+    time.sleep(1.0)
+    assert _got(hook) == expected
+    hung = transition_id(first[4], first[1])
+    assert hook.received.count(hung) >= 2  # sent again after the kill
+    assert hook.bad_signatures == 0
+    # While down, attempts were answered 503 and retried until delivered.
+    assert hook.refused > 0
+    token = stack.token(partner_id=partner)
+    _, listed = _get(stack, "/webhooks", token)
+    webhook_id = listed["webhooks"][0]["id"]
+    _, deliveries = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
+    outcomes = {d["outcome"] for d in deliveries["deliveries"]}
+    assert "delivered" in outcomes
+
+
+def _get(stack: DevStack, path: str, token: str) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{stack.api_url}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, orjson.loads(exc.read() or b"null")
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
