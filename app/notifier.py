@@ -17,7 +17,9 @@ Two stages, so that a slow or failing endpoint delays nobody else's
    attempt is retried after ``infra.webhooks.next_delay`` (exponential caps,
    full jitter) until 24 h after the first attempt; then it is dead-lettered:
    recorded as such in ``GET /webhooks/{id}/deliveries``, where the
-   redeliver action can queue it again. Order is per subscription, so a
+   redeliver action can queue it again. The 24 h count from when the change
+   entered the outbox, so an endpoint down for longer does not hold each
+   waiting change for a day of its own. Order is per subscription, so a
    fortiori per registration.
 
 Requests go out without following redirects, with a timeout, through a
@@ -41,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -63,7 +66,7 @@ from schemas.webhooks import (
     Subscription,
 )
 
-__all__ = ["Notifier", "PublicResolver", "notifier_group"]
+__all__ = ["Notifier", "PublicResolver", "literal_refusal", "notifier_group"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+def literal_refusal(url: str) -> str | None:
+    """Why ``url``'s host, an IP address, may not receive webhooks; ``None``
+    for a public address or a host name (:class:`PublicResolver` checks
+    those when it connects)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return None
+    return refusal(address)
 
 
 def notifier_group(settings: Settings) -> str:
@@ -366,7 +381,11 @@ class Notifier:
         state = {bytes(k).decode(): bytes(v).decode() for k, v in state.items()}
         now = self.clock()
         if state.get("entry") != entry:
-            state = {"entry": entry, "attempt": "0", "first": repr(now)}
+            # The 24 h count from when the change entered the outbox (the
+            # entry id's milliseconds, Redis's clock): behind an endpoint down
+            # for a day, a waiting change gets one attempt, not a day more.
+            enqueued = int(entry.partition("-")[0]) / 1000
+            state = {"entry": entry, "attempt": "0", "first": repr(enqueued)}
         elif float(state.get("next", "0")) > now:
             # Not due: wait (a little at a time, to keep the lease and see
             # redelivery requests and deletions).
@@ -445,6 +464,10 @@ class Notifier:
 
     async def _send(self, sub: Subscription, change: StatusChanged) -> _Outcome:
         assert self._http is not None
+        if not self.settings.webhooks_allow_private_urls:
+            why = literal_refusal(sub.url)
+            if why is not None:  # aiohttp resolves no IP literal: check here
+                return _Outcome(False, None, f"refused: {why}", 0.0)
         headers, body = webhook_request(
             change, sub.secret, datetime.fromtimestamp(self.clock(), UTC)
         )

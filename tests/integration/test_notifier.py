@@ -60,6 +60,8 @@ class Hook:
     #: hold the answer to this webhook-id for ``hang_s`` (once)
     hang_id: str | None = None
     hang_s: float = 0.0
+    #: every answer takes this long
+    delay_s: float = 0.0
 
 
 class Receiver:
@@ -91,6 +93,8 @@ class Receiver:
                     self.send_response(503)
                     self.end_headers()
                     return
+                if hook.delay_s:
+                    time.sleep(hook.delay_s)
                 if time.monotonic() < hook.down_until:
                     with receiver.lock:
                         hook.refused += 1
@@ -357,3 +361,105 @@ def _now() -> Any:
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+def _webhook_id(stack: DevStack, partner: str) -> str:
+    _, listed = _get(stack, "/webhooks", stack.token(partner_id=partner))
+    return str(listed["webhooks"][0]["id"])
+
+
+def test_a_receiver_down_past_the_deadline_gets_dead_letters_it_can_redeliver(
+    stack: DevStack, receiver: Receiver
+) -> None:
+    """At a ten-thousandth of the schedule the 24 h are 8.6 s: every change
+    is dead-lettered (recorded so), and the redeliver action sends one again
+    once the receiver is back, with the same webhook-id."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=2, attempts_per_learner=6, seed=4
+    )
+    partner = partner_of(workload, workload.learning_instances[0])
+    hook = _subscribe(stack, receiver, partner, "/dead")
+    hook.down_until = time.monotonic() + 3600
+    events = [*workload.registrations, *workload.attempts]
+    n = _count(_expected(workload, events)[partner])
+    stack.start_notifier(
+        extra_env={**NOTIFIER_ENV, "MASTERY_NOTIFIER_RETRY_SCALE": "0.0001"}
+    )
+    _catalog_known(stack, workload)
+    produce(stack, events)
+    token = stack.token(partner_id=partner)
+    webhook_id = _webhook_id(stack, partner)
+    deadline = time.monotonic() + 90
+    while True:
+        _, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
+        dead = [d for d in listed["deliveries"] if d["outcome"] == "dead_lettered"]
+        if len(dead) == n:
+            break
+        assert time.monotonic() < deadline, f"{len(dead)} of {n} dead-lettered"
+        time.sleep(0.5)
+    failed = [d for d in listed["deliveries"] if d["outcome"] == "failed"]
+    assert failed, "retried before the deadline"
+    assert all(d["status_code"] == 503 for d in (*failed, *dead))
+    assert hook.delivered == []
+    # The receiver is back; one dead letter is redelivered on request.
+    hook.down_until = 0.0
+    delivery_id = dead[0]["delivery_id"]
+    status, queued = post_json(
+        f"{stack.api_url}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        {},
+        token=token,
+    )
+    assert status == 202, queued
+    _wait_for(hook, 1, timeout_s=30)
+    assert [msg_id for msg_id, _ in hook.delivered] == [delivery_id]
+    assert hook.bad_signatures == 0
+
+
+def test_a_slow_partner_delays_nobody_else(stack: DevStack, receiver: Receiver) -> None:
+    """Partner A's endpoint takes 1 s per answer; partner B's changes are all
+    delivered while A's are still being sent."""
+    workload = _two_partners()
+    a, b = sorted({partner_of(workload, li) for li in workload.learning_instances})
+    events = [*workload.registrations, *workload.attempts]
+    expected = _expected(workload, events)
+    slow = _subscribe(stack, receiver, a, "/slow")
+    fast = _subscribe(stack, receiver, b, "/fast")
+    slow.delay_s = 1.0
+    stack.start_notifier(extra_env=NOTIFIER_ENV)
+    _catalog_known(stack, workload)
+    produce(stack, events)
+    _wait_for(fast, _count(expected[b]), timeout_s=60)
+    assert _got(fast) == expected[b]
+    assert len({i for i, _ in slow.delivered}) < _count(expected[a]) / 2
+
+
+def test_a_notifier_refuses_private_addresses_when_they_are_not_allowed(
+    stack: DevStack, receiver: Receiver
+) -> None:
+    """The subscription was accepted by an API that allows loopback URLs; a
+    notifier that does not allow them sends nothing there and records why
+    (the check made at delivery time, against DNS rebinding)."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=2, attempts_per_learner=3, seed=6
+    )
+    partner = partner_of(workload, workload.learning_instances[0])
+    hook = _subscribe(stack, receiver, partner, "/private")
+    stack.start_notifier(
+        extra_env={**NOTIFIER_ENV, "MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS": "false"}
+    )
+    _catalog_known(stack, workload)
+    produce(stack, [*workload.registrations, *workload.attempts])
+    token = stack.token(partner_id=partner)
+    webhook_id = _webhook_id(stack, partner)
+    deadline = time.monotonic() + 60
+    while True:
+        _, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
+        if listed["deliveries"]:
+            break
+        assert time.monotonic() < deadline, "no attempt recorded"
+        time.sleep(0.3)
+    attempt = listed["deliveries"][-1]
+    assert attempt["outcome"] == "failed"
+    assert attempt["status_code"] is None
+    assert "refused" in attempt["response"] and "loopback" in attempt["response"]
+    assert hook.received == []
