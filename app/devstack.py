@@ -310,9 +310,7 @@ def run_dev(
             flush=True,
         )
         ports = [free_port() for _ in range(workers)]
-        print(
-            f"starting {workers} worker(s), the API and the notifier ...", flush=True
-        )
+        print(f"starting {workers} worker(s), the API and the notifier ...", flush=True)
         for i, port in enumerate(ports):
             stack.start_worker(
                 f"worker-{i + 1}",
