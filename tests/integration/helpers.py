@@ -10,10 +10,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
 from app.devstack import DevStack, post_json
 from app.embedded_kafka import EmbeddedKafka
 from app.workload import Workload
-from infra.broker import profile_for
+from infra.broker import end_offsets, profile_for, topic_partitions
 from infra.producer import EventProducer
 from infra.settings import Settings
 from infra.topics import AnyEvent, TopicNames
@@ -22,6 +25,7 @@ from tests.oracle import expected_rows
 
 __all__ = [
     "all_pages",
+    "group_behind",
     "partner_of",
     "produce",
     "started_stack",
@@ -62,6 +66,34 @@ def produce(stack: DevStack, events: Sequence[AnyEvent]) -> None:
             await producer.send_all(events)
 
     asyncio.run(go())
+
+
+def group_behind(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Per partition of ``topic`` with records: how far ``group``'s committed
+    offset is behind the end (the end itself where nothing is committed).
+    Over ``bootstrap`` without credentials (the tests' admin listener)."""
+
+    async def go() -> dict[int, int]:
+        partitions = await topic_partitions(bootstrap, topic)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await consumer.start()
+        await admin.start()
+        try:
+            ends = await end_offsets(consumer, tps)
+            committed = await admin.list_consumer_group_offsets(group)
+        finally:
+            await consumer.stop()
+            await admin.close()
+        behind = {}
+        for tp in tps:
+            if ends[tp] > 0:
+                done = committed.get(tp)
+                behind[tp.partition] = ends[tp] - max(done.offset if done else 0, 0)
+        return behind
+
+    return asyncio.run(go())
 
 
 def partner_of(workload: Workload, li: str) -> str:

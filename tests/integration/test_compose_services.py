@@ -1,12 +1,12 @@
 """deploy/compose.yaml's mastery services, run as compose would, without Docker.
 
 No Docker engine here, so this test plays compose's part for the services
-built from our image: ``topics``, ``worker-1``, ``worker-2``, ``api`` and the
-on-demand ``load``. Each runs the image's entry point (the Dockerfile's
-``ENTRYPOINT``, the installed ``mastery``) with the service's ``command``,
-and the Dockerfile's ``ENV`` overlaid by the service's ``environment``
-(compose interpolation included). What only a container network provides is
-mapped, and nothing else changed:
+built from our image: ``topics``, ``worker-1``, ``worker-2``, ``api``,
+``notifier`` and the on-demand ``load``. Each runs the image's entry point
+(the Dockerfile's ``ENTRYPOINT``, the installed ``mastery``) with the
+service's ``command``, and the Dockerfile's ``ENV`` overlaid by the
+service's ``environment`` (compose interpolation included). What only a
+container network provides is mapped, and nothing else changed:
 
 - the hostnames ``kafka:9092`` and ``redis:6379`` become the loopback
   addresses of an Apache Kafka started with the ``kafka`` service's
@@ -17,8 +17,10 @@ mapped, and nothing else changed:
   in its healthcheck too, since all services share one loopback.
 
 Then the services start in ``depends_on`` order, the ``load`` service
-replays the ASSISTments file, every healthcheck passes, and a row is read
-through the API with a token minted by the README's ``run --rm api token``.
+replays the ASSISTments file, every healthcheck passes, a row is read
+through the API with a token minted by the README's ``run --rm api token``,
+the notifier's consumer group has committed every status change the workers
+sent, and the notifier stops with exit 0 on SIGTERM.
 """
 
 from __future__ import annotations
@@ -42,9 +44,12 @@ import yaml
 from app.devstack import post_json
 from app.embedded import EmbeddedRedis, free_port
 from app.embedded_kafka import EmbeddedKafka
+from app.notifier import notifier_group
 from app.workload import DKT_PARTNER, assistments
 from infra.settings import Settings
-from infra.topic_specs import apply_topic_specs
+from infra.topic_specs import apply_topic_specs, declared_topics
+from infra.topics import TopicNames
+from tests.integration.helpers import group_behind
 
 pytestmark = pytest.mark.integration
 
@@ -360,8 +365,9 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
     assert runner.kafka_config()["auto.create.topics.enable"] == "false"
     # depends_on, as compose reads it.
     assert runner.depends_on("topics") == {"kafka": "service_healthy"}
-    for name in ("worker-1", "worker-2", "api"):
+    for name in ("worker-1", "worker-2", "api", "notifier"):
         assert runner.depends_on(name)["topics"] == "service_completed_successfully"
+        assert runner.depends_on(name)["redis"] == "service_healthy"
     assert runner.depends_on("load") == {"topics": "service_completed_successfully"}
 
     phases: dict[str, float] = {}
@@ -371,16 +377,19 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
 
     out = runner.service("topics").run()
     phase("topics")
-    assert len(out.splitlines()) == 4 and out.startswith("created "), out
     env = runner.service("worker-1").env
     settings = Settings(
         topic_prefix=env.get("MASTERY_TOPIC_PREFIX", "mastery"),
         topic_partitions=int(env["MASTERY_TOPIC_PARTITIONS"]),
         topic_replication=int(env["MASTERY_TOPIC_REPLICATION"]),
     )
+    assert len(out.splitlines()) == len(declared_topics(settings)), out
+    assert out.startswith("created "), out
     asyncio.run(apply_topic_specs(settings, runner.kafka_bootstrap, create=False))
 
-    services = [runner.service(n) for n in ("worker-1", "worker-2", "api")]
+    services = [runner.service(n) for n in ("worker-1", "worker-2", "api", "notifier")]
+    notifier = services[3]
+    assert notifier.argv[-1] == "notifier" and notifier.healthcheck is None
     try:
         for service in services:
             service.start()
@@ -393,7 +402,7 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         phase("load")
 
         deadline = time.monotonic() + 60
-        waiting = {s.name for s in services}
+        waiting = {s.name for s in services if s.healthcheck is not None}
         while waiting and time.monotonic() < deadline:
             for service in services:
                 service.keep_running()
@@ -443,11 +452,25 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         assert len(row["status_and_progress"]) == len(goals)
         assert {r["registration_id"] for r in page["data"]} == learners
         phase("row read")
+        # The notifier read (and committed) every status change the workers
+        # sent, through the compose service's own environment.
+        status_changes = TopicNames(settings.topic_prefix).status_changes
+        group = notifier_group(settings)
+        deadline = time.monotonic() + 60
+        behind = group_behind(runner.kafka_bootstrap, group, status_changes)
+        while any(behind.values()) and time.monotonic() < deadline:
+            notifier.keep_running()
+            time.sleep(0.5)
+            behind = group_behind(runner.kafka_bootstrap, group, status_changes)
+        assert behind and not any(behind.values()), behind
+        phase("notifier caught up")
         _run_the_readme_host_tools(runner, len(workload.registrations))
         phase("host tools")
     finally:
         for service in services:
             service.stop()
+    assert notifier.restarted == [] and notifier.proc is not None
+    assert notifier.proc.returncode == 0, notifier.log.read_text()[-3000:]
     # The workers started on the topics `topics` made, and left them as declared.
     asyncio.run(apply_topic_specs(settings, runner.kafka_bootstrap, create=False))
     phase("stopped")

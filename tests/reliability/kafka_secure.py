@@ -49,6 +49,7 @@ USERS = {
     "mastery-worker": "worker-pw-1",
     "mastery-api": "api-pw-2",
     "mastery-cli": "cli-pw-3",
+    "mastery-notifier": "notifier-pw-4",
 }
 DEPLOY_README = Path(__file__).resolve().parents[2] / "deploy" / "README.md"
 
@@ -275,7 +276,7 @@ class Acl:
 def documented_acls(
     role: str, *, user: str, prefix: str, app_id: str, readme: Path = DEPLOY_README
 ) -> list[Acl]:
-    """The ACLs of ``role`` (worker, api, cli) in deploy/README.md's "Kafka
+    """The ACLs of ``role`` (worker, notifier, api, cli) in deploy/README.md's "Kafka
     ACLs" table, with its ``<prefix>`` and ``<app-id>`` filled in."""
     text = readme.read_text()
     start = text.index("## Kafka ACLs")

@@ -2,8 +2,8 @@
 made by the test), then KRaft's StandardAuthorizer with exactly the ACLs that
 deploy/README.md lists.
 
-The worker, the API, ``mastery produce`` and ``mastery dlq`` run as their own
-processes and reach the broker only through the SASL_SSL listener
+The worker, the API, the notifier, ``mastery produce`` and ``mastery dlq`` run
+as their own processes and reach the broker only through the SASL_SSL listener
 (tests/reliability/kafka_secure.py). A wrong password or a broker certificate
 the client does not trust ends a command in one line (exit 78) and leaves
 ``/readyz`` not ready; under the authorizer each principal gets the ACLs of
@@ -17,12 +17,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,16 @@ from aiokafka import AIOKafkaProducer
 
 from app.devstack import post_json
 from app.embedded import free_port
+from app.notifier import notifier_group
 from app.workload import Workload, simulated
+from infra.broker import profile_for
 from infra.settings import Settings
+from infra.topic_reader import read_topic
+from infra.topics import TopicNames
 from schemas.events import AttemptGraded
-from tests.integration.helpers import partner_of, wait_until_rows_match
+from schemas.transitions import StatusChanged
+from schemas.webhooks import STATUS_CHANGED_TYPE
+from tests.integration.helpers import group_behind, partner_of, wait_until_rows_match
 from tests.reliability.kafka_secure import (
     DEPLOY_README,
     SecureStack,
@@ -50,7 +58,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: ``mastery produce --instances 1 --learners 3`` produces this workload.
 PRODUCE_ARGS = ("--instances", "1", "--learners", "3")
-ROLES = {"worker": "mastery-worker", "api": "mastery-api", "cli": "mastery-cli"}
+ROLES = {
+    "worker": "mastery-worker",
+    "notifier": "mastery-notifier",
+    "api": "mastery-api",
+    "cli": "mastery-cli",
+}
 
 
 def _workload() -> Workload:
@@ -145,12 +158,73 @@ def _start_worker(stack: SecureStack, name: str, **security: Any) -> tuple[Any, 
     return proc, port
 
 
+class _Receiver:
+    """A webhook endpoint on loopback: the ``webhook-id`` of every request,
+    each answered 204."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                receiver.ids.add(self.headers["webhook-id"])
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _status_change_ids(stack: SecureStack) -> set[str]:
+    """The transition ids in the status-changes topic (admin listener)."""
+
+    async def go() -> set[str]:
+        return {
+            StatusChanged.from_bytes(r.value or b"").transition_id
+            async for r in read_topic(
+                stack.kafka.bootstrap_servers,
+                TopicNames(stack.settings.topic_prefix).status_changes,
+                profile_for(Settings(broker_profile="kafka")),
+            )
+        }
+
+    return asyncio.run(go())
+
+
 def _run_pipeline(stack: SecureStack) -> None:
-    """Worker + API + ``mastery produce`` + ``mastery dlq`` end to end, each
-    as its own principal, through SASL_SSL only."""
+    """Worker + notifier + API + ``mastery produce`` + ``mastery dlq`` end to
+    end, each as its own principal, through SASL_SSL only."""
+    receiver = _Receiver()
+    try:
+        _run_pipeline_to(stack, receiver)
+    finally:
+        receiver.close()
+
+
+def _run_pipeline_to(stack: SecureStack, receiver: _Receiver) -> None:
     _, worker_port = _start_worker(stack, "worker-1")
+    notifier = stack.start_notifier(extra_env=stack.security_env(ROLES["notifier"]))
     stack.principal = ROLES["api"]
     stack.start_api()
+    # The workload's partner subscribes before anything is produced.
+    partner = partner_of(_workload(), _workload().learning_instances[0])
+    status, body = post_json(
+        f"{stack.api_url}/webhooks",
+        {"url": receiver.url, "event_types": [STATUS_CHANGED_TYPE]},
+        token=stack.token(partner_id=partner),
+    )
+    assert status == 201, body
 
     produced = _mastery(stack, ROLES["cli"], "produce", *PRODUCE_ARGS)
     assert produced.returncode == 0, produced.stderr
@@ -209,6 +283,24 @@ def _run_pipeline(stack: SecureStack) -> None:
     assert _wait_ready(f"http://127.0.0.1:{worker_port}/readyz") == {"status": "ready"}
     ready = _wait_ready(f"{stack.api_url}/readyz")
     assert ready["checks"]["broker"] == "ok"
+
+    # The notifier read every status change in its group (offsets committed)
+    # and delivered each one to the partner's endpoint.
+    topic = TopicNames(stack.settings.topic_prefix).status_changes
+    group = notifier_group(stack.settings)
+    deadline = time.monotonic() + 60
+    while True:
+        assert notifier.poll() is None, f"notifier exited with {notifier.returncode}"
+        sent = _status_change_ids(stack)
+        behind = group_behind(stack.kafka.bootstrap_servers, group, topic)
+        caught_up = bool(behind) and not any(behind.values())
+        if (sent and receiver.ids == sent and caught_up) or (
+            time.monotonic() > deadline
+        ):
+            break
+        time.sleep(1)
+    assert sent and receiver.ids == sent, (len(sent), len(receiver.ids))
+    assert caught_up, behind
 
 
 def _graded(attempt: AttemptGraded) -> dict[str, Any]:
@@ -320,6 +412,9 @@ def test_sasl_ssl_pipeline_and_refused_credentials(secure_stack: SecureStack) ->
         )
         assert code == 78 and says in line, line
 
+        done = _mastery(stack, ROLES["notifier"], "notifier", **security)
+        assert done.returncode == 78 and says in _one_error_line(done.stderr)
+
         reason = _not_ready_api(
             stack, f"api-{'pw' if security is bad_password else 'ca'}", **security
         )
@@ -415,14 +510,21 @@ def test_documented_acls_are_all_each_principal_needs(
     assert 'deploy/README.md lists ("Kafka ACLs")' in exits[0]
 
     # Without its group ACL, a worker ends at start-up with one line (77),
-    # instead of Faust waiting silently for an assignment.
+    # instead of Faust waiting silently for an assignment; so does a notifier.
     group = next(a for a in acls["worker"] if a.resource == "group")
-    apply_acls(stack.kafka, [group], delete=True)
+    notifier_group_acl = next(a for a in acls["notifier"] if a.resource == "group")
+    apply_acls(stack.kafka, [group, notifier_group_acl], delete=True)
     code, line = _failed_worker(stack, "worker-nogroup")
     assert code == 77, line
     assert "denied SASL_SSL SCRAM-SHA-512 as 'mastery-worker'" in line
     assert "GroupAuthorizationFailedError: sec-worker" in line
     assert 'deploy/README.md lists ("Kafka ACLs")' in line
+    _documented(line, DEPLOY_README)
+    done = _mastery(stack, ROLES["notifier"], "notifier")
+    assert done.returncode == 77, done.stderr
+    line = _one_error_line(done.stderr)
+    assert "as 'mastery-notifier'" in line, line
+    assert "GroupAuthorizationFailedError: sec-worker-notifier" in line, line
     _documented(line, DEPLOY_README)
 
 

@@ -26,14 +26,18 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import ApiMetrics
-from app.cli_help import env_name
+from app.cli_help import COMMAND_SETTINGS, env_name
 from app.embedded_kafka import KAFKA_VERSION
+from app.notifier import notifier_group
 from infra.settings import Settings
 from infra.topic_specs import declared_topics
+from infra.topics import TopicNames
+from tests.reliability.kafka_secure import documented_acls
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
+README = DEPLOY / "README.md"
 #: The Kubernetes objects (kustomization.yaml only names them and the image).
 K8S = sorted(
     p for p in (DEPLOY / "k8s").glob("*.yaml") if p.name != "kustomization.yaml"
@@ -78,6 +82,11 @@ def _manifests() -> list[tuple[Path, dict[str, Any]]]:
 
 def _kind(kind: str) -> list[dict[str, Any]]:
     return [doc for _, doc in _manifests() if doc["kind"] == kind]
+
+
+def _named(kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in _kind(kind) if d["metadata"]["name"] == name]
+    return doc
 
 
 def _check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
@@ -132,11 +141,55 @@ def test_compose_has_the_services_the_issue_asks_for() -> None:
     assert "./grafana/dashboards:" in grafana_mounts
 
 
+def test_compose_runs_the_notifier_like_a_worker() -> None:
+    """Same broker, Redis, topics and start order as the workers; restarted
+    like them (any failure ends it); no volume (its state is in Redis)."""
+    services = _compose()["services"]
+    notifier, worker = services["notifier"], services["worker-1"]
+    assert notifier["command"] == ["notifier"]
+    assert notifier["restart"] == worker["restart"]
+    assert notifier["depends_on"] == worker["depends_on"]
+    assert "volumes" not in notifier
+    env, worker_env = notifier["environment"], worker["environment"]
+    for name in (
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "REDIS_URL",
+        "MASTERY_TOPIC_PARTITIONS",
+        "MASTERY_TOPIC_REPLICATION",
+    ):
+        assert env[name] == worker_env[name], name
+    assert env.get("MASTERY_TOPIC_PREFIX") == worker_env.get("MASTERY_TOPIC_PREFIX")
+    assert env.get("MASTERY_APP_ID") == worker_env.get("MASTERY_APP_ID")
+    # Webhooks to private addresses are for development only.
+    assert "MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS" not in env
+
+
+def _read_by(command: str) -> set[str]:
+    fields = Settings.model_fields
+    return {env_name(name, fields[name]) for name in COMMAND_SETTINGS[command]}
+
+
+@pytest.mark.parametrize(
+    ("service", "command"),
+    [("worker-1", "worker"), ("worker-2", "worker"), ("notifier", "notifier")],
+)
+def test_compose_sets_only_what_the_command_reads(service: str, command: str) -> None:
+    env = set(_compose()["services"][service]["environment"])
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"} <= env
+    assert env <= _read_by(command), env - _read_by(command)
+
+
+def test_the_read_by_check_sees_a_variable_the_command_ignores() -> None:
+    assert "MASTERY_METRICS_PORT" in _read_by("worker")
+    assert "MASTERY_METRICS_PORT" not in _read_by("notifier")
+    assert "MASTERY_NOTIFIER_LEASE_S" in _read_by("notifier")
+
+
 def _compose_environments() -> list[dict[str, str]]:
     return [
         {k: str(v) for k, v in (svc.get("environment") or {}).items()}
         for name, svc in _compose()["services"].items()
-        if name.startswith(("worker", "api"))
+        if name.startswith(("worker", "api", "notifier"))
     ]
 
 
@@ -182,11 +235,40 @@ def test_the_manifests_have_what_the_issue_asks_for() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/var/lib/mastery"}
     (hpa,) = _kind("HorizontalPodAutoscaler")
-    assert (
-        hpa["spec"]["scaleTargetRef"]["name"]
-        == _kind("Deployment")[0]["metadata"]["name"]
-    )
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "mastery-api"
+    assert _named("Deployment", "mastery-api")
     assert len(_kind("PodDisruptionBudget")) == 2
+
+
+def test_the_notifier_deployment() -> None:
+    """Two replicas (they share the work), the settings every process gets,
+    the pods' security of the others, and no probe: it serves no HTTP
+    endpoint, so an HTTP probe could only fail."""
+    notifier = _named("Deployment", "mastery-notifier")
+    api = _named("Deployment", "mastery-api")
+    (worker,) = _kind("StatefulSet")
+    assert notifier["spec"]["replicas"] == 2
+    labels = notifier["spec"]["template"]["metadata"]["labels"]
+    assert notifier["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pod = notifier["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["notifier"]
+    worker_pod = worker["spec"]["template"]["spec"]
+    assert container["envFrom"] == worker_pod["containers"][0]["envFrom"]
+    assert pod["securityContext"] == api["spec"]["template"]["spec"]["securityContext"]
+    assert (
+        container["securityContext"]
+        == api["spec"]["template"]["spec"]["containers"][0]["securityContext"]
+    )
+    assert pod.get("restartPolicy", "Always") == "Always"
+    assert not {"readinessProbe", "livenessProbe", "startupProbe", "ports"} & set(
+        container
+    )
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    # What it needs from the shared ConfigMap and Secret.
+    env = _config_env()
+    assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"} <= set(env)
+    assert "MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS" not in env
 
 
 def _config_env() -> dict[str, str]:
@@ -198,7 +280,7 @@ def _config_env() -> dict[str, str]:
 def test_probes_use_the_configured_ports() -> None:
     env = _config_env()
     (worker,) = _kind("StatefulSet")
-    (api,) = _kind("Deployment")
+    api = _named("Deployment", "mastery-api")
     for workload, variable in (
         (worker, "MASTERY_METRICS_PORT"),
         (api, "MASTERY_API_PORT"),
@@ -350,7 +432,7 @@ def test_one_image_name_everywhere() -> None:
         for name, svc in services.items()
         if "build" in svc or "mastery-stream" in str(svc.get("image"))
     }
-    assert {"topics", "load", "worker-1", "worker-2", "api"} <= set(ours)
+    assert {"topics", "load", "worker-1", "worker-2", "api", "notifier"} <= set(ours)
     for name, svc in ours.items():
         assert svc["image"] == IMAGE, name
         assert svc["build"] == {"context": "..", "dockerfile": "Dockerfile"}, name
@@ -525,6 +607,9 @@ def test_the_readme_check_commands_run_here() -> None:
     block = text.split("## Check the artefacts", 1)[1].split("```sh\n", 1)[1]
     commands = [c for c in block.split("```", 1)[0].splitlines() if c.strip()]
     assert len(commands) == 4
+    validated = shlex.split(commands[1])
+    assert validated[:2] == ["kubernetes-validate", "--strict"]
+    assert validated[2:] == [str(p.relative_to(ROOT)) for p in K8S]
     for command in commands:
         argv = shlex.split(command)
         done = subprocess.run(
@@ -536,3 +621,67 @@ def test_the_readme_check_commands_run_here() -> None:
         )
         assert done.returncode == 0, (command, done.stdout, done.stderr)
     assert "MASTERY_METRICS_PORT" in done.stdout  # `mastery worker --help`
+
+
+# -- Kafka ACLs ---------------------------------------------------------------
+
+#: Operations that let a principal see (Describe) a topic (Kafka's implication).
+_SEES = {"describe", "read", "write", "delete", "alter"}
+
+
+def _verifies_all(role: str, readme: Path) -> None:
+    """``role``'s ACLs in ``readme`` allow Describe and DescribeConfigs on
+    every declared topic; AssertionError naming the first that lacks one."""
+    settings = Settings(topic_prefix="mastery", app_id=None)
+    acls = documented_acls(
+        role, user=role, prefix="mastery", app_id=settings.worker_id, readme=readme
+    )
+    for spec in declared_topics(settings):
+        ops = {
+            a.operation
+            for a in acls
+            if a.resource == "topic"
+            and (
+                a.name == spec.name
+                if a.pattern == "literal"
+                else spec.name.startswith(a.name)
+            )
+        }
+        assert "describeconfigs" in ops and ops & _SEES, (role, spec.name, ops)
+
+
+@pytest.mark.parametrize("role", ["worker", "notifier", "cli"])
+def test_who_verifies_the_topics_may_describe_every_one(role: str) -> None:
+    """`mastery worker`, `mastery notifier` and `mastery produce` verify every
+    declared topic at start (metadata and DescribeConfigs, exit 78 without):
+    deploy/README.md's ACLs of their role must allow both on each."""
+    _verifies_all(role, README)
+
+
+def test_the_describe_check_sees_a_missing_row(tmp_path: Path) -> None:
+    text = README.read_text()
+    row = "| cli | Topic | literal | `<prefix>.status-changes.v1` |"
+    assert row in text
+    broken = tmp_path / "README.md"
+    broken.write_text(
+        "\n".join(ln for ln in text.splitlines() if not ln.startswith(row))
+    )
+    with pytest.raises(AssertionError, match="status-changes"):
+        _verifies_all("cli", broken)
+
+
+def test_the_notifier_acls_name_its_topic_and_group() -> None:
+    settings = Settings(topic_prefix="mastery", app_id="school-7")
+    acls = documented_acls(
+        "notifier", user="n", prefix="mastery", app_id="school-7", readme=README
+    )
+    granted = {(a.resource, a.pattern, a.name, a.operation) for a in acls}
+    topic = TopicNames("mastery").status_changes
+    assert ("topic", "literal", topic, "read") in granted
+    assert ("group", "literal", notifier_group(settings), "read") in granted
+    # Read on the one topic it consumes, nothing written anywhere.
+    assert {(a.resource, a.name) for a in acls if a.operation == "read"} == {
+        ("topic", topic),
+        ("group", "school-7-notifier"),
+    }
+    assert not {"write", "create", "all"} & {a.operation for a in acls}
