@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # the demo needs only the runtime dependencies, not the dev tools
 RUNTIME := $(VENV)/.runtime
 
-.PHONY: bench-peers-setup bench-domain demo kafka test test-cluster test-long test-unit test-integration browser lint format bench bench-api bench-model bench-stream soak soak-cluster clean
+.PHONY: bench-peers-setup bench-domain demo kafka test test-cluster test-long test-unit test-integration browser lint format bench bench-api bench-model bench-stream bench-webhooks soak soak-cluster clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -72,6 +72,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.pipeline --out docs/benchmarks.md
 	$(BIN)/python -m bench.api --out docs/benchmarks.md
+	$(BIN)/python -m bench.webhooks --rate 1000 --seconds 60 --out docs/benchmarks.md
 
 # The read path alone (valkey + mastery api + wrk): needs wrk (Debian package).
 bench-api: $(STAMP)
@@ -79,6 +80,10 @@ bench-api: $(STAMP)
 
 bench-stream: $(STAMP)
 	$(BIN)/python -m bench.streams --out docs/benchmarks.md
+
+# Issue 21, point 1: status changes from the event to a webhook receiver (~2 min).
+bench-webhooks: $(STAMP)
+	$(BIN)/python -m bench.webhooks --rate 1000 --seconds 60 --out docs/benchmarks.md
 
 soak: $(STAMP)
 	$(BIN)/python -m bench.crash_soak --seeds 1-12
