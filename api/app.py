@@ -29,6 +29,7 @@ from api._http import (
     json_response,
     path_entity_id,
     read_body,
+    validate,
 )
 from api.auth import (
     Authenticator,
@@ -71,7 +72,7 @@ from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
 from infra.topics import TopicNames
 from infra.webhook_store import RedisWebhookStore
-from schemas.api import LearningInstanceQuery, RegistrationQuery
+from schemas.api import HistoryQuery, LearningInstanceQuery, RegistrationQuery
 from schemas.limits import MAX_PAGE_BYTES
 
 __all__ = ["create_api", "create_app"]
@@ -193,6 +194,36 @@ def create_app(
             page.version, basis, render_page(query_json, query.goal_ids, page, None)
         )
 
+    @shared
+    async def registration_history(request: Request, principal: Principal) -> Response:
+        """The registration's timeline on one goal, paged (docs/read-model.md,
+        "History"); the registration endpoint's access rules."""
+        reg_id = path_entity_id(request, "reg_id")
+        query = validate(HistoryQuery, dict(request.query_params))
+        page = await store.registration_page(
+            reg_id,
+            [query.goal_id],
+            caller="" if principal.unrestricted else principal.sub,
+        )
+        authorize_registration(principal, page.access, reg_id)
+        require_known_goals(page)
+        require_a_learner(page, reg_id)
+        stored = await store.history(reg_id, query.goal_id)
+        points = orjson.loads(stored) if stored else []
+        end = query.point_offset + query.points_per_page
+        body: dict[str, Any] = {
+            "registration_id": reg_id,
+            "goal_id": query.goal_id,
+            "total": len(points),
+            "points": points[query.point_offset : end],
+        }
+        if end < len(points):
+            body["next"] = {
+                "point_offset": end,
+                "points_per_page": query.points_per_page,
+            }
+        return json_response(orjson.dumps(body))
+
     async def health(request: Request) -> Response:
         # Liveness only: dependencies are /readyz's business.
         return json_response(b'{"status":"ok"}')
@@ -272,6 +303,11 @@ def create_app(
             "/registrations/{reg_id}/metrics/status-and-progress",
             registration_status,
             methods=["POST"],
+        ),
+        Route(
+            "/registrations/{reg_id}/metrics/status-and-progress/history",
+            registration_history,
+            methods=["GET"],
         ),
         *ingest.routes(),
         *StreamRoutes(

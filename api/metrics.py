@@ -234,6 +234,11 @@ class TimedPageStore:
             ),
         )
 
+    async def history(self, registration_id: str, goal_id: str) -> bytes | None:
+        return await self._metrics.timed_redis(
+            "history", self._store.history(registration_id, goal_id)
+        )
+
 
 class TimedFactStore:
     """:class:`FactStore` that observes each read's Redis round trip."""

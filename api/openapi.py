@@ -237,6 +237,62 @@ def _operation(
     return op
 
 
+def _history_operation(
+    reg_param: tuple[tuple[str, dict[str, Any]], ...], errors: tuple[int, ...]
+) -> dict[str, Any]:
+    """``GET …/history``: a registration's timeline on one goal, paged."""
+    point = {
+        "type": "object",
+        "required": ["at", "status", "progress", "work_remaining"],
+        "properties": {
+            "at": {"type": "string", "format": "date-time"},
+            "status": {"type": "string"},
+            "progress": {"type": "number", "minimum": 0, "maximum": 1},
+            "work_remaining": {"type": "integer", "minimum": -1},
+        },
+    }
+    body = {
+        "type": "object",
+        "required": ["registration_id", "goal_id", "total", "points"],
+        "properties": {
+            "registration_id": {"type": "string"},
+            "goal_id": {"type": "string"},
+            "total": {"type": "integer", "minimum": 0},
+            "points": {"type": "array", "items": point},
+            "next": {
+                "type": "object",
+                "properties": {
+                    "point_offset": {"type": "integer"},
+                    "points_per_page": {"type": "integer"},
+                },
+            },
+        },
+    }
+    op = _operation(
+        "A registration's timeline on one goal: a point at each status change "
+        "and at most one per interval of the learner's time (access as for "
+        "the POST endpoint; docs/read-model.md, 'History')",
+        body=None,
+        ok=(200, body, "the points, oldest first"),
+        errors=(*errors, 409),
+        params=reg_param,
+    )
+    op["parameters"] += [
+        {"name": "goal_id", "in": "query", "required": True, "schema": _ENTITY_ID},
+        {
+            "name": "points_per_page",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+        },
+        {
+            "name": "point_offset",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 10_000},
+        },
+    ]
+    return op
+
+
 def _live_paths(
     paths: dict[str, Any],
     li_param: tuple[tuple[str, dict[str, Any]], ...],
@@ -510,6 +566,9 @@ def openapi_document() -> dict[str, Any]:
                 errors=(*read, 409),
                 params=reg_param,
             )
+        },
+        "/registrations/{reg_id}/metrics/status-and-progress/history": {
+            "get": _history_operation(reg_param, read)
         },
         "/learning-instances": {
             "post": _operation(

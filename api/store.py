@@ -113,6 +113,10 @@ class PageStore(Protocol):
         if_version: str = "",
     ) -> Page: ...
 
+    async def history(self, registration_id: str, goal_id: str) -> bytes | None:
+        """The registration's stored timeline on the goal (JSON), if any."""
+        ...
+
 
 # Return: {-1} unknown LI/registration ({-3} while the read model is not
 # materialized: the id may only be missing); else a head, the access facts
@@ -278,6 +282,16 @@ return {total, partner, instructor, reg_user, #regs, row_bytes, version, pieces}
 )
 
 
+# The timeline of ARGV[2] (a registration) on ARGV[3] (a goal) in the live
+# generation, or nil (ReadModelKeys.history).
+_HISTORY_LUA = (
+    NAMESPACE_LUA
+    + """
+return redis.call('GET', p .. ':hist:' .. ARGV[2] .. ':' .. ARGV[3])
+"""
+)
+
+
 class _ScriptCaller:
     """Runs one Lua script over connections of its own: redis-py's
     :class:`~redis.asyncio.Connection` (its handshake, AUTH, TLS, database)
@@ -436,10 +450,21 @@ class RedisPageStore:
         self.timeout_s = timeout_s
         self._deadlines = None if timeout_s is None else _Deadlines(timeout_s)
         self._script = _ScriptCaller(redis, _PAGE_LUA)
+        self._history = _ScriptCaller(redis, _HISTORY_LUA)
 
     async def aclose(self) -> None:
         """Close the page reads' own connections."""
         await self._script.aclose()
+        await self._history.aclose()
+
+    async def history(self, registration_id: str, goal_id: str) -> bytes | None:
+        try:
+            found: bytes | None = await self._history(
+                [self.keys.prefix, registration_id, goal_id]
+            )
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise redis_unreachable(exc) from exc
+        return found
 
     async def _run(self, args: list[Any]) -> list[Any]:
         deadlines = self._deadlines

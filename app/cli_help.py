@@ -55,6 +55,7 @@ _WORKER = (
     "forecast_cache_mb",
     "forecast_inline_builds",
     "forecast_partner_share_percent",
+    "history_interval_s",
     "commit_interval_s",
     "metrics_host",
     "metrics_port",

@@ -44,6 +44,9 @@ class Projection:
     def row(self, registration_id: str, goal_id: str, item: bytes) -> None:
         self.strings[self.keys.row(registration_id, goal_id)] = item
 
+    def history(self, registration_id: str, goal_id: str, points: bytes) -> None:
+        self.strings[self.keys.history(registration_id, goal_id)] = points
+
     def learning_instance(self, event: LearningInstanceCreated) -> None:
         meta: dict[str, str] = {"partner_id": event.partner_id}
         if event.title is not None:

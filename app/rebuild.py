@@ -42,7 +42,7 @@ from infra.topic_reader import read_topic
 from infra.topics import TopicNames
 from processors.catalog import Catalog
 from processors.registration import RegistrationState
-from processors.rows import derive_rows, goal_names, goal_template
+from processors.rows import derive_rows, goal_names, goal_template, timelines
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -300,6 +300,8 @@ async def _write(
         projection.registration(state)
         for goal_id, row in derive_rows(state, catalog):
             projection.row(state.registration_id, goal_id, row)
+        for goal_id, points in timelines(state):
+            projection.history(state.registration_id, goal_id, points)
             rows += 1
         if len(projection) >= 5000:
             written += len(projection)

@@ -56,9 +56,10 @@ from infra.settings import Settings
 from infra.topics import TopicNames
 from processors import batch
 from processors.forecast import MIN_BUDGET_BYTES, ForecastTables, TableKey
-from processors.forecaster import DeferredForecaster
+from processors.forecaster import DeferredForecaster, SynchronousForecaster
+from processors.history import HistoryPolicy
 from processors.registration import RegistrationState
-from processors.rows import derive_rows, goal_names, goal_template
+from processors.rows import derive_rows, goal_names, goal_template, timelines
 from schemas.dead_letter import DeadLetter
 from schemas.events import (
     GoalDefined,
@@ -182,6 +183,10 @@ class Worker:
             inline_builds=settings.forecast_inline_builds,
             inline_builds_per_owner=-(-settings.forecast_inline_builds * share // 100),
         )
+        # Timelines' points use exact forecasts (the same tables), never a
+        # provisional one: they are kept, not derived again (processors/history.py).
+        self.exact_forecaster = SynchronousForecaster(self.forecast_tables)
+        self.history = HistoryPolicy(interval_us=settings.history_interval_s * 10**6)
         self.forecast_builder = ForecastBuilder(
             self.forecast_tables, self._on_forecasts_built
         )
@@ -294,7 +299,14 @@ class Worker:
         if batch.needs_catalog(decoded, states, self.follower.catalog):
             await self.follower.catch_up(self.settings.catalog_catchup_timeout_s)
         catalog = self.follower.catalog
-        plan = batch.fold(decoded, states, catalog, forecaster=self.forecaster)
+        plan = batch.fold(
+            decoded,
+            states,
+            catalog,
+            forecaster=self.forecaster,
+            history=self.history,
+            exact=self.exact_forecaster,
+        )
         # Dead letters and status changes are acknowledged before the new
         # states enter the cache: a checkpoint running meanwhile (Faust's
         # commit timer) cannot store a state, whose records would then be
@@ -316,6 +328,8 @@ class Worker:
             projection.row(reg_id, goal_id, row)
         for state in plan.registrations:
             projection.registration(state)
+        for reg_id, goal_id, points in plan.history:
+            projection.history(reg_id, goal_id, points)
         await self._write_projection(projection)
         for reg_id, keys in plan.provisional.items():
             self._note_provisional(plan.states[reg_id], keys)
@@ -691,6 +705,8 @@ class Worker:
         rows = derive_rows(state, catalog, forecaster=self.forecaster)
         for goal_id, row in rows:
             projection.row(state.registration_id, goal_id, row)
+        for goal_id, points in timelines(state):
+            projection.history(state.registration_id, goal_id, points)
         if keys := self.forecaster.take_pending():
             self._note_provisional(state, keys)
 

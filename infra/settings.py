@@ -238,6 +238,14 @@ class Settings(BaseSettings):
         description="accept webhook URLs on loopback, private and link-local "
         "addresses (development and tests only)",
     )
+    history_interval_s: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 86400,
+        description="a learner's timeline gets at most one point per this many "
+        "seconds of the learner's own time (occurred_at), besides a point at "
+        "every status change (docs/read-model.md, 'History')",
+    )
     notifier_timeout_s: float = Field(
         default=10.0,
         gt=0,

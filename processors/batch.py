@@ -35,21 +35,32 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.forecast import TableKey
 from processors.forecaster import SYNCHRONOUS, Forecaster
+from processors.goals import evaluate
+from processors.history import (
+    DEFAULT_HISTORY,
+    HistoryPolicy,
+    appended,
+    due,
+    point_of,
+    points_json,
+)
 from processors.partitioning import kafka_partition
 from processors.registration import (
     AttemptResult,
     RegistrationState,
     apply_attempt,
+    epoch_us,
     is_redelivery,
     register,
+    with_history,
     with_position,
 )
 from processors.rows import Touched, derive_rows
 from processors.transitions import Transitions
-from schemas.events import AttemptGraded, Event, RegistrationCreated
+from schemas.events import AttemptGraded, Event, GoalDefined, RegistrationCreated
 from schemas.fast_decode import decode_fast
 from schemas.transitions import StatusChanged
 
@@ -111,6 +122,9 @@ class BatchPlan:
     #: Status changes, event by event, in log order per registration
     #: (processors/transitions.py).
     transitions: list[StatusChanged] = field(default_factory=list)
+    #: (registration, goal, timeline JSON) of the timelines to write: those
+    #: that changed, and all of a registration whose rows are written again.
+    history: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
 def rejection_reason(exc: Exception) -> str:
@@ -211,18 +225,25 @@ def fold(
     catalog: Catalog,
     *,
     forecaster: Forecaster = SYNCHRONOUS,
+    history: HistoryPolicy | None = DEFAULT_HISTORY,
+    exact: Forecaster = SYNCHRONOUS,
 ) -> BatchPlan:
     """Fold a decoded batch into the states of its registrations.
 
     ``states`` must hold an entry (``None`` when unknown) for every
     registration of the batch. Decode rejections are not repeated here: the
     caller adds them to the plan's dead letters (:func:`decode`).
+
+    ``history``: when the learners' timelines get points (None: never);
+    ``exact``: the forecaster of those points, which must not be provisional
+    (processors/history.py).
     """
     plan = BatchPlan()
     forecaster.start_batch()
     current: dict[str, RegistrationState | None] = {}
     last: dict[str, Record] = {}  # the record whose position each state takes
     registered: set[str] = set()
+    redelivered: set[str] = set()
     touched: dict[str, Touched] = {}
     transitions = Transitions(catalog)
     outcomes = plan.outcomes
@@ -237,6 +258,7 @@ def fold(
         )
         if is_redelivery(state, record.partition, record.offset):
             outcomes["redelivered"] += 1
+            redelivered.add(reg_id)
             last[reg_id] = record
             if isinstance(event, RegistrationCreated):
                 registered.add(reg_id)
@@ -260,19 +282,28 @@ def fold(
         elif isinstance(event, RegistrationCreated):
             registered.add(reg_id)
             if state is None and new_state is not None:
-                transitions.registered(
+                goals = transitions.registered(
                     new_state,
                     event,
                     catalog,
                     partition=record.partition,
                     offset=record.offset,
                 )
+                if history is not None and goals:
+                    new_state = _add_points(
+                        new_state,
+                        [(goal, True) for goal in goals],
+                        epoch_us(event.occurred_at),
+                        catalog.for_learning_instance(new_state.learning_instance_id),
+                        policy=history,
+                        exact=exact,
+                    )
         else:
             touched.setdefault(reg_id, Touched()).add(
                 event.module_id, event.goal_id, view
             )
             if result.outcome == "applied" and state is not None and new_state:
-                transitions.attempted(
+                affected = transitions.attempted(
                     state,
                     new_state,
                     event,
@@ -280,6 +311,15 @@ def fold(
                     partition=record.partition,
                     offset=record.offset,
                 )
+                if history is not None and affected:
+                    new_state = _add_points(
+                        new_state,
+                        affected,
+                        epoch_us(event.occurred_at),
+                        view,
+                        policy=history,
+                        exact=exact,
+                    )
         current[reg_id] = new_state
         if new_state is not None:
             last[reg_id] = record
@@ -296,6 +336,15 @@ def fold(
         else:
             rows = []
         plan.rows.extend((reg_id, goal_id, row) for goal_id, row in rows)
+        before = states[reg_id]
+        old = {} if before is None else before.history
+        again = reg_id in redelivered or reg_id in registered
+        if again or state.history is not old:
+            plan.history.extend(
+                (reg_id, goal_id, points_json(points))
+                for goal_id, points in state.history.items()
+                if again or old.get(goal_id) is not points
+            )
         if pending := forecaster.take_pending():
             plan.provisional[reg_id] = pending
     plan.registrations.extend(
@@ -303,3 +352,26 @@ def fold(
     )
     plan.transitions = transitions.changes
     return plan
+
+
+def _add_points(
+    state: RegistrationState,
+    goals: Sequence[tuple[GoalDefined, bool]],
+    at_us: int,
+    view: PartnerCatalog,
+    *,
+    policy: HistoryPolicy,
+    exact: Forecaster,
+) -> RegistrationState:
+    """The state with a point on each goal where one is due (``goals``: the
+    goals the event can change, with whether their status changed)."""
+    for goal, changed in goals:
+        points = state.history.get(goal.goal_id, ())
+        if due(points, at_us, changed, policy):
+            row = evaluate(goal, state, view, forecaster=exact)
+            state = with_history(
+                state,
+                goal.goal_id,
+                appended(points, point_of(row, at_us), policy.max_points),
+            )
+    return state

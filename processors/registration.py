@@ -38,6 +38,7 @@ from typing import Literal
 import orjson
 
 from processors.catalog import Catalog, PartnerCatalog
+from processors.history import Point
 from processors.mastery import ObjectiveState, apply, initial
 from schemas.events import AttemptGraded, RegistrationCreated
 
@@ -49,6 +50,7 @@ __all__ = [
     "epoch_us",
     "is_redelivery",
     "register",
+    "with_history",
     "with_position",
 ]
 
@@ -61,8 +63,11 @@ _FORMAT = 4
 #: Format 5 is format 4 plus ``display_name``, written only for a state that
 #: has one (so a state without a name is byte for byte as before).
 _NAMED_FORMAT = 5
+#: Format 6 is format 5 (``display_name``, possibly null) plus ``history``,
+#: written only for a state that has a timeline (processors/history.py).
+_HISTORY_FORMAT = 6
 #: format -> number of fields (2 has no position, 4 adds ``legacy_seen``)
-_FORMATS = {2: 10, 3: 12, 4: 13, 5: 14}
+_FORMATS = {2: 10, 3: 12, 4: 13, 5: 14, 6: 15}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -94,13 +99,22 @@ class RegistrationState:
     #: The name the partner gave the registration (RegistrationCreated's
     #: ``display_name``); metadata for the dashboard only.
     display_name: str | None = None
+    #: goal id -> its timeline, oldest first (processors/history.py).
+    history: Mapping[str, tuple[Point, ...]] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """Compact JSON; :meth:`from_bytes` restores an equal state."""
         named = self.display_name is not None
+        if self.history:
+            tail: tuple[object, ...] = (self.display_name, self.history)
+            head = _HISTORY_FORMAT
+        elif named:
+            tail, head = (self.display_name,), _NAMED_FORMAT
+        else:
+            tail, head = (), _FORMAT
         return orjson.dumps(
             [
-                _NAMED_FORMAT if named else _FORMAT,
+                head,
                 self.registration_id,
                 self.learning_instance_id,
                 self.user_id,
@@ -113,7 +127,7 @@ class RegistrationState:
                 self.source_partition,
                 self.source_offset,
                 self.legacy_seen,
-                *((self.display_name,) if named else ()),
+                *tail,
             ]
         )
 
@@ -148,7 +162,16 @@ class RegistrationState:
             partition,
             offset,
             legacy,
-            fields[13] if head == _NAMED_FORMAT else None,
+            fields[13] if head >= _NAMED_FORMAT else None,
+            {
+                goal: tuple(
+                    (int(t), int(status), float(progress), int(remaining))
+                    for t, status, progress, remaining in points
+                )
+                for goal, points in fields[14].items()
+            }
+            if head == _HISTORY_FORMAT
+            else {},
         )
 
     @property
@@ -217,6 +240,13 @@ def is_redelivery(state: RegistrationState | None, partition: int, offset: int) 
         and state.source_partition == partition
         and offset <= state.source_offset
     )
+
+
+def with_history(
+    state: RegistrationState, goal_id: str, points: tuple[Point, ...]
+) -> RegistrationState:
+    """The state with ``points`` as the goal's timeline."""
+    return replace(state, history={**state.history, goal_id: points})
 
 
 def with_position(
@@ -340,5 +370,6 @@ def apply_attempt(
         state.source_offset,
         state.legacy_seen,
         state.display_name,
+        state.history,
     )
     return AttemptResult(new, "applied")

@@ -15,10 +15,11 @@ import orjson
 from processors.catalog import Catalog, PartnerCatalog
 from processors.forecaster import SYNCHRONOUS, Forecaster
 from processors.goals import affected_by, evaluate
+from processors.history import points_json
 from processors.registration import RegistrationState
 from schemas.events import GoalDefined
 
-__all__ = ["Touched", "derive_rows", "goal_names", "goal_template"]
+__all__ = ["Touched", "derive_rows", "goal_names", "goal_template", "timelines"]
 
 
 @dataclass(slots=True)
@@ -72,6 +73,18 @@ def derive_rows(
         row = evaluate(goal, state, view, forecaster=forecaster)
         rows.append((goal.goal_id, orjson.dumps(row)))
     return rows
+
+
+def timelines(
+    state: RegistrationState, goal_ids: Collection[str] | None = None
+) -> list[tuple[str, bytes]]:
+    """``(goal_id, timeline JSON)`` of the registration's goals that have one
+    (processors/history.py), or of ``goal_ids`` among them."""
+    return [
+        (goal_id, points_json(points))
+        for goal_id, points in state.history.items()
+        if goal_ids is None or goal_id in goal_ids
+    ]
 
 
 def goal_template(

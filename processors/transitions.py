@@ -67,13 +67,15 @@ class Transitions:
         *,
         partition: int,
         offset: int,
-    ) -> None:
-        """A new learner's first statuses, one per goal of its instance."""
+    ) -> Sequence[GoalDefined]:
+        """A new learner's first statuses, one per goal of its instance (the
+        goals, for the history's first points)."""
         if state.role != "learner":
-            return
+            return ()
         li_id = state.learning_instance_id
         view = catalog.for_learning_instance(li_id)
-        for goal in view.goals_of(li_id):
+        goals = view.goals_of(li_id)
+        for goal in goals:
             status = scoped_status(self._scope(goal, view), state)
             self._status[(state.registration_id, goal.goal_id)] = status
             self._add(
@@ -87,6 +89,7 @@ class Transitions:
                 partition=partition,
                 offset=offset,
             )
+        return goals
 
     def attempted(
         self,
@@ -97,11 +100,13 @@ class Transitions:
         *,
         partition: int,
         offset: int,
-    ) -> None:
-        """Goals whose status the applied attempt changed."""
+    ) -> list[tuple[GoalDefined, bool]]:
+        """Records the goals whose status the applied attempt changed; returns
+        every goal it can change, with whether its status changed."""
         if after.role != "learner":
-            return
+            return []
         reg_id = after.registration_id
+        affected: list[tuple[GoalDefined, bool]] = []
         for goal, scope in self._goals_affected(
             after.learning_instance_id, event, view
         ):
@@ -123,6 +128,8 @@ class Transitions:
                     partition=partition,
                     offset=offset,
                 )
+            affected.append((goal, status != previous))
+        return affected
 
     def _goals_affected(
         self, li_id: str, event: AttemptGraded, view: PartnerCatalog

@@ -8,7 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.events import EntityId
 
-__all__ = ["MAX_GOALS_PER_QUERY", "LearningInstanceQuery", "RegistrationQuery"]
+__all__ = [
+    "MAX_GOALS_PER_QUERY",
+    "HistoryQuery",
+    "LearningInstanceQuery",
+    "RegistrationQuery",
+]
 
 #: Columns per request: bounds the work of one page (100 rows x 50 goals).
 MAX_GOALS_PER_QUERY = 50
@@ -47,3 +52,14 @@ class LearningInstanceQuery(RegistrationQuery):
         if isinstance(value, bool):
             raise ValueError("Input should be a valid integer, not a boolean")
         return value
+
+
+class HistoryQuery(BaseModel):
+    """Query of ``GET /registrations/{reg_id}/metrics/status-and-progress/history``
+    (docs/read-model.md, "History")."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    goal_id: EntityId
+    points_per_page: Annotated[int, Field(ge=1, le=100)] = 100
+    point_offset: Annotated[int, Field(ge=0, le=10_000)] = 0

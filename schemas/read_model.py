@@ -156,6 +156,12 @@ class ReadModelKeys:
         """STRING: the registration's ``status_and_progress[]`` item for the goal."""
         return f"{self.namespace}:row:{registration_id}:{goal_id}"
 
+    def history(self, registration_id: str, goal_id: str) -> str:
+        """STRING: the registration's timeline on the goal, JSON ``[{"at",
+        "status", "progress", "work_remaining"}, ...]``, oldest first
+        (processors/history.py); absent until its first point."""
+        return f"{self.namespace}:hist:{registration_id}:{goal_id}"
+
     def goals(self, li_id: str) -> str:
         """SET of the LI's goal ids (the dashboard's goal list)."""
         return f"{self.namespace}:li:{li_id}:goals"

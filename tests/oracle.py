@@ -10,8 +10,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from processors.catalog import Catalog
-from processors.goals import evaluate
-from processors.registration import RegistrationState, apply_attempt, register
+from processors.goals import affected_by, evaluate
+from processors.history import HistoryPolicy, Point, appended, due, point_of
+from processors.registration import (
+    RegistrationState,
+    apply_attempt,
+    epoch_us,
+    register,
+)
 from schemas.events import (
     AttemptGraded,
     GoalDefined,
@@ -20,7 +26,13 @@ from schemas.events import (
     RegistrationCreated,
 )
 
-__all__ = ["Transition", "expected_rows", "expected_states", "expected_transitions"]
+__all__ = [
+    "Transition",
+    "expected_history",
+    "expected_rows",
+    "expected_states",
+    "expected_transitions",
+]
 
 #: (registration, goal, previous status, status, causing event id)
 Transition = tuple[str, str, str | None, str, str]
@@ -103,4 +115,57 @@ def expected_transitions(
             statuses[(reg, goal.goal_id)] = status
             if created or status != previous:
                 out.append((reg, goal.goal_id, previous, status, event.event_id))
+    return out
+
+
+def expected_history(
+    catalog: Catalog,
+    registration_events: Iterable[RegistrationCreated | AttemptGraded],
+    policy: HistoryPolicy,
+) -> dict[tuple[str, str], tuple[Point, ...]]:
+    """Every learner's timeline per goal, from full rows before and after
+    every single event: a point at a learner's creation and at each change
+    of a goal's status, else at most one per ``policy.interval_us`` for the
+    goals an attempt can change; thinned by :func:`appended`."""
+    states: dict[str, RegistrationState | None] = {}
+    out: dict[tuple[str, str], tuple[Point, ...]] = {}
+    for event in registration_events:
+        reg = event.registration_id
+        before = states.get(reg)
+        if isinstance(event, RegistrationCreated):
+            result = register(before, event, catalog)
+        else:
+            view = catalog.for_partner(
+                None
+                if before is None
+                else catalog.partner_of(before.learning_instance_id)
+            )
+            result = apply_attempt(before, event, view)
+        after = result.state
+        states[reg] = after
+        if result.outcome != "applied" or after is None or after.role != "learner":
+            continue
+        if isinstance(event, RegistrationCreated) and before is not None:
+            continue  # a rename
+        view = catalog.for_learning_instance(after.learning_instance_id)
+        at = epoch_us(event.occurred_at)
+        for goal in view.goals_of(after.learning_instance_id):
+            row = evaluate(goal, after, view)
+            key = (reg, goal.goal_id)
+            points = out.get(key, ())
+            if isinstance(event, RegistrationCreated):
+                changed = True
+            else:
+                module = view.module(event.module_id)
+                if not affected_by(
+                    goal,
+                    view,
+                    modules={event.module_id},
+                    objectives=set(module.learning_objective_ids) if module else set(),
+                    goal_ids={event.goal_id} if event.goal_id else set(),
+                ):
+                    continue
+                changed = row["status"] != evaluate(goal, before, view)["status"]
+            if due(points, at, changed, policy):
+                out[key] = appended(points, point_of(row, at), policy.max_points)
     return out
