@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -29,7 +30,7 @@ from api._http import (
     json_response,
     path_entity_id,
     read_body,
-    validate,
+    validation_details,
 )
 from api.auth import (
     Authenticator,
@@ -41,7 +42,7 @@ from api.broker_loss import BrokerLossStatus, LossGuardedSink, broker_loss_check
 from api.change_hub import ChangeHub
 from api.dashboard import DashboardRoutes, LearningInstanceView, RedisViewStore
 from api.docs import docs_routes
-from api.errors import ApiError, Unauthorized
+from api.errors import ApiError, BadRequest, Unauthorized
 from api.etag import held_version, page_response, request_basis
 from api.facts import FactStore, RedisFactStore
 from api.health import BrokerProbe, Readiness, redis_checks
@@ -78,6 +79,24 @@ from schemas.limits import MAX_PAGE_BYTES
 __all__ = ["create_api", "create_app"]
 
 log = logging.getLogger(__name__)
+
+
+def _history_query(request: Request) -> HistoryQuery:
+    """The history endpoint's query; 400 naming the first bad parameter."""
+    params = request.query_params
+    if len(params.getlist("goal_id")) > 1:
+        raise BadRequest(
+            "give goal_id once (a timeline is of one goal)",
+            details={"field": "goal_id"},
+        )
+    try:
+        return HistoryQuery.model_validate(dict(params))
+    except ValidationError as exc:
+        errors = validation_details(exc)
+        raise BadRequest(
+            "invalid query: " + ", ".join(sorted({e["field"] for e in errors})),
+            details={"field": errors[0]["field"], "errors": errors},
+        ) from exc
 
 
 def create_app(
@@ -199,7 +218,7 @@ def create_app(
         """The registration's timeline on one goal, paged (docs/read-model.md,
         "History"); the registration endpoint's access rules."""
         reg_id = path_entity_id(request, "reg_id")
-        query = validate(HistoryQuery, dict(request.query_params))
+        query = _history_query(request)
         page = await store.registration_page(
             reg_id,
             [query.goal_id],
