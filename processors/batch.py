@@ -42,6 +42,7 @@ from processors.goals import evaluate
 from processors.history import (
     DEFAULT_HISTORY,
     HistoryPolicy,
+    Point,
     appended,
     due,
     point_of,
@@ -56,6 +57,7 @@ from processors.registration import (
     is_redelivery,
     register,
     with_history,
+    with_history_of,
     with_position,
 )
 from processors.rows import Touched, derive_rows
@@ -290,13 +292,8 @@ def fold(
                     offset=record.offset,
                 )
                 if history is not None and goals:
-                    new_state = _add_points(
-                        new_state,
-                        [(goal, True) for goal in goals],
-                        epoch_us(event.occurred_at),
-                        catalog.for_learning_instance(new_state.learning_instance_id),
-                        policy=history,
-                        exact=exact,
+                    new_state = _first_points(
+                        new_state, goals, epoch_us(event.occurred_at), catalog, exact
                     )
         else:
             touched.setdefault(reg_id, Touched()).add(
@@ -368,10 +365,32 @@ def _add_points(
     for goal, changed in goals:
         points = state.history.get(goal.goal_id, ())
         if due(points, at_us, changed, policy):
-            row = evaluate(goal, state, view, forecaster=exact)
+            row = evaluate(goal, state, view, forecaster=exact, summary=True)
             state = with_history(
                 state,
                 goal.goal_id,
                 appended(points, point_of(row, at_us), policy.max_points),
             )
     return state
+
+
+def _first_points(
+    state: RegistrationState,
+    goals: Sequence[GoalDefined],
+    at_us: int,
+    catalog: Catalog,
+    exact: Forecaster,
+) -> RegistrationState:
+    """A new learner's first point on each goal: the goal's template row (a
+    learner without attempts), evaluated once per state of the catalog."""
+    view = catalog.for_learning_instance(state.learning_instance_id)
+    firsts: dict[str, Point] = catalog.memo("history.first")
+    history = dict(state.history)
+    for goal in goals:
+        first = firsts.get(goal.goal_id)
+        if first is None:
+            first = firsts[goal.goal_id] = point_of(
+                evaluate(goal, None, view, forecaster=exact, summary=True), 0
+            )
+        history[goal.goal_id] = ((at_us, *first[1:]),)
+    return with_history_of(state, history)

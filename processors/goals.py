@@ -281,8 +281,10 @@ def evaluate_target(
     tagged: Mapping[str, int],
     catalog: PartnerCatalog,
     forecaster: Forecaster = SYNCHRONOUS,
+    best_case: bool = True,
 ) -> TargetOutcome:
     """Status, work and forecast of one target (``tagged``: this goal's counts).
+    Without ``best_case`` its ``best_case`` is left at 0 (only topics read it).
 
     With a deferred ``forecaster`` the outcome may rest on a provisional CDF;
     ``pending`` then names the tables to build before evaluating again.
@@ -317,7 +319,8 @@ def evaluate_target(
         cdf = (
             list(one) if cdf is None else [a * b for a, b in zip(cdf, one, strict=True)]
         )
-        best = max(best, best_case_items(params, threshold, lo, need))
+        if best_case:
+            best = max(best, best_case_items(params, threshold, lo, need))
 
     if cdf is None:  # a module target that is not tagged: it cannot complete
         expected, best = float(HORIZON), HORIZON
@@ -342,11 +345,14 @@ def evaluate(
     catalog: PartnerCatalog,
     *,
     forecaster: Forecaster = SYNCHRONOUS,
+    summary: bool = False,
 ) -> dict[str, object]:
     """The contract's ``status_and_progress[]`` item for one goal.
 
     A :class:`~processors.forecaster.DeferredForecaster` records the tables a
-    provisional row lacked (its ``take_pending``).
+    provisional row lacked (its ``take_pending``). With ``summary``, only the
+    goal's ``status``, ``progress`` and ``work_remaining`` (a history point:
+    no targets, no topics, so no best cases to compute).
     """
     if state is None:
         objectives: Mapping[str, ObjectiveState] = {}
@@ -369,6 +375,7 @@ def evaluate(
             tagged=tagged,
             catalog=catalog,
             forecaster=forecaster,
+            best_case=not summary,
         )
         outcomes[target.id] = outcome
         counted |= outcome.modules
@@ -388,6 +395,8 @@ def evaluate(
         progress = 0.0
     else:
         progress = _progress(done, remaining)
+    if summary:
+        return {"status": status, "progress": progress, "work_remaining": remaining}
 
     row: dict[str, object] = {
         "goal_id": goal.goal_id,

@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 import orjson
 
@@ -107,16 +108,21 @@ def appended(
 def points_json(points: Sequence[Point]) -> bytes:
     """The timeline as the API serves it: ``[{"at", "status", "progress",
     "work_remaining"}, ...]``, oldest first."""
+    return b"[" + b",".join(map(_point_json, points)) + b"]"
+
+
+@lru_cache(maxsize=1 << 16)
+def _point_json(point: Point) -> bytes:
+    # A timeline is written again whole when a point is added: its older
+    # points' JSON is remembered (formatting a time is most of the cost).
+    at, status, progress, remaining = point
     return orjson.dumps(
-        [
-            {
-                "at": (_EPOCH + timedelta(microseconds=at)).isoformat(
-                    timespec="microseconds"
-                ),
-                "status": GOAL_STATUSES[status],
-                "progress": progress,
-                "work_remaining": remaining,
-            }
-            for at, status, progress, remaining in points
-        ]
+        {
+            "at": (_EPOCH + timedelta(microseconds=at)).isoformat(
+                timespec="microseconds"
+            ),
+            "status": GOAL_STATUSES[status],
+            "progress": progress,
+            "work_remaining": remaining,
+        }
     )

@@ -51,6 +51,7 @@ __all__ = [
     "is_redelivery",
     "register",
     "with_history",
+    "with_history_of",
     "with_position",
 ]
 
@@ -247,6 +248,13 @@ def with_history(
 ) -> RegistrationState:
     """The state with ``points`` as the goal's timeline."""
     return replace(state, history={**state.history, goal_id: points})
+
+
+def with_history_of(
+    state: RegistrationState, history: Mapping[str, tuple[Point, ...]]
+) -> RegistrationState:
+    """The state with ``history`` as all its timelines."""
+    return replace(state, history=history)
 
 
 def with_position(
