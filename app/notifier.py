@@ -79,6 +79,22 @@ SCAN_INTERVAL_S = 0.5
 OUTBOX_BLOCK_MS = 500
 
 
+# KEYS: subscriptions, outbox. ARGV: id, change. Appends only to the outbox
+# of a subscription that exists (a deleted one's outbox is gone for good).
+_ENQUEUE_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('XADD', KEYS[2], '*', 't', ARGV[2])
+return 1
+"""
+
+# KEYS: subscriptions, retry. ARGV: id, then field/value pairs. Keeps the
+# retry state only of a subscription that exists.
+_RETRY_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+return 1
+"""
+
 # KEYS: lease. ARGV: holder, ms. 1 if extended, 0 if another holds it (or
 # nobody: it expired, and a scan may take it again).
 _EXTEND_LUA = """
@@ -200,6 +216,8 @@ class Notifier:
         self._stopping = asyncio.Event()
         self._http: aiohttp.ClientSession | None = None
         self._extend = self.redis.register_script(_EXTEND_LUA)
+        self._append = self.redis.register_script(_ENQUEUE_LUA)
+        self._keep_retry = self.redis.register_script(_RETRY_LUA)
 
     # -- the process ----------------------------------------------------------
 
@@ -279,7 +297,14 @@ class Notifier:
                 continue
             for sub in await self._subscriptions(change.partner_id):
                 if STATUS_CHANGED_TYPE in sub.event_types:
-                    pipe.xadd(self.keys.outbox(sub.partner_id, sub.id), {"t": raw})
+                    await self._append(
+                        keys=[
+                            self.keys.subscriptions(sub.partner_id),
+                            self.keys.outbox(sub.partner_id, sub.id),
+                        ],
+                        args=[sub.id, raw],
+                        client=pipe,
+                    )
                     queued += 1
         if queued:
             await pipe.execute()
@@ -307,7 +332,11 @@ class Notifier:
                     task = self._tasks.get(key)
                     if task is not None and not task.done():
                         continue
-                    if task is not None and task.exception() is not None:
+                    if (
+                        task is not None
+                        and not task.cancelled()
+                        and task.exception() is not None
+                    ):
                         raise task.exception()  # type: ignore[misc]
                     took = await self.redis.set(
                         self.keys.lease(partner, sub.id), self.me, nx=True, px=lease_ms
@@ -338,8 +367,10 @@ class Notifier:
 
     async def _deliver_all(self, partner: str, webhook_id: str) -> None:
         """Deliver one subscription's outbox, in order, while we hold it (a
-        lost lease cancels the deliveries at once)."""
+        lost lease stops the deliveries at once; the next scan may take the
+        subscription again once the lease is free)."""
         deliveries = asyncio.create_task(self._deliver_outbox(partner, webhook_id))
+        lost = False
         try:
             while not deliveries.done():
                 await asyncio.wait(
@@ -347,8 +378,13 @@ class Notifier:
                 )
                 if not deliveries.done() and not await self._renew(partner, webhook_id):
                     log.warning("webhook %s: lease lost, delivery stopped", webhook_id)
+                    lost = True
                     deliveries.cancel()
-            await deliveries
+            if lost:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deliveries
+                return
+            await deliveries  # its failure is the notifier's (crash-only)
         except asyncio.CancelledError:
             deliveries.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -435,9 +471,10 @@ class Notifier:
             result=outcome,
             next_at=datetime.fromtimestamp(due, UTC),
         )
-        await self.redis.hset(
-            retry_key,
-            mapping={**state, "attempt": str(attempt), "next": repr(due)},
+        fields = {**state, "attempt": str(attempt), "next": repr(due)}
+        await self._keep_retry(
+            keys=[keys.subscriptions(partner), retry_key],
+            args=[webhook_id, *(x for kv in fields.items() for x in kv)],
         )
 
     async def _redeliveries(self, sub: Subscription) -> None:
