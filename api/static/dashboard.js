@@ -36,6 +36,8 @@
     retries: 0,
     retryTimer: null,
     selected: null,
+    // reg + "\n" + goal -> {points} | {error}, with busy/again while fetching
+    history: new Map(),
     dirty: new Set(),
     frame: 0,
   };
@@ -211,6 +213,7 @@
     state.order = [];
     state.lastId = null;
     state.selected = null;
+    state.history.clear();
     state.sort = { key: "learner", dir: 1, defaulted: true };
     writeHash();
     const liName = state.names.learning_instance || shortId(state.li);
@@ -361,6 +364,7 @@
         reorder = true;
         continue;
       }
+      if (reg === state.selected) loadHistory(reg, goal);
       const td = row.cells.get(goal);
       fillCell(td, row.items.get(goal));
       td.classList.remove("flash");
@@ -538,6 +542,7 @@
   function selectLearner(reg) {
     state.selected = reg;
     renderDetail(reg);
+    for (const goal of state.goals) loadHistory(reg, goal);
   }
 
   function renderDetail(reg) {
@@ -563,7 +568,7 @@
       const summary = document.createElement("p");
       const work = item.work_remaining < 0 ? "not enough data" : `${item.work_remaining} items left`;
       summary.textContent = `${STATUS[item.status] || item.status}, ${Math.round(item.progress * 100)} %, ${work}`;
-      aside.append(summary);
+      aside.append(summary, historyBox(reg, goal));
       aside.append(
         table(
           ["Target", "Status", "Progress"],
@@ -606,6 +611,112 @@
       for (const c of cells) tr.insertCell().textContent = c;
     }
     return t;
+  }
+
+  // -- learner history: progress over time, the status as coloured bands ------
+
+  const tuning = { historyPageSize: 100 }; // the tests page with fewer
+  const SVG = "http://www.w3.org/2000/svg";
+  const CHART = { w: 300, h: 56, pad: 3, tail: 24 }; // tail: the latest status, up to now
+
+  // All pages of the timeline (at most 32 points); one fetch at a time per
+  // goal, and once more if the learner's row changed meanwhile.
+  async function loadHistory(reg, goal) {
+    const key = reg + "\n" + goal;
+    const before = state.history.get(key);
+    if (before && before.busy) {
+      before.again = true;
+      return;
+    }
+    state.history.set(key, Object.assign({}, before, { busy: true }));
+    let result;
+    try {
+      const points = [];
+      let offset = 0;
+      do {
+        const path =
+          `registrations/${encodeURIComponent(reg)}/metrics/status-and-progress/history` +
+          `?goal_id=${encodeURIComponent(goal)}&points_per_page=${tuning.historyPageSize}&point_offset=${offset}`;
+        const page = await (await api(path)).json();
+        points.push(...page.points);
+        offset = page.next ? page.next.point_offset : -1;
+      } while (offset > 0 && points.length < 1000);
+      result = { points };
+    } catch (err) {
+      result = { error: err.status ? `${err.status}, ${err.message}` : err.message };
+    }
+    const now = state.history.get(key);
+    state.history.set(key, result);
+    if (state.selected === reg) {
+      const box = [...$("detail").querySelectorAll(".history")].find((b) => b.dataset.goal === goal);
+      if (box) box.replaceWith(historyBox(reg, goal));
+    }
+    if (now && now.again) loadHistory(reg, goal);
+  }
+
+  function svg(name, attrs, parent) {
+    const el = document.createElementNS(SVG, name);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+    parent.append(el);
+    return el;
+  }
+
+  function when(at) {
+    return new Date(at).toLocaleString([], { dateStyle: "short", timeStyle: "medium" });
+  }
+
+  function historyBox(reg, goal) {
+    const box = document.createElement("div");
+    box.className = "history";
+    box.dataset.goal = goal;
+    const entry = state.history.get(reg + "\n" + goal);
+    const note = (text) => {
+      const p = document.createElement("p");
+      p.className = "hint";
+      p.textContent = text;
+      box.append(p);
+      return box;
+    };
+    if (!entry || (entry.busy && !entry.points)) return note("Loading history…");
+    if (entry.error) return note(`History unavailable: ${entry.error}`);
+    const points = entry.points;
+    if (!points.length) return note("No history yet.");
+    const { w, h, pad, tail } = CHART;
+    const times = points.map((p) => Date.parse(p.at));
+    const span = times[times.length - 1] - times[0];
+    const r = (v) => Math.round(v * 10) / 10;
+    const x = (i) => (span > 0 ? r(((times[i] - times[0]) / span) * (w - tail)) : 0);
+    const y = (p) => r(pad + (1 - Math.max(0, Math.min(1, p.progress))) * (h - 2 * pad));
+    const chart = svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "chart", role: "img" }, box);
+    svg("title", {}, chart).textContent =
+      `Progress over time, ${points.length} point${points.length > 1 ? "s" : ""} ` +
+      `from ${when(points[0].at)} to ${when(points[points.length - 1].at)}`;
+    let d = "";
+    points.forEach((p, i) => {
+      // A point's status and progress hold until the next point; the last
+      // one's until now (the tail, or the whole width for a single point).
+      const x0 = x(i);
+      const x1 = i + 1 < points.length ? x(i + 1) : w;
+      const band = svg("rect", { x: x0, y: 0, width: r(x1 - x0), height: h, class: "band s-" + p.status }, chart);
+      band.dataset.status = p.status;
+      const work = p.work_remaining < 0 ? "work remaining unknown" : `${p.work_remaining} items left`;
+      svg("title", {}, band).textContent =
+        `${when(p.at)}: ${STATUS[p.status] || p.status}, ${Math.round(p.progress * 100)} %, ${work}`;
+      d += i ? ` H${x0} V${y(p)}` : `M${x0} ${y(p)}`;
+    });
+    svg("path", { d: d + ` H${w}`, class: "line" }, chart);
+    points.forEach((p, i) => svg("circle", { cx: x(i), cy: y(p), r: 2, class: "dot" }, chart));
+    const legend = document.createElement("p");
+    legend.className = "legend hint";
+    for (const status of new Set(points.map((p) => p.status))) {
+      const swatch = document.createElement("span");
+      swatch.className = "status s-" + status;
+      swatch.textContent = STATUS[status] || status;
+      legend.append(swatch, " ");
+    }
+    legend.append(`${when(points[0].at)} – ${when(points[points.length - 1].at)}`);
+    box.append(legend);
+    return box;
   }
 
   // -- CSV export -------------------------------------------------------------
@@ -690,7 +801,7 @@
   });
   $("sign-out").addEventListener("click", () => signOut(""));
 
-  window.masteryDashboard = { toCsv, csvField }; // for the browser tests
+  window.masteryDashboard = { toCsv, csvField, tuning }; // for the browser tests
 
   if (state.token) {
     show("choose");

@@ -1,7 +1,8 @@
 """The dashboard page in a real Chromium against the real stack: broker, Redis,
 worker and API processes; events go in through the ingest API.
 
-Set UPDATE_DOCS_SCREENSHOT=1 to refresh docs/dashboard.png from this test.
+Set UPDATE_DOCS_SCREENSHOT=1 to refresh docs/dashboard.png and
+docs/dashboard-history.png from this test.
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ from schemas.events import (
 from schemas.read_model import ReadModelKeys
 from tests.integration.browser import chromium
 from tests.integration.helpers import all_pages, produce, wait_until_rows_match
+from tests.integration.history_chart import chart_of, mismatch
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PARTNER = "partner-demo"
+HISTORY_INTERVAL_S = 5
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +54,15 @@ def world(
 ) -> Iterator[tuple[DevStack, Workload]]:
     log_dir = tmp_path_factory.mktemp("dash-stack")
     settings = Settings(api_port=0, topic_partitions=2, topic_prefix="dash")
-    with DevStack(
-        settings, log_dir=log_dir, kafka=kafka_server, shared_kafka=True
-    ) as stack:
+    with (
+        pytest.MonkeyPatch.context() as env,
+        DevStack(
+            settings, log_dir=log_dir, kafka=kafka_server, shared_kafka=True
+        ) as stack,
+    ):
+        # The simulated clock moves 250 ms per event: 5 s intervals give the
+        # learners' timelines points between their status changes.
+        env.setenv("MASTERY_HISTORY_INTERVAL_S", str(HISTORY_INTERVAL_S))
         stack.start()
         workload = simulated(
             learning_instances=1, learners_per_instance=24, attempts_per_learner=20
@@ -114,6 +123,26 @@ def _api_rows(
 
 def _live(driver: webdriver.Chrome) -> bool:
     return bool(driver.find_element(By.ID, "live").text == "live")
+
+
+def _history(stack: DevStack, token: str, reg: str, goal: str) -> list[Any]:
+    """The registration's timeline on the goal, as the API serves it."""
+    response = httpx.get(
+        f"{stack.api_url}/registrations/{reg}/metrics/status-and-progress/history",
+        params={"goal_id": goal, "points_per_page": 100},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "next" not in body and body["total"] == len(body["points"])
+    points: list[Any] = body["points"]
+    return points
+
+
+def _charts_match(
+    driver: webdriver.Chrome, expected: dict[str, list[Any]]
+) -> dict[str, str | None]:
+    return {g: mismatch(chart_of(driver, g), pts) for g, pts in expected.items()}
 
 
 def test_the_class_view_shows_the_api_rows_and_updates_live(
@@ -226,6 +255,82 @@ def test_the_class_view_shows_the_api_rows_and_updates_live(
         (DOCS / "dashboard.png").write_bytes(shot)
 
 
+def test_the_learner_panel_draws_each_goals_history(
+    world: tuple[DevStack, Workload], browser: webdriver.Chrome
+) -> None:
+    """The chart follows the timeline the API serves: a band and a dot per
+    point in the status's colour, fetched page by page, refreshed when the
+    learner's row changes."""
+    stack, workload = world
+    li = workload.learning_instances[0]
+    goals = workload.goals_of(li)
+    admin = stack.token(partner_id=PARTNER)
+    learners = [
+        r.registration_id
+        for r in workload.registrations
+        if r.role == "learner" and r.learning_instance_id == li
+    ]
+    served = {
+        (reg, g): _history(stack, admin, reg, g) for reg in learners for g in goals
+    }
+    # The learner whose first goal saw the most statuses, then the most points.
+    reg = max(
+        learners,
+        key=lambda r: (
+            len({p["status"] for p in served[(r, goals[0])]}),
+            sum(len(served[(r, g)]) for g in goals),
+        ),
+    )
+    expected = {g: served[(reg, g)] for g in goals}
+    assert len({p["status"] for p in expected[goals[0]]}) >= 2, expected
+    assert all(len(pts) > 3 for pts in expected.values()), expected
+    assert any(p["work_remaining"] == -1 for v in served.values() for p in v)
+
+    _open(browser, stack, admin, li, goals)
+    _wait(browser, lambda d: any(r["reg"] == reg for r in _table(d)) and _live(d))
+    # Pages of 3 points: the page must follow "next" to draw them all.
+    browser.execute_script("window.masteryDashboard.tuning.historyPageSize = 3")
+    browser.find_element(By.CSS_SELECTOR, f"tr[data-reg='{reg}'] button").click()
+    try:
+        _wait(browser, lambda d: not any(_charts_match(d, expected).values()))
+    finally:
+        print(_charts_match(browser, expected))
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#detail svg.chart")) == len(
+        goals
+    )
+    # The targets are still listed under the charts.
+    assert browser.find_elements(By.CSS_SELECTOR, "#detail table.targets tbody tr")
+
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT") == "1":
+        browser.set_window_size(1200, 1400)
+        shot = browser.find_element(By.ID, "detail").screenshot_as_png
+        (DOCS / "dashboard-history.png").write_bytes(shot)
+        browser.set_window_size(1200, 760)
+
+    # An attempt, months after the simulated ones, adds a point to the first
+    # goal's timeline; the open chart follows without a click.
+    status, body = post_json(
+        f"{stack.api_url}/registrations/{reg}/graded-events",
+        {
+            "module_id": "module-1",
+            "is_correct": True,
+            "interaction_end_time": datetime.now(UTC).isoformat(),
+            "attempt_id": f"att-history-{reg}",
+        },
+        token=admin,
+    )
+    assert status == 202, body
+    deadline = time.monotonic() + 15
+    while (after := _history(stack, admin, reg, goals[0])) == expected[goals[0]]:
+        assert time.monotonic() < deadline, "no point was added"
+        time.sleep(0.1)
+    expected[goals[0]] = after
+    try:
+        _wait(browser, lambda d: not any(_charts_match(d, expected).values()))
+    finally:
+        print(_charts_match(browser, expected))
+
+
 def test_filter_sort_and_csv_export(
     world: tuple[DevStack, Workload], browser: webdriver.Chrome, downloads: Path
 ) -> None:
@@ -328,6 +433,10 @@ def test_a_learner_sees_only_their_own_row(
         if r.registration_id != learner.registration_id
     ]
     assert not [o for o in others if o in page]
+    # Their own history, under the registration endpoint's access rules.
+    points = {g: _history(stack, token, learner.registration_id, g) for g in goals}
+    browser.find_element(By.CSS_SELECTOR, "#rows td.learner button").click()
+    _wait(browser, lambda d: not any(_charts_match(d, points).values()))
 
 
 def test_a_bad_token_shows_a_clear_message(

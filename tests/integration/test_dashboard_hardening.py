@@ -23,6 +23,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from app.embedded import EmbeddedRedis
 from app.projector import Projection, RedisProjector
+from processors.history import points_json
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -30,8 +31,10 @@ from schemas.events import (
     Target,
 )
 from schemas.read_model import ReadModelKeys
+from schemas.transitions import GOAL_STATUSES
 from tests.integration.auth_world import SETTINGS, bearer
 from tests.integration.browser import chromium
+from tests.integration.history_chart import chart_of, mismatch
 from tests.integration.live_api import ApiProcess, api_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,6 +56,20 @@ NAMES = {
 }
 GOAL_TITLES = {"-goal-1": "@Fractions", "goal-2": "Decimals"}
 LI_TITLE = "Algebra <b>I</b>"
+#: reg-plain's timelines (the others have none): several points with
+#: unknown work remaining and uneven gaps on the first goal, one on the second.
+_T0_US = int(T0.timestamp() * 1_000_000)
+HISTORY = {
+    "-goal-1": [
+        (0, "no_work", 0.0, -1),
+        (40, "in_progress", 0.2, -1),
+        (50, "in_progress", 0.35, 9),
+        (200, "struggling", 0.3, 12),
+        (230, "in_progress", 0.6, 4),
+        (300, "complete", 1.0, 0),
+    ],
+    "goal-2": [(10, "in_progress", 0.25, 4)],
+}
 
 
 def _row(goal: str, progress: float) -> bytes:
@@ -109,6 +126,17 @@ async def _seed(url: str) -> None:
         )
         for g in GOALS:
             p.row(reg, g, _row(g, 0.25 * (n + 1)))
+    for g, points in HISTORY.items():
+        p.history(
+            "reg-plain",
+            g,
+            points_json(
+                [
+                    (_T0_US + s * 1_000_000, GOAL_STATUSES.index(st), pr, w)
+                    for s, st, pr, w in points
+                ]
+            ),
+        )
     await RedisProjector(redis).write(p)
     await redis.aclose()
 
@@ -234,6 +262,72 @@ def test_names_are_shown_as_text_with_their_ids_at_hand(
     ]
 
 
+def _served(api: ApiProcess, reg: str, goal: str) -> list[Any]:
+    response = httpx.get(
+        f"{api.url}/registrations/{reg}/metrics/status-and-progress/history",
+        params={"goal_id": goal},
+        headers=bearer("admin-dash", PARTNER, ("partner_admin",)),
+    )
+    assert response.status_code == 200, response.text
+    points: list[Any] = response.json()["points"]
+    return points
+
+
+def _panel(
+    driver: webdriver.Chrome, api: ApiProcess, reg: str
+) -> dict[str, str | None]:
+    """Open the learner's panel; how each goal's chart differs from the
+    served timeline once drawn."""
+    driver.find_element(By.CSS_SELECTOR, f"tr[data-reg='{reg}'] button").click()
+    _wait(driver, lambda d: d.find_element(By.ID, "detail").is_displayed())
+    expected = {g: _served(api, reg, g) for g in GOALS}
+
+    def settled(d: webdriver.Chrome) -> dict[str, str | None] | None:
+        shown = {g: chart_of(d, g) for g in GOALS}
+        if any(c is None or c["note"] == "Loading history…" for c in shown.values()):
+            return None
+        return {g: mismatch(shown[g], expected[g]) for g in GOALS}
+
+    result: dict[str, str | None] = _wait(driver, settled)
+    return result
+
+
+def test_the_learner_panel_draws_the_history_and_survives_its_absence(
+    api: ApiProcess, browser: webdriver.Chrome
+) -> None:
+    _open_board(browser, api)
+    # Several points, unknown work remaining, uneven gaps; a single point.
+    assert _panel(browser, api, "reg-plain") == {g: None for g in GOALS}
+    assert [len(_served(api, "reg-plain", g)) for g in GOALS] == [6, 1]
+    single = chart_of(browser, "goal-2")
+    assert single is not None
+    assert [(b["x"], b["width"]) for b in single["bands"]] == [(0, single["size"][0])]
+    first = chart_of(browser, "-goal-1")
+    assert first is not None
+    assert "work remaining unknown" in first["bands"][0]["title"]
+    # No timeline yet (rows written before the history existed).
+    assert _panel(browser, api, "-2-3") == {g: None for g in GOALS}
+    # The history cannot be fetched: a short message, the rest of the panel
+    # as before.
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/history?*"]})
+    browser.find_element(By.CSS_SELECTOR, "tr[data-reg='-cmd'] button").click()
+    notes = [
+        "History unavailable: the server is unreachable",
+        "History unavailable: the server is unreachable",
+    ]
+    _wait(
+        browser, lambda d: [(chart_of(d, g) or {}).get("note") for g in GOALS] == notes
+    )
+    detail = browser.find_element(By.ID, "detail")
+    assert [h.text for h in detail.find_elements(By.TAG_NAME, "h3")] == [
+        "@Fractions",
+        "Decimals",
+    ]
+    assert len(detail.find_elements(By.CSS_SELECTOR, "table.targets")) == 2
+    assert browser.find_element(By.ID, "live").text == "live"
+
+
 def test_a_learner_gets_only_their_own_name(api: ApiProcess) -> None:
     url = f"{api.url}/learning-instances/{LI}/goals"
     admin = httpx.get(url, headers=bearer("admin-dash", PARTNER, ("partner_admin",)))
@@ -304,6 +398,10 @@ def test_the_dashboard_sends_security_headers_and_works_under_them(
     _open_board(browser, api)
     browser.find_element(By.CSS_SELECTOR, f"tr[data-reg='{REGS[1]}'] button").click()
     _wait(browser, lambda d: d.find_element(By.ID, "detail").is_displayed())
+    # reg-plain's history charts: SVG built by the script, coloured by the
+    # style sheet (no style attribute).
+    assert REGS[1] == "reg-plain"
+    _wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "svg.chart")) == 2)
     bar = browser.find_element(By.CSS_SELECTOR, f"tr[data-reg='{REGS[1]}'] .bar-inner")
     assert bar.value_of_css_property("width") not in ("0px", "auto")
     assert browser.execute_script("return window.__cspViolations") == []
