@@ -231,7 +231,10 @@ def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
     partners = sorted({partner_of(workload, li) for li in workload.learning_instances})
     assert len(partners) == 2
     hooks = {p: _subscribe(stack, receiver, p, f"/{p}") for p in partners}
-    stack.start_notifier(extra_env=NOTIFIER_ENV)
+    # Two notifiers share the work (the intake's group, the subscriptions'
+    # leases); both start before any change is written.
+    stack.start_notifier("notifier-1", extra_env=NOTIFIER_ENV)
+    stack.start_notifier("notifier-2", extra_env=NOTIFIER_ENV)
     _catalog_known(stack, workload)
     events = [*workload.registrations, *workload.attempts]
     produce(stack, events)
