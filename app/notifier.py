@@ -5,7 +5,8 @@ Two stages, so that a slow or failing endpoint delays nobody else's
 
 1. **Intake.** A consumer in the group ``<app-id>-notifier`` reads
    ``<prefix>.status-changes.v1`` and appends each status change to the
-   outbox of every subscription of its partner that names the event type (a
+   outbox of every subscription of its partner that names the event type and
+   existed when the worker wrote the change (the record's timestamp; a
    Redis stream per subscription, ``ms-webhooks:{partner}:outbox:<id>``). Its
    offsets are committed only after Redis has taken the appends: a crash
    between the two appends a change again, with the same ``webhook-id``.
@@ -276,17 +277,24 @@ class Notifier:
                 if not batch:
                     continue
                 await self._enqueue(
-                    [r.value or b"" for records in batch.values() for r in records]
+                    [
+                        (r.value or b"", r.timestamp)
+                        for records in batch.values()
+                        for r in records
+                    ]
                 )
                 await consumer.commit()
         finally:
             await consumer.stop()
 
-    async def _enqueue(self, values: list[bytes]) -> None:
-        """Append each status change to its partner's subscriptions' outboxes."""
+    async def _enqueue(self, records: list[tuple[bytes, int]]) -> None:
+        """Append each status change (its bytes, its record's timestamp in ms)
+        to the outboxes of its partner's subscriptions made before the worker
+        wrote it: a new subscription, or a first notifier on an old topic,
+        does not get the changes of the past."""
         pipe = self.redis.pipeline(transaction=False)
         queued = 0
-        for raw in values:
+        for raw, written_ms in records:
             try:
                 change = StatusChanged.from_bytes(raw)
             except ValidationError as exc:
@@ -296,7 +304,10 @@ class Notifier:
                 log.error("undecodable status change skipped: %s", exc)
                 continue
             for sub in await self._subscriptions(change.partner_id):
-                if STATUS_CHANGED_TYPE in sub.event_types:
+                if (
+                    STATUS_CHANGED_TYPE in sub.event_types
+                    and written_ms >= sub.created_at.timestamp() * 1000
+                ):
                     await self._append(
                         keys=[
                             self.keys.subscriptions(sub.partner_id),

@@ -71,18 +71,26 @@ def test_a_deleted_subscriptions_outbox_is_not_appended_to_again(
         sub = await _subscribe(redis, partner)
         outbox = store.keys.outbox(partner, sub.id)
         raw = _change(partner).to_bytes()
-        await notifier._enqueue([raw])
+        written = int(datetime.now(UTC).timestamp() * 1000)
+        await notifier._enqueue([(raw, written)])
         assert await redis.xlen(outbox) == 1
         assert await store.delete(partner, sub.id)
         assert await redis.exists(outbox) == 0
         # The intake still holds the subscription (read less than a second
         # ago): the append is refused in Redis, no orphan outbox appears.
-        await notifier._enqueue([raw])
+        await notifier._enqueue([(raw, written)])
         assert await redis.exists(outbox) == 0
         # Another partner's change never reaches this partner's outbox.
         other = await _subscribe(redis, partner)
-        await notifier._enqueue([_change("someone-else").to_bytes()])
+        await notifier._enqueue([(_change("someone-else").to_bytes(), written)])
         assert await redis.exists(store.keys.outbox(partner, other.id)) == 0
+        # A change the worker wrote before the subscription was made (an old
+        # topic read by a first notifier) is not this subscription's.
+        before = int(other.created_at.timestamp() * 1000) - 1
+        await notifier._enqueue([(raw, before)])
+        assert await redis.exists(store.keys.outbox(partner, other.id)) == 0
+        await notifier._enqueue([(raw, before + 1)])
+        assert await redis.xlen(store.keys.outbox(partner, other.id)) == 1
         await redis.aclose()
         await notifier.redis.aclose()
 
