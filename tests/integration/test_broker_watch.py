@@ -67,9 +67,10 @@ async def test_a_check_records_the_true_end_offsets(watch: BrokerWatch) -> None:
     seen = await watch.seen()
     catalog = watch.topics[1]
     assert seen[(catalog, 0)] == 5  # five records, one by one
-    # registrations, catalog, dead letters and the state changelog, all
-    # created as declared (infra/topic_specs.py) before the first check
-    assert len(seen) == 4 + 1 + 1 + 4
+    # registrations, catalog, dead letters, status changes and the state
+    # changelog, all created as declared (infra/topic_specs.py) before the
+    # first check
+    assert len(seen) == 4 + 1 + 1 + 4 + 4
     await watch.check()  # an intact log: nothing lost, nothing lowered
     assert await watch.seen() == seen
 
