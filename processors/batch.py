@@ -247,7 +247,7 @@ def fold(
     registered: set[str] = set()
     redelivered: set[str] = set()
     touched: dict[str, Touched] = {}
-    transitions = Transitions(catalog)
+    transitions = Transitions(catalog, first_from_history=history is not None)
     outcomes = plan.outcomes
     for d in decoded:
         record, event = d.record, d.event

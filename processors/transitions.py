@@ -11,7 +11,10 @@ in batches of 1, 7 and 500 and compares):
   (:func:`processors.goals.goal_status`: the rows' own rule, without the
   forecast, which a status does not depend on);
 - a registration's creation gives each goal of its learning instance a first
-  transition, from ``None`` to its status (a learner's first row);
+  transition, from ``None`` to its status (a learner's first row); a goal
+  defined later gets its ``None`` transition at the first attempt that can
+  change it (the learner's timeline has no point on it yet:
+  processors/history.py);
 - duplicates, redeliveries, rejections, renames and instructors give none.
 
 A catalog change (a goal redefined, new parameters) changes no registration
@@ -41,9 +44,9 @@ class Transitions:
     The catalog must not change while it is in use (a fold does not change it).
     """
 
-    __slots__ = ("_affected", "_scopes", "_status", "changes")
+    __slots__ = ("_affected", "_first_from_history", "_scopes", "_status", "changes")
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, first_from_history: bool = False) -> None:
         self.changes: list[StatusChanged] = []
         self._status: dict[tuple[str, str], str] = {}
         # What a goal's status reads, and which goals an attempt on a module
@@ -52,6 +55,8 @@ class Transitions:
             tuple[str, str, str | None], Sequence[tuple[GoalDefined, StatusScope]]
         ] = catalog.memo("transitions.affected")
         self._scopes: dict[str, StatusScope] = catalog.memo("transitions.scopes")
+        # With timelines, a goal without a point has had no announced status.
+        self._first_from_history = first_from_history
 
     def _scope(self, goal: GoalDefined, view: PartnerCatalog) -> StatusScope:
         scope = self._scopes.get(goal.goal_id)
@@ -111,12 +116,19 @@ class Transitions:
             after.learning_instance_id, event, view
         ):
             key = (reg_id, goal.goal_id)
-            previous = self._status.get(key)
-            if previous is None:
-                previous = scoped_status(scope, before)
             status = scoped_status(scope, after)
+            first = self._first_from_history and goal.goal_id not in after.history
+            if first:
+                # No point yet: the goal was defined after the learner
+                # registered (or the state predates timelines). Its first
+                # status is announced as such, whatever it is.
+                previous: str | None = None
+            else:
+                previous = self._status.get(key)
+                if previous is None:
+                    previous = scoped_status(scope, before)
             self._status[key] = status
-            if status != previous:
+            if first or status != previous:
                 self._add(
                     after,
                     view,
@@ -128,7 +140,7 @@ class Transitions:
                     partition=partition,
                     offset=offset,
                 )
-            affected.append((goal, status != previous))
+            affected.append((goal, first or status != previous))
         return affected
 
     def _goals_affected(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from processors.catalog import Catalog
+from processors.catalog import Catalog, PartnerCatalog
 from processors.goals import affected_by, evaluate
 from processors.history import HistoryPolicy, Point, appended, due, point_of
 from processors.registration import (
@@ -109,13 +109,29 @@ def expected_transitions(
         view = catalog.for_learning_instance(after.learning_instance_id)
         for goal in view.goals_of(after.learning_instance_id):
             status = str(evaluate(goal, after, view)["status"])
+            announced = (reg, goal.goal_id) in statuses
             previous = statuses.get((reg, goal.goal_id))
-            if not created and previous is None:
-                previous = str(evaluate(goal, before, view)["status"])
+            if not created and not announced:
+                # A goal the learner's creation did not announce: its first
+                # status comes with the first attempt that can change it.
+                assert isinstance(event, AttemptGraded)
+                if not _can_change(goal, event, view):
+                    continue
             statuses[(reg, goal.goal_id)] = status
-            if created or status != previous:
+            if created or not announced or status != previous:
                 out.append((reg, goal.goal_id, previous, status, event.event_id))
     return out
+
+
+def _can_change(goal: GoalDefined, event: AttemptGraded, view: PartnerCatalog) -> bool:
+    module = view.module(event.module_id)
+    return affected_by(
+        goal,
+        view,
+        modules={event.module_id},
+        objectives=set(module.learning_objective_ids) if module else set(),
+        goal_ids={event.goal_id} if event.goal_id else set(),
+    )
 
 
 def expected_history(
