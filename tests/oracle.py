@@ -6,7 +6,7 @@ deliver them, with no Kafka, Faust, RocksDB or Redis involved.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from processors.catalog import Catalog, PartnerCatalog
@@ -84,9 +84,39 @@ def expected_transitions(
     """Every goal's full row after every single event; a change of status is
     a transition, and a learner's creation gives every goal its first status.
     In log order (the order of ``registration_events``)."""
-    states: dict[str, RegistrationState | None] = {}
     statuses: dict[tuple[str, str], str] = {}
     out: list[Transition] = []
+    for event, _before, after in _learner_steps(catalog, registration_events):
+        reg = event.registration_id
+        created = isinstance(event, RegistrationCreated)
+        view = catalog.for_learning_instance(after.learning_instance_id)
+        for goal in view.goals_of(after.learning_instance_id):
+            status = str(evaluate(goal, after, view)["status"])
+            announced = (reg, goal.goal_id) in statuses
+            previous = statuses.get((reg, goal.goal_id))
+            if not created and not announced:
+                # A goal the learner's creation did not announce: its first
+                # status comes with the first attempt that can change it.
+                assert isinstance(event, AttemptGraded)
+                if not _can_change(goal, event, view):
+                    continue
+            statuses[(reg, goal.goal_id)] = status
+            if created or not announced or status != previous:
+                out.append((reg, goal.goal_id, previous, status, event.event_id))
+    return out
+
+
+def _learner_steps(
+    catalog: Catalog,
+    registration_events: Iterable[RegistrationCreated | AttemptGraded],
+) -> Iterator[
+    tuple[
+        RegistrationCreated | AttemptGraded, RegistrationState | None, RegistrationState
+    ]
+]:
+    """``(event, state before, state after)`` of every event applied to a
+    learner, in one clean pass; renames (a repeated creation) left out."""
+    states: dict[str, RegistrationState | None] = {}
     for event in registration_events:
         reg = event.registration_id
         before = states.get(reg)
@@ -103,24 +133,9 @@ def expected_transitions(
         states[reg] = after
         if result.outcome != "applied" or after is None or after.role != "learner":
             continue
-        created = isinstance(event, RegistrationCreated)
-        if created and before is not None:
+        if isinstance(event, RegistrationCreated) and before is not None:
             continue  # a rename
-        view = catalog.for_learning_instance(after.learning_instance_id)
-        for goal in view.goals_of(after.learning_instance_id):
-            status = str(evaluate(goal, after, view)["status"])
-            announced = (reg, goal.goal_id) in statuses
-            previous = statuses.get((reg, goal.goal_id))
-            if not created and not announced:
-                # A goal the learner's creation did not announce: its first
-                # status comes with the first attempt that can change it.
-                assert isinstance(event, AttemptGraded)
-                if not _can_change(goal, event, view):
-                    continue
-            statuses[(reg, goal.goal_id)] = status
-            if created or not announced or status != previous:
-                out.append((reg, goal.goal_id, previous, status, event.event_id))
-    return out
+        yield event, before, after
 
 
 def _can_change(goal: GoalDefined, event: AttemptGraded, view: PartnerCatalog) -> bool:
@@ -143,26 +158,9 @@ def expected_history(
     every single event: a point at a learner's creation and at each change
     of a goal's status, else at most one per ``policy.interval_us`` for the
     goals an attempt can change; thinned by :func:`appended`."""
-    states: dict[str, RegistrationState | None] = {}
     out: dict[tuple[str, str], tuple[Point, ...]] = {}
-    for event in registration_events:
+    for event, before, after in _learner_steps(catalog, registration_events):
         reg = event.registration_id
-        before = states.get(reg)
-        if isinstance(event, RegistrationCreated):
-            result = register(before, event, catalog)
-        else:
-            view = catalog.for_partner(
-                None
-                if before is None
-                else catalog.partner_of(before.learning_instance_id)
-            )
-            result = apply_attempt(before, event, view)
-        after = result.state
-        states[reg] = after
-        if result.outcome != "applied" or after is None or after.role != "learner":
-            continue
-        if isinstance(event, RegistrationCreated) and before is not None:
-            continue  # a rename
         view = catalog.for_learning_instance(after.learning_instance_id)
         at = epoch_us(event.occurred_at)
         for goal in view.goals_of(after.learning_instance_id):
@@ -172,14 +170,7 @@ def expected_history(
             if isinstance(event, RegistrationCreated):
                 changed = True
             else:
-                module = view.module(event.module_id)
-                if not affected_by(
-                    goal,
-                    view,
-                    modules={event.module_id},
-                    objectives=set(module.learning_objective_ids) if module else set(),
-                    goal_ids={event.goal_id} if event.goal_id else set(),
-                ):
+                if not _can_change(goal, event, view):
                     continue
                 changed = row["status"] != evaluate(goal, before, view)["status"]
             if due(points, at, changed, policy):

@@ -28,6 +28,7 @@ __all__ = [
     "group_behind",
     "partner_of",
     "produce",
+    "produce_catalog_first",
     "started_stack",
     "wait_until_rows_match",
 ]
@@ -94,6 +95,20 @@ def group_behind(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         return behind
 
     return asyncio.run(go())
+
+
+def produce_catalog_first(stack: DevStack, workload: Workload) -> None:
+    """Produce the workload's catalog and wait until the worker serves every
+    learning instance's pages, so registrations produced next are folded
+    against the whole catalog (as the oracles fold them)."""
+    produce(stack, workload.catalog)
+    deadline = time.monotonic() + 60
+    for li in workload.learning_instances:
+        while isinstance(
+            all_pages(stack, workload, li, workload.goals_of(li), 10), str
+        ):
+            assert time.monotonic() < deadline, f"{li} never projected"
+            time.sleep(0.2)
 
 
 def partner_of(workload: Workload, li: str) -> str:

@@ -21,9 +21,9 @@ from processors.catalog import Catalog
 from processors.partitioning import kafka_partition
 from schemas.transitions import StatusChanged
 from tests.integration.helpers import (
-    all_pages,
     partner_of,
     produce,
+    produce_catalog_first,
     started_stack,
     wait_until_rows_match,
 )
@@ -127,14 +127,7 @@ def test_status_changes_are_the_oracles_in_order_per_registration(
     )
     # The catalog first, and known to the worker (its pages answer), so the
     # registrations are folded against the catalog the oracle uses.
-    produce(stack, workload.catalog)
-    deadline = time.monotonic() + 60
-    for li in workload.learning_instances:
-        while isinstance(
-            all_pages(stack, workload, li, workload.goals_of(li), 10), str
-        ):
-            assert time.monotonic() < deadline, f"{li} never projected"
-            time.sleep(0.2)
+    produce_catalog_first(stack, workload)
     events = [*workload.registrations, *workload.attempts]
     produce(stack, events)
     wait_until_rows_match(stack, workload, events)

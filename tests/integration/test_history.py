@@ -5,7 +5,6 @@ changelog (docs/read-model.md, "History")."""
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,14 +18,14 @@ from redis import Redis
 from app.cli import main
 from app.devstack import DevStack
 from app.embedded_kafka import EmbeddedKafka
-from app.workload import Workload, simulated
+from app.workload import simulated
 from processors.catalog import Catalog
 from processors.history import HistoryPolicy, points_json
 from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import (
-    all_pages,
     partner_of,
     produce,
+    produce_catalog_first,
     started_stack,
     wait_until_rows_match,
 )
@@ -61,17 +60,6 @@ def _history(stack: DevStack, reg: str, token: str, **query: object) -> tuple[in
         return exc.code, orjson.loads(exc.read() or b"null")
 
 
-def _catalog_known(stack: DevStack, workload: Workload) -> None:
-    produce(stack, workload.catalog)
-    deadline = time.monotonic() + 60
-    for li in workload.learning_instances:
-        while isinstance(
-            all_pages(stack, workload, li, workload.goals_of(li), 10), str
-        ):
-            assert time.monotonic() < deadline, f"{li} never projected"
-            time.sleep(0.2)
-
-
 def test_timelines_are_served_as_the_oracle_keeps_them_and_rebuilt_alike(
     stack: DevStack,
 ) -> None:
@@ -81,7 +69,7 @@ def test_timelines_are_served_as_the_oracle_keeps_them_and_rebuilt_alike(
     li = workload.learning_instances[0]
     partner = partner_of(workload, li)
     goals = workload.goals_of(li)
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     events = [*workload.registrations, *workload.attempts]
     produce(stack, events)
     wait_until_rows_match(stack, workload, events)

@@ -28,7 +28,12 @@ from processors.catalog import Catalog
 from schemas.events import AttemptGraded, RegistrationCreated
 from schemas.transitions import transition_id
 from schemas.webhooks import STATUS_CHANGED_TYPE
-from tests.integration.helpers import all_pages, partner_of, produce, started_stack
+from tests.integration.helpers import (
+    partner_of,
+    produce,
+    produce_catalog_first,
+    started_stack,
+)
 from tests.oracle import Transition, expected_transitions
 from tests.unit.test_transitions import TRAIN
 
@@ -147,19 +152,6 @@ def _subscribe(stack: DevStack, receiver: Receiver, partner: str, path: str) -> 
     return hook
 
 
-def _catalog_known(stack: DevStack, workload: Workload) -> None:
-    """Produce the catalog and wait until the worker serves its pages, so the
-    registrations are folded against the catalog the oracle uses."""
-    produce(stack, workload.catalog)
-    deadline = time.monotonic() + 60
-    for li in workload.learning_instances:
-        while isinstance(
-            all_pages(stack, workload, li, workload.goals_of(li), 10), str
-        ):
-            assert time.monotonic() < deadline, f"{li} never projected"
-            time.sleep(0.2)
-
-
 def _expected(
     workload: Workload, events: list[RegistrationCreated | AttemptGraded]
 ) -> dict[str, dict[str, list[Transition]]]:
@@ -235,7 +227,7 @@ def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
     # leases); both start before any change is written.
     stack.start_notifier("notifier-1", extra_env=NOTIFIER_ENV)
     stack.start_notifier("notifier-2", extra_env=NOTIFIER_ENV)
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     events = [*workload.registrations, *workload.attempts]
     produce(stack, events)
     expected = _expected(workload, events)
@@ -276,7 +268,7 @@ def test_a_bad_signature_is_detected_by_the_receivers_library(
     partner = partner_of(workload, workload.learning_instances[0])
     hook = _subscribe(stack, receiver, partner, "/signed")
     stack.start_notifier(extra_env=NOTIFIER_ENV)
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     produce(stack, [*workload.registrations, *workload.attempts])
     _wait_for(hook, 3)
     assert hook.bad_signatures == 0
@@ -318,7 +310,7 @@ def test_a_killed_notifier_and_a_receiver_down_lose_nothing(
     hook.hang_id = transition_id(first[4], first[1])
     hook.hang_s = 8.0
     notifier = stack.start_notifier("notifier-1", extra_env=NOTIFIER_ENV)
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     produce(stack, events)
     deadline = time.monotonic() + 60
     while hook.hang_id is not None:  # the hanging request has arrived
@@ -388,7 +380,7 @@ def test_a_receiver_down_past_the_deadline_gets_dead_letters_it_can_redeliver(
     stack.start_notifier(
         extra_env={**NOTIFIER_ENV, "MASTERY_NOTIFIER_RETRY_SCALE": "0.0001"}
     )
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     produce(stack, events)
     token = stack.token(partner_id=partner)
     webhook_id = _webhook_id(stack, partner)
@@ -429,7 +421,7 @@ def test_a_slow_partner_delays_nobody_else(stack: DevStack, receiver: Receiver) 
     fast = _subscribe(stack, receiver, b, "/fast")
     slow.delay_s = 1.0
     stack.start_notifier(extra_env=NOTIFIER_ENV)
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     produce(stack, events)
     _wait_for(fast, _count(expected[b]), timeout_s=60)
     assert _got(fast) == expected[b]
@@ -450,7 +442,7 @@ def test_a_notifier_refuses_private_addresses_when_they_are_not_allowed(
     stack.start_notifier(
         extra_env={**NOTIFIER_ENV, "MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS": "false"}
     )
-    _catalog_known(stack, workload)
+    produce_catalog_first(stack, workload)
     produce(stack, [*workload.registrations, *workload.attempts])
     token = stack.token(partner_id=partner)
     webhook_id = _webhook_id(stack, partner)
