@@ -56,6 +56,7 @@ STRUGGLE_LLR = 0.0
 PROGRESS_DIGITS = 4
 
 _EMPTY: Mapping[str, int] = {}
+_NO_OBJECTIVES: Mapping[str, ObjectiveState] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,16 @@ def _target_status(
     return status, work, need, scope, modules
 
 
+def _inputs(
+    state: RegistrationState | None, goal_id: str
+) -> tuple[Mapping[str, ObjectiveState], Mapping[str, int], Mapping[str, int]]:
+    """What a goal's row reads of a state: its objectives, its untagged work
+    and the work tagged with the goal (all empty without a state)."""
+    if state is None:
+        return _NO_OBJECTIVES, _EMPTY, _EMPTY
+    return state.objectives, state.untagged_work, state.tagged_work.get(goal_id, _EMPTY)
+
+
 def _goal_status(statuses: Collection[str], done: int, max_work: int | None) -> str:
     """A goal's status from its targets' statuses and the work done on it."""
     if all(s == "complete" for s in statuses):
@@ -223,14 +234,7 @@ def scoped_status(scope: StatusScope, state: RegistrationState | None) -> str:
     the rules of :func:`_target_status` and :func:`_goal_status` on a
     :class:`StatusScope` (the transitions' hot path, processors/transitions.py;
     tests/unit/test_transitions.py holds it equal to :func:`evaluate`)."""
-    if state is None:
-        objectives: Mapping[str, ObjectiveState] = {}
-        untagged: Mapping[str, int] = _EMPTY
-        tagged: Mapping[str, int] = _EMPTY
-    else:
-        objectives = state.objectives
-        untagged = state.untagged_work
-        tagged = state.tagged_work.get(scope.goal_id, _EMPTY)
+    objectives, untagged, tagged = _inputs(state, scope.goal_id)
     threshold = scope.threshold
     complete = True
     struggling = False
@@ -354,14 +358,7 @@ def evaluate(
     goal's ``status``, ``progress`` and ``work_remaining`` (a history point:
     no targets, no topics, so no best cases to compute).
     """
-    if state is None:
-        objectives: Mapping[str, ObjectiveState] = {}
-        untagged: Mapping[str, int] = _EMPTY
-        tagged: Mapping[str, int] = _EMPTY
-    else:
-        objectives = state.objectives
-        untagged = state.untagged_work
-        tagged = state.tagged_work.get(goal.goal_id, _EMPTY)
+    objectives, untagged, tagged = _inputs(state, goal.goal_id)
 
     key = "target_id" if goal.target_kind == "learning_objective" else "module_id"
     outcomes: dict[str, TargetOutcome] = {}
