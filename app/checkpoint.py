@@ -1,13 +1,11 @@
 """What happens between a batch and an offset commit, in the order it happens.
 
 A batch (app/worker.py) folds its records, sends its dead letters and status
-changes (acknowledged by the broker), only then puts its new states into the
-state cache (app/state_cache.py), and projects its rows to Redis from memory;
-only then does Faust ack its records. (A checkpoint can run while a batch
-waits for the broker: had the states entered the cache first, it could store
-a state whose records, read again after a crash, would be redeliveries that
-send nothing, ahead of the dead letters and status changes they caused.)
-Faust commits acked offsets every ``broker_commit_interval`` seconds,
+changes without waiting for the broker (their acknowledgements go to
+:class:`PendingSends`), then puts its new states into the state cache
+(app/state_cache.py) and projects its rows to Redis from memory; only then
+does Faust ack its records. Faust commits acked offsets every
+``broker_commit_interval`` seconds,
 at a rebalance and at shutdown; every such commit goes through
 ``_Consumer._commit_tps`` (app/faust_corrections/transport.py), which runs
 :meth:`Checkpoint.before_commit` between choosing the offsets and committing
@@ -16,28 +14,33 @@ them:
 1. Faust picks the offsets to commit: per partition, the offset after the last
    acked record with no gap before it.
 2. With no await in between, the checkpoint takes the cache's dirty states
-   (every state changed since the previous checkpoint). Every record those
-   offsets cover has been folded into the cache before it was acked, so the
+   (every state changed since the previous checkpoint) and the sends not yet
+   awaited. Every record those offsets cover has been folded into the cache,
+   and its dead letters and status changes sent, before it was acked, so the
    snapshot holds its effect (possibly more: effects of records acked later,
    which is harmless, since a redelivered record is recognized by position).
-3. The states are encoded, one changelog record per registration, and sent
+3. The checkpoint waits until the broker has acknowledged those sends: a
+   state must not be stored ahead of what its records sent, or after a crash
+   those records would be redeliveries that send nothing. One wait per
+   checkpoint, not one broker round trip per batch.
+4. The states are encoded, one changelog record per registration, and sent
    per partition in as few produce requests as the broker allows; the
    checkpoint waits for the broker to acknowledge all of them.
-4. The states are written to the local RocksDB store, one ``WriteBatch`` per
-   partition together with the changelog offset of step 3 (from which Faust's
+5. The states are written to the local RocksDB store, one ``WriteBatch`` per
+   partition together with the changelog offset of step 4 (from which Faust's
    recovery resumes).
-5. Clean cache entries beyond the cache's bound are dropped, and the worker
+6. Clean cache entries beyond the cache's bound are dropped, and the worker
    freezes its heap (app/heap.py: garbage collection only, no data).
-6. Faust sends attached records, flushes its own producer (dead letters are
-   already acknowledged) and commits the offsets of step 1.
+7. Faust sends attached records, flushes its own producer (dead letters and
+   status changes are already acknowledged) and commits the offsets of step 1.
 
-A failure in 3 or 4 raises :class:`CheckpointFailed`: the worker exits (75)
+A failure in 3, 4 or 5 raises :class:`CheckpointFailed`: the worker exits (75)
 without committing; its restart reads the uncommitted records again.
 Checkpoints never overlap (a lock): a later snapshot is written after an
 earlier one, so the changelog never goes back for a key. The stream keeps
-running while steps 3 and 6 wait for the broker; what runs on the event loop
-between two batches is step 2, the encoding (yielding every few hundred
-states), queueing the records, the local write of step 4 and step 5.
+running while steps 3, 4 and 7 wait for the broker; what runs on the event
+loop between two batches is step 2, the encoding (yielding every few hundred
+states), queueing the records, the local write of step 5 and step 6.
 
 On revocation the same checkpoint runs once more for everything dirty, before
 the revoked partitions' entries are evicted.
@@ -48,7 +51,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -59,12 +62,14 @@ from app.faust_corrections.store import PartitionStore
 from app.state_cache import DirtyStates, StateCache
 from infra.broker import BrokerProfile
 
-__all__ = ["ChangelogWriter", "Checkpoint"]
+__all__ = ["ChangelogWriter", "Checkpoint", "PendingSends"]
 
 log = logging.getLogger(__name__)
 
 #: Encode this many states between two yields to the event loop.
 _ENCODE_SLICE = 256
+#: Pending sends past which the acknowledged ones are forgotten early.
+_PRUNE_AT = 50_000
 
 
 class ChangelogWriter:
@@ -121,8 +126,48 @@ class ChangelogWriter:
         return int(done[-1].offset)
 
 
+class PendingSends:
+    """Sends of the batches (dead letters, status changes) whose broker
+    acknowledgement the next checkpoint awaits (step 3)."""
+
+    def __init__(self) -> None:
+        self._futures: list[Awaitable[Any]] = []
+
+    def add(self, futures: Iterable[Awaitable[Any]]) -> None:
+        self._futures.extend(futures)
+        if len(self._futures) > _PRUNE_AT:
+            # A long interval between checkpoints: forget the acknowledged.
+            self._futures = [f for f in self._futures if not _succeeded(f)]
+
+    def take(self) -> list[Awaitable[Any]]:
+        """Hand over every send so far (synchronous)."""
+        taken, self._futures = self._futures, []
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+
+def _succeeded(future: Awaitable[Any]) -> bool:
+    return (
+        isinstance(future, asyncio.Future)
+        and future.done()
+        and not future.cancelled()
+        and future.exception() is None
+    )
+
+
+async def acknowledged(sends: Sequence[Awaitable[Any]]) -> None:
+    """Wait for every send; raise the first refusal (every answer is taken,
+    so a refusal of several, such as a missing ACL, is raised once and not
+    logged again as "exception was never retrieved")."""
+    for result in await asyncio.gather(*sends, return_exceptions=True):
+        if isinstance(result, BaseException):
+            raise result
+
+
 class Checkpoint:
-    """Runs steps 2-4 and the cache trim of step 5 of the module docstring."""
+    """Runs steps 2-5 and the cache trim of step 6 of the module docstring."""
 
     def __init__(
         self,
@@ -130,20 +175,30 @@ class Checkpoint:
         store: PartitionStore,
         changelog: ChangelogWriter,
         *,
+        sends: PendingSends | None = None,
         on_done: Callable[[float, int], None] | None = None,
     ) -> None:
         self.cache = cache
         self.store = store
         self.changelog = changelog
+        self.sends = sends if sends is not None else PendingSends()
         self._lock = asyncio.Lock()
         self._on_done = on_done
 
     async def before_commit(self) -> None:
-        """Steps 2-4: write every state changed so far; see the module docstring."""
+        """Steps 2-5: write every state changed so far; see the module docstring."""
         dirty = self.cache.take_dirty()  # step 2, before any await
+        sends = self.sends.take()
         async with self._lock:
+            try:
+                await acknowledged(sends)  # step 3
+            except (KafkaError, OSError, RuntimeError) as exc:
+                raise CheckpointFailed(
+                    f"{len(sends)} dead letters or status changes were not "
+                    f"acknowledged by the broker ({exc!r})"
+                ) from exc
             await self._write(dirty)
-        self.cache.trim()  # step 5 (the commit itself follows in Faust)
+        self.cache.trim()  # step 6 (the commit itself follows in Faust)
 
     async def _write(self, dirty: DirtyStates) -> None:
         if not dirty:

@@ -31,7 +31,7 @@ from app.broker_watch import (
     report_consistency_errors,
 )
 from app.catalog_follower import CatalogEventT, CatalogFollower
-from app.checkpoint import ChangelogWriter, Checkpoint
+from app.checkpoint import ChangelogWriter, Checkpoint, PendingSends, acknowledged
 from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import (
     BatchCancelled,
@@ -157,10 +157,12 @@ class Worker:
             client_kwargs=client_kwargs,
         )
         self.metrics = WorkerMetrics()
+        self.sends = PendingSends()
         self.checkpoint = Checkpoint(
             self.cache,
             self.store,
             self.changelog,
+            sends=self.sends,
             on_done=lambda seconds, _: self.metrics.commit_seconds.observe(seconds),
         )
         self._redis_writing_since: float | None = None
@@ -251,7 +253,8 @@ class Worker:
             await work
         except WorkerExit as exc:
             await self._loss_first()
-            exit_process(exc)
+            # A checkpoint's send refused for a missing ACL is 77 too.
+            exit_process(access_denied(exc) or exc)
         except asyncio.CancelledError:
             # Cancelled mid-batch (shutdown or rebalance): returning would let
             # take_ready ack events whose effects may not all be stored.
@@ -307,13 +310,17 @@ class Worker:
             history=self.history,
             exact=self.exact_forecaster,
         )
-        # Dead letters and status changes are acknowledged before the new
-        # states enter the cache: a checkpoint running meanwhile (Faust's
-        # commit timer) cannot store a state, whose records would then be
-        # redeliveries and not folded again, ahead of what they sent.
-        await self._send_records(
-            [self._dead_letter(r.record, r.reason) for r in (*rejected, *plan.dead)],
-            plan.transitions,
+        # Dead letters and status changes are sent before the new states
+        # enter the cache; the next checkpoint awaits their acknowledgement
+        # before it stores any state (app/checkpoint.py, steps 2-3).
+        self.sends.add(
+            await self._send_records(
+                [
+                    self._dead_letter(r.record, r.reason)
+                    for r in (*rejected, *plan.dead)
+                ],
+                plan.transitions,
+            )
         )
         for state in plan.states.values():
             cache.put(state.source_partition, state)
@@ -787,14 +794,15 @@ class Worker:
         )
 
     async def _send_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
-        await self._send_records(dead, ())
+        """Dead letters, acknowledged by the broker before this returns."""
+        await acknowledged(await self._send_records(dead, ()))
 
     async def _send_records(
         self, dead: Sequence[DeadLetter], changes: Sequence[StatusChanged]
-    ) -> None:
-        """Dead letters and status changes, acknowledged by the broker."""
+    ) -> list[Awaitable[Any]]:
+        """Send dead letters and status changes; their acknowledgements."""
         if not dead and not changes:
-            return
+            return []
         self.metrics.dead_letters.inc(len(dead))
         futures = [
             await self.dead_letter_topic.send(
@@ -812,12 +820,7 @@ class Worker:
                 for c in changes
             ]
         )
-        # Acked by the broker before the source offsets are committed. Every
-        # answer is taken, so a refusal of several (a missing ACL) is raised
-        # once, not logged again as "exception was never retrieved".
-        for result in await asyncio.gather(*futures, return_exceptions=True):
-            if isinstance(result, BaseException):
-                raise result
+        return futures
 
 
 def create_worker(

@@ -1,0 +1,155 @@
+"""The checkpoint stores no state before the broker has acknowledged what the
+batches behind it sent (app/checkpoint.py, steps 2-3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
+
+from app.checkpoint import Checkpoint, PendingSends
+from app.faust_corrections.restart import (
+    EXIT_NOPERM,
+    AccessDenied,
+    CheckpointFailed,
+    access_denied,
+)
+from app.state_cache import StateCache
+from processors.registration import RegistrationState
+
+
+class _Store:
+    """The local store (fake: a dict per partition)."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[int, dict[bytes, bytes], int]] = []
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        return None
+
+    def write(
+        self, partition: int, items: Mapping[bytes, bytes], changelog_offset: int
+    ) -> None:
+        self.written.append((partition, dict(items), changelog_offset))
+
+
+class _Changelog:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.offset = 0
+
+    async def write(
+        self, partition: int, records: Sequence[tuple[bytes, bytes]]
+    ) -> int:
+        self.log.extend(f"changelog {key.decode()}" for key, _ in records)
+        self.offset += len(records)
+        return self.offset
+
+
+def _checkpoint() -> tuple[Checkpoint, StateCache, _Store, list[str]]:
+    store = _Store()
+    log: list[str] = []
+    cache = StateCache(store)  # type: ignore[arg-type]
+    checkpoint = Checkpoint(cache, store, _Changelog(log))  # type: ignore[arg-type]
+    return checkpoint, cache, store, log
+
+
+def _state(reg_id: str) -> RegistrationState:
+    return RegistrationState(reg_id, "li", "u", "learner")
+
+
+async def _acked(log: list[str], name: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    log.append(f"acked {name}")
+
+
+async def test_states_are_stored_only_after_the_sends_before_them_are_acked() -> None:
+    checkpoint, cache, store, log = _checkpoint()
+    loop = asyncio.get_running_loop()
+    # A batch sent a dead letter and a status change, then put its state.
+    slow = loop.create_task(_acked(log, "status change", 0.05))
+    fast = loop.create_task(_acked(log, "dead letter", 0.0))
+    checkpoint.sends.add([slow, fast])
+    cache.put(0, _state("reg-1"))
+
+    await checkpoint.before_commit()
+
+    assert log == ["acked dead letter", "acked status change", "changelog reg-1"]
+    assert [p for p, _, _ in store.written] == [0]
+    assert len(checkpoint.sends) == 0
+
+
+async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None:
+    checkpoint, cache, _, log = _checkpoint()
+    loop = asyncio.get_running_loop()
+    cache.put(0, _state("reg-1"))
+    gate = loop.create_future()
+    checkpoint.sends.add([gate])
+    running = loop.create_task(checkpoint.before_commit())
+    await asyncio.sleep(0.01)
+    # The checkpoint waits for the first batch's send; a later batch sends.
+    assert log == [] and not running.done()
+    later = loop.create_future()
+    checkpoint.sends.add([later])
+    gate.set_result(None)
+    await running
+    assert log == ["changelog reg-1"]
+    # The later send belongs to the next checkpoint, which waits for it.
+    assert len(checkpoint.sends) == 1
+    cache.put(1, _state("reg-2"))
+    following = loop.create_task(checkpoint.before_commit())
+    await asyncio.sleep(0.01)
+    assert not following.done()
+    later.set_result(None)
+    await following
+    assert log == ["changelog reg-1", "changelog reg-2"]
+
+
+async def test_a_refused_send_stores_nothing_and_fails_the_checkpoint() -> None:
+    checkpoint, cache, store, log = _checkpoint()
+    loop = asyncio.get_running_loop()
+    refused = loop.create_future()
+    refused.set_exception(KafkaTimeoutError())
+    checkpoint.sends.add([refused])
+    cache.put(0, _state("reg-1"))
+
+    with pytest.raises(CheckpointFailed, match="not acknowledged"):
+        await checkpoint.before_commit()
+    assert log == [] and store.written == []
+
+
+async def test_a_send_denied_by_an_acl_ends_the_worker_as_access_denied() -> None:
+    checkpoint, _, _, _ = _checkpoint()
+    loop = asyncio.get_running_loop()
+    denied = loop.create_future()
+    denied.set_exception(TopicAuthorizationFailedError())
+    checkpoint.sends.add([denied])
+    with pytest.raises(CheckpointFailed) as raised:
+        await checkpoint.before_commit()
+    # The worker's _or_exit maps a WorkerExit through access_denied.
+    exit_with = access_denied(raised.value)
+    assert isinstance(exit_with, AccessDenied)
+    assert exit_with.exit_code == EXIT_NOPERM
+
+
+async def test_pending_sends_forget_the_acknowledged_past_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("app.checkpoint._PRUNE_AT", 4)
+    loop = asyncio.get_running_loop()
+    sends = PendingSends()
+    done: list[Any] = []
+    for _ in range(4):
+        f = loop.create_future()
+        f.set_result(None)
+        done.append(f)
+    failed = loop.create_future()
+    failed.set_exception(KafkaTimeoutError())
+    waiting = loop.create_future()
+    sends.add([*done, failed, waiting])
+    # The acknowledged are dropped; a refusal and a send in flight stay.
+    assert sends.take() == [failed, waiting]
+    waiting.cancel()
