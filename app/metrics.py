@@ -32,7 +32,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
 
 import orjson
 from prometheus_client import (
@@ -45,12 +46,36 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["HealthServer", "WorkerMetrics"]
+__all__ = ["HealthServer", "WorkerMetrics", "observe_many"]
 
 log = logging.getLogger(__name__)
 
 _FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _FRESH = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
+    """Record ``values`` as one ``observe`` call each would, with one
+    increment per bucket touched (a batch's per-record freshness: one
+    ``observe`` per record was 3-4 % of a replaying worker's CPU, py-spy).
+
+    prometheus_client has no bulk observe; this reads the histogram's bucket
+    bounds and counters, and tests/unit/test_worker_metrics.py holds its
+    exposition equal to per-value ``observe`` calls."""
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for value in values:
+        # observe() counts a value in the first bucket whose bound >= it.
+        counts[bisect_left(bounds, value)] += 1
+        total += value
+    if not any(counts):
+        return
+    histogram._sum.inc(total)
+    buckets = histogram._buckets
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)
 
 
 class WorkerMetrics:

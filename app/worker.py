@@ -47,7 +47,7 @@ from app.forecast_builder import ForecastBuilder, Waiting
 from app.heap import HeapFreezer
 from app.heartbeat import Heartbeat
 from app.materialized import mark_materialized
-from app.metrics import HealthServer, WorkerMetrics
+from app.metrics import HealthServer, WorkerMetrics, observe_many
 from app.projector import Projection, RedisProjector
 from app.state_cache import StateCache
 from infra.broker import BrokerProfile
@@ -377,11 +377,13 @@ class Worker:
         now = time.time()
         by_record = metrics.freshness.labels("record")
         by_event = metrics.freshness.labels("occurred_at")
-        for m in messages:
-            if m.timestamp:
-                by_record.observe(max(0.0, now - m.timestamp))
-        for d in decoded:
-            by_event.observe(max(0.0, now - d.event.occurred_at.timestamp()))
+        observe_many(
+            by_record, [max(0.0, now - m.timestamp) for m in messages if m.timestamp]
+        )
+        observe_many(
+            by_event,
+            [max(0.0, now - d.event.occurred_at.timestamp()) for d in decoded],
+        )
         last: dict[int, int] = {}
         for m in messages:
             last[m.partition] = m.offset
