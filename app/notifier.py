@@ -448,10 +448,7 @@ class Notifier:
             await self._record(
                 sub, change, attempt, at, outcome="delivered", result=outcome
             )
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xdel(keys.outbox(partner, webhook_id), entry)
-            pipe.delete(retry_key)
-            await pipe.execute()
+            await self._done_with_head(sub, entry)
             return
         elapsed = (self.clock() - float(state["first"])) / scale
         delay = next_delay(attempt, self.rng, elapsed)
@@ -466,10 +463,7 @@ class Notifier:
             await self._record(
                 sub, change, attempt, at, outcome="dead_lettered", result=outcome
             )
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xdel(keys.outbox(partner, webhook_id), entry)
-            pipe.delete(retry_key)
-            await pipe.execute()
+            await self._done_with_head(sub, entry)
             return
         self.stats.failed += 1
         due = self.clock() + delay * scale
@@ -487,6 +481,15 @@ class Notifier:
             keys=[keys.subscriptions(partner), retry_key],
             args=[webhook_id, *(x for kv in fields.items() for x in kv)],
         )
+
+    async def _done_with_head(self, sub: Subscription, entry: str) -> None:
+        """The outbox head was delivered or dead-lettered (and recorded):
+        delete it and its retry state, so the next change comes up."""
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xdel(keys.outbox(sub.partner_id, sub.id), entry)
+        pipe.delete(keys.retry(sub.partner_id, sub.id))
+        await pipe.execute()
 
     async def _redeliveries(self, sub: Subscription) -> None:
         """Requests to send a delivery again (``POST …/redeliver``): one

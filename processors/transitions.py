@@ -25,7 +25,6 @@ against the status under the current catalog. docs/webhooks.md says so.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from processors.catalog import Catalog, PartnerCatalog
 from processors.goals import StatusScope, affected_by, scoped_status, status_scope
@@ -87,10 +86,9 @@ class Transitions:
                 state,
                 view,
                 goal,
+                event,
                 previous=None,
                 status=status,
-                event_id=event.event_id,
-                occurred_at=event.occurred_at,
                 partition=partition,
                 offset=offset,
             )
@@ -133,10 +131,9 @@ class Transitions:
                     after,
                     view,
                     goal,
+                    event,
                     previous=previous,
                     status=status,
-                    event_id=event.event_id,
-                    occurred_at=event.occurred_at,
                     partition=partition,
                     offset=offset,
                 )
@@ -171,18 +168,18 @@ class Transitions:
         state: RegistrationState,
         view: PartnerCatalog,
         goal: GoalDefined,
+        event: RegistrationCreated | AttemptGraded,
         *,
         previous: str | None,
         status: str,
-        event_id: str,
-        occurred_at: datetime,
         partition: int,
         offset: int,
     ) -> None:
+        """A status change of ``goal`` caused by ``event`` (at its position)."""
         self.changes.append(
             StatusChanged.model_validate(
                 {
-                    "transition_id": transition_id(event_id, goal.goal_id),
+                    "transition_id": transition_id(event.event_id, goal.goal_id),
                     "partner_id": view.partner_id or "",
                     "learning_instance_id": state.learning_instance_id,
                     "registration_id": state.registration_id,
@@ -190,8 +187,8 @@ class Transitions:
                     "goal_id": goal.goal_id,
                     "previous_status": previous,
                     "status": status,
-                    "occurred_at": occurred_at,
-                    "event_id": event_id,
+                    "occurred_at": event.occurred_at,
+                    "event_id": event.event_id,
                     "source_partition": partition,
                     "source_offset": offset,
                 }

@@ -17,14 +17,12 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +51,7 @@ from tests.reliability.kafka_secure import (
     make_pki,
     secure_cluster,
 )
+from tests.webhook_receiver import Hook, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -158,34 +157,6 @@ def _start_worker(stack: SecureStack, name: str, **security: Any) -> tuple[Any, 
     return proc, port
 
 
-class _Receiver:
-    """A webhook endpoint on loopback: the ``webhook-id`` of every request,
-    each answered 204."""
-
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers["content-length"]))
-                receiver.ids.add(self.headers["webhook-id"])
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def _status_change_ids(stack: SecureStack) -> set[str]:
     """The transition ids in the status-changes topic (admin listener)."""
 
@@ -205,26 +176,29 @@ def _status_change_ids(stack: SecureStack) -> set[str]:
 def _run_pipeline(stack: SecureStack) -> None:
     """Worker + notifier + API + ``mastery produce`` + ``mastery dlq`` end to
     end, each as its own principal, through SASL_SSL only."""
-    receiver = _Receiver()
+    receiver = Receiver()
     try:
         _run_pipeline_to(stack, receiver)
     finally:
         receiver.close()
 
 
-def _run_pipeline_to(stack: SecureStack, receiver: _Receiver) -> None:
+def _run_pipeline_to(stack: SecureStack, receiver: Receiver) -> None:
     _, worker_port = _start_worker(stack, "worker-1")
     notifier = stack.start_notifier(extra_env=stack.security_env(ROLES["notifier"]))
     stack.principal = ROLES["api"]
     stack.start_api()
     # The workload's partner subscribes before anything is produced.
     partner = partner_of(_workload(), _workload().learning_instances[0])
+    hook = receiver.hooks["/hook"] = Hook()
     status, body = post_json(
         f"{stack.api_url}/webhooks",
-        {"url": receiver.url, "event_types": [STATUS_CHANGED_TYPE]},
+        {"url": receiver.url("/hook"), "event_types": [STATUS_CHANGED_TYPE]},
         token=stack.token(partner_id=partner),
     )
     assert status == 201, body
+    assert isinstance(body, dict)
+    hook.secret = body["secret"]
 
     produced = _mastery(stack, ROLES["cli"], "produce", *PRODUCE_ARGS)
     assert produced.returncode == 0, produced.stderr
@@ -294,13 +268,14 @@ def _run_pipeline_to(stack: SecureStack, receiver: _Receiver) -> None:
         sent = _status_change_ids(stack)
         behind = group_behind(stack.kafka.bootstrap_servers, group, topic)
         caught_up = bool(behind) and not any(behind.values())
-        if (sent and receiver.ids == sent and caught_up) or (
-            time.monotonic() > deadline
-        ):
+        delivered = {msg_id for msg_id, _ in hook.delivered}
+        if (sent and delivered == sent and caught_up) or (time.monotonic() > deadline):
             break
         time.sleep(1)
-    assert sent and receiver.ids == sent, (len(sent), len(receiver.ids))
+    assert sent and delivered == sent, (len(sent), len(delivered))
     assert caught_up, behind
+    # Through SASL_SSL too, every request is signed with the secret.
+    assert hook.bad_signatures == 0
 
 
 def _graded(attempt: AttemptGraded) -> dict[str, Any]:
