@@ -52,6 +52,8 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from app.metrics import HealthServer
+from app.notifier_metrics import NotifierMetrics, NotifierProbe
 from infra.broker import BrokerProfile
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
@@ -80,10 +82,13 @@ SCAN_INTERVAL_S = 0.5
 OUTBOX_BLOCK_MS = 500
 
 
-# KEYS: subscriptions, outbox. ARGV: id, change. Appends only to the outbox
-# of a subscription that exists (a deleted one's outbox is gone for good).
+# KEYS: subscriptions, outbox. ARGV: id, change, bound. Appends only to the
+# outbox of a subscription that exists (a deleted one's outbox is gone for
+# good) and holds fewer than the bound: 1 appended, 0 no such subscription,
+# -1 the outbox is full (nothing appended; the caller dead-letters it).
 _ENQUEUE_LUA = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('XLEN', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
 redis.call('XADD', KEYS[2], '*', 't', ARGV[2])
 return 1
 """
@@ -183,6 +188,8 @@ class NotifierStats:
     delivered: int = 0
     failed: int = 0
     dead_lettered: int = 0
+    #: changes refused at intake by a full outbox (dead-lettered)
+    outbox_full: int = 0
     redelivered: int = 0
     undecodable: int = 0
     held: set[str] = field(default_factory=set)
@@ -219,6 +226,13 @@ class Notifier:
         self._extend = self.redis.register_script(_EXTEND_LUA)
         self._append = self.redis.register_script(_ENQUEUE_LUA)
         self._keep_retry = self.redis.register_script(_RETRY_LUA)
+        self._consumer: AIOKafkaConsumer | None = None
+        self.metrics = NotifierMetrics()
+        self.metrics.outbox_max.set(settings.notifier_outbox_max)
+        self.metrics.held.set_function(lambda: len(self.stats.held))
+        self.probe = NotifierProbe(
+            self.metrics, self.redis, self._held_outboxes, lambda: self._consumer
+        )
 
     # -- the process ----------------------------------------------------------
 
@@ -234,22 +248,37 @@ class Notifier:
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self.settings.notifier_timeout_s),
         )
+        health: HealthServer | None = None
         try:
+            if self.settings.metrics_port is not None:
+                health = HealthServer(
+                    # HealthServer only calls exposition(), which
+                    # NotifierMetrics has; app/metrics.py types it as the
+                    # worker's class.
+                    self.metrics,  # type: ignore[arg-type]
+                    self.probe.ready,
+                    self.settings.metrics_host,
+                    self.settings.metrics_port,
+                )
+                await health.start()
             intake = asyncio.create_task(self._intake(), name="notifier-intake")
             scan = asyncio.create_task(self._scan(), name="notifier-scan")
+            probe = asyncio.create_task(self.probe.run(), name="notifier-probe")
             stop = asyncio.create_task(self._stopping.wait())
             done, _ = await asyncio.wait(
-                {intake, scan, stop}, return_when=asyncio.FIRST_COMPLETED
+                {intake, scan, probe, stop}, return_when=asyncio.FIRST_COMPLETED
             )
-            for task in (intake, scan, stop, *self._tasks.values()):
+            for task in (intake, scan, probe, stop, *self._tasks.values()):
                 task.cancel()
             await asyncio.gather(
-                intake, scan, stop, *self._tasks.values(), return_exceptions=True
+                intake, scan, probe, stop, *self._tasks.values(), return_exceptions=True
             )
             for task in done:
                 if task is not stop and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:
+            if health is not None:
+                await health.stop()
             await self._release_all()
             await self._http.close()
             await self.redis.aclose()
@@ -270,6 +299,7 @@ class Notifier:
             **kafka_client_kwargs(self.settings),
         )
         await consumer.start()
+        self._consumer = consumer
         log.info("notifier %s reads %s", self.me, self.topic)
         try:
             while True:
@@ -285,15 +315,23 @@ class Notifier:
                 )
                 await consumer.commit()
         finally:
+            self._consumer = None
             await consumer.stop()
 
     async def _enqueue(self, records: list[tuple[bytes, int]]) -> None:
         """Append each status change (its bytes, its record's timestamp in ms)
         to the outboxes of its partner's subscriptions made before the worker
         wrote it: a new subscription, or a first notifier on an old topic,
-        does not get the changes of the past."""
+        does not get the changes of the past.
+
+        An outbox at ``MASTERY_NOTIFIER_OUTBOX_MAX`` refuses the change (in
+        the append's script, so the check and the append are one step) and
+        the change is dead-lettered here (:meth:`_refuse`), before the
+        intake commits: a crash in between takes the records in again."""
         pipe = self.redis.pipeline(transaction=False)
-        queued = 0
+        queued: list[tuple[Subscription, StatusChanged]] = []
+        bound = self.settings.notifier_outbox_max
+        self.metrics.changes.inc(len(records))
         for raw, written_ms in records:
             try:
                 change = StatusChanged.from_bytes(raw)
@@ -301,6 +339,7 @@ class Notifier:
                 # The worker writes this topic: an undecodable record is a bug
                 # to see, not a reason to stop every partner's deliveries.
                 self.stats.undecodable += 1
+                self.metrics.undecodable.inc()
                 log.error("undecodable status change skipped: %s", exc)
                 continue
             for sub in await self._subscriptions(change.partner_id):
@@ -313,13 +352,49 @@ class Notifier:
                             self.keys.subscriptions(sub.partner_id),
                             self.keys.outbox(sub.partner_id, sub.id),
                         ],
-                        args=[sub.id, raw],
+                        args=[sub.id, raw, bound],
                         client=pipe,
                     )
-                    queued += 1
-        if queued:
-            await pipe.execute()
-            self.stats.enqueued += queued
+                    queued.append((sub, change))
+        if not queued:
+            return
+        answers = await pipe.execute()
+        appended = sum(1 for answer in answers if int(answer) == 1)
+        self.stats.enqueued += appended
+        self.metrics.appends.inc(appended)
+        full = [q for q, answer in zip(queued, answers, strict=True) if int(answer) < 0]
+        if full:
+            await self._refuse(full)
+
+    async def _refuse(self, full: list[tuple[Subscription, StatusChanged]]) -> None:
+        """Dead-letter changes their full outboxes refused: recorded in
+        ``GET …/deliveries`` with the change (so ``redeliver`` can send it),
+        counted, and logged once per subscription."""
+        at = datetime.fromtimestamp(self.clock(), UTC)
+        bound = self.settings.notifier_outbox_max
+        why = _Outcome(
+            False,
+            None,
+            f"outbox full: {bound} changes waiting (MASTERY_NOTIFIER_OUTBOX_MAX); "
+            "not sent, redeliver to send it",
+            0.0,
+        )
+        await self.store.record_deliveries(
+            (sub.partner_id, sub.id, _attempt(change, 1, at, "dead_lettered", why))
+            for sub, change in full
+        )
+        self.stats.outbox_full += len(full)
+        self.metrics.outcome["outbox_full"].inc(len(full))
+        refused: dict[str, int] = {}
+        for sub, _ in full:
+            refused[sub.id] = refused.get(sub.id, 0) + 1
+        for webhook_id, n in refused.items():
+            log.warning(
+                "webhook %s: outbox full (%d waiting), %d changes dead-lettered",
+                webhook_id,
+                bound,
+                n,
+            )
 
     async def _subscriptions(self, partner_id: str) -> list[Subscription]:
         now = time.monotonic()
@@ -359,6 +434,13 @@ class Notifier:
                             name=f"webhook-{sub.id}",
                         )
             await asyncio.sleep(SCAN_INTERVAL_S)
+
+    def _held_outboxes(self) -> list[str]:
+        return [
+            self.keys.outbox(partner, webhook_id)
+            for (partner, webhook_id), task in self._tasks.items()
+            if not task.done()
+        ]
 
     async def _renew(self, partner: str, webhook_id: str) -> bool:
         """Extend our lease; ``False`` if another notifier holds it now."""
@@ -445,6 +527,7 @@ class Notifier:
         scale = self.settings.notifier_retry_scale
         if outcome.delivered:
             self.stats.delivered += 1
+            self.metrics.outcome["delivered"].inc()
             await self._record(
                 sub, change, attempt, at, outcome="delivered", result=outcome
             )
@@ -454,6 +537,7 @@ class Notifier:
         delay = next_delay(attempt, self.rng, elapsed)
         if delay is None:
             self.stats.dead_lettered += 1
+            self.metrics.outcome["dead_lettered"].inc()
             log.warning(
                 "webhook %s: %s dead-lettered after %d attempts",
                 webhook_id,
@@ -466,6 +550,7 @@ class Notifier:
             await self._done_with_head(sub, entry)
             return
         self.stats.failed += 1
+        self.metrics.outcome["failed"].inc()
         due = self.clock() + delay * scale
         await self._record(
             sub,
@@ -503,6 +588,9 @@ class Notifier:
     async def _redeliver(self, sub: Subscription, request: RedeliveryRequest) -> None:
         outcome = await self._send(sub, request.transition)
         self.stats.redelivered += 1
+        self.metrics.outcome[
+            "redelivered" if outcome.delivered else "redelivery_failed"
+        ].inc()
         at = datetime.fromtimestamp(self.clock(), UTC)
         await self._record(
             sub,
@@ -535,6 +623,8 @@ class Notifier:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
             return _Outcome(False, None, reason, _ms(started))
+        finally:
+            self.metrics.request_seconds.observe(time.perf_counter() - started)
 
     async def _record(
         self,
@@ -550,20 +640,32 @@ class Notifier:
         await self.store.record_delivery(
             sub.partner_id,
             sub.id,
-            DeliveryAttempt.model_validate(
-                {
-                    "delivery_id": change.transition_id,
-                    "attempt": attempt,
-                    "at": at,
-                    "outcome": outcome,
-                    "status_code": result.status_code,
-                    "response": result.response,
-                    "duration_ms": result.duration_ms,
-                    "next_attempt_at": next_at,
-                    "transition": change,
-                }
-            ),
+            _attempt(change, attempt, at, outcome, result, next_at=next_at),
         )
+
+
+def _attempt(
+    change: StatusChanged,
+    attempt: int,
+    at: datetime,
+    outcome: str,
+    result: _Outcome,
+    *,
+    next_at: datetime | None = None,
+) -> DeliveryAttempt:
+    return DeliveryAttempt.model_validate(
+        {
+            "delivery_id": change.transition_id,
+            "attempt": attempt,
+            "at": at,
+            "outcome": outcome,
+            "status_code": result.status_code,
+            "response": result.response,
+            "duration_ms": result.duration_ms,
+            "next_attempt_at": next_at,
+            "transition": change,
+        }
+    )
 
 
 def _ms(started: float) -> float:

@@ -266,6 +266,14 @@ class Settings(BaseSettings):
         description="multiplies the retry schedule and its 24 h deadline "
         "(below 1 only for tests and drills)",
     )
+    notifier_outbox_max: int = Field(
+        default=10_000,
+        ge=1,
+        le=10_000_000,
+        description="changes one subscription's outbox may hold; a change "
+        "beyond it is dead-lettered at intake ('outbox full', redeliverable; "
+        "docs/webhooks.md, 'Outbox bound')",
+    )
 
     # Ingest endpoints (docs/ingest.md).
     max_ingest_request_bytes: int = Field(

@@ -14,6 +14,7 @@ Redis errors are raised as they are (the API answers them with 503).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,6 +193,23 @@ class RedisWebhookStore:
             args=[webhook_id, attempt.model_dump_json(), self.deliveries_kept],
         )
         return int(recorded) == 1
+
+    async def record_deliveries(
+        self, attempts: Iterable[tuple[str, str, DeliveryAttempt]]
+    ) -> None:
+        """:meth:`record_delivery` for each ``(partner_id, webhook_id,
+        attempt)``, in one round trip (a full outbox's refusals)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for partner_id, webhook_id, attempt in attempts:
+            await self._record(
+                keys=[
+                    self.keys.subscriptions(partner_id),
+                    self.keys.deliveries(partner_id, webhook_id),
+                ],
+                args=[webhook_id, attempt.model_dump_json(), self.deliveries_kept],
+                client=pipe,
+            )
+        await pipe.execute()
 
     async def deliveries(
         self, partner_id: str, webhook_id: str

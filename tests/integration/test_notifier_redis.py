@@ -1,5 +1,7 @@
 """The notifier's Redis side, on the real server (app/notifier.py): what it
-appends for a deleted subscription, and what it does when its lease is taken.
+appends for a deleted subscription, what it does when its lease is taken,
+what a full outbox does with a change, and what its probe samples
+(app/notifier_metrics.py).
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from app.embedded import EmbeddedRedis
+from app.embedded import EmbeddedRedis, free_port
 from app.notifier import Notifier
+from app.notifier_metrics import NotifierMetrics, NotifierProbe
 from infra.broker import profile_for
 from infra.settings import Settings
 from infra.webhook_store import RedisWebhookStore
@@ -24,9 +28,9 @@ pytestmark = pytest.mark.integration
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
 
-def _change(partner: str) -> StatusChanged:
+def _change(partner: str, event_id: str = "e-1") -> StatusChanged:
     return StatusChanged(
-        transition_id=transition_id("e-1", "g-1"),
+        transition_id=transition_id(event_id, "g-1"),
         partner_id=partner,
         learning_instance_id="li-1",
         registration_id="r-1",
@@ -35,7 +39,7 @@ def _change(partner: str) -> StatusChanged:
         previous_status="no_work",
         status="in_progress",
         occurred_at=NOW,
-        event_id="e-1",
+        event_id=event_id,
         source_partition=0,
         source_offset=7,
     )
@@ -117,5 +121,95 @@ def test_a_taken_lease_stops_the_deliveries_without_an_error(
         assert await redis.get(lease) == b"another-notifier"
         await redis.aclose()
         await notifier.redis.aclose()
+
+    asyncio.run(go())
+
+
+def _samples(metrics: NotifierMetrics) -> dict[str, float]:
+    """Every sample of the exposition, by ``name`` or ``name{label="v"}``."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return out
+
+
+def test_a_full_outbox_dead_letters_the_newest_changes_with_their_payload(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """Bound 3, five changes: the first three wait in the outbox, in order;
+    the last two are recorded as dead-lettered ("outbox full") with their
+    transition (what POST …/redeliver sends), counted, and nothing else."""
+
+    async def go() -> None:
+        partner = f"p-{uuid.uuid4().hex[:8]}"
+        notifier = _notifier(redis_server, notifier_outbox_max=3)
+        redis = Redis.from_url(redis_server.url)
+        store = RedisWebhookStore(redis)
+        sub = await _subscribe(redis, partner)
+        changes = [_change(partner, f"e-{i}") for i in range(5)]
+        written = int(datetime.now(UTC).timestamp() * 1000)
+        await notifier._enqueue([(c.to_bytes(), written) for c in changes[:4]])
+        await notifier._enqueue([(changes[4].to_bytes(), written)])
+        outbox: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(
+            store.keys.outbox(partner, sub.id)
+        )
+        assert [StatusChanged.from_bytes(f[b"t"]) for _, f in outbox] == changes[:3]
+        recorded = await store.deliveries(partner, sub.id)
+        assert [d.transition for d in recorded] == [changes[4], changes[3]]
+        for d in recorded:
+            assert d.outcome == "dead_lettered"
+            assert d.delivery_id == d.transition.transition_id
+            assert d.status_code is None
+            assert d.response is not None and d.response.startswith("outbox full")
+        assert notifier.stats.outbox_full == 2
+        assert notifier.stats.enqueued == 3
+        samples = _samples(notifier.metrics)
+        assert samples['mastery_notifier_deliveries_total{outcome="outbox_full"}'] == 2
+        assert samples['mastery_notifier_deliveries_total{outcome="delivered"}'] == 0
+        assert samples["mastery_notifier_appends_total"] == 3
+        assert samples["mastery_notifier_changes_total"] == 5
+        assert samples["mastery_notifier_outbox_max_entries"] == 3
+        # Once the head is gone, there is room for one change again.
+        head_id = outbox[0][0]
+        await notifier._done_with_head(sub, head_id.decode())
+        await notifier._enqueue([(changes[4].to_bytes(), written)])
+        assert await redis.xlen(store.keys.outbox(partner, sub.id)) == 3
+        assert notifier.stats.outbox_full == 2
+        await redis.aclose()
+        await notifier.redis.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_probe_samples_the_held_outboxes_and_names_what_is_unreachable(
+    redis_server: EmbeddedRedis,
+) -> None:
+    async def go() -> None:
+        redis = Redis.from_url(redis_server.url)
+        prefix = f"probe-{uuid.uuid4().hex[:8]}"
+        keys = [f"{prefix}:a", f"{prefix}:b", f"{prefix}:none"]
+        for _ in range(3):
+            await redis.xadd(keys[0], {"t": b"x"})
+        await redis.xadd(keys[1], {"t": b"x"})
+        metrics = NotifierMetrics()
+        probe = NotifierProbe(metrics, redis, lambda: keys, lambda: None)
+        assert probe.ready() is not None  # nothing sampled yet
+        await probe.sample()
+        samples = _samples(metrics)
+        assert samples["mastery_notifier_outbox_entries"] == 4
+        assert samples["mastery_notifier_outbox_longest_entries"] == 3
+        # Redis answered; the broker was not reached (no consumer yet).
+        why = probe.ready()
+        assert why is not None and why.startswith("broker:"), why
+        # A Redis nobody listens on: named as the reason.
+        closed = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+        down = NotifierProbe(NotifierMetrics(), closed, lambda: keys, lambda: None)
+        await down.sample()
+        why = down.ready()
+        assert why is not None and why.startswith("Redis: ") and "Connection" in why
+        await closed.aclose()
+        await redis.aclose()
 
     asyncio.run(go())
