@@ -170,13 +170,26 @@ class DevStack:
             self.start_worker(name, extra_env=self._worker_env.get(name))
 
     def start_notifier(
-        self, name: str = "notifier-1", *, extra_env: dict[str, str] | None = None
+        self,
+        name: str = "notifier-1",
+        *,
+        extra_env: dict[str, str] | None = None,
+        metrics_port: int | None = None,
     ) -> subprocess.Popen[bytes]:
-        """A ``mastery notifier`` process (app/notifier.py)."""
+        """A ``mastery notifier`` process (app/notifier.py); with
+        ``metrics_port``, its /metrics, /healthz and /readyz on loopback."""
         log = (self.log_dir / f"{name}.log").open("ab")
+        metrics = (
+            {}
+            if metrics_port is None
+            else {
+                "MASTERY_METRICS_HOST": "127.0.0.1",
+                "MASTERY_METRICS_PORT": str(metrics_port),
+            }
+        )
         proc = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "notifier"],
-            env=self.env(**(extra_env or {})),
+            env=self.env(**{**metrics, **(extra_env or {})}),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

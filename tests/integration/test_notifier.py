@@ -16,9 +16,11 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.devstack import DevStack, post_json
+from app.embedded import free_port
 from app.embedded_kafka import EmbeddedKafka
 from app.workload import Workload, assistments, simulated
 from processors.catalog import Catalog
@@ -145,8 +147,11 @@ def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
     hooks = {p: _subscribe(stack, receiver, p, f"/{p}") for p in partners}
     # Two notifiers share the work (the intake's group, the subscriptions'
     # leases); both start before any change is written.
-    stack.start_notifier("notifier-1", extra_env=NOTIFIER_ENV)
-    stack.start_notifier("notifier-2", extra_env=NOTIFIER_ENV)
+    ports = [free_port(), free_port()]
+    for i, port in enumerate(ports):
+        stack.start_notifier(
+            f"notifier-{i + 1}", extra_env=NOTIFIER_ENV, metrics_port=port
+        )
     produce_catalog_first(stack, workload)
     events = [*workload.registrations, *workload.attempts]
     produce(stack, events)
@@ -165,6 +170,29 @@ def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
         (t[2], t[3]) for regs in expected.values() for ts in regs.values() for t in ts
     }
     assert {(None, "no_work"), ("no_work", "in_progress")} <= kinds
+
+    # The two notifiers' metrics add up to what the receiver got.
+    total = sum(_count(e) for e in expected.values())
+    answered = sum(len(h.delivered) for h in hooks.values())
+    metrics = _wait_for_metrics(
+        ports,
+        lambda m: (
+            m['mastery_notifier_deliveries_total{outcome="delivered"}'] == answered
+        ),
+    )
+    assert metrics["mastery_notifier_appends_total"] == total
+    assert metrics["mastery_notifier_changes_total"] == total
+    assert metrics["mastery_notifier_request_seconds_count"] == answered
+    for outcome in ("failed", "dead_lettered", "outbox_full", "redelivered"):
+        assert metrics[f'mastery_notifier_deliveries_total{{outcome="{outcome}"}}'] == 0
+    assert metrics["mastery_notifier_subscriptions_held"] == len(hooks)
+    assert metrics["mastery_notifier_outbox_max_entries"] == 2 * 10_000
+    # Every partition's lag is known to one of them, and all is taken in.
+    lags = {k: v for k, v in metrics.items() if "consumer_lag" in k}
+    assert len(lags) == 4 and set(lags.values()) == {0}, lags
+    for port in ports:
+        assert _http(port, "/healthz") == (200, {"status": "ok"})
+        assert _http(port, "/readyz") == (200, {"status": "ready"})
 
     # The recorded attempts answer GET /webhooks/{id}/deliveries.
     partner = partners[0]
@@ -378,3 +406,132 @@ def test_a_notifier_refuses_private_addresses_when_they_are_not_allowed(
     assert attempt["status_code"] is None
     assert "refused" in attempt["response"] and "loopback" in attempt["response"]
     assert hook.received == []
+
+
+def _http(port: int, path: str) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}{path}", timeout=5
+        ) as response:
+            body = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read(), exc.code
+    if path == "/metrics":
+        return status, body.decode()
+    return status, orjson.loads(body)
+
+
+def _metrics(ports: list[int]) -> dict[str, float]:
+    """The notifiers' samples summed, by ``name`` or ``name{label="v"}``."""
+    out: dict[str, float] = {}
+    for port in ports:
+        status, text = _http(port, "/metrics")
+        assert status == 200
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(
+                    f'{k}="{v}"' for k, v in sorted(sample.labels.items())
+                )
+                key = f"{sample.name}{{{labels}}}" if labels else sample.name
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def _wait_for_metrics(
+    ports: list[int], ok: Any, timeout_s: float = 20
+) -> dict[str, float]:
+    """The metrics once ``ok(metrics)`` (a delivery is counted after its
+    answer is read; the lag and readiness are sampled every 5 s)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metrics = _metrics(ports)
+        ready = all(_http(p, "/readyz")[0] == 200 for p in ports)
+        lag_known = any("consumer_lag" in k for k in metrics)
+        if ok(metrics) and ready and lag_known:
+            return metrics
+        assert time.monotonic() < deadline, metrics
+        time.sleep(0.5)
+
+
+def test_a_full_outbox_dead_letters_what_it_refuses_and_it_can_be_redelivered(
+    stack: DevStack, receiver: Receiver
+) -> None:
+    """An outbox bound of 2 and a receiver that takes 1 s per answer: every
+    change is either delivered (in order) or dead-lettered with "outbox
+    full" in GET …/deliveries, never both, never neither; the metrics count
+    the same; a refused change is sent on request."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=2, attempts_per_learner=6, seed=4
+    )
+    partner = partner_of(workload, workload.learning_instances[0])
+    hook = _subscribe(stack, receiver, partner, "/bounded")
+    hook.delay_s = 1.0
+    events = [*workload.registrations, *workload.attempts]
+    expected = _expected(workload, events)[partner]
+    n = _count(expected)
+    assert 4 < n < 100  # overflows, and every record stays listed
+    port = free_port()
+    stack.start_notifier(
+        extra_env={**NOTIFIER_ENV, "MASTERY_NOTIFIER_OUTBOX_MAX": "2"},
+        metrics_port=port,
+    )
+    produce_catalog_first(stack, workload)
+    produce(stack, events)
+    token = stack.token(partner_id=partner)
+    webhook_id = _webhook_id(stack, partner)
+    deadline = time.monotonic() + 120
+    while True:
+        _, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
+        records = listed["deliveries"]
+        full = [d for d in records if d["outcome"] == "dead_lettered"]
+        delivered = [d for d in records if d["outcome"] == "delivered"]
+        if len(full) + len(delivered) == n:
+            break
+        assert time.monotonic() < deadline, f"{len(full)} + {len(delivered)} of {n}"
+        time.sleep(0.5)
+    assert full, "the bound of 2 refused nothing"
+    assert all(d["response"].startswith("outbox full: 2 ") for d in full)
+    assert all(d["status_code"] is None for d in full)
+    refused = {d["delivery_id"] for d in full}
+    got = [msg_id for msg_id, _ in hook.delivered]
+    assert set(got) == {d["delivery_id"] for d in delivered}
+    assert not refused & set(got)
+    every = {transition_id(t[4], t[1]) for ts in expected.values() for t in ts}
+    assert refused | set(got) == every
+    # What was kept arrived in order: each registration's sequence is the
+    # oracle's with the refused ones left out.
+    kept = {
+        reg: [t for t in ts if transition_id(t[4], t[1]) not in refused]
+        for reg, ts in expected.items()
+    }
+    assert _got(hook) == {reg: ts for reg, ts in kept.items() if ts}
+    metrics = _wait_for_metrics(
+        [port],
+        lambda m: (
+            m['mastery_notifier_deliveries_total{outcome="delivered"}'] == len(got)
+        ),
+    )
+    assert metrics['mastery_notifier_deliveries_total{outcome="outbox_full"}'] == len(
+        refused
+    )
+    assert metrics["mastery_notifier_appends_total"] == len(got)
+    assert metrics["mastery_notifier_outbox_longest_entries"] <= 2
+    # One refused change is sent on request, with its own webhook-id.
+    delivery_id = sorted(refused)[0]
+    status, queued = post_json(
+        f"{stack.api_url}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        {},
+        token=token,
+    )
+    assert status == 202, queued
+    _wait_for(hook, len(got) + 1, timeout_s=30)
+    assert hook.delivered[-1][0] == delivery_id
+    assert hook.bad_signatures == 0
+    metrics = _wait_for_metrics(
+        [port],
+        lambda m: m['mastery_notifier_deliveries_total{outcome="redelivered"}'] == 1,
+    )
