@@ -389,7 +389,7 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
 
     services = [runner.service(n) for n in ("worker-1", "worker-2", "api", "notifier")]
     notifier = services[3]
-    assert notifier.argv[-1] == "notifier" and notifier.healthcheck is None
+    assert notifier.argv[-1] == "notifier" and notifier.healthcheck is not None
     try:
         for service in services:
             service.start()

@@ -180,9 +180,21 @@ def test_compose_sets_only_what_the_command_reads(service: str, command: str) ->
 
 
 def test_the_read_by_check_sees_a_variable_the_command_ignores() -> None:
-    assert "MASTERY_METRICS_PORT" in _read_by("worker")
-    assert "MASTERY_METRICS_PORT" not in _read_by("notifier")
+    assert "MASTERY_DATA_DIR" in _read_by("worker")
+    assert "MASTERY_DATA_DIR" not in _read_by("notifier")
     assert "MASTERY_NOTIFIER_LEASE_S" in _read_by("notifier")
+    assert "MASTERY_NOTIFIER_OUTBOX_MAX" in _read_by("notifier")
+    assert "MASTERY_METRICS_PORT" in _read_by("notifier")
+
+
+def test_compose_checks_the_notifier_like_a_worker() -> None:
+    """Its metrics port and its healthcheck (``/readyz``) are the workers'."""
+    services = _compose()["services"]
+    notifier, worker = services["notifier"], services["worker-1"]
+    port = notifier["environment"]["MASTERY_METRICS_PORT"]
+    assert port == worker["environment"]["MASTERY_METRICS_PORT"]
+    assert notifier["healthcheck"]["test"] == worker["healthcheck"]["test"]
+    assert f"127.0.0.1:{port}/readyz" in " ".join(notifier["healthcheck"]["test"])
 
 
 def _compose_environments() -> list[dict[str, str]]:
@@ -242,8 +254,8 @@ def test_the_manifests_have_what_the_issue_asks_for() -> None:
 
 def test_the_notifier_deployment() -> None:
     """Two replicas (they share the work), the settings every process gets,
-    the pods' security of the others, and no probe: it serves no HTTP
-    endpoint, so an HTTP probe could only fail."""
+    the pods' security of the others, and the workers' probes on its
+    metrics port (app/notifier_metrics.py), scraped by annotation."""
     notifier = _named("Deployment", "mastery-notifier")
     api = _named("Deployment", "mastery-api")
     (worker,) = _kind("StatefulSet")
@@ -261,9 +273,15 @@ def test_the_notifier_deployment() -> None:
         == api["spec"]["template"]["spec"]["containers"][0]["securityContext"]
     )
     assert pod.get("restartPolicy", "Always") == "Always"
-    assert not {"readinessProbe", "livenessProbe", "startupProbe", "ports"} & set(
-        container
-    )
+    worker_container = worker_pod["containers"][0]
+    assert container["ports"] == worker_container["ports"]
+    assert container["readinessProbe"] == worker_container["readinessProbe"]
+    assert container["livenessProbe"]["httpGet"] == {
+        "path": "/healthz",
+        "port": "metrics",
+    }
+    annotations = notifier["spec"]["template"]["metadata"]["annotations"]
+    assert annotations == worker["spec"]["template"]["metadata"]["annotations"]
     assert container["resources"]["requests"] and container["resources"]["limits"]
     # What it needs from the shared ConfigMap and Secret.
     env = _config_env()
@@ -281,9 +299,11 @@ def test_probes_use_the_configured_ports() -> None:
     env = _config_env()
     (worker,) = _kind("StatefulSet")
     api = _named("Deployment", "mastery-api")
+    notifier = _named("Deployment", "mastery-notifier")
     for workload, variable in (
         (worker, "MASTERY_METRICS_PORT"),
         (api, "MASTERY_API_PORT"),
+        (notifier, "MASTERY_METRICS_PORT"),
     ):
         container = workload["spec"]["template"]["spec"]["containers"][0]
         named = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -556,6 +576,8 @@ def test_prometheus_scrapes_the_configured_ports() -> None:
     assert targets["mastery-api"] == {
         f"api:{services['api']['environment']['MASTERY_API_PORT']}"
     }
+    notifier_port = services["notifier"]["environment"]["MASTERY_METRICS_PORT"]
+    assert targets["mastery-notifier"] == {f"notifier:{notifier_port}"}
 
 
 def _dashboard_metrics() -> tuple[dict[str, Any], set[str]]:
