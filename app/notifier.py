@@ -23,6 +23,11 @@ Two stages, so that a slow or failing endpoint delays nobody else's
    waiting change for a day of its own. Order is per subscription, so a
    fortiori per registration.
 
+An outbox holds at most ``MASTERY_NOTIFIER_OUTBOX_MAX`` changes: the intake
+dead-letters a change its full outbox refuses ("outbox full", redeliverable;
+docs/webhooks.md, "Outbox bound"). Metrics and ``/readyz`` on
+``MASTERY_METRICS_PORT``: app/notifier_metrics.py.
+
 Requests go out without following redirects, with a timeout, through a
 resolver that refuses every address :func:`infra.webhooks.refusal` refuses
 (checked at connection time: DNS may have changed since the subscription's
