@@ -168,10 +168,12 @@ def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
         log.info("notifier started (broker profile: %s)", profile)
         await notifier.run()
         log.info(
-            "notifier stopped: %d delivered, %d failed attempts, %d dead-lettered",
+            "notifier stopped: %d delivered, %d failed attempts, %d dead-lettered, "
+            "%d refused by a full outbox",
             notifier.stats.delivered,
             notifier.stats.failed,
             notifier.stats.dead_lettered,
+            notifier.stats.outbox_full,
         )
 
     loop.run_until_complete(run())

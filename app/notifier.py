@@ -624,12 +624,14 @@ class Notifier:
                     errors="replace"
                 )
                 ok = 200 <= answer.status < 300
-                return _Outcome(ok, answer.status, text or None, _ms(started))
+                outcome = _Outcome(ok, answer.status, text or None, _ms(started))
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             reason = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-            return _Outcome(False, None, reason, _ms(started))
-        finally:
-            self.metrics.request_seconds.observe(time.perf_counter() - started)
+            outcome = _Outcome(False, None, reason, _ms(started))
+        # Not for a request cancelled midway (a lost lease, a stop): counted
+        # requests are the ones with an outcome.
+        self.metrics.request_seconds.observe(outcome.duration_ms / 1000)
+        return outcome
 
     async def _record(
         self,

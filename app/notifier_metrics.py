@@ -4,7 +4,8 @@ Served with the worker's :class:`app.metrics.HealthServer` on
 ``MASTERY_METRICS_PORT`` (unset: not served): ``GET /metrics``, ``/healthz``
 (the loop answers) and ``/readyz`` (200 while the last probe of Redis and of
 the broker succeeded, at most :data:`STALE_AFTER_S` ago; 503 naming the
-failing one otherwise). docs/operations.md lists the metrics.
+failing one otherwise: at once after a failed probe, or once a probe hangs).
+docs/operations.md lists the metrics.
 
 What a delivery costs is counted as it happens (one counter increment and
 one histogram observation per request); what would cost a round trip (the
@@ -152,11 +153,12 @@ class NotifierProbe:
         self._outboxes = outboxes
         self._consumer = consumer
         self._interval_s = interval_s
-        # monotonic time of the last success, and the last failure's reason
+        # monotonic time of the last success; the last probe's failure
+        # (None when it succeeded)
         self._redis_ok: float | None = None
-        self._redis_error = "not reached yet"
+        self._redis_error: str | None = "not reached yet"
         self._broker_ok: float | None = None
-        self._broker_error = "not reached yet"
+        self._broker_error: str | None = "not reached yet"
 
     async def run(self) -> None:
         while True:
@@ -181,7 +183,7 @@ class NotifierProbe:
         lengths = [int(n) for n in answers[1:]]
         self._metrics.outbox_entries.set(sum(lengths))
         self._metrics.outbox_longest.set(max(lengths, default=0))
-        self._redis_ok = time.monotonic()
+        self._redis_ok, self._redis_error = time.monotonic(), None
 
     async def _sample_broker(self) -> None:
         consumer = self._consumer()
@@ -196,7 +198,7 @@ class NotifierProbe:
         self._metrics.lag.clear()  # partitions no longer assigned go
         for partition, behind in lag.items():
             self._metrics.lag.labels(str(partition)).set(behind)
-        self._broker_ok = time.monotonic()
+        self._broker_ok, self._broker_error = time.monotonic(), None
 
     def ready(self) -> str | None:
         """``None`` when ready, else which side failed and why."""
@@ -205,8 +207,10 @@ class NotifierProbe:
             ("Redis", self._redis_ok, self._redis_error),
             ("broker", self._broker_ok, self._broker_error),
         ):
-            if ok is None or now - ok > STALE_AFTER_S:
+            if error is not None:
                 return f"{side}: {error}"
+            if ok is None or now - ok > STALE_AFTER_S:
+                return f"{side}: no answer for {STALE_AFTER_S:.0f} s"
         return None
 
 
