@@ -333,8 +333,9 @@ def run_dev(
                 },
             )
         stack.start_api()
-        stack.start_notifier()
-        _write_env_file(stack, metrics_ports=ports)
+        notifier_port = free_port()
+        stack.start_notifier(metrics_port=notifier_port)
+        _write_env_file(stack, metrics_ports=ports, notifier_port=notifier_port)
         print(f"  API     {stack.api_url}", flush=True)
         for i, port in enumerate(ports):
             print(
@@ -342,6 +343,7 @@ def run_dev(
                 f"(/healthz, /readyz on the same port)",
                 flush=True,
             )
+        print(f"  notifier metrics {_metrics_url(notifier_port)}", flush=True)
         print(
             f"  env     {DEV_ENV_FILE} (in another "
             f"terminal: set -a; . {DEV_ENV_FILE}; set +a; mastery token ...)",
@@ -369,7 +371,9 @@ def run_dev(
                 return 1
             partner = _show_rows(stack, workload, started)
         # `mastery token` in another terminal mints for this partner.
-        _write_env_file(stack, partner, metrics_ports=ports)
+        _write_env_file(
+            stack, partner, metrics_ports=ports, notifier_port=notifier_port
+        )
         token = stack.token(sub="demo-admin", partner_id=partner)
         print(
             f"a partner-admin token for {partner!r}, valid 24 h "
@@ -446,7 +450,11 @@ def _metrics_url(port: int) -> str:
 
 
 def _write_env_file(
-    stack: DevStack, partner: str | None = None, *, metrics_ports: list[int]
+    stack: DevStack,
+    partner: str | None = None,
+    *,
+    metrics_ports: list[int],
+    notifier_port: int | None = None,
 ) -> None:
     """What another terminal needs to talk to this stack (`mastery token`,
     `mastery dlq`, `mastery rebuild`, `mastery produce`, curl); ``partner``,
@@ -463,6 +471,8 @@ def _write_env_file(
     }
     for i, port in enumerate(metrics_ports):
         values[f"WORKER_{i + 1}_METRICS_URL"] = _metrics_url(port)  # not settings
+    if notifier_port is not None:
+        values["NOTIFIER_METRICS_URL"] = _metrics_url(notifier_port)
     if partner is not None:
         values["MASTERY_TOKEN_PARTNER_ID"] = partner
     DEV_ENV_FILE.write_text("".join(f"{k}={v}\n" for k, v in values.items()))

@@ -34,6 +34,7 @@ import contextlib
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import orjson
 from prometheus_client import (
@@ -46,7 +47,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["HealthServer", "WorkerMetrics", "observe_many"]
+__all__ = ["Exposition", "HealthServer", "WorkerMetrics", "observe_many"]
 
 log = logging.getLogger(__name__)
 
@@ -158,21 +159,40 @@ class WorkerMetrics:
 ReadyCheck = Callable[[], str | None]
 
 
+class Exposition(Protocol):
+    """What :class:`HealthServer` serves at ``/metrics`` (the worker's and the
+    notifier's metrics)."""
+
+    def exposition(self) -> bytes: ...
+
+
 class HealthServer:
     """``/metrics``, ``/healthz`` and ``/readyz`` over plain HTTP/1.1."""
 
     def __init__(
-        self, metrics: WorkerMetrics, ready: ReadyCheck, host: str, port: int
+        self,
+        metrics: Exposition,
+        ready: ReadyCheck,
+        host: str,
+        port: int,
+        *,
+        process: str = "worker",
     ) -> None:
         self._metrics = metrics
         self._ready = ready
         self._host = host
         self._port = port
+        self._process = process
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self._host, self._port)
-        log.info("worker metrics and health on http://%s:%d", self._host, self._port)
+        log.info(
+            "%s metrics and health on http://%s:%d",
+            self._process,
+            self._host,
+            self._port,
+        )
 
     async def stop(self) -> None:
         if self._server is not None:

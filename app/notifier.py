@@ -257,13 +257,11 @@ class Notifier:
         try:
             if self.settings.metrics_port is not None:
                 health = HealthServer(
-                    # HealthServer only calls exposition(), which
-                    # NotifierMetrics has; app/metrics.py types it as the
-                    # worker's class.
-                    self.metrics,  # type: ignore[arg-type]
+                    self.metrics,
                     self.probe.ready,
                     self.settings.metrics_host,
                     self.settings.metrics_port,
+                    process="notifier",
                 )
                 await health.start()
             intake = asyncio.create_task(self._intake(), name="notifier-intake")

@@ -173,9 +173,22 @@ def test_dev_prints_and_writes_each_worker_s_metrics_address(tmp_path: Path) -> 
                     assert time.monotonic() < deadline, f"{url} never answered"
                     time.sleep(0.5)
             assert "mastery_worker_" in text
+        notifier = values.get("NOTIFIER_METRICS_URL")
+        assert notifier is not None and notifier not in urls, values
+        deadline = time.monotonic() + 60
+        while True:  # the notifier's too (app/notifier_metrics.py)
+            try:
+                with urllib.request.urlopen(notifier, timeout=2) as response:
+                    text = response.read().decode()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{notifier} never answered"
+                time.sleep(0.5)
+        assert "mastery_notifier_" in text
         out, _ = dev.communicate(timeout=90)
         assert dev.returncode == 0, out
         for n, url in enumerate(urls, start=1):
             assert f"worker-{n} metrics {url}" in out, out
+        assert f"notifier metrics {notifier}" in out, out
     finally:
         _stop(dev)
