@@ -122,23 +122,31 @@ class PageStore(Protocol):
 # materialized: the id may only be missing); else a head, the access facts
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
-# or {n, row bytes, then 1 (page: version) or 3 (stream) fields, then an
-# array of the pieces of data} (head = total): joined, the pieces are the
-# contract's "data" array without its brackets, the n registrations' items
-# with their stored rows in goal order (a goal's template where a learner has
-# no row yet); row bytes is the rows' total size.
+# or, with head = total, {version, last, resumed, li, generation, templates,
+# ids, rows}: the page's registration ids and their rows as stored (MGET
+# order: registration by registration, goals in the request's order; nil for
+# a learner with no row yet), which the API joins into the contract's "data"
+# array (_Frame, _join) with `templates` (each goal's template row) in place
+# of a nil. The script does no per-row work: moving the rows through Lua was
+# most of a page's server time (docs/performance.md).
+# ARGV[9] is '' or the generation and digest (SHA-1 of the ids joined by ',')
+# of the page the API assumed when it sent the page's row keys as an MGET in
+# the same MULTI/EXEC, right after the script: when they still hold, `ids`
+# and `rows` are 0 (the rows are the MGET's reply, read in the same atomic
+# step), else the script reads the rows itself.
 # ARGV[7] is '' for a page; for a live stream (api/stream.py) '-' (a snapshot)
-# or the id of the last change the client has, and the 3 fields are then the
-# LI's change-stream id at this instant, 1 when the client can resume after
-# its id without a gap (no rows are read then) else 0, and the LI's id. The
-# stream key is ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
+# or the id of the last change the client has; `last` is then the LI's
+# change-stream id at this instant and `resumed` 1 when the client can resume
+# after its id without a gap (no rows are read then) else 0 (for a page '' and
+# 0). The stream key is ReadModelKeys.changes (tested in
+# tests/unit/test_row_feed.py).
 # ARGV[8] (pages only) is the page version the client holds ('' for none, '*'
 # for any). A page's version is the SHA-1 of everything its body is made of
 # besides the request: the generation, the LI's change-stream last id (every
 # changed row appends to it in the row's own transaction, app/row_feed.py),
 # the learner count and the goal templates. A page whose version equals
-# ARGV[8] is {-5, access facts, version}: not modified, no row is read; any
-# other page has its version before the pieces.
+# ARGV[8] is {-5, access facts, version}: not modified, no row is read. A
+# stream's version is ''.
 _PAGE_LUA = (
     NAMESPACE_LUA
     + """
@@ -177,8 +185,9 @@ local limit = tonumber(ARGV[5])
 local caller = ARGV[6]
 local changes = ARGV[7]
 local held = ARGV[8]
+local expect = ARGV[9]
 local goals = {}
-for i = 9, #ARGV do goals[#goals + 1] = ARGV[i] end
+for i = 10, #ARGV do goals[#goals + 1] = ARGV[i] end
 local li
 local regs
 local total
@@ -238,46 +247,28 @@ else
   regs = {id}
   if resumed == 1 then regs = {} end
 end
--- The page's "data" array, as pieces the API joins (one C-level join) from
--- the stored row bytes (never decoded): prefix, row, ',', row, suffix, ...
--- A Lua concatenation of the whole array costs far more server time (every
--- Lua string is built and interned): measured in docs/performance.md.
-local pieces = {}
-local row_bytes = 0
-if #regs > 0 then
+local gen = generation or '0'
+local fallback = {}
+for i = 1, #goals do fallback[i] = templates[i] or '{}' end
+local head = {total, partner, instructor, reg_user, version or '', last, resumed,
+              li, gen, fallback}
+if expect ~= '' and expect == gen .. ':' .. redis.sha1hex(table.concat(regs, ',')) then
+  head[11] = 0
+  head[12] = 0
+  return head
+end
+local rows = {}
+if #regs > 0 and #goals > 0 then
   local keys = {}
   for _, r in ipairs(regs) do
     for _, g in ipairs(goals) do keys[#keys + 1] = p .. ':row:' .. r .. ':' .. g end
   end
-  local rows = redis.call('MGET', unpack(keys))
-  local ng = #goals
-  local n = 0
-  local open = '{"registration_id":'
-  for i, r in ipairs(regs) do
-    -- One piece closes the previous item and opens this one. Registration
-    -- ids are EntityIds ([A-Za-z0-9._~-], schemas/events.py: checked on
-    -- ingest, and the read model holds no other), so nothing is escaped: a
-    -- check of every id here cost ~50 us per 100-row page.
-    n = n + 1
-    pieces[n] = open .. '"' .. r .. '","status_and_progress":['
-    open = ']},{"registration_id":'
-    local base = (i - 1) * ng
-    for j = 1, ng do
-      local v = rows[base + j] or templates[j] or '{}'
-      row_bytes = row_bytes + #v
-      if j > 1 then n = n + 1; pieces[n] = ',' end
-      n = n + 1
-      pieces[n] = v
-    end
-  end
-  pieces[n + 1] = ']}'
+  rows = redis.call('MGET', unpack(keys))
 end
--- The pieces go as one nested array: no copy into the reply's own table.
-if changes ~= '' then
-  return {total, partner, instructor, reg_user, #regs, row_bytes, last, resumed,
-          li, pieces}
-end
-return {total, partner, instructor, reg_user, #regs, row_bytes, version, pieces}
+-- ids and rows as nested arrays: no copy into the reply's own table.
+head[11] = regs
+head[12] = rows
+return head
 """
 )
 
@@ -290,6 +281,17 @@ _HISTORY_LUA = (
 return redis.call('GET', p .. ':hist:' .. ARGV[2] .. ':' .. ARGV[3])
 """
 )
+
+
+def _pack(*parts: Any) -> bytes:
+    """One command packed in one C call (redis-py's Encoder goes per
+    argument)."""
+    packed: bytes = hiredis.pack_command(parts)
+    return packed
+
+
+_MULTI = _pack("MULTI")
+_EXEC = _pack("EXEC")
 
 
 class _ScriptCaller:
@@ -316,17 +318,20 @@ class _ScriptCaller:
         self._sha = hashlib.sha1(script.encode()).hexdigest()
         self._idle: list[Any] = []
 
-    async def __call__(self, args: Sequence[Any]) -> Any:
+    async def __call__(self, args: Sequence[Any], after: bytes = b"") -> Any:
+        """The script's reply; with ``after`` (one packed command), the script
+        and that command in one MULTI/EXEC, one round trip: the EXEC's reply,
+        ``[script's reply, command's reply]``."""
         reused = bool(self._idle)
         try:
-            return await self._on_one_connection(args)
+            return await self._on_one_connection(args, after)
         except (RedisConnectionError, OSError):
             if not reused:
                 raise
         await self.aclose()  # the others idled as long: likely closed too
-        return await self._on_one_connection(args)  # once, on a new connection
+        return await self._on_one_connection(args, after)  # once, on a new one
 
-    async def _on_one_connection(self, args: Sequence[Any]) -> Any:
+    async def _on_one_connection(self, args: Sequence[Any], after: bytes) -> Any:
         conn = (
             self._idle.pop()
             if self._idle
@@ -334,7 +339,10 @@ class _ScriptCaller:
         )
         keep = False
         try:
-            reply = await self._exchange(conn, args)
+            if after:
+                reply = await self._transaction(conn, args, after)
+            else:
+                reply = await self._exchange(conn, args)
             keep = True
             return reply
         except ResponseError:
@@ -347,18 +355,53 @@ class _ScriptCaller:
                 await conn.disconnect(nowait=True)
 
     async def _exchange(self, conn: Any, args: Sequence[Any]) -> Any:
-        # hiredis packs in one C call (redis-py's Encoder goes per argument).
         await conn.send_packed_command(
-            hiredis.pack_command(("EVALSHA", self._sha, 0, *args)), check_health=False
+            _pack("EVALSHA", self._sha, 0, *args), check_health=False
         )
         try:
             return await conn.read_response()
         except NoScriptError:
             pass
         await conn.send_packed_command(
-            hiredis.pack_command(("EVAL", self._script, 0, *args)), check_health=False
+            _pack("EVAL", self._script, 0, *args), check_health=False
         )
         return await conn.read_response()
+
+    async def _transaction(self, conn: Any, args: Sequence[Any], after: bytes) -> Any:
+        packed = b"".join(
+            (
+                _MULTI,
+                _pack("EVALSHA", self._sha, 0, *args),
+                after,
+                _EXEC,
+            )
+        )
+        for attempt in (1, 2):
+            await conn.send_packed_command(packed, check_health=False)
+            # +OK, +QUEUED, +QUEUED, then EXEC's: all four are read whatever
+            # they are, so the connection stays in step for its next use.
+            answers: list[Any] = []
+            for _ in range(4):
+                try:
+                    answers.append(await conn.read_response())
+                except ResponseError as exc:
+                    answers.append(exc)
+            for answer in answers:
+                if isinstance(answer, ResponseError):
+                    raise answer  # the transaction was refused (EXECABORT)
+            replies: list[Any] = answers[3]
+            first = replies[0]
+            if not isinstance(first, ResponseError):
+                return replies
+            if not isinstance(first, NoScriptError) or attempt == 2:
+                raise first
+            # Inside a transaction NOSCRIPT is known only at EXEC: load, redo.
+            await conn.send_packed_command(
+                _pack("SCRIPT", "LOAD", self._script),
+                check_health=False,
+            )
+            await conn.read_response()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
         """Drop the idle connections."""
@@ -427,6 +470,76 @@ def _past(stream_id: str, last: str) -> bool:
     return a is not None and b is not None and a > b
 
 
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """What a page's request and answer are made of besides its rows, for one
+    (learning instance, offset, limit, goals) in one generation: the page's
+    registration ids, each one's opening piece of the ``data`` array, and the
+    packed MGET of its row keys. ``expect`` (the generation and a SHA-1 of
+    the ids) lets the page script check, in the same MULTI/EXEC, that the
+    page still holds exactly these registrations: only then are the MGET's
+    rows used (``RedisPageStore.learning_instance_page``)."""
+
+    expect: str
+    ids: list[bytes]
+    openers: list[bytes]
+    mget: bytes
+
+    @classmethod
+    def of(
+        cls,
+        keys: ReadModelKeys,
+        generation: bytes,
+        ids: list[bytes],
+        goals: Sequence[str],
+    ) -> _Frame:
+        digest = hashlib.sha1(b",".join(ids)).hexdigest()
+        in_generation = keys.in_generation(int(generation))
+        row_keys = [
+            in_generation.row(r, g) for r in (i.decode() for i in ids) for g in goals
+        ]
+        return cls(
+            expect=f"{generation.decode()}:{digest}",
+            ids=ids,
+            openers=_openers(ids),
+            mget=_pack("MGET", *row_keys) if row_keys else b"",
+        )
+
+
+def _openers(ids: list[bytes]) -> list[bytes]:
+    # Registration ids are EntityIds ([A-Za-z0-9._~-], schemas/events.py:
+    # checked on ingest, and the read model holds no other): nothing to escape.
+    return [
+        (b"]},{" if i else b"{")
+        + b'"registration_id":"'
+        + r
+        + b'","status_and_progress":['
+        for i, r in enumerate(ids)
+    ]
+
+
+def _join(
+    openers: list[bytes], rows: list[bytes | None], templates: list[bytes]
+) -> tuple[bytes, int]:
+    """The contract's ``data`` array without its brackets, and the rows'
+    bytes: per registration its opening piece, then its rows (a goal's
+    template where it has none) separated by commas. C-level list work only,
+    no loop over rows in Python."""
+    n, ng = len(openers), len(templates)
+    if not n:
+        return b"", 0
+    if None in rows:
+        rows = [templates[i % ng] if row is None else row for i, row in enumerate(rows)]
+    stride = 2 * ng if ng else 1
+    pieces: list[bytes | None] = [b","] * (n * stride + 1)
+    pieces[0 : n * stride : stride] = openers
+    for j in range(ng):
+        pieces[1 + 2 * j : n * stride : stride] = rows[j::ng]
+    pieces[-1] = b"]}"
+    data = b"".join(pieces)  # type: ignore[arg-type]  # every None was replaced
+    return data, sum(map(len, rows))  # type: ignore[arg-type]  # as above
+
+
 class RedisPageStore:
     """:class:`PageStore` over the Redis read model.
 
@@ -436,7 +549,15 @@ class RedisPageStore:
     command), which was ~10 % of a cheap request's CPU (docs/performance.md).
     A read cancelled by the timeout drops its connection (_ScriptCaller), so
     no late reply is ever read as another request's.
+
+    A learning instance's page is read in one MULTI/EXEC when this store has
+    the page's :class:`_Frame` from an earlier read: the script (access
+    facts, version, and the check that the page's registrations are still
+    the frame's) and a plain MGET of the frame's row keys. At most
+    :data:`FRAMES_KEPT` frames are kept, the oldest dropped first.
     """
+
+    FRAMES_KEPT = 256
 
     def __init__(
         self,
@@ -450,6 +571,7 @@ class RedisPageStore:
         self.timeout_s = timeout_s
         self._deadlines = None if timeout_s is None else _Deadlines(timeout_s)
         self._script = _ScriptCaller(redis, _PAGE_LUA)
+        self._frames: dict[tuple[Any, ...], _Frame] = {}
         self._history = _ScriptCaller(redis, _HISTORY_LUA)
 
     async def aclose(self) -> None:
@@ -466,11 +588,11 @@ class RedisPageStore:
             raise redis_unreachable(exc) from exc
         return found
 
-    async def _run(self, args: list[Any]) -> list[Any]:
+    async def _run(self, args: list[Any], after: bytes = b"") -> list[Any]:
         deadlines = self._deadlines
         task = None if deadlines is None else deadlines.start()
         try:
-            result: list[Any] = await self._script([self.keys.prefix, *args])
+            result: list[Any] = await self._script([self.keys.prefix, *args], after)
         except asyncio.CancelledError:
             if deadlines is not None and task is not None and deadlines.end(task):
                 kwargs = self.redis.connection_pool.connection_kwargs
@@ -487,14 +609,21 @@ class RedisPageStore:
                 deadlines.end(task)
         return result
 
-    @staticmethod
     def _page(
+        self,
         result: list[Any],
         field: str,
         ident: str,
         *,
-        versioned: bool = True,
+        goal_ids: Sequence[str] = (),
+        frame: _Frame | None = None,
+        outside: list[bytes | None] | None = None,
+        remember: tuple[Any, ...] | None = None,
     ) -> Page:
+        """The page of a script reply. ``outside`` is the reply of ``frame``'s
+        MGET, sent in the script's transaction; it is used only when the
+        script confirmed the frame. ``remember`` is the key under which a
+        frame of this page's ids is kept for the next request."""
         head = int(result[0])
         if head == -1:
             raise not_found(field, ident)
@@ -519,14 +648,29 @@ class RedisPageStore:
         if head == -5:
             version = result[4].decode()
             return Page(0, access=access, version=version, not_modified=True)
+        ids, rows = result[10], result[11]
+        if ids == 0:  # the script confirmed the frame: the MGET's rows
+            assert frame is not None and outside is not None
+            openers, ids, rows = frame.openers, frame.ids, outside
+        else:
+            if remember is not None and ids and goal_ids:
+                self._remember(remember, _Frame.of(self.keys, result[8], ids, goal_ids))
+            openers = _openers(ids)
+        data, row_bytes = _join(openers, rows, result[9])
         return Page(
             total=head,
-            count=int(result[4]),
-            data=b"".join(result[7 if versioned else 9]),
-            row_bytes=int(result[5]),
+            count=len(ids),
+            data=data,
+            row_bytes=row_bytes,
             access=access,
-            version=result[6].decode() if versioned else "",
+            version=result[4].decode(),
         )
+
+    def _remember(self, key: tuple[Any, ...], frame: _Frame) -> None:
+        frames = self._frames
+        if key not in frames and len(frames) >= self.FRAMES_KEPT:
+            del frames[next(iter(frames))]  # the oldest
+        frames[key] = frame
 
     async def learning_instance_page(
         self,
@@ -538,10 +682,25 @@ class RedisPageStore:
         caller: str = "",
         if_version: str = "",
     ) -> Page:
-        result = await self._run(
-            ["li", li_id, offset, limit, caller, "", if_version, *goal_ids]
+        key = (li_id, offset, limit, *goal_ids)
+        # A caller that holds a version most likely gets a 304: no rows are
+        # read for it, so no MGET is sent (the script reads them if the
+        # version changed).
+        frame = None if if_version else self._frames.get(key)
+        args = ["li", li_id, offset, limit, caller, "", if_version]
+        if frame is None:
+            result = await self._run([*args, "", *goal_ids])
+            return self._page(result, "li_id", li_id, goal_ids=goal_ids, remember=key)
+        result, outside = await self._run([*args, frame.expect, *goal_ids], frame.mget)
+        return self._page(
+            result,
+            "li_id",
+            li_id,
+            goal_ids=goal_ids,
+            frame=frame,
+            outside=outside,
+            remember=key,
         )
-        return self._page(result, "li_id", li_id)
 
     async def registration_page(
         self,
@@ -552,7 +711,7 @@ class RedisPageStore:
         if_version: str = "",
     ) -> Page:
         result = await self._run(
-            ["reg", registration_id, 0, 1, caller, "", if_version, *goal_ids]
+            ["reg", registration_id, 0, 1, caller, "", if_version, "", *goal_ids]
         )
         return self._page(result, "reg_id", registration_id)
 
@@ -570,17 +729,16 @@ class RedisPageStore:
         registration, with the change-stream id they are current at; only the
         access facts and that id when ``after`` can be resumed from."""
         result = await self._run(
-            [mode, ident, 0, max_learners, caller, after or "-", "", *goal_ids]
+            [mode, ident, 0, max_learners, caller, after or "-", "", "", *goal_ids]
         )
         field = "li_id" if mode == "li" else "reg_id"
+        page = self._page(result, field, ident)
         if int(result[0]) < 0:
-            page = self._page(result, field, ident, versioned=False)
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
-        resumed = int(result[7]) == 1
-        current = result[6].decode()
+        resumed = int(result[6]) == 1
+        current = result[5].decode()
         last_id = after if resumed and after else current
         if _past(last_id, current):
             # An id past the stream's end (a client's guess): from now on.
             last_id = current
-        page = self._page(result, field, ident, versioned=False)
-        return Snapshot(page, last_id, resumed, result[8].decode())
+        return Snapshot(page, last_id, resumed, result[7].decode())
