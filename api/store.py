@@ -483,6 +483,8 @@ class _Frame:
     expect: str
     ids: list[bytes]
     openers: list[bytes]
+    #: bytes of the page's data that are not rows (:func:`_framing`)
+    framing: int
     mget: bytes
 
     @classmethod
@@ -498,10 +500,12 @@ class _Frame:
         row_keys = [
             in_generation.row(r, g) for r in (i.decode() for i in ids) for g in goals
         ]
+        openers = _openers(ids)
         return cls(
             expect=f"{generation.decode()}:{digest}",
             ids=ids,
-            openers=_openers(ids),
+            openers=openers,
+            framing=_framing(openers, len(goals)),
             mget=_pack("MGET", *row_keys) if row_keys else b"",
         )
 
@@ -518,8 +522,19 @@ def _openers(ids: list[bytes]) -> list[bytes]:
     ]
 
 
+def _framing(openers: list[bytes], goals: int) -> int:
+    """Bytes of :func:`_join`'s data that are not rows: the opening pieces,
+    the commas between a registration's rows, the closing piece."""
+    if not openers:
+        return 0
+    return sum(map(len, openers)) + len(openers) * max(goals - 1, 0) + 2
+
+
 def _join(
-    openers: list[bytes], rows: list[bytes | None], templates: list[bytes]
+    openers: list[bytes],
+    rows: list[bytes | None],
+    templates: list[bytes],
+    framing: int,
 ) -> tuple[bytes, int]:
     """The contract's ``data`` array without its brackets, and the rows'
     bytes: per registration its opening piece, then its rows (a goal's
@@ -537,7 +552,7 @@ def _join(
         pieces[1 + 2 * j : n * stride : stride] = rows[j::ng]
     pieces[-1] = b"]}"
     data = b"".join(pieces)  # type: ignore[arg-type]  # every None was replaced
-    return data, sum(map(len, rows))  # type: ignore[arg-type]  # as above
+    return data, len(data) - framing
 
 
 class RedisPageStore:
@@ -648,15 +663,19 @@ class RedisPageStore:
         if head == -5:
             version = result[4].decode()
             return Page(0, access=access, version=version, not_modified=True)
-        ids, rows = result[10], result[11]
+        ids, rows, templates = result[10], result[11], result[9]
         if ids == 0:  # the script confirmed the frame: the MGET's rows
             assert frame is not None and outside is not None
-            openers, ids, rows = frame.openers, frame.ids, outside
+            ids, rows = frame.ids, outside
+            openers, framing = frame.openers, frame.framing
+        elif remember is not None and ids and goal_ids:
+            frame = _Frame.of(self.keys, result[8], ids, goal_ids)
+            self._remember(remember, frame)
+            openers, framing = frame.openers, frame.framing
         else:
-            if remember is not None and ids and goal_ids:
-                self._remember(remember, _Frame.of(self.keys, result[8], ids, goal_ids))
             openers = _openers(ids)
-        data, row_bytes = _join(openers, rows, result[9])
+            framing = _framing(openers, len(templates))
+        data, row_bytes = _join(openers, rows, templates, framing)
         return Page(
             total=head,
             count=len(ids),
@@ -682,25 +701,26 @@ class RedisPageStore:
         caller: str = "",
         if_version: str = "",
     ) -> Page:
+        if if_version:
+            # A holder of a version most likely gets a 304: no rows are read
+            # for it, so no MGET is sent (the script reads them if the
+            # version changed).
+            result = await self._run(
+                ["li", li_id, offset, limit, caller, "", if_version, "", *goal_ids]
+            )
+            return self._page(result, "li_id", li_id)
         key = (li_id, offset, limit, *goal_ids)
-        # A caller that holds a version most likely gets a 304: no rows are
-        # read for it, so no MGET is sent (the script reads them if the
-        # version changed).
-        frame = None if if_version else self._frames.get(key)
-        args = ["li", li_id, offset, limit, caller, "", if_version]
+        frame = self._frames.get(key)
         if frame is None:
-            result = await self._run([*args, "", *goal_ids])
+            result = await self._run(
+                ["li", li_id, offset, limit, caller, "", "", "", *goal_ids]
+            )
             return self._page(result, "li_id", li_id, goal_ids=goal_ids, remember=key)
-        result, outside = await self._run([*args, frame.expect, *goal_ids], frame.mget)
-        return self._page(
-            result,
-            "li_id",
-            li_id,
-            goal_ids=goal_ids,
-            frame=frame,
-            outside=outside,
-            remember=key,
+        result, outside = await self._run(
+            ["li", li_id, offset, limit, caller, "", "", frame.expect, *goal_ids],
+            frame.mget,
         )
+        return self._page(result, "li_id", li_id, frame=frame, outside=outside)
 
     async def registration_page(
         self,
