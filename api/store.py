@@ -2,10 +2,13 @@
 
 A Lua script validates the learning instance / registration and the goals,
 returns the facts the access rules need (the LI's partner, whether the caller
-is an instructor there, the registration's user),
-reads the page of learner registrations (ZRANGE) and their rows (MGET), and
-falls back to the goal's template row for registrations without one. Rows come
-back as the stored JSON bytes, which the API concatenates without re-encoding.
+is an instructor there, the registration's user) and the page's version, and
+the page's learner registrations (ZRANGE). Their rows come back as the stored
+JSON bytes, either from a plain MGET sent in the same MULTI/EXEC as the script
+(when the store knows the page's ids from an earlier read and the script
+confirms them: :class:`_Frame`) or read by the script itself; the API joins
+them, with the goal's template row for a learner without one, into the
+response without decoding or re-encoding a row.
 """
 
 from __future__ import annotations
@@ -124,11 +127,13 @@ class PageStore(Protocol):
 # either the goals that are unknown or of another learning instance (head -2)
 # or, with head = total, {version, last, resumed, li, generation, templates,
 # ids, rows}: the page's registration ids and their rows as stored (MGET
-# order: registration by registration, goals in the request's order; nil for
-# a learner with no row yet), which the API joins into the contract's "data"
-# array (_Frame, _join) with `templates` (each goal's template row) in place
-# of a nil. The script does no per-row work: moving the rows through Lua was
-# most of a page's server time (docs/performance.md).
+# order: registration by registration, goals in the request's order), which
+# the API joins into the contract's "data" array (_Frame, _join). A learner
+# with no row yet gets the goal's template: put in place by the script when
+# it reads the rows (`templates` is then 0), by the API when the rows come
+# from the transaction's MGET (nil there; `templates` lists each goal's).
+# Moving the rows through Lua was most of a page's server time
+# (docs/performance.md).
 # ARGV[9] is '' or the generation and digest (SHA-1 of the ids joined by ',')
 # of the page the API assumed when it sent the page's row keys as an MGET in
 # the same MULTI/EXEC, right after the script: when they still hold, `ids`
@@ -264,8 +269,16 @@ if #regs > 0 and #goals > 0 then
     for _, g in ipairs(goals) do keys[#keys + 1] = p .. ':row:' .. r .. ':' .. g end
   end
   rows = redis.call('MGET', unpack(keys))
+  -- Here (a page read afresh, a registration, a stream's snapshot) a
+  -- missing row's template is put in place: the templates then need not
+  -- travel.
+  local ng = #goals
+  for k = 1, #rows do
+    if not rows[k] then rows[k] = fallback[(k - 1) % ng + 1] end
+  end
 end
 -- ids and rows as nested arrays: no copy into the reply's own table.
+head[10] = 0
 head[11] = regs
 head[12] = rows
 return head
@@ -533,16 +546,18 @@ def _framing(openers: list[bytes], goals: int) -> int:
 def _join(
     openers: list[bytes],
     rows: list[bytes | None],
-    templates: list[bytes],
+    templates: Sequence[bytes],
     framing: int,
 ) -> tuple[bytes, int]:
     """The contract's ``data`` array without its brackets, and the rows'
-    bytes: per registration its opening piece, then its rows (a goal's
-    template where it has none) separated by commas. C-level list work only,
-    no loop over rows in Python."""
-    n, ng = len(openers), len(templates)
+    bytes: per registration its opening piece, then its rows (registration
+    by registration, goals in order; ``None``: the goal's template from
+    ``templates``) separated by commas. C-level list work only, no loop over
+    rows in Python."""
+    n = len(openers)
     if not n:
         return b"", 0
+    ng = len(rows) // n
     if None in rows:
         rows = [templates[i % ng] if row is None else row for i, row in enumerate(rows)]
     stride = 2 * ng if ng else 1
@@ -607,7 +622,10 @@ class RedisPageStore:
         deadlines = self._deadlines
         task = None if deadlines is None else deadlines.start()
         try:
-            result: list[Any] = await self._script([self.keys.prefix, *args], after)
+            call = [self.keys.prefix, *args]
+            result: list[Any] = await (
+                self._script(call, after) if after else self._script(call)
+            )
         except asyncio.CancelledError:
             if deadlines is not None and task is not None and deadlines.end(task):
                 kwargs = self.redis.connection_pool.connection_kwargs
@@ -663,7 +681,8 @@ class RedisPageStore:
         if head == -5:
             version = result[4].decode()
             return Page(0, access=access, version=version, not_modified=True)
-        ids, rows, templates = result[10], result[11], result[9]
+        ids, rows = result[10], result[11]
+        templates = result[9] or ()  # 0: the script put templates in place
         if ids == 0:  # the script confirmed the frame: the MGET's rows
             assert frame is not None and outside is not None
             ids, rows = frame.ids, outside
@@ -674,7 +693,7 @@ class RedisPageStore:
             openers, framing = frame.openers, frame.framing
         else:
             openers = _openers(ids)
-            framing = _framing(openers, len(templates))
+            framing = _framing(openers, len(rows) // len(ids) if ids else 0)
         data, row_bytes = _join(openers, rows, templates, framing)
         return Page(
             total=head,
