@@ -500,6 +500,11 @@ class _Frame:
     framing: int
     mget: bytes
 
+    @property
+    def size(self) -> int:
+        """Bytes it holds, about."""
+        return len(self.mget) + self.framing + sum(map(len, self.ids))
+
     @classmethod
     def of(
         cls,
@@ -584,10 +589,13 @@ class RedisPageStore:
     the page's :class:`_Frame` from an earlier read: the script (access
     facts, version, and the check that the page's registrations are still
     the frame's) and a plain MGET of the frame's row keys. At most
-    :data:`FRAMES_KEPT` frames are kept, the oldest dropped first.
+    :data:`FRAMES_KEPT` frames of at most :data:`FRAME_BYTES_KEPT` bytes in
+    all are kept, the oldest dropped first (a page of 100 learners and 2
+    goals has a frame of ~25 KB; the largest page, 100 x 50 rows, ~1 MB).
     """
 
     FRAMES_KEPT = 256
+    FRAME_BYTES_KEPT = 16 * 1024 * 1024
 
     def __init__(
         self,
@@ -602,6 +610,7 @@ class RedisPageStore:
         self._deadlines = None if timeout_s is None else _Deadlines(timeout_s)
         self._script = _ScriptCaller(redis, _PAGE_LUA)
         self._frames: dict[tuple[Any, ...], _Frame] = {}
+        self._frame_bytes = 0
         self._history = _ScriptCaller(redis, _HISTORY_LUA)
 
     async def aclose(self) -> None:
@@ -706,9 +715,18 @@ class RedisPageStore:
 
     def _remember(self, key: tuple[Any, ...], frame: _Frame) -> None:
         frames = self._frames
-        if key not in frames and len(frames) >= self.FRAMES_KEPT:
-            del frames[next(iter(frames))]  # the oldest
+        old = frames.pop(key, None)
+        if old is not None:
+            self._frame_bytes -= old.size
+        if frame.size > self.FRAME_BYTES_KEPT:
+            return
+        while frames and (
+            len(frames) >= self.FRAMES_KEPT
+            or self._frame_bytes + frame.size > self.FRAME_BYTES_KEPT
+        ):
+            self._frame_bytes -= frames.pop(next(iter(frames))).size  # the oldest
         frames[key] = frame
+        self._frame_bytes += frame.size
 
     async def learning_instance_page(
         self,

@@ -302,6 +302,13 @@ def test_frames_kept_are_bounded(redis_server: EmbeddedRedis) -> None:
             assert len(store._frames) == 3
             assert ("li-a", 0, 5, "goal-a") in store._frames
             assert ("li-a", 0, 1, "goal-a") not in store._frames  # the oldest
+            # And in bytes: the budget of one frame keeps the newest only.
+            newest = store._frames[("li-a", 0, 5, "goal-a")]
+            store.FRAME_BYTES_KEPT = newest.size
+            await store.learning_instance_page("li-a", ["goal-a"], 0, 5, caller="x")
+            await store.learning_instance_page("li-a", ["goal-a"], 1, 5)
+            assert list(store._frames) == [("li-a", 1, 5, "goal-a")]
+            assert store._frame_bytes == store._frames[("li-a", 1, 5, "goal-a")].size
         finally:
             await store.aclose()
             await redis.aclose()
