@@ -552,19 +552,22 @@ def _join(
     openers: list[bytes],
     rows: list[bytes | None],
     templates: Sequence[bytes],
-    framing: int,
+    framing: int | None = None,
 ) -> tuple[bytes, int]:
     """The contract's ``data`` array without its brackets, and the rows'
     bytes: per registration its opening piece, then its rows (registration
     by registration, goals in order; ``None``: the goal's template from
     ``templates``) separated by commas. C-level list work only, no loop over
-    rows in Python."""
+    rows in Python. ``framing``: :func:`_framing` of ``openers``, if known."""
     n = len(openers)
     if not n:
         return b"", 0
     ng = len(rows) // n
     if None in rows:
         rows = [templates[i % ng] if row is None else row for i, row in enumerate(rows)]
+    if n == 1:  # the registration endpoint
+        body = b",".join(rows)  # type: ignore[arg-type]  # every None was replaced
+        return b"".join((openers[0], body, b"]}")), len(body) - max(ng - 1, 0)
     stride = 2 * ng if ng else 1
     pieces: list[bytes | None] = [b","] * (n * stride + 1)
     pieces[0 : n * stride : stride] = openers
@@ -572,6 +575,8 @@ def _join(
         pieces[1 + 2 * j : n * stride : stride] = rows[j::ng]
     pieces[-1] = b"]}"
     data = b"".join(pieces)  # type: ignore[arg-type]  # every None was replaced
+    if framing is None:
+        framing = _framing(openers, ng)
     return data, len(data) - framing
 
 
@@ -701,8 +706,7 @@ class RedisPageStore:
             self._remember(remember, frame)
             openers, framing = frame.openers, frame.framing
         else:
-            openers = _openers(ids)
-            framing = _framing(openers, len(rows) // len(ids) if ids else 0)
+            openers, framing = _openers(ids), None
         data, row_bytes = _join(openers, rows, templates, framing)
         return Page(
             total=head,

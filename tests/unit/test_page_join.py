@@ -22,6 +22,7 @@ def test_the_data_array_and_its_row_bytes(learners: int, goals: int) -> None:
     ]
     openers = _openers(ids)
     data, row_bytes = _join(openers, rows, templates, _framing(openers, goals))
+    assert _join(openers, rows, templates) == (data, row_bytes)
     served = [templates[k % goals] if r is None else r for k, r in enumerate(rows)]
     expected = [
         {
