@@ -532,12 +532,12 @@ def _openers(ids: list[bytes]) -> list[bytes]:
     # Registration ids are EntityIds ([A-Za-z0-9._~-], schemas/events.py:
     # checked on ingest, and the read model holds no other): nothing to escape.
     return [
-        (b"]},{" if i else b"{")
-        + b'"registration_id":"'
-        + r
-        + b'","status_and_progress":['
-        for i, r in enumerate(ids)
+        (b"]},{" if i else b"{") + _OPEN[1:] + r + _OPENED for i, r in enumerate(ids)
     ]
+
+
+_OPEN = b'{"registration_id":"'
+_OPENED = b'","status_and_progress":['
 
 
 def _framing(openers: list[bytes], goals: int) -> int:
@@ -565,9 +565,6 @@ def _join(
     ng = len(rows) // n
     if None in rows:
         rows = [templates[i % ng] if row is None else row for i, row in enumerate(rows)]
-    if n == 1:  # the registration endpoint
-        body = b",".join(rows)  # type: ignore[arg-type]  # every None was replaced
-        return b"".join((openers[0], body, b"]}")), len(body) - max(ng - 1, 0)
     stride = 2 * ng if ng else 1
     pieces: list[bytes | None] = [b","] * (n * stride + 1)
     pieces[0 : n * stride : stride] = openers
@@ -705,6 +702,16 @@ class RedisPageStore:
             frame = _Frame.of(self.keys, result[8], ids, goal_ids)
             self._remember(remember, frame)
             openers, framing = frame.openers, frame.framing
+        elif len(ids) == 1:  # the registration endpoint: rows in place
+            body = b",".join(rows)
+            return Page(
+                total=head,
+                count=1,
+                data=b"".join((_OPEN, ids[0], _OPENED, body, b"]}")),
+                row_bytes=len(body) - len(rows) + 1 if rows else 0,
+                access=access,
+                version=result[4].decode(),
+            )
         else:
             openers, framing = _openers(ids), None
         data, row_bytes = _join(openers, rows, templates, framing)
