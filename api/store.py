@@ -405,6 +405,8 @@ class _ScriptCaller:
             replies: list[Any] = answers[3]
             first = replies[0]
             if not isinstance(first, ResponseError):
+                if isinstance(replies[1], ResponseError):
+                    raise replies[1]  # an error reply, never rows
                 return replies
             if not isinstance(first, NoScriptError) or attempt == 2:
                 raise first

@@ -314,3 +314,32 @@ def test_frames_kept_are_bounded(redis_server: EmbeddedRedis) -> None:
             await redis.aclose()
 
     asyncio.run(go())
+
+
+def test_a_row_key_of_another_type_reads_as_missing_on_both_paths(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """MGET answers nil for a key that holds no string, inside the script or
+    in the frame's transaction: the goal's template either way."""
+    seed_world(redis_server.url)
+
+    async def go() -> None:
+        redis = Redis.from_url(redis_server.url)
+        store = RedisPageStore(redis)
+        try:
+            await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+            await redis.delete(KEYS.row("reg-a1", "goal-a"))
+            await redis.rpush(KEYS.row("reg-a1", "goal-a"), b"x")
+            framed = await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+            store._frames.clear()
+            fresh = await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+            _same(framed, fresh)
+            assert framed.data.startswith(
+                b'{"registration_id":"reg-a1","status_and_progress":'
+                b'[{"goal_id":"goal-a","status":"no_work"'
+            )
+        finally:
+            await store.aclose()
+            await redis.aclose()
+
+    asyncio.run(go())
