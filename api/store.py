@@ -399,23 +399,25 @@ class _ScriptCaller:
                     answers.append(await conn.read_response())
                 except ResponseError as exc:
                     answers.append(exc)
+            replies = answers[3]
+            # NOSCRIPT comes at EXEC (valkey does so) or, on a server that
+            # checks it while queueing, instead of QUEUED: load, redo once.
+            if attempt == 1 and (
+                isinstance(answers[1], NoScriptError)
+                or (isinstance(replies, list) and isinstance(replies[0], NoScriptError))
+            ):
+                await conn.send_packed_command(
+                    _pack("SCRIPT", "LOAD", self._script), check_health=False
+                )
+                await conn.read_response()
+                continue
             for answer in answers:
                 if isinstance(answer, ResponseError):
                     raise answer  # the transaction was refused (EXECABORT)
-            replies: list[Any] = answers[3]
-            first = replies[0]
-            if not isinstance(first, ResponseError):
-                if isinstance(replies[1], ResponseError):
-                    raise replies[1]  # an error reply, never rows
-                return replies
-            if not isinstance(first, NoScriptError) or attempt == 2:
-                raise first
-            # Inside a transaction NOSCRIPT is known only at EXEC: load, redo.
-            await conn.send_packed_command(
-                _pack("SCRIPT", "LOAD", self._script),
-                check_health=False,
-            )
-            await conn.read_response()
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply  # the script's error; never rows made of one
+            return replies  # [the script's reply, the command's]
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
