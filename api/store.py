@@ -2,10 +2,13 @@
 
 A Lua script validates the learning instance / registration and the goals,
 returns the facts the access rules need (the LI's partner, whether the caller
-is an instructor there, the registration's user),
-reads the page of learner registrations (ZRANGE) and their rows (MGET), and
-falls back to the goal's template row for registrations without one. Rows come
-back as the stored JSON bytes, which the API concatenates without re-encoding.
+is an instructor there, the registration's user) and the page's version, and
+the page's learner registrations (ZRANGE). Their rows come back as the stored
+JSON bytes, either from a plain MGET sent in the same MULTI/EXEC as the script
+(when the store knows the page's ids from an earlier read and the script
+confirms them: :class:`_Frame`) or read by the script itself; the API joins
+them, with the goal's template row for a learner without one, into the
+response without decoding or re-encoding a row.
 """
 
 from __future__ import annotations
@@ -122,23 +125,33 @@ class PageStore(Protocol):
 # materialized: the id may only be missing); else a head, the access facts
 # {partner_id or '', caller is instructor 0/1, registration user or ''}, then
 # either the goals that are unknown or of another learning instance (head -2)
-# or {n, row bytes, then 1 (page: version) or 3 (stream) fields, then an
-# array of the pieces of data} (head = total): joined, the pieces are the
-# contract's "data" array without its brackets, the n registrations' items
-# with their stored rows in goal order (a goal's template where a learner has
-# no row yet); row bytes is the rows' total size.
+# or, with head = total, {version, last, resumed, li, generation, templates,
+# ids, rows}: the page's registration ids and their rows as stored (MGET
+# order: registration by registration, goals in the request's order), which
+# the API joins into the contract's "data" array (_Frame, _join). A learner
+# with no row yet gets the goal's template: put in place by the script when
+# it reads the rows (`templates` is then 0), by the API when the rows come
+# from the transaction's MGET (nil there; `templates` lists each goal's).
+# Moving the rows through Lua was most of a page's server time
+# (docs/performance.md).
+# ARGV[9] is '' or the generation and digest (SHA-1 of the ids joined by ',')
+# of the page the API assumed when it sent the page's row keys as an MGET in
+# the same MULTI/EXEC, right after the script: when they still hold, `ids`
+# and `rows` are 0 (the rows are the MGET's reply, read in the same atomic
+# step), else the script reads the rows itself.
 # ARGV[7] is '' for a page; for a live stream (api/stream.py) '-' (a snapshot)
-# or the id of the last change the client has, and the 3 fields are then the
-# LI's change-stream id at this instant, 1 when the client can resume after
-# its id without a gap (no rows are read then) else 0, and the LI's id. The
-# stream key is ReadModelKeys.changes (tested in tests/unit/test_row_feed.py).
+# or the id of the last change the client has; `last` is then the LI's
+# change-stream id at this instant and `resumed` 1 when the client can resume
+# after its id without a gap (no rows are read then) else 0 (for a page '' and
+# 0). The stream key is ReadModelKeys.changes (tested in
+# tests/unit/test_row_feed.py).
 # ARGV[8] (pages only) is the page version the client holds ('' for none, '*'
 # for any). A page's version is the SHA-1 of everything its body is made of
 # besides the request: the generation, the LI's change-stream last id (every
 # changed row appends to it in the row's own transaction, app/row_feed.py),
 # the learner count and the goal templates. A page whose version equals
-# ARGV[8] is {-5, access facts, version}: not modified, no row is read; any
-# other page has its version before the pieces.
+# ARGV[8] is {-5, access facts, version}: not modified, no row is read. A
+# stream's version is ''.
 _PAGE_LUA = (
     NAMESPACE_LUA
     + """
@@ -177,8 +190,9 @@ local limit = tonumber(ARGV[5])
 local caller = ARGV[6]
 local changes = ARGV[7]
 local held = ARGV[8]
+local expect = ARGV[9]
 local goals = {}
-for i = 9, #ARGV do goals[#goals + 1] = ARGV[i] end
+for i = 10, #ARGV do goals[#goals + 1] = ARGV[i] end
 local li
 local regs
 local total
@@ -238,46 +252,36 @@ else
   regs = {id}
   if resumed == 1 then regs = {} end
 end
--- The page's "data" array, as pieces the API joins (one C-level join) from
--- the stored row bytes (never decoded): prefix, row, ',', row, suffix, ...
--- A Lua concatenation of the whole array costs far more server time (every
--- Lua string is built and interned): measured in docs/performance.md.
-local pieces = {}
-local row_bytes = 0
-if #regs > 0 then
+local gen = generation or '0'
+local fallback = {}
+for i = 1, #goals do fallback[i] = templates[i] or '{}' end
+local head = {total, partner, instructor, reg_user, version or '', last, resumed,
+              li, gen, fallback}
+if expect ~= '' and expect == gen .. ':' .. redis.sha1hex(table.concat(regs, ',')) then
+  head[11] = 0
+  head[12] = 0
+  return head
+end
+local rows = {}
+if #regs > 0 and #goals > 0 then
   local keys = {}
   for _, r in ipairs(regs) do
     for _, g in ipairs(goals) do keys[#keys + 1] = p .. ':row:' .. r .. ':' .. g end
   end
-  local rows = redis.call('MGET', unpack(keys))
+  rows = redis.call('MGET', unpack(keys))
+  -- Here (a page read afresh, a registration, a stream's snapshot) a
+  -- missing row's template is put in place: the templates then need not
+  -- travel.
   local ng = #goals
-  local n = 0
-  local open = '{"registration_id":'
-  for i, r in ipairs(regs) do
-    -- One piece closes the previous item and opens this one. Registration
-    -- ids are EntityIds ([A-Za-z0-9._~-], schemas/events.py: checked on
-    -- ingest, and the read model holds no other), so nothing is escaped: a
-    -- check of every id here cost ~50 us per 100-row page.
-    n = n + 1
-    pieces[n] = open .. '"' .. r .. '","status_and_progress":['
-    open = ']},{"registration_id":'
-    local base = (i - 1) * ng
-    for j = 1, ng do
-      local v = rows[base + j] or templates[j] or '{}'
-      row_bytes = row_bytes + #v
-      if j > 1 then n = n + 1; pieces[n] = ',' end
-      n = n + 1
-      pieces[n] = v
-    end
+  for k = 1, #rows do
+    if not rows[k] then rows[k] = fallback[(k - 1) % ng + 1] end
   end
-  pieces[n + 1] = ']}'
 end
--- The pieces go as one nested array: no copy into the reply's own table.
-if changes ~= '' then
-  return {total, partner, instructor, reg_user, #regs, row_bytes, last, resumed,
-          li, pieces}
-end
-return {total, partner, instructor, reg_user, #regs, row_bytes, version, pieces}
+-- ids and rows as nested arrays: no copy into the reply's own table.
+head[10] = 0
+head[11] = regs
+head[12] = rows
+return head
 """
 )
 
@@ -290,6 +294,17 @@ _HISTORY_LUA = (
 return redis.call('GET', p .. ':hist:' .. ARGV[2] .. ':' .. ARGV[3])
 """
 )
+
+
+def _pack(*parts: Any) -> bytes:
+    """One command packed in one C call (redis-py's Encoder goes per
+    argument)."""
+    packed: bytes = hiredis.pack_command(parts)
+    return packed
+
+
+_MULTI = _pack("MULTI")
+_EXEC = _pack("EXEC")
 
 
 class _ScriptCaller:
@@ -316,17 +331,20 @@ class _ScriptCaller:
         self._sha = hashlib.sha1(script.encode()).hexdigest()
         self._idle: list[Any] = []
 
-    async def __call__(self, args: Sequence[Any]) -> Any:
+    async def __call__(self, args: Sequence[Any], after: bytes = b"") -> Any:
+        """The script's reply; with ``after`` (one packed command), the script
+        and that command in one MULTI/EXEC, one round trip: the EXEC's reply,
+        ``[script's reply, command's reply]``."""
         reused = bool(self._idle)
         try:
-            return await self._on_one_connection(args)
+            return await self._on_one_connection(args, after)
         except (RedisConnectionError, OSError):
             if not reused:
                 raise
         await self.aclose()  # the others idled as long: likely closed too
-        return await self._on_one_connection(args)  # once, on a new connection
+        return await self._on_one_connection(args, after)  # once, on a new one
 
-    async def _on_one_connection(self, args: Sequence[Any]) -> Any:
+    async def _on_one_connection(self, args: Sequence[Any], after: bytes) -> Any:
         conn = (
             self._idle.pop()
             if self._idle
@@ -334,7 +352,10 @@ class _ScriptCaller:
         )
         keep = False
         try:
-            reply = await self._exchange(conn, args)
+            if after:
+                reply = await self._transaction(conn, args, after)
+            else:
+                reply = await self._exchange(conn, args)
             keep = True
             return reply
         except ResponseError:
@@ -347,18 +368,57 @@ class _ScriptCaller:
                 await conn.disconnect(nowait=True)
 
     async def _exchange(self, conn: Any, args: Sequence[Any]) -> Any:
-        # hiredis packs in one C call (redis-py's Encoder goes per argument).
         await conn.send_packed_command(
-            hiredis.pack_command(("EVALSHA", self._sha, 0, *args)), check_health=False
+            _pack("EVALSHA", self._sha, 0, *args), check_health=False
         )
         try:
             return await conn.read_response()
         except NoScriptError:
             pass
         await conn.send_packed_command(
-            hiredis.pack_command(("EVAL", self._script, 0, *args)), check_health=False
+            _pack("EVAL", self._script, 0, *args), check_health=False
         )
         return await conn.read_response()
+
+    async def _transaction(self, conn: Any, args: Sequence[Any], after: bytes) -> Any:
+        packed = b"".join(
+            (
+                _MULTI,
+                _pack("EVALSHA", self._sha, 0, *args),
+                after,
+                _EXEC,
+            )
+        )
+        for attempt in (1, 2):
+            await conn.send_packed_command(packed, check_health=False)
+            # +OK, +QUEUED, +QUEUED, then EXEC's: all four are read whatever
+            # they are, so the connection stays in step for its next use.
+            answers: list[Any] = []
+            for _ in range(4):
+                try:
+                    answers.append(await conn.read_response())
+                except ResponseError as exc:
+                    answers.append(exc)
+            replies = answers[3]
+            # NOSCRIPT comes at EXEC (valkey does so) or, on a server that
+            # checks it while queueing, instead of QUEUED: load, redo once.
+            if attempt == 1 and (
+                isinstance(answers[1], NoScriptError)
+                or (isinstance(replies, list) and isinstance(replies[0], NoScriptError))
+            ):
+                await conn.send_packed_command(
+                    _pack("SCRIPT", "LOAD", self._script), check_health=False
+                )
+                await conn.read_response()
+                continue
+            for answer in answers:
+                if isinstance(answer, ResponseError):
+                    raise answer  # the transaction was refused (EXECABORT)
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply  # the script's error; never rows made of one
+            return replies  # [the script's reply, the command's]
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
         """Drop the idle connections."""
@@ -427,6 +487,100 @@ def _past(stream_id: str, last: str) -> bool:
     return a is not None and b is not None and a > b
 
 
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """What a page's request and answer are made of besides its rows, for one
+    (learning instance, offset, limit, goals) in one generation: the page's
+    registration ids, each one's opening piece of the ``data`` array, and the
+    packed MGET of its row keys. ``expect`` (the generation and a SHA-1 of
+    the ids) lets the page script check, in the same MULTI/EXEC, that the
+    page still holds exactly these registrations: only then are the MGET's
+    rows used (``RedisPageStore.learning_instance_page``)."""
+
+    expect: str
+    ids: list[bytes]
+    openers: list[bytes]
+    #: bytes of the page's data that are not rows (:func:`_framing`)
+    framing: int
+    mget: bytes
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds, about."""
+        return len(self.mget) + self.framing + sum(map(len, self.ids))
+
+    @classmethod
+    def of(
+        cls,
+        keys: ReadModelKeys,
+        generation: bytes,
+        ids: list[bytes],
+        goals: Sequence[str],
+    ) -> _Frame:
+        digest = hashlib.sha1(b",".join(ids)).hexdigest()
+        in_generation = keys.in_generation(int(generation))
+        row_keys = [
+            in_generation.row(r, g) for r in (i.decode() for i in ids) for g in goals
+        ]
+        openers = _openers(ids)
+        return cls(
+            expect=f"{generation.decode()}:{digest}",
+            ids=ids,
+            openers=openers,
+            framing=_framing(openers, len(goals)),
+            mget=_pack("MGET", *row_keys) if row_keys else b"",
+        )
+
+
+def _openers(ids: list[bytes]) -> list[bytes]:
+    # Registration ids are EntityIds ([A-Za-z0-9._~-], schemas/events.py:
+    # checked on ingest, and the read model holds no other): nothing to escape.
+    return [
+        (b"]},{" if i else b"{") + _OPEN[1:] + r + _OPENED for i, r in enumerate(ids)
+    ]
+
+
+_OPEN = b'{"registration_id":"'
+_OPENED = b'","status_and_progress":['
+
+
+def _framing(openers: list[bytes], goals: int) -> int:
+    """Bytes of :func:`_join`'s data that are not rows: the opening pieces,
+    the commas between a registration's rows, the closing piece."""
+    if not openers:
+        return 0
+    return sum(map(len, openers)) + len(openers) * max(goals - 1, 0) + 2
+
+
+def _join(
+    openers: list[bytes],
+    rows: list[bytes | None],
+    templates: Sequence[bytes],
+    framing: int | None = None,
+) -> tuple[bytes, int]:
+    """The contract's ``data`` array without its brackets, and the rows'
+    bytes: per registration its opening piece, then its rows (registration
+    by registration, goals in order; ``None``: the goal's template from
+    ``templates``) separated by commas. C-level list work only, no loop over
+    rows in Python. ``framing``: :func:`_framing` of ``openers``, if known."""
+    n = len(openers)
+    if not n:
+        return b"", 0
+    ng = len(rows) // n
+    if None in rows:
+        rows = [templates[i % ng] if row is None else row for i, row in enumerate(rows)]
+    stride = 2 * ng if ng else 1
+    pieces: list[bytes | None] = [b","] * (n * stride + 1)
+    pieces[0 : n * stride : stride] = openers
+    for j in range(ng):
+        pieces[1 + 2 * j : n * stride : stride] = rows[j::ng]
+    pieces[-1] = b"]}"
+    data = b"".join(pieces)  # type: ignore[arg-type]  # every None was replaced
+    if framing is None:
+        framing = _framing(openers, ng)
+    return data, len(data) - framing
+
+
 class RedisPageStore:
     """:class:`PageStore` over the Redis read model.
 
@@ -436,7 +590,18 @@ class RedisPageStore:
     command), which was ~10 % of a cheap request's CPU (docs/performance.md).
     A read cancelled by the timeout drops its connection (_ScriptCaller), so
     no late reply is ever read as another request's.
+
+    A learning instance's page is read in one MULTI/EXEC when this store has
+    the page's :class:`_Frame` from an earlier read: the script (access
+    facts, version, and the check that the page's registrations are still
+    the frame's) and a plain MGET of the frame's row keys. At most
+    :data:`FRAMES_KEPT` frames of at most :data:`FRAME_BYTES_KEPT` bytes in
+    all are kept, the oldest dropped first (a page of 100 learners and 2
+    goals has a frame of ~25 KB; the largest page, 100 x 50 rows, ~1 MB).
     """
+
+    FRAMES_KEPT = 256
+    FRAME_BYTES_KEPT = 16 * 1024 * 1024
 
     def __init__(
         self,
@@ -450,6 +615,8 @@ class RedisPageStore:
         self.timeout_s = timeout_s
         self._deadlines = None if timeout_s is None else _Deadlines(timeout_s)
         self._script = _ScriptCaller(redis, _PAGE_LUA)
+        self._frames: dict[tuple[Any, ...], _Frame] = {}
+        self._frame_bytes = 0
         self._history = _ScriptCaller(redis, _HISTORY_LUA)
 
     async def aclose(self) -> None:
@@ -466,11 +633,14 @@ class RedisPageStore:
             raise redis_unreachable(exc) from exc
         return found
 
-    async def _run(self, args: list[Any]) -> list[Any]:
+    async def _run(self, args: list[Any], after: bytes = b"") -> list[Any]:
         deadlines = self._deadlines
         task = None if deadlines is None else deadlines.start()
         try:
-            result: list[Any] = await self._script([self.keys.prefix, *args])
+            call = [self.keys.prefix, *args]
+            result: list[Any] = await (
+                self._script(call, after) if after else self._script(call)
+            )
         except asyncio.CancelledError:
             if deadlines is not None and task is not None and deadlines.end(task):
                 kwargs = self.redis.connection_pool.connection_kwargs
@@ -487,14 +657,21 @@ class RedisPageStore:
                 deadlines.end(task)
         return result
 
-    @staticmethod
     def _page(
+        self,
         result: list[Any],
         field: str,
         ident: str,
         *,
-        versioned: bool = True,
+        goal_ids: Sequence[str] = (),
+        frame: _Frame | None = None,
+        outside: list[bytes | None] | None = None,
+        remember: tuple[Any, ...] | None = None,
     ) -> Page:
+        """The page of a script reply. ``outside`` is the reply of ``frame``'s
+        MGET, sent in the script's transaction; it is used only when the
+        script confirmed the frame. ``remember`` is the key under which a
+        frame of this page's ids is kept for the next request."""
         head = int(result[0])
         if head == -1:
             raise not_found(field, ident)
@@ -519,14 +696,52 @@ class RedisPageStore:
         if head == -5:
             version = result[4].decode()
             return Page(0, access=access, version=version, not_modified=True)
+        ids, rows = result[10], result[11]
+        templates = result[9] or ()  # 0: the script put templates in place
+        if ids == 0:  # the script confirmed the frame: the MGET's rows
+            assert frame is not None and outside is not None
+            ids, rows = frame.ids, outside
+            openers, framing = frame.openers, frame.framing
+        elif remember is not None and ids and goal_ids:
+            frame = _Frame.of(self.keys, result[8], ids, goal_ids)
+            self._remember(remember, frame)
+            openers, framing = frame.openers, frame.framing
+        elif len(ids) == 1:  # the registration endpoint: rows in place
+            body = b",".join(rows)
+            return Page(
+                total=head,
+                count=1,
+                data=b"".join((_OPEN, ids[0], _OPENED, body, b"]}")),
+                row_bytes=len(body) - len(rows) + 1 if rows else 0,
+                access=access,
+                version=result[4].decode(),
+            )
+        else:
+            openers, framing = _openers(ids), None
+        data, row_bytes = _join(openers, rows, templates, framing)
         return Page(
             total=head,
-            count=int(result[4]),
-            data=b"".join(result[7 if versioned else 9]),
-            row_bytes=int(result[5]),
+            count=len(ids),
+            data=data,
+            row_bytes=row_bytes,
             access=access,
-            version=result[6].decode() if versioned else "",
+            version=result[4].decode(),
         )
+
+    def _remember(self, key: tuple[Any, ...], frame: _Frame) -> None:
+        frames = self._frames
+        old = frames.pop(key, None)
+        if old is not None:
+            self._frame_bytes -= old.size
+        if frame.size > self.FRAME_BYTES_KEPT:
+            return
+        while frames and (
+            len(frames) >= self.FRAMES_KEPT
+            or self._frame_bytes + frame.size > self.FRAME_BYTES_KEPT
+        ):
+            self._frame_bytes -= frames.pop(next(iter(frames))).size  # the oldest
+        frames[key] = frame
+        self._frame_bytes += frame.size
 
     async def learning_instance_page(
         self,
@@ -538,10 +753,26 @@ class RedisPageStore:
         caller: str = "",
         if_version: str = "",
     ) -> Page:
-        result = await self._run(
-            ["li", li_id, offset, limit, caller, "", if_version, *goal_ids]
+        if if_version:
+            # A holder of a version most likely gets a 304: no rows are read
+            # for it, so no MGET is sent (the script reads them if the
+            # version changed).
+            result = await self._run(
+                ["li", li_id, offset, limit, caller, "", if_version, "", *goal_ids]
+            )
+            return self._page(result, "li_id", li_id)
+        key = (li_id, offset, limit, *goal_ids)
+        frame = self._frames.get(key)
+        if frame is None:
+            result = await self._run(
+                ["li", li_id, offset, limit, caller, "", "", "", *goal_ids]
+            )
+            return self._page(result, "li_id", li_id, goal_ids=goal_ids, remember=key)
+        result, outside = await self._run(
+            ["li", li_id, offset, limit, caller, "", "", frame.expect, *goal_ids],
+            frame.mget,
         )
-        return self._page(result, "li_id", li_id)
+        return self._page(result, "li_id", li_id, frame=frame, outside=outside)
 
     async def registration_page(
         self,
@@ -552,7 +783,7 @@ class RedisPageStore:
         if_version: str = "",
     ) -> Page:
         result = await self._run(
-            ["reg", registration_id, 0, 1, caller, "", if_version, *goal_ids]
+            ["reg", registration_id, 0, 1, caller, "", if_version, "", *goal_ids]
         )
         return self._page(result, "reg_id", registration_id)
 
@@ -570,17 +801,16 @@ class RedisPageStore:
         registration, with the change-stream id they are current at; only the
         access facts and that id when ``after`` can be resumed from."""
         result = await self._run(
-            [mode, ident, 0, max_learners, caller, after or "-", "", *goal_ids]
+            [mode, ident, 0, max_learners, caller, after or "-", "", "", *goal_ids]
         )
         field = "li_id" if mode == "li" else "reg_id"
+        page = self._page(result, field, ident)
         if int(result[0]) < 0:
-            page = self._page(result, field, ident, versioned=False)
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
-        resumed = int(result[7]) == 1
-        current = result[6].decode()
+        resumed = int(result[6]) == 1
+        current = result[5].decode()
         last_id = after if resumed and after else current
         if _past(last_id, current):
             # An id past the stream's end (a client's guess): from now on.
             last_id = current
-        page = self._page(result, field, ident, versioned=False)
-        return Snapshot(page, last_id, resumed, result[8].decode())
+        return Snapshot(page, last_id, resumed, result[7].decode())

@@ -10,7 +10,9 @@ issue 20 asks; without wrk the command says so and stops.
 Each run: 2 s warm-up, then ``--seconds`` at 10 keep-alive connections
 (1 wrk thread), reporting requests/s, p50/p99, every non-2xx/3xx answer, the
 CPU of the API process(es) and of the Redis server, and the Redis server time
-per call of the page script (``INFO commandstats``, ``cmdstat_evalsha``).
+per request summed over the commands it sends (``INFO commandstats``: the
+page script, or MULTI + EXEC around the script and the rows' MGET; see
+:func:`server_us`).
 
 Runs: a 100-row page (2 goals); the same with ``If-None-Match`` (304); the
 registration endpoint (one row, 2 goals); ``GET /healthz`` (the floor of the
@@ -138,9 +140,37 @@ def wrk(url: str, request: Request, seconds: float) -> dict[str, Any]:
     )
 
 
-def evalsha(redis: SyncRedis) -> tuple[int, int]:
-    stats = redis.info("commandstats").get("cmdstat_evalsha", {})
-    return int(stats.get("calls", 0)), int(stats.get("usec", 0))
+_COMMANDS = ("evalsha", "multi", "exec")
+
+
+def commandstats(redis: SyncRedis) -> dict[str, tuple[int, int]]:
+    """(calls, usec) of the commands a page sends."""
+    stats = redis.info("commandstats")
+    out = {}
+    for name in _COMMANDS:
+        one = stats.get(f"cmdstat_{name}", {})
+        out[name] = int(one.get("calls", 0)), int(one.get("usec", 0))
+    return out
+
+
+def server_us(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> tuple[float, float]:
+    """Redis server time per request (every request runs the page script
+    once) summed over the commands it sends, and the script's own time per
+    call. A page read in a MULTI/EXEC (api/store.py) costs MULTI + EXEC,
+    whose time includes the script and the MGET run inside it (valkey counts
+    those again under their own names); any other request costs its
+    top-level EVALSHA. In a run that mixes both, the top-level scripts' share
+    of the EVALSHA time is taken as their share of the calls."""
+    d = {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+    scripts, script_usec = d["evalsha"]
+    if not scripts:
+        return 0.0, 0.0
+    in_transactions = d["exec"][0]
+    top = script_usec * max(0, scripts - in_transactions) / scripts
+    total = top + d["multi"][1] + d["exec"][1]
+    return total / scripts, script_usec / scripts
 
 
 def python_client(url: str, request: Request, seconds: float) -> dict[str, Any]:
@@ -184,14 +214,13 @@ def measure(
     except urllib.error.HTTPError as exc:  # 304 arrives as an "error"
         status, size = exc.code, 0
     pids = pids_of(target)
-    before = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), evalsha(redis)
+    before = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), commandstats(redis)
     started = time.monotonic()
     load = wrk if shutil.which("wrk") else python_client
     result = load(target.url, request, seconds)
     elapsed = time.monotonic() - started
-    after = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), evalsha(redis)
-    calls = after[2][0] - before[2][0]
-    usec = after[2][1] - before[2][1]
+    after = [cpu_ticks(p) for p in pids], cpu_ticks(redis_pid), commandstats(redis)
+    per_page, script = server_us(before[2], after[2])
     result.update(
         key=request.key,
         name=request.name,
@@ -200,7 +229,8 @@ def measure(
         processes=len(pids) - (1 if len(pids) > 1 else 0),
         api_cpu=(sum(after[0]) - sum(before[0])) / _TICK / elapsed,
         redis_cpu=(after[1] - before[1]) / _TICK / elapsed,
-        script_us=usec / calls if calls else 0.0,
+        server_us=per_page,
+        script_us=script,
     )
     per = 1e6 / result["rps"] if result["rps"] else 0.0
     result["api_us"] = result["api_cpu"] * per
@@ -209,7 +239,8 @@ def measure(
         f"{request.name}: {result['rps']:,.0f} req/s, p50 {result['p50']:.2f} ms, "
         f"p99 {result['p99']:.2f} ms, API {result['api_cpu']:.0%} "
         f"({result['api_us']:.0f} us/req), Redis {result['redis_cpu']:.0%}, "
-        f"script {result['script_us']:.0f} us/call, non-2xx/3xx {result['bad']}"
+        f"server {result['server_us']:.0f} us/req (script {result['script_us']:.0f}), "
+        f"non-2xx/3xx {result['bad']}"
     )
     return result
 
@@ -236,9 +267,9 @@ def verdicts(by: dict[str, dict[str, Any]]) -> list[str]:
             f"{_verdict(page['p99'], 10, False)} |"
         )
         lines.append(
-            f"| Redis server time per page (`cmdstat_evalsha`) "
-            f"| {page['script_us']:.0f} µs | ≤ 100 µs "
-            f"| {_verdict(page['script_us'], 100, False)} |"
+            "| Redis server time per page (`INFO commandstats`, every command "
+            f"it sends) | {page['server_us']:.0f} µs | ≤ 100 µs "
+            f"| {_verdict(page['server_us'], 100, False)} |"
         )
     if "304" in by:
         r = by["304"]
@@ -284,7 +315,7 @@ def report(rows: list[dict[str, Any]], rev: str, seconds: float) -> str:
         *verdicts(by),
         "",
         "| run | API processes | answer | req/s | p50 / p99 ms | API CPU (µs/req) "
-        "| Redis CPU (µs/req) | page script µs/call | not 2xx/3xx |",
+        "| Redis CPU (µs/req) | server µs/req (script) | not 2xx/3xx |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
@@ -293,7 +324,7 @@ def report(rows: list[dict[str, Any]], rev: str, seconds: float) -> str:
             f"| {r['rps']:,.0f} | {r['p50']:.2f} / {r['p99']:.2f} "
             f"| {r['api_cpu']:.0%} ({r['api_us']:.0f}) "
             f"| {r['redis_cpu']:.0%} ({r['redis_us']:.0f}) "
-            f"| {r['script_us']:.0f} | {r['bad']} |"
+            f"| {r['server_us']:.0f} ({r['script_us']:.0f}) | {r['bad']} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,18 +1,24 @@
 """The page script's own connections (api/store.py, _ScriptCaller) against a
 real Redis: a flushed script cache, connections the server closed, a bounded
-idle set, and a read cut off by its timeout."""
+idle set, and a read cut off by its timeout; and pages read through their
+frames (the rows' MGET in the script's MULTI/EXEC) against pages read afresh."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from api.errors import ServiceUnavailable
-from api.store import RedisPageStore
+from api.store import Page, RedisPageStore
 from app.embedded import EmbeddedRedis
+from app.projector import Projection, RedisProjector
+from schemas.events import GoalDefined, RegistrationCreated, Target
+from schemas.read_model import ReadModelKeys
 from tests.integration.auth_world import seed_world
 
 pytestmark = pytest.mark.integration
@@ -107,3 +113,233 @@ def test_a_read_past_its_timeout_drops_its_connection() -> None:
         if server.proc is not None:
             server.proc.send_signal(signal.SIGCONT)
         server.stop()
+
+
+# -- a page through its frame (api/store.py, _Frame) ---------------------------
+
+KEYS = ReadModelKeys()
+
+
+def _same(a: Page, b: Page) -> None:
+    assert (a.data, a.total, a.count, a.row_bytes, a.version, a.access) == (
+        b.data,
+        b.total,
+        b.count,
+        b.row_bytes,
+        b.version,
+        b.access,
+    )
+
+
+def test_a_page_read_through_its_frame_is_the_page_read_afresh(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """A store that keeps the page's frame (its ids and row keys, MGET in the
+    script's MULTI/EXEC) serves exactly what a store without one serves (the
+    script reads the rows), after every kind of change: a row, a learner
+    registered before the others, an instructor, a goal defined later, a
+    row lost, a caller denied, a generation switch."""
+    seed_world(redis_server.url)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    async def go() -> None:
+        redis = Redis.from_url(redis_server.url)
+        warm = RedisPageStore(redis)
+        writer = RedisProjector(redis)
+
+        def transactions() -> int:
+            return int(stats.get("cmdstat_exec", {}).get("calls", 0))
+
+        async def check(
+            goals: list[str],
+            *,
+            through_frame: bool,
+            offset: int = 0,
+            caller: str = "",
+            keys: ReadModelKeys = KEYS,
+        ) -> Page:
+            nonlocal stats
+            stats = await redis.info("commandstats")
+            before = transactions()
+            page = await warm.learning_instance_page(
+                "li-a", goals, offset, 10, caller=caller
+            )
+            stats = await redis.info("commandstats")
+            assert transactions() == before + (1 if through_frame else 0)
+            fresh = RedisPageStore(redis)
+            try:
+                _same(
+                    page,
+                    await fresh.learning_instance_page(
+                        "li-a", goals, offset, 10, caller=caller
+                    ),
+                )
+            finally:
+                await fresh.aclose()
+            return page
+
+        stats: dict[str, Any] = {}
+        try:
+            first = await check(["goal-a"], through_frame=False)
+            assert first.count == 2
+            same = await check(["goal-a"], through_frame=True)
+            assert same.data == first.data
+            # A row changes: the frame holds (same ids), the MGET reads it.
+            p = Projection(KEYS)
+            p.row("reg-a1", "goal-a", b'{"goal_id":"goal-a","status":"mastered"}')
+            await writer.write(p)
+            changed = await check(["goal-a"], through_frame=True)
+            assert b'"mastered"' in changed.data
+            assert changed.version != first.version
+            # A learner registered before the others (no row yet: the
+            # template): the frame no longer holds; the next read has a new one.
+            p = Projection(KEYS)
+            p.registration(
+                RegistrationCreated(
+                    event_id="e-early",
+                    occurred_at=t0 - timedelta(days=1),
+                    registration_id="reg-a0",
+                    learning_instance_id="li-a",
+                    user_id="la0",
+                    role="learner",
+                )
+            )
+            await writer.write(p)
+            moved = await check(["goal-a"], through_frame=True)
+            assert moved.count == 3
+            assert moved.data.startswith(b'{"registration_id":"reg-a0"')
+            assert b'"no_work"' in moved.data
+            await check(["goal-a"], through_frame=True)
+            # An instructor registered: not a row, the frame holds.
+            p = Projection(KEYS)
+            p.registration(
+                RegistrationCreated(
+                    event_id="e-ti2",
+                    occurred_at=t0,
+                    registration_id="reg-ti-a2",
+                    learning_instance_id="li-a",
+                    user_id="ti-a2",
+                    role="instructor",
+                )
+            )
+            await writer.write(p)
+            await check(["goal-a"], through_frame=True)
+            # A goal defined later: its template for everyone, then a row.
+            p = Projection(KEYS)
+            p.goal(
+                GoalDefined(
+                    event_id="e-goal-a2",
+                    occurred_at=t0,
+                    goal_id="goal-a2",
+                    learning_instance_id="li-a",
+                    targets=[Target(learning_objective_id="lo-1")],
+                ),
+                b'{"goal_id":"goal-a2","status":"no_work"}',
+            )
+            await writer.write(p)
+            both = ["goal-a", "goal-a2"]
+            await check(both, through_frame=False)
+            await check(both, through_frame=True)
+            p = Projection(KEYS)
+            p.row("reg-a2", "goal-a2", b'{"goal_id":"goal-a2","status":"started"}')
+            await writer.write(p)
+            assert b'"started"' in (await check(both, through_frame=True)).data
+            # A row lost (Redis lost a key, before the repair): the template.
+            await redis.delete(KEYS.row("reg-a1", "goal-a"))
+            lost = await check(["goal-a"], through_frame=True)
+            assert b'"mastered"' not in lost.data
+            # Another page of the same class, and a caller the facts deny:
+            # the same facts as a fresh read, the route refuses on them.
+            await check(["goal-a"], through_frame=False, offset=1)
+            await check(["goal-a"], through_frame=True, offset=1)
+            denied = await check(["goal-a"], through_frame=True, caller="stranger")
+            assert not denied.access.caller_is_instructor
+            # A goal of another learning instance: the same refusal.
+            refused = await warm.learning_instance_page("li-a", ["goal-b"], 0, 10)
+            assert refused.unknown_goals == ("goal-b",)
+            # A holder of the current version: 304, no MGET sent.
+            held = await check(["goal-a"], through_frame=True)
+            stats = await redis.info("commandstats")
+            before = transactions()
+            again = await warm.learning_instance_page(
+                "li-a", ["goal-a"], 0, 10, if_version=held.version
+            )
+            stats = await redis.info("commandstats")
+            assert again.not_modified and transactions() == before
+            # A generation switch (mastery rebuild --flush) with a row that
+            # differs: the frame names generation 0's keys, so it is refused.
+            g2 = KEYS.in_generation(2)
+            async for raw in redis.scan_iter(match=KEYS.pattern()):
+                name = raw.decode()
+                if KEYS.owns(name):
+                    await redis.copy(name, g2.namespace + name.removeprefix("ms"))
+            await redis.set(
+                g2.row("reg-a2", "goal-a"), b'{"goal_id":"goal-a","status":"g2"}'
+            )
+            await redis.set(KEYS.current_generation(), 2)
+            switched = await check(["goal-a"], through_frame=True)
+            assert b'"g2"' in switched.data
+            await check(["goal-a"], through_frame=True)
+        finally:
+            await warm.aclose()
+            await redis.aclose()
+
+    asyncio.run(go())
+
+
+def test_frames_kept_are_bounded(redis_server: EmbeddedRedis) -> None:
+    seed_world(redis_server.url)
+
+    async def go() -> None:
+        redis = Redis.from_url(redis_server.url)
+        store = RedisPageStore(redis)
+        store.FRAMES_KEPT = 3
+        try:
+            for offset in range(5):
+                await store.learning_instance_page(
+                    "li-a", ["goal-a"], offset % 2, 1 + offset
+                )
+            assert len(store._frames) == 3
+            assert ("li-a", 0, 5, "goal-a") in store._frames
+            assert ("li-a", 0, 1, "goal-a") not in store._frames  # the oldest
+            # And in bytes: the budget of one frame keeps the newest only.
+            newest = store._frames[("li-a", 0, 5, "goal-a")]
+            store.FRAME_BYTES_KEPT = newest.size
+            await store.learning_instance_page("li-a", ["goal-a"], 0, 5, caller="x")
+            await store.learning_instance_page("li-a", ["goal-a"], 1, 5)
+            assert list(store._frames) == [("li-a", 1, 5, "goal-a")]
+            assert store._frame_bytes == store._frames[("li-a", 1, 5, "goal-a")].size
+        finally:
+            await store.aclose()
+            await redis.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_row_key_of_another_type_reads_as_missing_on_both_paths(
+    redis_server: EmbeddedRedis,
+) -> None:
+    """MGET answers nil for a key that holds no string, inside the script or
+    in the frame's transaction: the goal's template either way."""
+    seed_world(redis_server.url)
+
+    async def go() -> None:
+        redis = Redis.from_url(redis_server.url)
+        store = RedisPageStore(redis)
+        try:
+            await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+            await redis.delete(KEYS.row("reg-a1", "goal-a"))
+            await redis.rpush(KEYS.row("reg-a1", "goal-a"), b"x")
+            framed = await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+            store._frames.clear()
+            fresh = await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
+            _same(framed, fresh)
+            assert framed.data.startswith(
+                b'{"registration_id":"reg-a1","status_and_progress":'
+                b'[{"goal_id":"goal-a","status":"no_work"'
+            )
+        finally:
+            await store.aclose()
+            await redis.aclose()
+
+    asyncio.run(go())
