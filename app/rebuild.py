@@ -3,10 +3,13 @@
 The worker's state lives in its table's changelog topic (the latest value per
 registration) and the catalog topic; this command reads both whole, derives
 every key the workers would write, and writes them in pipelined chunks. It
-does not need a running worker. Rows it writes reflect the changelog as read;
-a worker running at the same time overwrites a registration's rows with its
-next batch. (Workers also repair every row they own after each partition
-assignment, so restarting them is the other way to restore Redis.)
+does not need a running worker. Rows it writes reflect the changelog as read,
+which can be behind a running worker's last batches (states reach the
+changelog at the worker's next checkpoint): a running worker derives its part
+again after every rebuild (after ``--flush``'s generation switch, or when the
+count of in-place rebuilds changes, ``ReadModelKeys.rebuilds``). (Workers also
+repair every row they own after each partition assignment, so restarting them
+is the other way to restore Redis.)
 
 In order (docs/read-model.md, "Rebuilding"):
 
@@ -231,6 +234,9 @@ async def rebuild(
         if not flush:
             written, rows = await _write(redis, live, catalog, latest, show_progress)
             await mark_materialized(redis, _BY, live)
+            # Running workers derive their part again: the changelog read
+            # here can be behind their last batches (module docstring).
+            await redis.incr(base.rebuilds())
             return RebuildReport(
                 n_catalog, len(latest), rows, written, generation=live.generation
             )

@@ -580,24 +580,32 @@ class Worker:
         the new one from now on and repair this worker's part of it (the
         rebuild read the changelog, which can be behind the last batches);
         when the current generation's "materialized" marker is gone (Redis
-        restarted empty, FLUSHALL), repair it. Meanwhile the API answers 503
-        for ids it cannot find, not 404 (api/store.py).
+        restarted empty, FLUSHALL), repair it; when ``mastery rebuild``
+        rewrote the live generation (its count, ``ReadModelKeys.rebuilds``),
+        derive this worker's part again, as the rebuild's changelog can be
+        behind. Meanwhile the API answers 503 for ids it cannot find, not 404
+        (api/store.py).
         """
         await self.follower.ready.wait()
         base = ReadModelKeys(self.keys.prefix)
+        rebuilds: int | None = None  # the count seen at the last check
         while True:
             await asyncio.sleep(1.0)
             if not self._repaired_once:
                 continue  # the repair after the first assignment comes first
             try:
-                raw = await self.redis.get(base.current_generation())
+                raw, count = await self.redis.mget(
+                    base.current_generation(), base.rebuilds()
+                )
                 generation = int(raw or 0)
+                counted = int(count or 0)
                 present = await self.redis.exists(
                     base.in_generation(generation).materialized()
                 )
             except (RedisError, OSError, ValueError) as exc:
                 log.debug("read-model watch: %r", exc)
                 continue
+            seen, rebuilds = rebuilds, counted
             if generation != self.keys.generation:
                 log.warning(
                     "the read model moved to generation %d: writing there, repairing",
@@ -609,6 +617,15 @@ class Worker:
             elif not present:
                 log.warning(
                     "the read model was lost (no materialized marker): repairing"
+                )
+                self._repaired_once = False
+                self._mark_dirty(_ALL)
+            elif seen is not None and rebuilds != seen:
+                # `mastery rebuild` wrote rows from the changelog, which can
+                # be behind this worker's last batches: derive them again.
+                log.warning(
+                    "mastery rebuild rewrote the read model from the changelog: "
+                    "deriving this worker's part again"
                 )
                 self._repaired_once = False
                 self._mark_dirty(_ALL)

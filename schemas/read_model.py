@@ -65,6 +65,14 @@ class ReadModelKeys:
         """STRING: INCR'd to number a new generation (never reused)."""
         return f"{self.prefix}:meta:generation-counter"
 
+    def rebuilds(self) -> str:
+        """STRING: INCR'd by ``mastery rebuild`` (without ``--flush``) after
+        its last write into the live generation. Its rows come from the
+        changelog, which can be behind a running worker's last batches; a
+        worker that sees the count change derives its part again (app/worker.py,
+        ``_run_read_model_watch``). Not namespaced."""
+        return f"{self.prefix}:meta:rebuilds"
+
     def broker_offsets(self) -> str:
         """HASH ``<topic>:<partition>`` -> the highest end offset a worker has
         seen on the broker (app/broker_watch.py). Not namespaced: it describes
@@ -89,6 +97,7 @@ class ReadModelKeys:
         return (
             self.current_generation(),
             self.generation_counter(),
+            self.rebuilds(),
             self.broker_offsets(),
             self.broker_loss(),
             self.worker_heartbeat(),

@@ -97,6 +97,21 @@ def group_behind(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return asyncio.run(go())
 
 
+def wait_until_committed(stack: DevStack, timeout_s: float = 60.0) -> None:
+    """Until the workers' group has committed every registration-topic record:
+    a commit follows the checkpoint that wrote the states those records
+    changed (app/checkpoint.py), so the changelog then holds them all."""
+    group = stack.settings.worker_id
+    topic = TopicNames(stack.settings.topic_prefix).registration_events
+    deadline = time.monotonic() + timeout_s
+    while True:
+        behind = group_behind(stack.kafka.bootstrap_servers, group, topic)
+        if behind and not any(behind.values()):
+            return
+        assert time.monotonic() < deadline, f"not committed: {behind}"
+        time.sleep(0.5)
+
+
 def produce_catalog_first(stack: DevStack, workload: Workload) -> None:
     """Produce the workload's catalog and wait until the worker serves every
     learning instance's pages, so registrations produced next are folded

@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     produce,
     produce_catalog_first,
     started_stack,
+    wait_until_committed,
     wait_until_rows_match,
 )
 from tests.oracle import expected_history
@@ -134,7 +135,9 @@ def test_timelines_are_served_as_the_oracle_keeps_them_and_rebuilt_alike(
     assert status == 400 and body["error"]["details"]["field"] == "points_per_page"
     assert _history(stack, reg, admin)[0] == 400  # goal_id is required
 
-    # mastery rebuild reads the changelog: the same timelines.
+    # mastery rebuild reads the changelog: the same timelines, once the
+    # worker's checkpoint has written the last states there.
+    wait_until_committed(stack)
     redis = Redis.from_url(stack.redis.url)
     keys = ReadModelKeys()
     for key in [(r.registration_id, g) for r in learners for g in goals]:

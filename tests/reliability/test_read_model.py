@@ -11,8 +11,15 @@ from redis import Redis
 
 from app.devstack import DevStack, post_json
 from app.workload import simulated
+from infra.topics import TopicNames
 from schemas.read_model import ReadModelKeys
-from tests.integration.helpers import partner_of, produce, wait_until_rows_match
+from tests.integration.helpers import (
+    group_behind,
+    partner_of,
+    produce,
+    wait_until_committed,
+    wait_until_rows_match,
+)
 from tests.reliability.readmodel import dump_read_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -108,6 +115,40 @@ def test_api_answers_503_while_redis_is_down_and_recovers(stack: DevStack) -> No
     status, _ = post_json(url, body, token=token)
     assert status == 200
     wait_until_rows_match(stack, workload, [*events, *extra])
+
+
+def test_a_running_worker_derives_its_rows_again_after_an_in_place_rebuild(
+    stack: DevStack,
+) -> None:
+    """``mastery rebuild`` reads the changelog, which is behind a worker's
+    batches until its next checkpoint: the rows it writes are older than the
+    worker's, and the worker derives its part again once the rebuild is done
+    (``ms:meta:rebuilds``, docs/read-model.md, "Rebuilding")."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=8, attempts_per_learner=16, seed=47
+    )
+    half = len(workload.attempts) // 2
+    first = [*workload.registrations, *workload.attempts[:half]]
+    produce(stack, [*workload.catalog, *first])
+    worker = stack.start_worker()
+    wait_until_rows_match(stack, workload, first)
+    wait_until_committed(stack)  # the changelog holds the first half
+    stack.stop_worker(worker)
+    # The same worker again (its RocksDB store), checkpointing once a minute:
+    # the second half stays out of the changelog for the rest of the test.
+    stack.start_worker(extra_env={"MASTERY_COMMIT_INTERVAL_S": "60"})
+    everything = [*first, *workload.attempts[half:]]
+    produce(stack, workload.attempts[half:])
+    wait_until_rows_match(stack, workload, everything)
+    topic = TopicNames(stack.settings.topic_prefix).registration_events
+    behind = group_behind(
+        stack.kafka.bootstrap_servers, stack.settings.worker_id, topic
+    )
+    assert any(behind.values()), f"a checkpoint ran already: {behind}"
+
+    done = _rebuild(stack)  # the rows of the first half
+    assert "rows" in done.stdout, done.stdout
+    wait_until_rows_match(stack, workload, everything, timeout_s=30)
 
 
 def test_a_running_worker_repairs_a_flushed_redis_and_the_api_says_503_meanwhile(
