@@ -510,7 +510,15 @@ class Worker:
         self._changelog_started = True
 
     async def _before_commit(self) -> None:
-        await self._or_exit(self.checkpoint.before_commit())
+        # Faust also commits from its fetcher's task, which it cancels when it
+        # stops: a checkpoint cancelled there would have taken the dirty
+        # states and sends without writing them, so it is shielded and runs
+        # to its end (the next checkpoint waits for its lock). Only the
+        # commit that asked for it is abandoned, committing nothing; the
+        # stop's final commit checkpoints again. A SIGTERM stays exit 0.
+        await asyncio.shield(
+            asyncio.ensure_future(self._or_exit(self.checkpoint.before_commit()))
+        )
         self.heap.after_checkpoint()
         self.metrics.heap_frozen.set(self.heap.frozen())
 

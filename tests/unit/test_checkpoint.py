@@ -153,3 +153,57 @@ async def test_pending_sends_forget_the_acknowledged_past_the_bound(
     # The acknowledged are dropped; a refusal and a send in flight stay.
     assert sends.take() == [failed, waiting]
     waiting.cancel()
+
+
+class _GatedChangelog(_Changelog):
+    """A changelog whose write waits for ``gate`` (the broker's answer)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(log)
+        self.gate = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def write(
+        self, partition: int, records: Sequence[tuple[bytes, bytes]]
+    ) -> int:
+        self.writing.set()
+        await self.gate.wait()
+        return await super().write(partition, records)
+
+
+async def test_a_commit_cancelled_mid_checkpoint_still_stores_the_states() -> None:
+    """Faust cancels its fetcher's task, which also commits, when it stops:
+    the worker's checkpoint must not be cut off after it took the dirty
+    states (the stop's final commit would then commit offsets without them)."""
+    from types import SimpleNamespace
+
+    from app.worker import Worker
+
+    store, log = _Store(), []
+    cache = StateCache(store)  # type: ignore[arg-type]
+    changelog = _GatedChangelog(log)
+    checkpoint = Checkpoint(cache, store, changelog)  # type: ignore[arg-type]
+
+    async def or_exit(work: Any) -> None:
+        await work
+
+    worker = SimpleNamespace(
+        checkpoint=checkpoint,
+        _or_exit=or_exit,
+        heap=SimpleNamespace(after_checkpoint=lambda: None, frozen=lambda: 0),
+        metrics=SimpleNamespace(heap_frozen=SimpleNamespace(set=lambda _: None)),
+    )
+    cache.put(0, _state("reg-1"))
+    commit = asyncio.get_running_loop().create_task(
+        Worker._before_commit(worker)  # type: ignore[arg-type]
+    )
+    await changelog.writing.wait()
+    commit.cancel()  # Faust stops: the commit that asked is abandoned
+    with pytest.raises(asyncio.CancelledError):
+        await commit
+    assert cache.take_dirty() == {}  # taken by the checkpoint in flight
+    changelog.gate.set()
+    async with checkpoint._lock:  # the next checkpoint waits for it
+        pass
+    assert log == ["changelog reg-1"]
+    assert [p for p, _, _ in store.written] == [0]
