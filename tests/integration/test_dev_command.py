@@ -50,6 +50,18 @@ def _start_empty_dev(
     )
 
 
+def _metrics_once_up(url: str, timeout_s: float = 60.0) -> str:
+    """The metrics a process serves at ``url``, once it has started."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            assert time.monotonic() < deadline, f"{url} never answered"
+            time.sleep(0.5)
+
+
 def _env_file(path: Path) -> dict[str, str]:
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if line)
     return dict(pairs)
@@ -163,28 +175,10 @@ def test_dev_prints_and_writes_each_worker_s_metrics_address(tmp_path: Path) -> 
         assert all(urls) and len(set(urls)) == 2, values
         for url in urls:
             assert url is not None
-            deadline = time.monotonic() + 60
-            while True:  # the worker serves its metrics once it has started
-                try:
-                    with urllib.request.urlopen(url, timeout=2) as response:
-                        text = response.read().decode()
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, f"{url} never answered"
-                    time.sleep(0.5)
-            assert "mastery_worker_" in text
+            assert "mastery_worker_" in _metrics_once_up(url)
         notifier = values.get("NOTIFIER_METRICS_URL")
         assert notifier is not None and notifier not in urls, values
-        deadline = time.monotonic() + 60
-        while True:  # the notifier's too (app/notifier_metrics.py)
-            try:
-                with urllib.request.urlopen(notifier, timeout=2) as response:
-                    text = response.read().decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, f"{notifier} never answered"
-                time.sleep(0.5)
-        assert "mastery_notifier_" in text
+        assert "mastery_notifier_" in _metrics_once_up(notifier)
         out, _ = dev.communicate(timeout=90)
         assert dev.returncode == 0, out
         for n, url in enumerate(urls, start=1):
