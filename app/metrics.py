@@ -34,7 +34,6 @@ import contextlib
 import logging
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import Protocol
 
 import orjson
 from prometheus_client import (
@@ -47,7 +46,12 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["Exposition", "HealthServer", "WorkerMetrics", "observe_many"]
+__all__ = [
+    "HealthServer",
+    "ProcessMetrics",
+    "WorkerMetrics",
+    "observe_many",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +83,24 @@ def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
             buckets[i].inc(n)
 
 
-class WorkerMetrics:
-    """The worker's metrics, in a registry of their own."""
+class ProcessMetrics:
+    """A process's metrics in a registry of their own, with the process
+    collector's; what :class:`HealthServer` serves at ``/metrics``."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class WorkerMetrics(ProcessMetrics):
+    """The worker's metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
         r = self.registry
-        ProcessCollector(registry=r)
         self.events = Counter(
             "mastery_worker_events",
             "registration-topic records by outcome",
@@ -151,19 +166,9 @@ class WorkerMetrics:
             registry=r,
         )
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
-
 
 #: A readiness check: ``None`` when ready, else why not.
 ReadyCheck = Callable[[], str | None]
-
-
-class Exposition(Protocol):
-    """What :class:`HealthServer` serves at ``/metrics`` (the worker's and the
-    notifier's metrics)."""
-
-    def exposition(self) -> bytes: ...
 
 
 class HealthServer:
@@ -171,7 +176,7 @@ class HealthServer:
 
     def __init__(
         self,
-        metrics: Exposition,
+        metrics: ProcessMetrics,
         ready: ReadyCheck,
         host: str,
         port: int,

@@ -24,15 +24,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    ProcessCollector,
-    generate_latest,
 )
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from app.metrics import ProcessMetrics
 
 __all__ = [
     "OUTCOMES",
@@ -67,13 +66,12 @@ OUTCOMES = (
 _REQUEST = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-class NotifierMetrics:
-    """The notifier's metrics, in a registry of their own."""
+class NotifierMetrics(ProcessMetrics):
+    """The notifier's metrics."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        super().__init__()
         r = self.registry
-        ProcessCollector(registry=r)
         deliveries = Counter(
             "mastery_notifier_deliveries",
             "recorded delivery outcomes (attempts, dead letters, refusals)",
@@ -129,9 +127,6 @@ class NotifierMetrics:
             ["partition"],
             registry=r,
         )
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
 
 
 class NotifierProbe:
