@@ -1,46 +1,40 @@
 """What happens between a batch and an offset commit, in the order it happens.
 
-A batch (app/worker.py) folds its records, sends its dead letters and status
-changes without waiting for the broker (their acknowledgements go to
-:class:`PendingSends`), then puts its new states into the state cache
-(app/state_cache.py) and projects its rows to Redis from memory; only then
-does Faust ack its records. Faust commits acked offsets every
-``broker_commit_interval`` seconds,
-at a rebalance and at shutdown; every such commit goes through
-``_Consumer._commit_tps`` (app/faust_corrections/transport.py), which runs
-:meth:`Checkpoint.before_commit` between choosing the offsets and committing
-them:
+The worker drives its checkpoints and acks only what a checkpoint covers;
+Faust commits acked offsets and nothing else (so no hook into its commit).
 
-1. Faust picks the offsets to commit: per partition, the offset after the last
-   acked record with no gap before it.
-2. With no await in between, the checkpoint takes the cache's dirty states
-   (every state changed since the previous checkpoint) and the sends not yet
-   awaited. Every record those offsets cover has been folded into the cache,
-   and its dead letters and status changes sent, before it was acked, so the
-   snapshot holds its effect (possibly more: effects of records acked later,
-   which is harmless, since a redelivered record is recognized by position).
-3. The checkpoint waits until the broker has acknowledged those sends: a
-   state must not be stored ahead of what its records sent, or after a crash
-   those records would be redeliveries that send nothing. One wait per
-   checkpoint, not one broker round trip per batch.
+1. A batch (app/worker.py) folds its records, sends its dead letters and
+   status changes without waiting for the broker (their acknowledgements go
+   to :class:`PendingSends`), puts its new states into the state cache
+   (app/state_cache.py), projects its rows to Redis, and hands its events to
+   :meth:`Checkpoint.applied`. Nothing is acked yet.
+2. Every ``commit_interval_s`` seconds, and at once when Faust stops the
+   consumer's flow (a rebalance or a shutdown, whose commit waits for every
+   unacked event), the worker runs :meth:`Checkpoint.run`. With no await in
+   between it takes the cache's dirty states, the sends not yet awaited and
+   the applied events. Every event taken was folded into the cache and its
+   sends registered before it was handed over, so the snapshot holds its
+   effect (possibly more: effects of later events, which is harmless, since
+   a redelivered record is recognized by position).
+3. It waits until the broker has acknowledged those sends: a state must not
+   be stored ahead of what its records sent, or after a crash those records
+   would be redeliveries that send nothing. One wait per checkpoint.
 4. The states are encoded, one changelog record per registration, and sent
-   per partition in as few produce requests as the broker allows; the
-   checkpoint waits for the broker to acknowledge all of them.
+   per partition in as few produce requests as the broker allows; it waits
+   for the broker to acknowledge all of them.
 5. The states are written to the local RocksDB store, one ``WriteBatch`` per
    partition together with the changelog offset of step 4 (from which Faust's
    recovery resumes).
-6. Clean cache entries beyond the cache's bound are dropped, and the worker
-   freezes its heap (app/heap.py: garbage collection only, no data).
-7. Faust sends attached records, flushes its own producer (dead letters and
-   status changes are already acknowledged) and commits the offsets of step 1.
+6. Clean cache entries beyond the cache's bound are dropped.
+7. The events taken in step 2 are acked: Faust may now commit their offsets
+   (per partition, up to the first event not acked), which it does every
+   ``broker_commit_interval``, at a rebalance and at shutdown.
 
 A failure in 3, 4 or 5 raises :class:`CheckpointFailed`: the worker exits (75)
-without committing; its restart reads the uncommitted records again.
+acking nothing more; its restart reads the uncommitted records again.
 Checkpoints never overlap (a lock): a later snapshot is written after an
-earlier one, so the changelog never goes back for a key. The stream keeps
-running while steps 3, 4 and 7 wait for the broker; what runs on the event
-loop between two batches is step 2, the encoding (yielding every few hundred
-states), queueing the records, the local write of step 5 and step 6.
+earlier one, so the changelog never goes back for a key. Batches keep running
+while steps 3 and 4 wait for the broker.
 
 On revocation the same checkpoint runs once more for everything dirty, before
 the revoked partitions' entries are evicted.
@@ -167,7 +161,7 @@ async def acknowledged(sends: Sequence[Awaitable[Any]]) -> None:
 
 
 class Checkpoint:
-    """Runs steps 2-5 and the cache trim of step 6 of the module docstring."""
+    """Runs steps 2-7 of the module docstring."""
 
     def __init__(
         self,
@@ -184,11 +178,24 @@ class Checkpoint:
         self.sends = sends if sends is not None else PendingSends()
         self._lock = asyncio.Lock()
         self._on_done = on_done
+        self._applied: list[Any] = []
 
-    async def before_commit(self) -> None:
-        """Steps 2-5: write every state changed so far; see the module docstring."""
+    def applied(self, events: Sequence[Any]) -> None:
+        """Step 1: the effects of these Faust events are in the cache, in
+        Redis and among the pending sends; ack them after the next write."""
+        self._applied.extend(events)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to write and nothing to ack."""
+        return not self._applied and not self.sends and not self.cache.dirty_count
+
+    async def run(self) -> int:
+        """Steps 2-7: store every state changed so far, then ack the events
+        they cover; returns how many were acked (module docstring)."""
         dirty = self.cache.take_dirty()  # step 2, before any await
         sends = self.sends.take()
+        events, self._applied = self._applied, []
         async with self._lock:
             try:
                 await acknowledged(sends)  # step 3
@@ -197,8 +204,11 @@ class Checkpoint:
                     f"{len(sends)} dead letters or status changes were not "
                     f"acknowledged by the broker ({exc!r})"
                 ) from exc
-            await self._write(dirty)
-        self.cache.trim()  # step 6 (the commit itself follows in Faust)
+            await self._write(dirty)  # steps 4-5
+        self.cache.trim()  # step 6
+        for event in events:  # step 7
+            event.ack()
+        return len(events)
 
     async def _write(self, dirty: DirtyStates) -> None:
         if not dirty:

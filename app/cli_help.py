@@ -57,6 +57,7 @@ _WORKER = (
     "forecast_partner_share_percent",
     "history_interval_s",
     "commit_interval_s",
+    "checkpoint_interval_s",
     "metrics_host",
     "metrics_port",
 )

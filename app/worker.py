@@ -12,6 +12,7 @@ by step). Faust-specific corrections live in app/faust_corrections/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -194,9 +195,11 @@ class Worker:
         )
         self._provisional_rows: Waiting[tuple[str, int]] = Waiting()
         self._provisional_goals: Waiting[str] = Waiting()
-        self.app.before_commit = self._before_commit
+        #: Set when a checkpoint should run now, not at its interval.
+        self._checkpoint_now = asyncio.Event()
+        self.app.on_flow_stopped = self._checkpoint_now.set
         probes = GroupProbes(bootstrap, settings.worker_id, profile, client_kwargs)
-        self.skip_guard = SkipGuard(self.app, probes)
+        self.skip_guard = SkipGuard(probes)
         # A broker that lost its data, and "a worker runs", for the API.
         self.broker_watch = BrokerWatch.of_worker(
             settings, self.redis, bootstrap, profile
@@ -216,6 +219,7 @@ class Worker:
         )
         self.app.agent(self.catalog_topic, name="catalog-events")(self._catalog_agent)
         self.app.task(self._run_follower)
+        self.app.task(self._run_checkpoints)
         self.app.task(self._run_rederiver)
         self.app.task(self._run_forecast_builder)
         self.app.task(self._run_read_model_watch)
@@ -233,21 +237,25 @@ class Worker:
         await self.follower.ready.wait()
         await self._start_changelog()
         within = self.settings.batch_within_ms / 1000
-        async for events in take_ready(stream, self.settings.batch_max_events, within):
-            async with self.lock:
-                await self._or_exit(self.handle_registration_batch(events))
+        batches = take_ready(stream, self.settings.batch_max_events, within)
+        async with contextlib.aclosing(batches):
+            async for events in batches:
+                async with self.lock:
+                    await self._or_exit(self.handle_registration_batch(events))
+                # Acked once the checkpoint has stored their states.
+                self.checkpoint.applied(events)
+                if not self.app.flow_control.is_active():
+                    self._checkpoint_now.set()  # Faust waits for their acks
 
     async def _catalog_agent(self, stream: Any) -> None:
         async for event in stream.events():
             await self._or_exit(self.handle_catalog_record(event))
 
-    async def _or_exit(self, work: Awaitable[None]) -> None:
+    async def _or_exit(self, work: Awaitable[object]) -> None:
         """Run one unit of work; on any failure end the process, acking nothing.
 
-        ``take_ready``, like Faust's ``take_events``, acks a batch in a
-        ``finally``, even when the agent raised: letting an exception escape
-        would commit offsets of events that were never applied. Crash-only
-        instead (restart.py).
+        Crash-only (restart.py): a batch that failed half-way may have put
+        some of its effects in place; its restart reads its records again.
         """
         try:
             await work
@@ -256,8 +264,8 @@ class Worker:
             # A checkpoint's send refused for a missing ACL is 77 too.
             exit_process(access_denied(exc) or exc)
         except asyncio.CancelledError:
-            # Cancelled mid-batch (shutdown or rebalance): returning would let
-            # take_ready ack events whose effects may not all be stored.
+            # Cancelled mid-batch or mid-checkpoint (shutdown or rebalance):
+            # what it did is not known whole; its records come again.
             exit_process(BatchCancelled("batch cancelled mid-way"))
         except Exception as exc:
             await self._loss_first()
@@ -509,15 +517,26 @@ class Worker:
         await self.changelog.start()
         self._changelog_started = True
 
-    async def _before_commit(self) -> None:
-        # Faust also commits from its fetcher's task, which it cancels when it
-        # stops: a checkpoint cancelled there would have taken the dirty
-        # states and sends without writing them, so it is shielded and runs
-        # to its end (the next checkpoint waits for its lock). Only the
-        # commit that asked for it is abandoned, committing nothing; the
-        # stop's final commit checkpoints again. A SIGTERM stays exit 0.
+    async def _run_checkpoints(self) -> None:
+        """Checkpoint every ``checkpoint_interval_s`` seconds (by default
+        ``commit_interval_s``), and at once when
+        Faust stops the consumer's flow: a rebalance or a shutdown then
+        waits for every event to be acked (app/checkpoint.py, step 2)."""
+        settings = self.settings
+        interval = settings.checkpoint_interval_s or settings.commit_interval_s
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._checkpoint_now.wait(), interval)
+            self._checkpoint_now.clear()
+            if not self.checkpoint.idle:
+                await self._checkpoint()
+
+    async def _checkpoint(self) -> None:
+        # Shielded: a checkpoint cancelled half-way (the app stopping its
+        # tasks) would have taken the dirty states and events without
+        # writing or acking them; it runs to its end, or ends the process.
         await asyncio.shield(
-            asyncio.ensure_future(self._or_exit(self.checkpoint.before_commit()))
+            asyncio.ensure_future(self._or_exit(self.checkpoint.run()))
         )
         self.heap.after_checkpoint()
         self.metrics.heap_frozen.set(self.heap.frozen())
@@ -527,7 +546,7 @@ class Worker:
         # what is still dirty (its offsets come again to the next owner, who
         # recognizes the records by position), then forget the partitions.
         if self._changelog_started:
-            await self._or_exit(self.checkpoint.before_commit())
+            await self._checkpoint()
         revoked = args[-1] if args else ()  # the signal's (sender, revoked)
         gone = {
             tp.partition

@@ -154,6 +154,15 @@ class Settings(BaseSettings):
         le=60,
         description="how often the worker checkpoints states and commits offsets",
     )
+    checkpoint_interval_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=3600,
+        description="how often the worker writes changed states to the changelog "
+        "and acks the records they cover (default: MASTERY_COMMIT_INTERVAL_S); "
+        "only acked offsets are committed, so a longer interval means fewer "
+        "changelog writes and more records read again after a crash",
+    )
     worker_heartbeat_ttl_s: float = Field(
         default=30.0,
         gt=0,

@@ -6,12 +6,10 @@ upstream behaviour it corrects and the test, on Apache Kafka, that fails
 without it (``pytest TEST --without NAME`` swaps it for Faust's own behaviour,
 tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
 
-- :mod:`.transport`, ``_Consumer._commit_tps`` (``commit-hook``): Faust picks
-  the offsets to commit and commits them; the copy runs the worker's
-  checkpoint (``MasteryApp.before_commit``, app/checkpoint.py) between the
-  two, so no offset is committed before the states of its records are in the
-  changelog. Test: tests/reliability/test_checkpoint_commit.py::
-  test_committed_offsets_survive_a_restart_from_the_changelog.
+- :mod:`.transport`, ``_Consumer.stop_flow`` (not a correction: a hook):
+  Faust stops the flow when a rebalance or a shutdown begins, then waits for
+  every unacked event; the worker acks only after its checkpoint
+  (app/checkpoint.py), so it is told to checkpoint at once.
 - :mod:`.transport`, ``_Consumer.wait_first`` (``inline``): Faust's fetch
   loop awaits mode's ``wait_first`` for every record, over five tasks per
   record; the record is delivered inline unless the stream's queue is full.
@@ -29,11 +27,13 @@ tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
   is 50 ms, 5 ms while partitions are held back.
   Test: tests/unit/test_transport_buffered_wait.py.
 - :mod:`.streams`, ``take_ready`` (``take-ready``): Faust's ``take_events``
-  waits out its whole window after every batch that is not full; a batch is
-  handed over once the records fetched so far are in it.
-  Test: tests/integration/test_faust_corrections.py::
+  waits out its whole window after every batch that is not full, and acks a
+  batch when the loop body returns; a batch is handed over once the records
+  fetched so far are in it, and its acks are the caller's (public stream
+  surface only). Test: tests/integration/test_faust_corrections.py::
   test_a_record_is_handed_over_without_waiting_out_the_window
-  (and tests/unit/test_take_ready.py).
+  (and tests/unit/test_take_ready.py); the acks:
+  tests/reliability/test_checkpoint_commit.py (``ack-after-checkpoint``).
 - :mod:`.store`, ``PartitionStore``: Faust's RocksDB store reads and writes a
   key in the partition of "the current event" (and cannot write without
   one); the worker addresses the key's own partition, from the checkpoint.
@@ -72,7 +72,9 @@ tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
 - :mod:`.restart`: the typed exceptions that end the worker process, and the
   one function that turns them into its exit code (not a correction).
 
-Deleted in December 2026, no failure on Apache Kafka without them: the
+Deleted in December 2026: the copy of ``_Consumer._commit_tps`` that ran the
+checkpoint inside Faust's commit (the worker now acks only what a checkpoint
+covers); and, as no failure on Apache Kafka showed without them, the
 draining producer buffer and its raised limit (the worker puts nothing into
 Faust's producer buffer), the seek of partitions without a committed offset
 to their beginning, and the stall watchdog (docs/reliability.md says what

@@ -76,8 +76,7 @@ class GroupProbes:
 class SkipGuard:
     """Checks that no record of a source partition is skipped (module docstring)."""
 
-    def __init__(self, app: Any, probes: GroupProbes):
-        self._app = app
+    def __init__(self, probes: GroupProbes):
         self.probes = probes
         #: Next offset expected per source partition since the last assignment.
         self._next: dict[tuple[str, int], int] = {}
@@ -116,20 +115,8 @@ class SkipGuard:
             skipped = f"could not check ({exc!r})"
         if skipped:
             raise RecordsSkipped(
-                f"event {topic}/{partition} at offset {offset}, but {skipped} "
-                f"(Faust's read offset: {self._faust_read_offset(topic, partition)})"
+                f"event {topic}/{partition} at offset {offset}, but {skipped}"
             )
-
-    def _faust_read_offset(self, topic: str, partition: int) -> object:
-        read_offsets = getattr(self._app.consumer, "_read_offset", {})
-        return next(
-            (
-                o
-                for tp, o in read_offsets.items()
-                if (tp.topic, tp.partition) == (topic, partition)
-            ),
-            None,
-        )
 
     async def _skipped_before(
         self, tp: AIOTopicPartition, offset: int, want: int | None = None

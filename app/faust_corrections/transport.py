@@ -8,11 +8,10 @@ import asyncio
 import contextlib
 import functools
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import faust
-from faust.exceptions import ProducerSendError
 from faust.sensors import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from mode.services import WaitResults
@@ -29,13 +28,15 @@ def _wake(waiter: asyncio.Future[None], _: object) -> None:
 
 async def _resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
     """Run a coroutine that was started by hand and yielded ``yielded`` to
-    completion, as an asyncio Task would (a future to wait for, or None)."""
+    completion, as an asyncio Task would (a future to wait for, or None).
+
+    The future is waited for through a callback, not awaited: it was yielded
+    by the coroutine's own ``await`` and cannot be awaited a second time."""
     try:
         while True:
             if yielded is None:
                 await asyncio.sleep(0)  # a bare yield: one turn of the loop
             else:
-                yielded._asyncio_future_blocking = False
                 waiter = asyncio.get_running_loop().create_future()
                 yielded.add_done_callback(functools.partial(_wake, waiter))
                 await waiter
@@ -248,28 +249,14 @@ class _Consumer(faust_aiokafka.Consumer):
         wait = BUFFERED_WAIT_S if held_back else FETCH_LOOP_WAIT_S
         return await super()._getmany(active_partitions, min(timeout, wait))
 
-    async def _commit_tps(self, tps: Any, start_new_transaction: bool) -> bool:
-        # Faust (0.15, transport/consumer.py) picks the offsets to commit here
-        # and then flushes its producer and commits. The app's checkpoint hook
-        # runs right after the pick, with no await in between: the states it
-        # snapshots include every record those offsets cover, and it writes
-        # them (changelog, then local store) before the offsets are committed
-        # (app/checkpoint.py says the whole protocol in order).
-        commit_offsets = self._filter_committable_offsets(tps)
-        if not commit_offsets:
-            return False
-        hook = getattr(self.app, "before_commit", None)
+    def stop_flow(self) -> None:
+        # Faust stops the flow when a rebalance or a shutdown begins, then
+        # waits for every event to be acked: the worker acks after its
+        # checkpoint (app/checkpoint.py), so it checkpoints at once.
+        super().stop_flow()
+        hook = getattr(self.app, "on_flow_stopped", None)
         if hook is not None:
-            await hook()
-        try:
-            await self._handle_attached(commit_offsets)
-        except ProducerSendError as exc:
-            await self.crash(exc)
-            return False
-        did_commit: bool = await self._commit_offsets(
-            commit_offsets, start_new_transaction=start_new_transaction
-        )
-        return did_commit
+            hook()
 
 
 class _Transport(faust_aiokafka.Transport):
@@ -306,9 +293,9 @@ class LeanMonitor(Monitor):
 class MasteryApp(faust.App):
     """``faust.App`` whose consumer follows a :class:`BrokerProfile`."""
 
-    #: Awaited before every offset commit, after the offsets are chosen
-    #: (see ``_Consumer._commit_tps``); the worker's checkpoint.
-    before_commit: Callable[[], Awaitable[None]] | None = None
+    #: Called when Faust stops the consumer's flow (a rebalance or a
+    #: shutdown begins); the worker checkpoints at once.
+    on_flow_stopped: Callable[[], None] | None = None
 
     def __init__(self, *args: Any, profile: BrokerProfile | None = None, **kwargs: Any):
         self.profile = profile

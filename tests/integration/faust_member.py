@@ -88,6 +88,8 @@ def build(args: argparse.Namespace) -> Any:
             )
             out.flush()
             records += len(events)
+            for event in events:  # take_ready leaves the acks to its caller
+                event.ack()
             monitor = app.monitor
             partial.write_text(
                 json.dumps(
@@ -116,7 +118,7 @@ def _guarded(app: Any, args: argparse.Namespace) -> Any:
     from app.faust_corrections.guards import GroupProbes, SkipGuard
     from app.faust_corrections.restart import WorkerExit, exit_process
 
-    guard = SkipGuard(app, GroupProbes(args.bootstrap, args.group, KAFKA))
+    guard = SkipGuard(GroupProbes(args.bootstrap, args.group, KAFKA))
 
     async def reset(*_: Any, **__: Any) -> None:
         guard.reset()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -44,10 +43,7 @@ async def _skipped(bootstrap: str) -> dict[str, str]:
         await committer.commit({TopicPartition(topic, 0): 3})
     finally:
         await committer.stop()
-    guard = SkipGuard(
-        SimpleNamespace(consumer=SimpleNamespace(_read_offset={})),
-        GroupProbes(bootstrap, group, KAFKA),
-    )
+    guard = SkipGuard(GroupProbes(bootstrap, group, KAFKA))
     check = guard._skipped_before
     try:
         found = {

@@ -1,11 +1,12 @@
-"""The commit hook (``_Consumer._commit_tps``, app/faust_corrections/transport.py)
-on the real broker: an offset is committed only after the checkpoint wrote
-the states of the records it covers to the changelog.
+"""Acks after the checkpoint (app/checkpoint.py) on the real broker: an offset
+is committed only after the checkpoint wrote the states of the records it
+covers to the changelog.
 
-Without it (``pytest --without commit-hook``: Faust's ``_commit_tps``) Faust
-commits the offsets of records whose states exist only in the worker's
-memory; a worker killed then and restarted without its local store finds
-the registrations gone, and this test fails.
+Without it (``pytest --without ack-after-checkpoint``: events acked as soon as
+their batch is handled, as Faust's ``take_events`` does) Faust commits the
+offsets of records whose states exist only in the worker's memory; a worker
+killed then and restarted without its local store finds the registrations
+gone, and this test fails.
 """
 
 from __future__ import annotations
@@ -76,4 +77,51 @@ def test_committed_offsets_survive_a_restart_from_the_changelog(
         workload,
         [*workload.registrations, *workload.attempts],
         timeout_s=90,
+    )
+
+
+def test_no_offset_is_committed_before_a_checkpoint_stored_its_states(
+    stack: DevStack,
+) -> None:
+    """With checkpoints an hour apart and commits every 0.2 s, the worker
+    applies every record but commits none (Faust commits only what a
+    checkpoint acked); a kill then loses nothing. Acking at once (``--without
+    ack-after-checkpoint``) commits offsets whose states are only in memory."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=20, attempts_per_learner=10, seed=37
+    )
+    produce(stack, [*workload.catalog, *workload.registrations, *workload.attempts])
+    worker = stack.start_worker(
+        "worker-1",
+        extra_env={
+            "MASTERY_COMMIT_INTERVAL_S": "0.2",
+            "MASTERY_CHECKPOINT_INTERVAL_S": "3600",
+        },
+    )
+    wait_until_rows_match(
+        stack, workload, [*workload.registrations, *workload.attempts]
+    )
+    topic = TopicNames(stack.settings.topic_prefix).registration_events
+
+    def committed() -> list[int]:
+        offsets = asyncio.run(
+            committed_offsets(
+                stack.kafka.bootstrap_servers,
+                stack.settings.worker_id,
+                topic,
+                stack.settings.topic_partitions,
+            )
+        )
+        return [c or 0 for c in offsets]
+
+    # Every record is applied (its row is in Redis): ten commit intervals
+    # later, an ack at once would have been committed.
+    window = time.monotonic() + 2.0
+    while time.monotonic() < window:
+        assert committed() == [0] * stack.settings.topic_partitions
+        time.sleep(0.2)
+    kill(worker)
+    stack.start_worker("worker-1", wipe_data=True)
+    wait_until_rows_match(
+        stack, workload, [*workload.registrations, *workload.attempts], timeout_s=90
     )

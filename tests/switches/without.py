@@ -13,7 +13,9 @@ from typing import Any
 
 #: Name -> what is swapped back to Faust's (faust-streaming 0.15.3).
 NAMES = {
-    "commit-hook": "_Consumer._commit_tps: Faust's (no checkpoint before a commit)",
+    "ack-after-checkpoint": "Checkpoint.applied: events acked as soon as their "
+    "batch is handled (as Faust's take_events does), not after the checkpoint "
+    "stored their states",
     "inline": "_Consumer.wait_first: mode's Service.wait_first",
     "monitor": "LeanMonitor: faust.sensors.Monitor",
     "take-ready": "take_ready: Stream.take_events",
@@ -39,13 +41,19 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
     from faust.sensors import Monitor
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
+    from app import checkpoint
     from app.faust_corrections import guards, offsets, recovery, streams, transport
 
     # Each swap replaces a method or name on purpose (mypy: method-assign,
     # assignment): the point is to run Faust's original in its place.
     consumer = transport._Consumer
-    if "commit-hook" in names:
-        consumer._commit_tps = faust_aiokafka.Consumer._commit_tps  # type: ignore[method-assign]
+    if "ack-after-checkpoint" in names:
+
+        def ack_at_once(self: Any, events: Any) -> None:
+            for event in events:
+                event.ack()
+
+        checkpoint.Checkpoint.applied = ack_at_once  # type: ignore[method-assign]
     if "inline" in names:
         consumer.wait_first = faust_aiokafka.Consumer.wait_first  # type: ignore[method-assign]
     if "monitor" in names:

@@ -1,5 +1,6 @@
 """The checkpoint stores no state before the broker has acknowledged what the
-batches behind it sent (app/checkpoint.py, steps 2-3)."""
+batches behind it sent, and acks no event before its states are stored
+(app/checkpoint.py, steps 2-7)."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ async def test_states_are_stored_only_after_the_sends_before_them_are_acked() ->
     checkpoint.sends.add([slow, fast])
     cache.put(0, _state("reg-1"))
 
-    await checkpoint.before_commit()
+    await checkpoint.run()
 
     assert log == ["acked dead letter", "acked status change", "changelog reg-1"]
     assert [p for p, _, _ in store.written] == [0]
@@ -88,7 +89,7 @@ async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None
     cache.put(0, _state("reg-1"))
     gate = loop.create_future()
     checkpoint.sends.add([gate])
-    running = loop.create_task(checkpoint.before_commit())
+    running = loop.create_task(checkpoint.run())
     await asyncio.sleep(0.01)
     # The checkpoint waits for the first batch's send; a later batch sends.
     assert log == [] and not running.done()
@@ -100,7 +101,7 @@ async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None
     # The later send belongs to the next checkpoint, which waits for it.
     assert len(checkpoint.sends) == 1
     cache.put(1, _state("reg-2"))
-    following = loop.create_task(checkpoint.before_commit())
+    following = loop.create_task(checkpoint.run())
     await asyncio.sleep(0.01)
     assert not following.done()
     later.set_result(None)
@@ -108,16 +109,19 @@ async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None
     assert log == ["changelog reg-1", "changelog reg-2"]
 
 
-async def test_a_refused_send_stores_nothing_and_fails_the_checkpoint() -> None:
+async def test_a_refused_send_stores_and_acks_nothing_and_fails_the_checkpoint() -> (
+    None
+):
     checkpoint, cache, store, log = _checkpoint()
     loop = asyncio.get_running_loop()
     refused = loop.create_future()
     refused.set_exception(KafkaTimeoutError())
     checkpoint.sends.add([refused])
     cache.put(0, _state("reg-1"))
+    checkpoint.applied([_Event("e1", log)])
 
     with pytest.raises(CheckpointFailed, match="not acknowledged"):
-        await checkpoint.before_commit()
+        await checkpoint.run()
     assert log == [] and store.written == []
 
 
@@ -128,7 +132,7 @@ async def test_a_send_denied_by_an_acl_ends_the_worker_as_access_denied() -> Non
     denied.set_exception(TopicAuthorizationFailedError())
     checkpoint.sends.add([denied])
     with pytest.raises(CheckpointFailed) as raised:
-        await checkpoint.before_commit()
+        await checkpoint.run()
     # The worker's _or_exit maps a WorkerExit through access_denied.
     exit_with = access_denied(raised.value)
     assert isinstance(exit_with, AccessDenied)
@@ -171,10 +175,10 @@ class _GatedChangelog(_Changelog):
         return await super().write(partition, records)
 
 
-async def test_a_commit_cancelled_mid_checkpoint_still_stores_the_states() -> None:
-    """Faust cancels its fetcher's task, which also commits, when it stops:
-    the worker's checkpoint must not be cut off after it took the dirty
-    states (the stop's final commit would then commit offsets without them)."""
+async def test_a_checkpoint_whose_task_is_cancelled_still_stores_the_states() -> None:
+    """Faust cancels the app's tasks when it stops: the worker's checkpoint
+    must not be cut off after it took the dirty states and the events (they
+    would then be neither stored nor acked)."""
     from types import SimpleNamespace
 
     from app.worker import Worker
@@ -194,16 +198,64 @@ async def test_a_commit_cancelled_mid_checkpoint_still_stores_the_states() -> No
         metrics=SimpleNamespace(heap_frozen=SimpleNamespace(set=lambda _: None)),
     )
     cache.put(0, _state("reg-1"))
-    commit = asyncio.get_running_loop().create_task(
-        Worker._before_commit(worker)  # type: ignore[arg-type]
+    event = _Event("reg-1", log)
+    checkpoint.applied([event])
+    task = asyncio.get_running_loop().create_task(
+        Worker._checkpoint(worker)  # type: ignore[arg-type]
     )
     await changelog.writing.wait()
-    commit.cancel()  # Faust stops: the commit that asked is abandoned
+    task.cancel()  # Faust stops the app's tasks
     with pytest.raises(asyncio.CancelledError):
-        await commit
+        await task
     assert cache.take_dirty() == {}  # taken by the checkpoint in flight
     changelog.gate.set()
     async with checkpoint._lock:  # the next checkpoint waits for it
         pass
-    assert log == ["changelog reg-1"]
+    await asyncio.sleep(0)  # the shielded checkpoint acks after its lock
+    assert log == ["changelog reg-1", "ack reg-1"]
     assert [p for p, _, _ in store.written] == [0]
+
+
+class _Event:
+    """A Faust event (fake): only its ack is used."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def ack(self) -> bool:
+        self.log.append(f"ack {self.name}")
+        return True
+
+
+async def test_events_are_acked_only_after_the_states_they_changed_are_stored() -> None:
+    checkpoint, cache, store, log = _checkpoint()
+    cache.put(0, _state("reg-1"))
+    checkpoint.applied([_Event("e1", log), _Event("e2", log)])
+    assert store.written == []
+    assert not checkpoint.idle
+    assert log == []  # nothing acked when handed over
+
+    assert await checkpoint.run() == 2
+
+    assert log == ["changelog reg-1", "ack e1", "ack e2"]
+    assert checkpoint.idle
+    assert await checkpoint.run() == 0  # each event is acked once
+
+
+async def test_events_handed_over_during_a_checkpoint_wait_for_the_next() -> None:
+    store, log = _Store(), []
+    cache = StateCache(store)  # type: ignore[arg-type]
+    changelog = _GatedChangelog(log)
+    checkpoint = Checkpoint(cache, store, changelog)  # type: ignore[arg-type]
+    cache.put(0, _state("reg-1"))
+    checkpoint.applied([_Event("e1", log)])
+    first = asyncio.get_running_loop().create_task(checkpoint.run())
+    await changelog.writing.wait()
+    # A batch runs meanwhile: its state and event belong to the next one.
+    cache.put(0, _state("reg-2"))
+    checkpoint.applied([_Event("e2", log)])
+    changelog.gate.set()
+    assert await first == 1
+    assert log == ["changelog reg-1", "ack e1"]
+    assert await checkpoint.run() == 1
+    assert log[2:] == ["changelog reg-2", "ack e2"]

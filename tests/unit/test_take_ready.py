@@ -1,5 +1,6 @@
 """take_ready: batches start on their first record (Faust's take_events waits
-its whole window after every batch that is not full)."""
+its whole window after every batch that is not full), and their acks are the
+caller's."""
 
 from __future__ import annotations
 
@@ -101,19 +102,12 @@ async def test_within_bounds_a_batch_that_keeps_growing(
     task.cancel()
 
 
-async def test_events_are_acked_only_after_their_batch_was_handled(
+async def test_events_are_acked_by_the_caller_not_by_the_batching(
     channel_stream: tuple[Any, Any],
 ) -> None:
     channel, stream = channel_stream
-    acked_while_handled: list[list[bool]] = []
     batches: list[list[Any]] = []
-
-    async def run() -> None:
-        async for batch in take_ready(stream, 100, 3600.0):
-            acked_while_handled.append([e.message.acked for e in batch])
-            batches.append(batch)
-
-    task = asyncio.ensure_future(run())
+    task = _consume(stream, 100, 3600.0, batches)
     await asyncio.sleep(0.01)
     for i in range(3):
         await channel.send(value=i)
@@ -121,6 +115,40 @@ async def test_events_are_acked_only_after_their_batch_was_handled(
     for i in range(3):
         await channel.send(value=i)
     await _until(lambda: len(batches) == 2)
-    assert acked_while_handled == [[False] * 3, [False] * 3]
+    # Faust's take_events would have acked the first batch by now.
+    assert not any(e.message.acked for b in batches for e in b)
+    for event in batches[0]:
+        event.ack()
     assert all(e.message.acked for e in batches[0])
     task.cancel()
+
+
+async def test_closing_the_batches_stops_collecting_and_restores_acks(
+    channel_stream: tuple[Any, Any],
+) -> None:
+    channel, stream = channel_stream
+    batches = take_ready(stream, 100, 3600.0)
+    await channel.send(value=0)
+    first = await anext(batches)
+    assert [e.value for e in first] == [0]
+    assert stream.enable_acks is False
+    collectors = [t for t in asyncio.all_tasks() if t.get_coro().__name__ == "collect"]
+    assert len(collectors) == 1 and not collectors[0].done()
+    await batches.aclose()
+    assert stream.enable_acks is True
+    assert collectors[0].done()  # nobody iterates the stream any more
+
+
+async def test_an_error_of_the_stream_reaches_the_caller(
+    channel_stream: tuple[Any, Any],
+) -> None:
+    channel, stream = channel_stream
+
+    def fail(value: Any) -> Any:
+        raise RuntimeError(f"cannot take {value}")
+
+    stream.add_processor(fail)
+    batches = take_ready(stream, 100, 3600.0)
+    await channel.send(value=7)
+    with pytest.raises(RuntimeError, match="cannot take 7"):
+        await asyncio.wait_for(anext(batches), 5.0)
