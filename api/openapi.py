@@ -1,8 +1,12 @@
 """The OpenAPI 3.1 document served at ``/openapi.json``.
 
 Request and response bodies are the pydantic models' own JSON Schemas (so the
-document cannot drift from validation); the paths, status codes and headers
-are written here, next to each other, where a reviewer can check them.
+document cannot drift from validation, nor the status-and-progress bodies from
+schemas/status_and_progress.py); OpenAPI 3.1 speaks their dialect, JSON Schema
+2020-12, so only their ``$ref``s are pointed at ``components``. What is written
+here: the paths, status codes and headers, next to each other where a reviewer
+can check them, and the bodies no model validates (the error envelope, the
+batch, xAPI and Caliper wrappers, the dashboard's lookup, the probes').
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from schemas.ingest import (
     GradedEvent,
     TagModule,
 )
+from schemas.status_and_progress import HistoryPage, StatusAndProgressPage
 from schemas.webhooks import (
     CreateWebhook,
     DeliveryList,
@@ -56,73 +61,6 @@ _ERROR = {
     },
 }
 
-_TARGET_ITEM = {
-    "type": "object",
-    "required": ["status", "progress"],
-    "properties": {
-        "target_id": {"type": "string"},
-        "module_id": {"type": "string"},
-        "status": {"type": "string"},
-        "progress": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-}
-_STATUS_ITEM = {
-    "type": "object",
-    "required": ["goal_id", "status", "progress", "work_remaining", "targets"],
-    "properties": {
-        "goal_id": {"type": "string"},
-        "status": {
-            "enum": [
-                "complete",
-                "complete_max_work",
-                "in_progress",
-                "struggling",
-                "no_work",
-            ]
-        },
-        "progress": {"type": "number", "minimum": 0, "maximum": 1},
-        "work_remaining": {"type": "integer", "minimum": -1, "maximum": 30},
-        "targets": {"type": "array", "items": _TARGET_ITEM},
-        "topic_work_remaining": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "topic_id": {"type": "string"},
-                    "min_work_remaining": {"type": "integer"},
-                    "average_work_remaining": {"type": "integer"},
-                },
-            },
-        },
-    },
-}
-_PAGE = {
-    "type": "object",
-    "required": ["query", "column_headers", "data"],
-    "properties": {
-        "query": {"type": "object"},
-        "column_headers": {"type": "array", "items": {"type": "string"}},
-        "data": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["registration_id", "status_and_progress"],
-                "properties": {
-                    "registration_id": {"type": "string"},
-                    "status_and_progress": {"type": "array", "items": _STATUS_ITEM},
-                },
-            },
-        },
-        "next": {
-            "type": "object",
-            "required": ["registration_offset", "registrations_per_page"],
-            "properties": {
-                "registration_offset": {"type": "integer", "minimum": 0},
-                "registrations_per_page": {"type": "integer", "minimum": 1},
-            },
-        },
-    },
-}
 _XAPI = {
     "description": "one xAPI 1.0.3 statement or an array of them; statements "
     "that cannot be mapped are rejected one by one in the 207 results",
@@ -241,39 +179,12 @@ def _history_operation(
     reg_param: tuple[tuple[str, dict[str, Any]], ...], errors: tuple[int, ...]
 ) -> dict[str, Any]:
     """``GET …/history``: a registration's timeline on one goal, paged."""
-    point = {
-        "type": "object",
-        "required": ["at", "status", "progress", "work_remaining"],
-        "properties": {
-            "at": {"type": "string", "format": "date-time"},
-            "status": {"type": "string"},
-            "progress": {"type": "number", "minimum": 0, "maximum": 1},
-            "work_remaining": {"type": "integer", "minimum": -1},
-        },
-    }
-    body = {
-        "type": "object",
-        "required": ["registration_id", "goal_id", "total", "points"],
-        "properties": {
-            "registration_id": {"type": "string"},
-            "goal_id": {"type": "string"},
-            "total": {"type": "integer", "minimum": 0},
-            "points": {"type": "array", "items": point},
-            "next": {
-                "type": "object",
-                "properties": {
-                    "point_offset": {"type": "integer"},
-                    "points_per_page": {"type": "integer"},
-                },
-            },
-        },
-    }
     op = _operation(
         "A registration's timeline on one goal: a point at each status change "
         "and at most one per interval of the learner's time (access as for "
         "the POST endpoint; docs/read-model.md, 'History')",
         body=None,
-        ok=(200, body, "the points, oldest first"),
+        ok=(200, _ref(HistoryPage), "the points, oldest first"),
         errors=(*errors, 409),
         params=reg_param,
     )
@@ -524,6 +435,8 @@ def openapi_document() -> dict[str, Any]:
             (WebhookList, "serialization"),
             (DeliveryList, "serialization"),
             (RedeliveryQueued, "serialization"),
+            (StatusAndProgressPage, "serialization"),
+            (HistoryPage, "serialization"),
         ],
         ref_template=_REF,
     )
@@ -533,7 +446,6 @@ def openapi_document() -> dict[str, Any]:
         schemas[query]["properties"]["goal_ids"]["uniqueItems"] = True
     schemas |= {
         "Error": _ERROR,
-        "StatusAndProgressPage": _PAGE,
         "BatchEvents": _BATCH,
         "XapiStatements": _XAPI,
         "CaliperEnvelope": _CALIPER,

@@ -82,16 +82,23 @@ class SnapshotStore(Protocol):
     ) -> Snapshot: ...
 
 
+#: Settings' defaults, without reading the environment (the app a test builds
+#: without a config gets production's limits).
+_DEFAULTS = Settings.model_construct()
+
+
 @dataclass(frozen=True, slots=True)
 class StreamConfig:
-    """Limits and timings of the live streams (``MASTERY_STREAM_*``)."""
+    """Limits and timings of the live streams (``MASTERY_STREAM_*``; the
+    defaults are Settings')."""
 
-    max_per_token: int = 10
-    max_total: int = 2000
-    max_per_partner: int = 500
-    heartbeat_s: float = 15.0
-    send_timeout_s: float = 10.0
-    max_learners: int = 5000
+    max_per_token: int = _DEFAULTS.stream_max_per_token
+    max_total: int = _DEFAULTS.stream_max_total
+    max_per_partner: int = _DEFAULTS.stream_max_per_partner
+    heartbeat_s: float = _DEFAULTS.stream_heartbeat_s
+    send_timeout_s: float = _DEFAULTS.stream_send_timeout_s
+    max_learners: int = _DEFAULTS.stream_max_learners
+    #: the reconnection delay the stream asks of clients (SSE ``retry:``)
     retry_ms: int = 2000
 
     @classmethod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +13,32 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _worker_id(app_id: str | None, topic_prefix: str) -> str:
+    return app_id or f"{topic_prefix}-worker"
+
+
+def _state_home() -> Path:
+    """``$XDG_STATE_HOME``, else ``~/.local/state`` (the XDG Base Directory
+    rules: a relative value is ignored); for a user without a home directory
+    (a container's), the system's temporary folder: what the worker keeps
+    there is a cache of its changelog, and no process should fail to read
+    its settings over a worker's default."""
+    value = os.environ.get("XDG_STATE_HOME", "")
+    if value and Path(value).is_absolute():
+        return Path(value)
+    try:
+        return Path.home() / ".local" / "state"
+    except RuntimeError:  # neither HOME nor a passwd entry
+        return Path(tempfile.gettempdir())
+
+
+def _default_data_dir(data: dict[str, Any]) -> Path:
+    # Outside the source tree, one folder per worker id: two workers of
+    # different apps on one host never share their RocksDB tables.
+    worker_id = _worker_id(data.get("app_id"), data.get("topic_prefix", "mastery"))
+    return _state_home() / "mastery" / worker_id
 
 
 class Settings(BaseSettings):
@@ -65,8 +93,10 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(
-        default=_REPO_ROOT / "var" / "worker",
-        description="RocksDB tables of the worker (rebuildable from changelogs)",
+        default_factory=_default_data_dir,
+        description="RocksDB tables of the worker (rebuildable from changelogs); "
+        "unset = $XDG_STATE_HOME/mastery/<worker id>, ~/.local/state/mastery/"
+        "<worker id> without XDG_STATE_HOME (docs/operations.md)",
     )
     batch_max_events: int = Field(
         default=2000, ge=1, le=100_000, description="most events in one batch"
@@ -445,7 +475,7 @@ class Settings(BaseSettings):
 
     @property
     def worker_id(self) -> str:
-        return self.app_id or f"{self.topic_prefix}-worker"
+        return _worker_id(self.app_id, self.topic_prefix)
 
     @property
     def uses_embedded_kafka(self) -> bool:

@@ -38,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from processors.mastery import Params, next_log_odds, p_correct_at
+from schemas.status_and_progress import MAX_WORK_REMAINING
 
 __all__ = [
     "DEFAULT_BUDGET_BYTES",
@@ -54,8 +55,8 @@ __all__ = [
     "expected_items",
 ]
 
-#: Items looked ahead; the contract caps work remaining at 30.
-HORIZON = 30
+#: Items looked ahead: the contract's ceiling on work remaining.
+HORIZON = MAX_WORK_REMAINING
 #: Spacing of the log-odds grid of the dynamic programme.
 GRID_STEP = 0.005
 #: Byte budget of the cache behind :func:`completion_cdf`.

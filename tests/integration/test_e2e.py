@@ -19,6 +19,7 @@ from infra.topic_reader import read_topic
 from infra.topics import TopicNames
 from processors.catalog import Catalog
 from processors.partitioning import kafka_partition
+from schemas.status_and_progress import StatusAndProgressPage
 from schemas.transitions import StatusChanged
 from tests.integration.helpers import (
     partner_of,
@@ -70,6 +71,9 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
     )
     assert status == 200
     assert isinstance(page, dict)
+    # The body as served (rows through Redis, framed by the store) is the
+    # contract's (schemas/status_and_progress.py).
+    StatusAndProgressPage.model_validate(page, strict=True)
     assert page["data"] == [
         {"registration_id": reg, "status_and_progress": [oracle[reg][g] for g in goals]}
     ]
