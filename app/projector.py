@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
+from app.failures import transient_redis_error
 from app.row_feed import add_to_pipeline
 from processors.registration import RegistrationState, epoch_us
 from schemas.events import GoalDefined, LearningInstanceCreated, RegistrationCreated
@@ -113,7 +113,8 @@ class RedisProjector:
         self.max_backoff_s = max_backoff_s
 
     async def write(self, projection: Projection) -> None:
-        """Write one projection atomically; retry on connection errors."""
+        """Write one projection atomically; retry while Redis cannot write
+        (unreachable, or a transient state such as OOM: app/failures.py)."""
         if not len(projection):
             return
         delay = 0.05
@@ -121,7 +122,9 @@ class RedisProjector:
             try:
                 await self._write_once(projection)
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisError, OSError) as exc:
+                if not transient_redis_error(exc):
+                    raise
                 log.warning("Redis unavailable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)

@@ -33,6 +33,7 @@ from app.broker_watch import (
 )
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.checkpoint import ChangelogWriter, Checkpoint, PendingSends, acknowledged
+from app.failures import InternalErrors
 from app.faust_corrections.guards import GroupProbes, SkipGuard
 from app.faust_corrections.restart import (
     BatchCancelled,
@@ -158,6 +159,7 @@ class Worker:
             client_kwargs=client_kwargs,
         )
         self.metrics = WorkerMetrics()
+        self.internal_errors = InternalErrors()
         self.sends = PendingSends()
         self.checkpoint = Checkpoint(
             self.cache,
@@ -318,6 +320,7 @@ class Worker:
             history=self.history,
             exact=self.exact_forecaster,
         )
+        self.internal_errors.add(plan.internal_errors)  # or a bug: exit 70
         # Dead letters and status changes are sent before the new states
         # enter the cache; the next checkpoint awaits their acknowledgement
         # before it stores any state (app/checkpoint.py, steps 2-3).

@@ -127,6 +127,8 @@ class BatchPlan:
     #: (registration, goal, timeline JSON) of the timelines to write: those
     #: that changed, and all of a registration whose rows are written again.
     history: list[tuple[str, str, bytes]] = field(default_factory=list)
+    #: Records the domain code raised on (dead-lettered as "internal error").
+    internal_errors: int = 0
 
 
 def rejection_reason(exc: Exception) -> str:
@@ -276,7 +278,9 @@ def fold(
             else:
                 result = apply_attempt(state, event, view)
         except Exception as exc:  # a bug must not sink the batch or the event
+            # (app/failures.py: past a threshold the worker crashes instead)
             result = AttemptResult(state, "rejected", f"internal error: {exc!r}")
+            plan.internal_errors += 1
         outcomes[result.outcome] += 1
         new_state = result.state
         if result.outcome == "rejected":

@@ -3,8 +3,9 @@
 Crash-only: where exactness is at stake the worker does not try to recover in
 process. It raises a :class:`WorkerExit`; the agent or task that catches it
 calls :func:`exit_process`, which logs, flushes the logs and exits with the
-exception's code without running Faust's shutdown (which would ack and commit
-the batch in hand: ``take_ready`` acks in a ``finally``). The supervisor
+exception's code without running Faust's shutdown (whose checkpoint would
+store what a half-failed batch left in the state cache). app/failures.py
+says which failure gets which exit. The supervisor
 (``mastery dev``, the deployment's restart policy) restarts code 75.
 Code 77 (:class:`AccessDenied`) is not fixed by a restart: the broker
 denied the worker's principal an operation, and an operator must grant the

@@ -1,0 +1,133 @@
+"""Every kind of failure the worker meets, and the one action each gets
+(docs/reliability.md, "Failures and what each gets", has the same table).
+
+- A record that is not a valid event, or breaks a rule (unknown
+  registration, foreign goal, ...): dead letter with its reason; the records
+  around it are applied.
+- Domain code raising on one record (a bug): dead letter "internal error"
+  (redrivable once fixed), until more than :data:`MAX_INTERNAL_ERRORS`
+  within :data:`INTERNAL_ERROR_WINDOW_S`; then crash, exit 70
+  (:class:`DomainBug`): a bug must not quietly dead-letter all traffic.
+- Redis unreachable, timing out, or answering a transient state (OOM,
+  READONLY, LOADING, BUSY, MISCONF, TRYAGAIN, CLUSTERDOWN, MASTERDOWN):
+  retry with backoff (at most 5 s apart), holding the batch and its offsets;
+  ``/readyz`` says so after 2 s (:func:`transient_redis_error`).
+- Any other Redis error reply (WRONGTYPE, a script error): crash, exit 70
+  (``BatchFailed``): our commands are wrong.
+- A send the broker refused (dead letter, status change, changelog): crash,
+  exit 75 (``CheckpointFailed``); the restart reads the records again.
+- The broker denied an operation (an ACL): crash, exit 77
+  (``AccessDenied``), not restarted.
+- The broker lost records the worker had read: crash, exit 65
+  (``BrokerLostData``), not restarted.
+- Faust skipped records after a rebalance: crash, exit 75
+  (``RecordsSkipped``).
+- A batch or checkpoint cancelled half-way: crash, exit 75
+  (``BatchCancelled``).
+- Anything else a batch raises: crash, exit 70 (``BatchFailed``).
+
+Crash is :func:`app.faust_corrections.restart.exit_process`: nothing more is
+acked, and the restart reads every record not yet committed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.faust_corrections.restart import WorkerExit
+
+__all__ = [
+    "INTERNAL_ERROR_WINDOW_S",
+    "MAX_INTERNAL_ERRORS",
+    "DomainBug",
+    "InternalErrors",
+    "transient_redis_error",
+]
+
+#: Internal errors (dead-lettered) tolerated within the window; one more
+#: crashes the worker.
+MAX_INTERNAL_ERRORS = 10
+INTERNAL_ERROR_WINDOW_S = 60.0
+
+#: Redis error replies that say the server cannot write now, not that the
+#: command is wrong (the prefixes Redis and Valkey answer with).
+_TRANSIENT_REPLIES = (
+    "OOM",
+    "READONLY",
+    "LOADING",
+    "BUSY",
+    "MISCONF",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+)
+
+
+_TRANSIENT_CLASSES = (
+    OutOfMemoryError,
+    ReadOnlyError,
+    TryAgainError,
+    ClusterDownError,
+    MasterDownError,
+)
+
+
+class DomainBug(WorkerExit):
+    """The domain code failed on too many records in a short time: a bug
+    that would otherwise dead-letter the traffic."""
+
+
+def transient_redis_error(exc: BaseException) -> bool:
+    """True for a Redis failure that a retry can outlive."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return True
+    if not isinstance(exc, ResponseError):
+        return False
+    if isinstance(exc, _TRANSIENT_CLASSES):
+        return True
+    # redis-py strips the code of the replies it has a class for, and keeps
+    # it (and the ``status_code``) for the others.
+    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
+    return code in _TRANSIENT_REPLIES
+
+
+class InternalErrors:
+    """Counts the records the domain code failed on; past the threshold,
+    :meth:`add` raises :class:`DomainBug`."""
+
+    def __init__(
+        self,
+        limit: int = MAX_INTERNAL_ERRORS,
+        window_s: float = INTERNAL_ERROR_WINDOW_S,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._at: deque[float] = deque()
+
+    def add(self, count: int, now: float | None = None) -> None:
+        """``count`` more records failed (a batch's); raise past the limit."""
+        if count <= 0:
+            return
+        now = time.monotonic() if now is None else now
+        at = self._at
+        at.extend([now] * count)
+        while at and at[0] <= now - self.window_s:
+            at.popleft()
+        if len(at) > self.limit:
+            raise DomainBug(
+                f"{len(at)} records failed in the domain code within "
+                f"{self.window_s:.0f} s (more than {self.limit}): a bug; "
+                "see the dead letters' 'internal error' reasons"
+            )
