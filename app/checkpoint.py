@@ -3,12 +3,13 @@
 The worker drives its checkpoints and acks only what a checkpoint covers;
 Faust commits acked offsets and nothing else (so no hook into its commit).
 
-1. A batch (app/worker.py) folds its records, sends its dead letters and
-   status changes without waiting for the broker (their acknowledgements go
-   to :class:`PendingSends`), puts its new states into the state cache
-   (app/state_cache.py), projects its rows to Redis, and hands its events to
-   :meth:`Checkpoint.applied`. Nothing is acked yet.
-2. Every ``commit_interval_s`` seconds, and at once when Faust stops the
+1. A batch (app/pipeline.py, app/effects.py) folds its records, sends its
+   dead letters and status changes without waiting for the broker (their
+   acknowledgements go to :class:`PendingSends`), puts its new states into
+   the state cache (app/state_cache.py), projects its rows to Redis, and
+   hands its events to :meth:`Checkpoint.applied`. Nothing is acked yet.
+2. Every ``checkpoint_interval_s`` seconds (by default the commit interval),
+   and at once when Faust stops the
    consumer's flow (a rebalance or a shutdown, whose commit waits for every
    unacked event), the worker runs :meth:`Checkpoint.run`. With no await in
    between it takes the cache's dirty states, the sends not yet awaited and

@@ -1,0 +1,69 @@
+"""Carrying out a batch's plan (app/pipeline.py): send, keep, count, project.
+
+The order matters: dead letters and status changes are sent before the new
+states enter the state cache, and the next checkpoint awaits their
+acknowledgement before it stores any state (app/checkpoint.py, steps 1-3).
+"""
+
+from __future__ import annotations
+
+from app.checkpoint import PendingSends
+from app.metrics import WorkerMetrics
+from app.outbox import Outbox, dead_letter
+from app.pipeline import PlannedBatch
+from app.projector import Projection, RedisProjector
+from app.repairer import Repairer
+from app.state_cache import StateCache
+from app.worker_health import WorkerHealth
+
+__all__ = ["EffectExecutor"]
+
+
+class EffectExecutor:
+    """Carries out a :class:`PlannedBatch`."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        sends: PendingSends,
+        cache: StateCache,
+        metrics: WorkerMetrics,
+        projector: RedisProjector,
+        health: WorkerHealth,
+        repairer: Repairer,
+    ) -> None:
+        self.outbox = outbox
+        self.sends = sends
+        self.cache = cache
+        self.metrics = metrics
+        self.projector = projector
+        self.health = health
+        self.repairer = repairer
+
+    async def execute(self, planned: PlannedBatch) -> None:
+        plan = planned.plan
+        dead = [
+            dead_letter(r.record, r.reason) for r in (*planned.rejected, *plan.dead)
+        ]
+        self.sends.add(await self.outbox.send(dead, plan.transitions))
+        cache = self.cache
+        for state in plan.states.values():
+            cache.put(state.source_partition, state)
+        metrics = self.metrics
+        for outcome, n in plan.outcomes.items():
+            metrics.events.labels(outcome).inc(n)
+        metrics.events.labels("rejected").inc(len(planned.rejected))
+        metrics.status_changes.inc(len(plan.transitions))
+
+        projection = Projection(self.repairer.keys)
+        for reg_id, goal_id, row in plan.rows:
+            projection.row(reg_id, goal_id, row)
+        for state in plan.registrations:
+            projection.registration(state)
+        for reg_id, goal_id, points in plan.history:
+            projection.history(reg_id, goal_id, points)
+        with self.health.redis_write():
+            await self.projector.write(projection)
+        for reg_id, keys in plan.provisional.items():
+            self.repairer.note_provisional(plan.states[reg_id], keys)
