@@ -1,7 +1,9 @@
-"""The package layering of STYLE.md: api and the worker never import each other.
+"""The package layering of docs/architecture.md: api and the worker never
+import each other.
 
 Only the CLI (``app/cli.py``) composes the two; shared infrastructure lives in
-``infra``; ``processors`` and ``schemas`` import nothing with I/O of ours.
+``infra``; ``processors`` and ``schemas`` import nothing with I/O of ours. The
+map below is checked against the table in docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -48,6 +50,16 @@ def test_package_imports_only_what_its_layer_allows(package: str) -> None:
         if extra:
             bad[rel] = sorted(extra)
     assert not bad, f"layering broken: {bad}"
+
+
+def test_the_map_is_the_one_docs_architecture_states() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    documented: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 2 and cells[0] in OURS:
+            documented[cells[0]] = {c.strip() for c in cells[1].split(",")}
+    assert documented == ALLOWED
 
 
 def test_the_check_sees_imports() -> None:
