@@ -17,17 +17,22 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.devstack import DevStack, post_json
 from app.embedded import free_port
 from app.embedded_kafka import EmbeddedKafka
+from app.notifier import notifier_group
 from app.workload import Workload, assistments, simulated
+from infra.topics import TopicNames
+from infra.webhook_store import WebhookKeys
 from processors.catalog import Catalog
 from schemas.events import AttemptGraded, RegistrationCreated
 from schemas.transitions import transition_id
 from schemas.webhooks import STATUS_CHANGED_TYPE
 from tests.integration.helpers import (
+    group_behind,
     partner_of,
     produce,
     produce_catalog_first,
@@ -35,6 +40,7 @@ from tests.integration.helpers import (
 )
 from tests.oracle import Transition, expected_transitions
 from tests.unit.test_transitions import TRAIN
+from tests.waiting import wait_for
 from tests.webhook_receiver import Hook, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -124,6 +130,39 @@ def _wait_for(hook: Hook, n: int, timeout_s: float = 120) -> None:
         time.sleep(0.2)
 
 
+def _wait_until_drained(
+    stack: DevStack, partners: list[str], timeout_s: float = 60
+) -> None:
+    """Until the notifiers have nothing left to send: their group has
+    committed every status change (only after Redis took the appends,
+    app/notifier.py) and each partner's outbox is empty (its head goes only
+    once delivered or dead-lettered). A receiver then has all it will get."""
+    redis = Redis.from_url(stack.redis.url)
+    keys = WebhookKeys()
+    outboxes = [keys.outbox(p, _webhook_id(stack, p)) for p in partners]
+    topic = TopicNames(stack.settings.topic_prefix).status_changes
+    group = notifier_group(stack.settings)
+
+    def left() -> dict[str, Any]:
+        return {
+            "records behind": group_behind(stack.kafka.bootstrap_servers, group, topic),
+            "outbox entries": {key: redis.xlen(key) for key in outboxes},
+        }
+
+    wait_for(
+        left,
+        accept=lambda s: (
+            s["records behind"]
+            and not any(s["records behind"].values())
+            and not any(s["outbox entries"].values())
+        ),
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what="the notifiers to take in and send everything",
+    )
+    redis.close()
+
+
 def _two_partners() -> Workload:
     """A simulated class (partner-demo) and an ASSISTments class
     (partner-assistments) in one workload."""
@@ -159,7 +198,7 @@ def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
 
     for partner, hook in hooks.items():
         _wait_for(hook, _count(expected[partner]))
-    time.sleep(1.0)  # anything extra would arrive now
+    _wait_until_drained(stack, partners)  # anything extra would have come
     for partner, hook in hooks.items():
         assert _got(hook) == expected[partner]
         assert len(hook.delivered) == _count(expected[partner])  # no duplicates
@@ -271,7 +310,7 @@ def test_a_killed_notifier_and_a_receiver_down_lose_nothing(
     hook.down_until = time.monotonic() + 6.0
     stack.start_notifier("notifier-2", extra_env=NOTIFIER_ENV)
     _wait_for(hook, n)
-    time.sleep(1.0)
+    _wait_until_drained(stack, [partner])
     assert _got(hook) == expected
     hung = transition_id(first[4], first[1])
     assert hook.received.count(hung) >= 2  # sent again after the kill
