@@ -89,4 +89,8 @@ def _timed_out(timeout_s: float, what: str, value: object) -> str:
 
 def _shown(value: object, limit: int = 2000) -> str:
     text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} chars)"
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} chars)"
+    if isinstance(value, list | tuple | set | dict) and len(value) > 1:
+        text = f"{len(value)} items: {text}"
+    return text

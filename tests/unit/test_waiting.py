@@ -31,6 +31,15 @@ def test_wait_for_names_what_it_awaited_and_the_last_value() -> None:
     assert "0.2 s for the rows; last seen: []" in str(failed.value)
 
 
+def test_a_long_last_value_is_cut_and_counted() -> None:
+    problems = [f"reg-{i}: wrong row" for i in range(1000)]
+    with pytest.raises(AssertionError) as failed:
+        wait_for(lambda: problems, accept=lambda p: p == [], timeout_s=0, what="rows")
+    message = str(failed.value)
+    assert "last seen: 1000 items: ['reg-0: wrong row'" in message
+    assert len(message) < 2200 and "chars)" in message
+
+
 def test_wait_for_retries_the_errors_it_is_told_to() -> None:
     calls = iter([OSError("refused"), OSError("refused"), "up"])
 
