@@ -22,6 +22,7 @@ from infra.settings import Settings
 from infra.topics import AnyEvent, TopicNames
 from schemas.events import AttemptGraded, LearningInstanceCreated, RegistrationCreated
 from tests.oracle import expected_rows
+from tests.waiting import wait_for
 
 __all__ = [
     "all_pages",
@@ -103,13 +104,13 @@ def wait_until_committed(stack: DevStack, timeout_s: float = 60.0) -> None:
     changed (app/checkpoint.py), so the changelog then holds them all."""
     group = stack.settings.worker_id
     topic = TopicNames(stack.settings.topic_prefix).registration_events
-    deadline = time.monotonic() + timeout_s
-    while True:
-        behind = group_behind(stack.kafka.bootstrap_servers, group, topic)
-        if behind and not any(behind.values()):
-            return
-        assert time.monotonic() < deadline, f"not committed: {behind}"
-        time.sleep(0.5)
+    wait_for(
+        lambda: group_behind(stack.kafka.bootstrap_servers, group, topic),
+        accept=lambda behind: behind and not any(behind.values()),
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        what=f"{group} to commit all of {topic} (records behind, by partition)",
+    )
 
 
 def produce_catalog_first(stack: DevStack, workload: Workload) -> None:
@@ -119,11 +120,13 @@ def produce_catalog_first(stack: DevStack, workload: Workload) -> None:
     produce(stack, workload.catalog)
     deadline = time.monotonic() + 60
     for li in workload.learning_instances:
-        while isinstance(
-            all_pages(stack, workload, li, workload.goals_of(li), 10), str
-        ):
-            assert time.monotonic() < deadline, f"{li} never projected"
-            time.sleep(0.2)
+        wait_for(
+            lambda li=li: all_pages(stack, workload, li, workload.goals_of(li), 10),
+            accept=lambda pages: not isinstance(pages, str),
+            timeout_s=max(0.0, deadline - time.monotonic()),
+            interval_s=0.2,
+            what=f"the pages of {li}",
+        )
 
 
 def partner_of(workload: Workload, li: str) -> str:
@@ -207,10 +210,11 @@ def wait_until_rows_match(
                     )
         return problems
 
-    deadline = time.monotonic() + timeout_s
-    problems = mismatches()
-    while problems and time.monotonic() < deadline:
-        time.sleep(0.5)
-        problems = mismatches()
-    assert problems == [], f"{len(problems)} mismatches, e.g. {problems[:2]}"
+    wait_for(
+        mismatches,
+        accept=lambda problems: problems == [],
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        what="every row to equal the oracle (mismatches)",
+    )
     return oracle

@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.api_processes import FAST_FAIL_S
 from app.embedded import EmbeddedRedis
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
 from tests.integration.live_api import api_process, children_of
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +33,15 @@ def _requests_counted(url: str) -> float:
     return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
+def _age_s(pid: int) -> float:
+    """How long ``pid`` has run, from /proc (its start in clock ticks since boot)."""
+    start_ticks = int(
+        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    )
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def test_two_processes_serve_one_port_and_add_up(
     redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -40,7 +51,6 @@ def test_two_processes_serve_one_port_and_add_up(
     with api_process(
         redis_server.url, secret, tmp_path, args=("--workers", "2")
     ) as api:
-        started = time.monotonic()
         children = children_of(api.proc.pid)
         assert len(children) == 2, children
         n = 40
@@ -52,8 +62,15 @@ def test_two_processes_serve_one_port_and_add_up(
         # Whichever process answers /metrics reports both processes' counts.
         assert {_requests_counted(api.url) for _ in range(6)} == {n}
 
-        time.sleep(max(0.0, 5.5 - (time.monotonic() - started)))  # past FAST_FAIL_S
         crashed = min(children)
+        # A crash within FAST_FAIL_S of a child's start is a failed start (the
+        # API gives up); this one must be a crash of a running process.
+        wait_for(
+            lambda: _age_s(crashed),
+            accept=lambda age: age > FAST_FAIL_S + 0.5,
+            timeout_s=FAST_FAIL_S + 10,
+            what=f"API process {crashed} to run past FAST_FAIL_S (its age, s)",
+        )
         os.kill(crashed, signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:

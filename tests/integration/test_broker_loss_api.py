@@ -4,7 +4,6 @@ reads go on. Real Redis and broker, the production app factory."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -18,6 +17,7 @@ from infra.settings import Settings
 from schemas.broker_status import BrokerLoss, LostPartition
 from schemas.read_model import ReadModelKeys
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -121,8 +121,13 @@ def test_every_ingest_path_answers_503_while_a_loss_is_reported(
     assert r.headers["retry-after"] == "5"
 
     world.delete(KEYS.broker_loss())
-    time.sleep(1.1)  # the status is cached for a second
-    r = client.request(method, path, json=body, headers=auth)
+    # The API reads the loss at most once a second: 503 until it reads again.
+    r = wait_for(
+        lambda: client.request(method, path, json=body, headers=auth),
+        accept=lambda r: r.status_code != 503,
+        timeout_s=5,
+        what="the API to notice the cleared loss",
+    )
     assert r.status_code in (200, 202, 207), r.text
 
 

@@ -40,6 +40,7 @@ from schemas.read_model import ReadModelKeys
 from tests.integration.browser import chromium
 from tests.integration.helpers import all_pages, produce, wait_until_rows_match
 from tests.integration.history_chart import chart_of, mismatch
+from tests.waiting import holds_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -423,8 +424,12 @@ def test_a_learner_sees_only_their_own_row(
     token = stack.token(sub=learner.user_id, partner_id=PARTNER, roles=())
     _open(browser, stack, token, li, goals)
     _wait(browser, lambda d: len(_table(d)) == 1 and _live(d))
-    time.sleep(0.3)  # nothing else arrives
-    assert [r["reg"] for r in _table(browser)] == [learner.registration_id]
+    # Nothing marks "no other row will come": watch the table for a while.
+    holds_for(
+        lambda: [r["reg"] for r in _table(browser)] == [learner.registration_id],
+        window_s=0.3,
+        what="the learner's own row, alone",
+    )
     assert "Your progress" in browser.find_element(By.ID, "board-title").text
     page = browser.page_source
     others = [

@@ -13,6 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tests.waiting import wait_for
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MASTERY = str(Path(sys.executable).with_name("mastery"))
@@ -52,14 +54,18 @@ def _start_empty_dev(
 
 def _metrics_once_up(url: str, timeout_s: float = 60.0) -> str:
     """The metrics a process serves at ``url``, once it has started."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return str(response.read().decode())
-        except OSError:
-            assert time.monotonic() < deadline, f"{url} never answered"
-            time.sleep(0.5)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return str(response.read().decode())
+
+    return wait_for(
+        scrape,
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        retry_on=(OSError,),
+        what=f"{url} to answer",
+    )
 
 
 def _env_file(path: Path) -> dict[str, str]:
@@ -67,18 +73,33 @@ def _env_file(path: Path) -> dict[str, str]:
     return dict(pairs)
 
 
+def _env_file_once_written(
+    path: Path, dev: subprocess.Popen[str], *, timeout_s: float
+) -> dict[str, str]:
+    """The values of the env file `mastery dev` writes once it has started.
+    It makes the file private only after writing it whole
+    (app/devstack.py, ``_write_env_file``): that mode is the sign to read."""
+
+    def mode() -> int | None:
+        assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
+        return path.stat().st_mode & 0o777 if path.exists() else None
+
+    wait_for(
+        mode,
+        accept=lambda m: m == 0o600,
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what=f"{path} written whole (its mode 0o600)",
+    )
+    return _env_file(path)
+
+
 def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None:
     env = _environment()
     dev = _start_empty_dev(tmp_path, env, exit_after=30)
     env_file = tmp_path / "var" / "dev.env"
     try:
-        deadline = time.monotonic() + 60
-        while not env_file.exists():
-            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
-            assert time.monotonic() < deadline, "no env file after 60 s"
-            time.sleep(0.2)
-        time.sleep(0.2)  # written whole right after creation
-        values = _env_file(env_file)
+        values = _env_file_once_written(env_file, dev, timeout_s=60)
         assert oct(env_file.stat().st_mode & 0o777) == "0o600"  # holds the secret
         assert values["API_URL"] != "http://127.0.0.1:8080"  # a free port
         # "another terminal": the env file is all `mastery token` needs
@@ -164,13 +185,7 @@ def test_dev_prints_and_writes_each_worker_s_metrics_address(tmp_path: Path) -> 
     )
     env_file = tmp_path / "var" / "dev.env"
     try:
-        deadline = time.monotonic() + 90
-        while not env_file.exists():
-            assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""
-            assert time.monotonic() < deadline, "no env file after 90 s"
-            time.sleep(0.2)
-        time.sleep(0.2)  # written whole right after creation
-        values = _env_file(env_file)
+        values = _env_file_once_written(env_file, dev, timeout_s=90)
         urls = [values.get(f"WORKER_{n}_METRICS_URL") for n in (1, 2)]
         assert all(urls) and len(set(urls)) == 2, values
         for url in urls:

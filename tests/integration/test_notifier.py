@@ -17,17 +17,22 @@ from typing import Any
 import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from app.devstack import DevStack, post_json
 from app.embedded import free_port
 from app.embedded_kafka import EmbeddedKafka
+from app.notifier import notifier_group
 from app.workload import Workload, assistments, simulated
+from infra.topics import TopicNames
+from infra.webhook_store import WebhookKeys
 from processors.catalog import Catalog
 from schemas.events import AttemptGraded, RegistrationCreated
 from schemas.transitions import transition_id
 from schemas.webhooks import STATUS_CHANGED_TYPE
 from tests.integration.helpers import (
+    group_behind,
     partner_of,
     produce,
     produce_catalog_first,
@@ -35,6 +40,7 @@ from tests.integration.helpers import (
 )
 from tests.oracle import Transition, expected_transitions
 from tests.unit.test_transitions import TRAIN
+from tests.waiting import wait_for
 from tests.webhook_receiver import Hook, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -116,12 +122,46 @@ def _count(expected: dict[str, list[Transition]]) -> int:
 
 
 def _wait_for(hook: Hook, n: int, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while len({msg_id for msg_id, _ in hook.delivered}) < n:
-        assert time.monotonic() < deadline, (
-            f"{len({i for i, _ in hook.delivered})} of {n} delivered"
-        )
-        time.sleep(0.2)
+    wait_for(
+        lambda: len({msg_id for msg_id, _ in hook.delivered}),
+        accept=lambda delivered: delivered >= n,
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what=f"{n} distinct deliveries",
+    )
+
+
+def _wait_until_drained(
+    stack: DevStack, partners: list[str], timeout_s: float = 60
+) -> None:
+    """Until the notifiers have nothing left to send: their group has
+    committed every status change (only after Redis took the appends,
+    app/notifier.py) and each partner's outbox is empty (its head goes only
+    once delivered or dead-lettered). A receiver then has all it will get."""
+    redis = Redis.from_url(stack.redis.url)
+    keys = WebhookKeys()
+    outboxes = [keys.outbox(p, _webhook_id(stack, p)) for p in partners]
+    topic = TopicNames(stack.settings.topic_prefix).status_changes
+    group = notifier_group(stack.settings)
+
+    def left() -> dict[str, Any]:
+        return {
+            "records behind": group_behind(stack.kafka.bootstrap_servers, group, topic),
+            "outbox entries": {key: redis.xlen(key) for key in outboxes},
+        }
+
+    wait_for(
+        left,
+        accept=lambda s: (
+            s["records behind"]
+            and not any(s["records behind"].values())
+            and not any(s["outbox entries"].values())
+        ),
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what="the notifiers to take in and send everything",
+    )
+    redis.close()
 
 
 def _two_partners() -> Workload:
@@ -159,7 +199,7 @@ def test_each_partner_gets_exactly_its_transitions_signed_and_in_order(
 
     for partner, hook in hooks.items():
         _wait_for(hook, _count(expected[partner]))
-    time.sleep(1.0)  # anything extra would arrive now
+    _wait_until_drained(stack, partners)  # anything extra would have come
     for partner, hook in hooks.items():
         assert _got(hook) == expected[partner]
         assert len(hook.delivered) == _count(expected[partner])  # no duplicates
@@ -260,10 +300,12 @@ def test_a_killed_notifier_and_a_receiver_down_lose_nothing(
     notifier = stack.start_notifier("notifier-1", extra_env=NOTIFIER_ENV)
     produce_catalog_first(stack, workload)
     produce(stack, events)
-    deadline = time.monotonic() + 60
-    while hook.hang_id is not None:  # the hanging request has arrived
-        assert time.monotonic() < deadline, "the first delivery never came"
-        time.sleep(0.05)
+    wait_for(
+        lambda: hook.hang_id is None,  # taken by the request that hangs
+        timeout_s=60,
+        interval_s=0.05,
+        what="the first delivery, the one that hangs",
+    )
     notifier.send_signal(signal.SIGKILL)
     notifier.wait(timeout=10)
     # Down for 6 s from now: the new notifier (which takes over once the
@@ -271,7 +313,7 @@ def test_a_killed_notifier_and_a_receiver_down_lose_nothing(
     hook.down_until = time.monotonic() + 6.0
     stack.start_notifier("notifier-2", extra_env=NOTIFIER_ENV)
     _wait_for(hook, n)
-    time.sleep(1.0)
+    _wait_until_drained(stack, [partner])
     assert _got(hook) == expected
     hung = transition_id(first[4], first[1])
     assert hook.received.count(hung) >= 2  # sent again after the kill
@@ -298,6 +340,17 @@ def _get(stack: DevStack, path: str, token: str) -> tuple[int, Any]:
             return response.status, orjson.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, orjson.loads(exc.read() or b"null")
+
+
+def _deliveries(stack: DevStack, webhook_id: str, token: str) -> Any:
+    """The recorded delivery attempts of a subscription (the API's answer)."""
+    status, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
+    assert status == 200, listed
+    return listed
+
+
+def _outcomes(listed: Any) -> list[str]:
+    return [d["outcome"] for d in listed["deliveries"]]
 
 
 def _now() -> Any:
@@ -332,14 +385,14 @@ def test_a_receiver_down_past_the_deadline_gets_dead_letters_it_can_redeliver(
     produce(stack, events)
     token = stack.token(partner_id=partner)
     webhook_id = _webhook_id(stack, partner)
-    deadline = time.monotonic() + 90
-    while True:
-        _, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
-        dead = [d for d in listed["deliveries"] if d["outcome"] == "dead_lettered"]
-        if len(dead) == n:
-            break
-        assert time.monotonic() < deadline, f"{len(dead)} of {n} dead-lettered"
-        time.sleep(0.5)
+    listed = wait_for(
+        lambda: _deliveries(stack, webhook_id, token),
+        accept=lambda listed: _outcomes(listed).count("dead_lettered") == n,
+        timeout_s=90,
+        interval_s=0.5,
+        what=f"{n} dead letters",
+    )
+    dead = [d for d in listed["deliveries"] if d["outcome"] == "dead_lettered"]
     failed = [d for d in listed["deliveries"] if d["outcome"] == "failed"]
     assert failed, "retried before the deadline"
     assert all(d["status_code"] == 503 for d in (*failed, *dead))
@@ -394,13 +447,13 @@ def test_a_notifier_refuses_private_addresses_when_they_are_not_allowed(
     produce(stack, [*workload.registrations, *workload.attempts])
     token = stack.token(partner_id=partner)
     webhook_id = _webhook_id(stack, partner)
-    deadline = time.monotonic() + 60
-    while True:
-        _, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
-        if listed["deliveries"]:
-            break
-        assert time.monotonic() < deadline, "no attempt recorded"
-        time.sleep(0.3)
+    listed = wait_for(
+        lambda: _deliveries(stack, webhook_id, token),
+        accept=lambda listed: listed["deliveries"],
+        timeout_s=60,
+        interval_s=0.3,
+        what="an attempt recorded",
+    )
     attempt = listed["deliveries"][-1]
     assert attempt["outcome"] == "failed"
     assert attempt["status_code"] is None
@@ -446,15 +499,21 @@ def _wait_for_metrics(
 ) -> dict[str, float]:
     """The metrics once ``ok(metrics)`` (a delivery is counted after its
     answer is read; the lag and readiness are sampled every 5 s)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def metrics_when_ready() -> dict[str, float]:
         metrics = _metrics(ports)
         ready = all(_http(p, "/readyz")[0] == 200 for p in ports)
-        lag_known = any("consumer_lag" in k for k in metrics)
-        if ok(metrics) and ready and lag_known:
-            return metrics
-        assert time.monotonic() < deadline, metrics
-        time.sleep(0.5)
+        return {**metrics, "ready": float(ready)}
+
+    metrics = wait_for(
+        metrics_when_ready,
+        accept=lambda m: ok(m) and m["ready"] and any("consumer_lag" in k for k in m),
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        what="the notifiers' metrics, ready",
+    )
+    del metrics["ready"]
+    return metrics
 
 
 def test_a_full_outbox_dead_letters_what_it_refuses_and_it_can_be_redelivered(
@@ -483,16 +542,18 @@ def test_a_full_outbox_dead_letters_what_it_refuses_and_it_can_be_redelivered(
     produce(stack, events)
     token = stack.token(partner_id=partner)
     webhook_id = _webhook_id(stack, partner)
-    deadline = time.monotonic() + 120
-    while True:
-        _, listed = _get(stack, f"/webhooks/{webhook_id}/deliveries", token)
-        records = listed["deliveries"]
-        full = [d for d in records if d["outcome"] == "dead_lettered"]
-        delivered = [d for d in records if d["outcome"] == "delivered"]
-        if len(full) + len(delivered) == n:
-            break
-        assert time.monotonic() < deadline, f"{len(full)} + {len(delivered)} of {n}"
-        time.sleep(0.5)
+    listed = wait_for(
+        lambda: _deliveries(stack, webhook_id, token),
+        accept=lambda listed: (
+            sum(_outcomes(listed).count(o) for o in ("dead_lettered", "delivered")) == n
+        ),
+        timeout_s=120,
+        interval_s=0.5,
+        what=f"{n} deliveries delivered or dead-lettered",
+    )
+    records = listed["deliveries"]
+    full = [d for d in records if d["outcome"] == "dead_lettered"]
+    delivered = [d for d in records if d["outcome"] == "delivered"]
     assert full, "the bound of 2 refused nothing"
     assert all(d["response"].startswith("outbox full: 2 ") for d in full)
     assert all(d["status_code"] is None for d in full)

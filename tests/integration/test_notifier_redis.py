@@ -22,6 +22,7 @@ from infra.settings import Settings
 from infra.webhook_store import RedisWebhookStore
 from schemas.transitions import StatusChanged, transition_id
 from schemas.webhooks import STATUS_CHANGED_TYPE, Subscription
+from tests.waiting import wait_for_async
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +113,17 @@ def test_a_taken_lease_stops_the_deliveries_without_an_error(
         sub = await _subscribe(redis, partner)
         lease = notifier.keys.lease(partner, sub.id)
         await redis.set(lease, notifier.me, px=1000)
+        lowest = [await redis.pttl(lease)]
         task = asyncio.create_task(notifier._deliver_all(partner, sub.id))
-        await asyncio.sleep(0.5)
+
+        async def extended() -> bool:
+            """The lease's time to live went up: the notifier renewed it."""
+            left = int(await redis.pttl(lease))
+            went_up = left > lowest[0]
+            lowest[0] = min(lowest[0], left)
+            return went_up
+
+        await wait_for_async(extended, timeout_s=3, what=f"a renewal of {lease}")
         assert not task.done()  # it renews its lease and waits for changes
         await redis.set(lease, "another-notifier", px=10_000)
         await asyncio.wait_for(task, timeout=3)

@@ -25,12 +25,15 @@ from schemas.read_model import CHANGES_MAXLEN, ReadModelKeys
 from tests.integration.auth_world import SETTINGS, T0, bearer, seed_world
 from tests.integration.live_api import ApiProcess, api_process
 from tests.integration.sse import SseStream
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 KEYS = ReadModelKeys()
 ADMIN = bearer("admin-1", "p1", ("partner_admin",))
 LI_A = "/learning-instances/li-a/metrics/status-and-progress"
+#: The server ends a stream whose one send has waited this long (seconds).
+SEND_TIMEOUT_S = 2
 REG_A1 = "/registrations/reg-a1/metrics/status-and-progress"
 
 
@@ -86,7 +89,7 @@ def api(
         MASTERY_STREAM_MAX_PER_TOKEN="2",
         MASTERY_STREAM_MAX_TOTAL="4",
         MASTERY_STREAM_QUEUE_EVENTS="20",
-        MASTERY_STREAM_SEND_TIMEOUT_S="2",
+        MASTERY_STREAM_SEND_TIMEOUT_S=str(SEND_TIMEOUT_S),
         MASTERY_STREAM_HEARTBEAT_S="0.3",
         # Expired tokens are refused 1 s after exp (test_..._token_expires).
         MASTERY_JWT_LEEWAY_S="1",
@@ -149,11 +152,13 @@ def test_snapshot_is_the_post_table_then_changed_rows_follow(
         assert snap.id is not None and first.id is not None and second.id is not None
         order = [tuple(map(int, i.split("-"))) for i in (snap.id, first.id, second.id)]
         assert order == sorted(order) and len(set(order)) == 3
-        # Idle for 0.7 s, then one more change: heartbeats came in between.
-        time.sleep(0.7)
+        # Idle: what comes next is a heartbeat (within the client's 10 s read
+        # timeout), and a change still follows it.
+        idle = next(s.events())
+        assert idle.event == ":", idle
         write_rows(redis_server.url, [[("reg-a2", "goal-a", _row("goal-a", 0.3))]])
         assert s.next("row").json()["item"]["progress"] == 0.3
-    assert s.comments >= 1, "no heartbeat within 0.7 s at a 0.3 s interval"
+    assert s.comments >= 1
 
 
 def test_resume_with_last_event_id_loses_nothing(
@@ -338,6 +343,14 @@ def _slow_client(api: ApiProcess) -> socket.socket:
     return sock
 
 
+def _peek(sock: socket.socket) -> bytes:
+    """What the server sent so far and the client has not read (it stays)."""
+    try:
+        return sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
 def _closed_by_server(sock: socket.socket, timeout_s: float) -> bool:
     sock.settimeout(timeout_s)
     try:
@@ -367,9 +380,18 @@ def test_a_client_that_stops_reading_is_dropped_and_memory_stays_flat(
     rss: list[int] = []
     for round_ in range(4):
         sock = _slow_client(api)
-        time.sleep(0.3)  # the stream is open (snapshot sent)
+        # The snapshot is taken: what the flood writes goes to the stream.
+        wait_for(
+            lambda sock=sock: b"event: snapshot" in _peek(sock),
+            timeout_s=10,
+            what=f"round {round_}: the snapshot",
+            interval_s=0.05,
+        )
         flood(round_)
-        time.sleep(2.5)  # the send timeout (2 s) passes
+        # Not a wait: the client's not reading for longer than the send
+        # timeout (2 s) is what the server must notice; reading sooner would
+        # drain what it is stuck on.
+        time.sleep(SEND_TIMEOUT_S + 0.5)
         assert _closed_by_server(sock, 10.0), f"round {round_}: still open"
         sock.close()
         rss.append(api.rss_kib())

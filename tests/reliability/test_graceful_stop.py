@@ -14,24 +14,33 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.devstack import DevStack
+from app.embedded import free_port
 from app.workload import simulated
 from infra.topics import TopicNames
-from tests.integration.helpers import produce, wait_until_rows_match
+from tests.integration.helpers import (
+    produce,
+    wait_until_committed,
+    wait_until_rows_match,
+)
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _wait_for(log: Path, pattern: str, timeout_s: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not re.search(pattern, log.read_text(errors="replace")):
-        assert time.monotonic() < deadline, f"{log.name}: no {pattern!r}"
-        time.sleep(0.2)
+    wait_for(
+        lambda: re.search(pattern, log.read_text(errors="replace")),
+        timeout_s=timeout_s,
+        interval_s=0.2,
+        what=f"{pattern!r} in {log.name}",
+    )
 
 
 def _uncommitted(stack: DevStack) -> dict[int, int]:
@@ -61,6 +70,16 @@ def _uncommitted(stack: DevStack) -> dict[int, int]:
     return asyncio.run(read())
 
 
+def _events_counted(port: int) -> float:
+    """The events a worker has folded, all outcomes (its /metrics on ``port``)."""
+    url = f"http://127.0.0.1:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        text = response.read().decode()
+    found = re.findall(r"^mastery_worker_events_total\{.*\} (\S+)$", text, re.M)
+    assert found, text[:2000]
+    return sum(float(n) for n in found)
+
+
 def _stop(stack: DevStack, name: str) -> tuple[int, str]:
     """SIGTERM the worker ``name``; its exit code and log."""
     proc = next(p for p in stack.workers if p.poll() is None)
@@ -79,13 +98,13 @@ def test_an_idle_worker_stopped_with_sigterm_exits_0(stack: DevStack) -> None:
     events = [*workload.registrations, *workload.attempts]
     produce(stack, [*workload.catalog, *events])
     wait_until_rows_match(stack, workload, events)
-    time.sleep(2)  # idle: a commit interval passes with nothing new
+    wait_until_committed(stack)  # idle: everything it read is checkpointed
 
     code, log = _stop(stack, "worker-1")
 
     assert "worker exits" not in log, log[-2000:]
     assert code == 0, log[-2000:]
-    assert set(_uncommitted(stack).values()) == {0}, "the stop did not commit"
+    assert set(_uncommitted(stack).values()) == {0}, "the stop lost a commit"
 
 
 def test_a_busy_worker_stopped_with_sigterm_exits_0_and_loses_nothing(
@@ -101,7 +120,16 @@ def test_a_busy_worker_stopped_with_sigterm_exits_0_and_loses_nothing(
     produce(stack, [*workload.catalog, *events])  # a backlog to replay
     stack.start_worker("worker-1")
     _wait_for(stack.log_dir / "worker-1.log", r"assigned partitions \[0, 1, 2, 3\]")
-    time.sleep(3)  # mid-replay (90,000 attempts: several seconds)
+    # Mid-replay: a checkpoint has committed part of the backlog, not all.
+    total = sum(_uncommitted(stack).values())
+    left = wait_for(
+        lambda: _uncommitted(stack),
+        accept=lambda left: sum(left.values()) < total,
+        timeout_s=60,
+        interval_s=0.2,
+        what=f"a first commit of the {total} records (uncommitted, by partition)",
+    )
+    assert sum(left.values()) > 0, "the replay ended before the stop: a larger backlog"
 
     code, log = _stop(stack, "worker-1")
     assert code == 0, log[-2000:]
@@ -123,15 +151,25 @@ def test_sigterm_while_a_batch_waits_for_redis_exits_0_and_loses_nothing(
     )
     half = len(workload.attempts) // 2
     first = [*workload.registrations, *workload.attempts[:half]]
-    stack.start_worker("worker-1")
+    port = free_port()
+    stack.start_worker("worker-1", extra_env={"MASTERY_METRICS_PORT": str(port)})
     produce(stack, [*workload.catalog, *first])
     wait_until_rows_match(stack, workload, first)
+    counted = _events_counted(port)
 
     redis_pid = stack.redis.proc.pid
     os.kill(redis_pid, signal.SIGSTOP)
     try:
         produce(stack, workload.attempts[half:])
-        time.sleep(3)  # the worker is in a batch, its Redis writes hang
+        # In a batch: it counts a batch's events before it writes the rows,
+        # and those writes hang on the paused Redis.
+        wait_for(
+            lambda: _events_counted(port),
+            accept=lambda n: n > counted,
+            timeout_s=30,
+            retry_on=(OSError,),
+            what=f"the worker to count events past {counted}",
+        )
         proc = stack.workers[-1]
         proc.send_signal(signal.SIGTERM)
         try:

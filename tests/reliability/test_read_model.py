@@ -21,6 +21,7 @@ from tests.integration.helpers import (
     wait_until_rows_match,
 )
 from tests.reliability.readmodel import dump_read_model
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,8 +108,16 @@ def test_api_answers_503_while_redis_is_down_and_recovers(stack: DevStack) -> No
         a.model_copy(update={"attempt_id": f"{a.attempt_id}-2"})
         for a in more.attempts[:20]
     ]
+    log = stack.log_dir / "worker-1.log"
+    retries = log.read_text(errors="replace").count("Redis unavailable")
     produce(stack, extra)
-    time.sleep(2)
+    # The worker has taken them in: its projector retries their write.
+    wait_for(
+        lambda: log.read_text(errors="replace").count("Redis unavailable") > retries,
+        timeout_s=30,
+        interval_s=0.2,
+        what="the worker to retry writing the extra attempts to Redis",
+    )
 
     stack.redis.restart()  # memory only: it comes back empty
     _rebuild(stack)

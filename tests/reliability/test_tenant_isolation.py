@@ -35,6 +35,7 @@ from schemas.events import (
     Target,
 )
 from schemas.read_model import ReadModelKeys
+from tests import waiting
 from tests.integration.helpers import produce
 from tests.reliability.readmodel import dump_read_model
 
@@ -68,10 +69,7 @@ def call(
 
 
 def wait_for(what: str, ready: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    waiting.wait_for(ready, timeout_s=timeout_s, interval_s=0.2, what=what)
 
 
 def projected(stack: DevStack, *keys: str) -> Callable[[], bool]:
@@ -118,11 +116,13 @@ def dead_letters(stack: DevStack, count: int) -> list[str]:
         )
         return [d.reason for d in view.pending]
 
-    deadline = time.monotonic() + 60
-    reasons = read()
-    while len(reasons) < count and time.monotonic() < deadline:
-        time.sleep(0.5)
-        reasons = read()
+    reasons = waiting.wait_for(
+        read,
+        accept=lambda reasons: len(reasons) >= count,
+        timeout_s=60,
+        interval_s=0.5,
+        what=f"{count} dead letters",
+    )
     assert len(reasons) == count, reasons
     return reasons
 

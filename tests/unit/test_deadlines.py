@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from api.errors import ServiceUnavailable
 from api.store import RedisPageStore, _Deadlines
+from tests.waiting import wait_for_async
 
 
 def _store(delays: list[float], timeout_s: float = 0.3) -> RedisPageStore:
@@ -43,8 +44,15 @@ def test_reads_past_their_deadline_are_503s_and_the_others_are_answered() -> Non
         assert time.monotonic() - started < 0.3 + _Deadlines.PERIOD_S + 0.2
         assert store._deadlines is not None
         assert store._deadlines._due == {} and store._deadlines._expired == set()
-        await asyncio.sleep(_Deadlines.PERIOD_S * 2)
-        assert store._deadlines._timer is None  # idle: no timer
+        deadlines = store._deadlines
+
+        async def idle() -> bool:
+            return deadlines._timer is None
+
+        # The timer that was due when the last read ended runs once, then stops.
+        await wait_for_async(
+            idle, timeout_s=_Deadlines.PERIOD_S * 10, what="no timer while idle"
+        )
         return outcomes
 
     outcomes = asyncio.run(go())
@@ -58,7 +66,12 @@ def test_another_cancellation_stays_a_cancellation() -> None:
     async def go() -> None:
         store = _store([5.0])
         task = asyncio.create_task(store.learning_instance_page("li", ["g"], 0, 10))
-        await asyncio.sleep(0.05)
+
+        async def reading() -> bool:
+            """The read has begun: its deadline is recorded."""
+            return store._deadlines is not None and task in store._deadlines._due
+
+        await wait_for_async(reading, timeout_s=2, what="the read to begin")
         task.cancel()  # the client went away
         with pytest.raises(asyncio.CancelledError):
             await task

@@ -50,13 +50,15 @@ async def test_a_suspending_callback_completes_with_its_result() -> None:
     consumer = _consumer()
     queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
     queue.put_nowait(0)  # full: the put below must wait
+    blocking = asyncio.Event()
 
     async def deliver() -> str:
+        blocking.set()  # nothing else runs before the put below parks
         await queue.put(1)
         return "delivered"
 
     async def make_room() -> None:
-        await asyncio.sleep(0.01)
+        await blocking.wait()
         queue.get_nowait()
 
     room = asyncio.ensure_future(make_room())
@@ -71,15 +73,17 @@ async def test_suspending_the_flow_abandons_a_blocked_callback() -> None:
     queue: asyncio.Queue[int] = asyncio.Queue(maxsize=1)
     queue.put_nowait(0)
     cleaned: list[str] = []
+    blocking = asyncio.Event()
 
     async def deliver() -> None:
         try:
+            blocking.set()  # nothing else runs before the put below parks
             await queue.put(1)
         finally:
             cleaned.append("finally ran")
 
     async def suspend() -> None:
-        await asyncio.sleep(0.01)
+        await blocking.wait()
         consumer.suspend_flow.set()
 
     suspending = asyncio.ensure_future(suspend())
@@ -105,7 +109,7 @@ async def test_resume_follows_bare_yields_and_futures() -> None:
     async def work() -> int:
         await asyncio.sleep(0)  # a bare yield
         fut = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().call_later(0.005, fut.set_result, 41)
+        asyncio.get_running_loop().call_soon(fut.set_result, 41)  # still pending
         return (await fut) + 1
 
     coro = work()
