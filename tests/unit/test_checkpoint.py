@@ -83,6 +83,12 @@ async def test_states_are_stored_only_after_the_sends_before_them_are_acked() ->
     assert len(checkpoint.sends) == 0
 
 
+async def _snapshot_taken(checkpoint: Checkpoint) -> None:
+    """Until a running checkpoint has taken the pending sends (step 2)."""
+    while len(checkpoint.sends):
+        await asyncio.sleep(0)
+
+
 async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None:
     checkpoint, cache, _, log = _checkpoint()
     loop = asyncio.get_running_loop()
@@ -90,7 +96,7 @@ async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None
     gate = loop.create_future()
     checkpoint.sends.add([gate])
     running = loop.create_task(checkpoint.run())
-    await asyncio.sleep(0.01)
+    await _snapshot_taken(checkpoint)
     # The checkpoint waits for the first batch's send; a later batch sends.
     assert log == [] and not running.done()
     later = loop.create_future()
@@ -102,7 +108,7 @@ async def test_a_send_after_the_snapshot_waits_for_the_next_checkpoint() -> None
     assert len(checkpoint.sends) == 1
     cache.put(1, _state("reg-2"))
     following = loop.create_task(checkpoint.run())
-    await asyncio.sleep(0.01)
+    await _snapshot_taken(checkpoint)
     assert not following.done()
     later.set_result(None)
     await following

@@ -52,7 +52,6 @@ async def test_a_batch_is_handed_over_when_what_arrived_is_in_it(
     channel, stream = channel_stream
     batches: list[list[Any]] = []
     task = _consume(stream, 100, 3600.0, batches)  # a window never reached
-    await asyncio.sleep(0.01)
     for i in range(5):
         await channel.send(value=i)
     await _until(lambda: batches)
@@ -70,7 +69,6 @@ async def test_max_bounds_a_batch_and_nothing_is_lost_or_reordered(
     channel, stream = channel_stream
     batches: list[list[Any]] = []
     task = _consume(stream, 100, 3600.0, batches)
-    await asyncio.sleep(0.01)
     for i in range(250):
         await channel.send(value=i)
     await _until(lambda: sum(map(len, batches)) == 250)
@@ -85,7 +83,6 @@ async def test_within_bounds_a_batch_that_keeps_growing(
     channel, stream = channel_stream
     batches: list[list[Any]] = []
     task = _consume(stream, 10**9, 0.02, batches)
-    await asyncio.sleep(0.01)
     sent = 0
 
     async def every_turn() -> None:  # a record on every turn of the loop
@@ -108,7 +105,6 @@ async def test_events_are_acked_by_the_caller_not_by_the_batching(
     channel, stream = channel_stream
     batches: list[list[Any]] = []
     task = _consume(stream, 100, 3600.0, batches)
-    await asyncio.sleep(0.01)
     for i in range(3):
         await channel.send(value=i)
     await _until(lambda: batches)
