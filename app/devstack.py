@@ -421,8 +421,8 @@ def broker_loss_message(stack: DevStack) -> str:
     from redis import Redis
     from redis.exceptions import RedisError
 
+    from infra.read_model import ReadModelKeys
     from schemas.broker_status import RUNBOOK, BrokerLoss
-    from schemas.read_model import ReadModelKeys
 
     reason = "(no report found in Redis)"
     try:

@@ -48,10 +48,10 @@ from app.heap import HeapFreezer
 from app.heartbeat import Heartbeat
 from app.materialized import mark_materialized
 from app.metrics import HealthServer, WorkerMetrics, observe_many
-from app.projector import Projection, RedisProjector
 from app.state_cache import StateCache
 from infra.broker import BrokerProfile
 from infra.kafka_security import faust_broker_credentials, kafka_client_kwargs
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors import batch
@@ -67,7 +67,6 @@ from schemas.events import (
     ModuleTagged,
     decode_event,
 )
-from schemas.read_model import ReadModelKeys
 from schemas.transitions import StatusChanged
 
 __all__ = ["Worker", "create_worker"]
@@ -331,12 +330,13 @@ class Worker:
         metrics.status_changes.inc(len(plan.transitions))
 
         projection = Projection(self.keys)
+        li_of = {r: s.learning_instance_id for r, s in plan.states.items()}
         for reg_id, goal_id, row in plan.rows:
-            projection.row(reg_id, goal_id, row)
+            projection.row(li_of[reg_id], reg_id, goal_id, row)
         for state in plan.registrations:
             projection.registration(state)
         for reg_id, goal_id, points in plan.history:
-            projection.history(reg_id, goal_id, points)
+            projection.history(li_of[reg_id], reg_id, goal_id, points)
         await self._write_projection(projection)
         for reg_id, keys in plan.provisional.items():
             self._note_provisional(plan.states[reg_id], keys)
@@ -487,7 +487,7 @@ class Worker:
             # rows only when the tags changed, _on_catalog_change).
             for li_id in catalog.learning_instances_of(event.partner_id):
                 for goal in catalog.goals_of(li_id):
-                    projection.goal_names(goal.goal_id, self._goal_names(goal))
+                    projection.goal_names(goal, self._goal_names(goal))
         await self.projector.write(projection)
 
     async def _on_catalog_change(
@@ -737,10 +737,11 @@ class Worker:
         catalog = self.follower.catalog
         self.forecaster.serve(self._forecast_owner(state.learning_instance_id))
         rows = derive_rows(state, catalog, forecaster=self.forecaster)
+        li = state.learning_instance_id
         for goal_id, row in rows:
-            projection.row(state.registration_id, goal_id, row)
+            projection.row(li, state.registration_id, goal_id, row)
         for goal_id, points in timelines(state):
-            projection.history(state.registration_id, goal_id, points)
+            projection.history(li, state.registration_id, goal_id, points)
         if keys := self.forecaster.take_pending():
             self._note_provisional(state, keys)
 

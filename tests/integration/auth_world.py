@@ -29,8 +29,8 @@ from api.facts import RedisFactStore
 from api.sink import KafkaEventSink
 from api.store import RedisPageStore
 from api.tokens import verifier_from_settings
-from app.projector import Projection, RedisProjector
 from infra.broker import ensure_topics, profile_for
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from infra.tokens import mint_token
 from infra.topics import TopicNames
@@ -41,7 +41,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 
 __all__ = [
     "GOAL_OF",
@@ -127,7 +126,7 @@ async def _seed(url: str) -> None:
             )
         )
         if role == "learner":
-            p.row(reg, GOAL_OF[li], _row(GOAL_OF[li], reg))
+            p.row(li, reg, GOAL_OF[li], _row(GOAL_OF[li], reg))
     await RedisProjector(redis).write(p)
     await redis.aclose()
 

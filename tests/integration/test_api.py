@@ -18,7 +18,7 @@ from api.auth import BearerAuthenticator
 from api.store import RedisPageStore
 from api.tokens import verifier_from_settings
 from app.embedded import EmbeddedRedis, free_port
-from app.projector import Projection, RedisProjector
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from infra.tokens import mint_token
 from schemas.events import (
@@ -27,7 +27,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 
 pytestmark = pytest.mark.integration
 
@@ -118,7 +117,7 @@ async def _seed(url: str) -> None:
     )
     for reg in LEARNERS[1:]:  # reg-00 has no row yet: the template is served
         for gid in GOALS:
-            p.row(reg, gid, _item(gid, reg))
+            p.row(LI, reg, gid, _item(gid, reg))
     await RedisProjector(redis).write(p)
     await redis.aclose()
 

@@ -1,10 +1,12 @@
-"""The API reads the generation ``ms:meta:generation`` names, in the same Lua
-call as the data (schemas/read_model.py, docs/read-model.md "Generations"):
-pages, ingest facts and /readyz. Real Redis."""
+"""The API reads the generation ``ms:meta:generation`` names: it resolves the
+pointer, then reads that generation's keys, and reads again when a read's
+sentinel is gone (infra/read_model/generation.py, docs/read-model.md
+"Generations"): pages, ingest facts and /readyz. Real Redis."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +17,7 @@ from starlette.testclient import TestClient
 from api.health import CheckFailed, redis_checks
 from api.metrics import ApiMetrics
 from app.embedded import EmbeddedRedis
-from schemas.read_model import ReadModelKeys
+from infra.read_model import Generation, ReadModelKeys
 from tests.integration.auth_world import api_client, bearer, seed_world
 
 pytestmark = pytest.mark.integration
@@ -78,8 +80,13 @@ def test_pages_and_readiness_follow_the_generation_pointer(
         assert _ready(redis_server.url)  # ms:g3:meta:materialized
 
         world.set(KEYS.current_generation(), 0)  # back to the (empty) gen 0
-        # not materialized: an id it lacks may only be missing, so 503, not 404
-        assert _page(client) == 503
+        # Generation 3 is still whole: the API may read it for up to
+        # FRESH_S, then reads generation 0. Not materialized: an id it lacks
+        # may only be missing, so 503, not 404.
+        deadline = time.monotonic() + Generation.FRESH_S + 5
+        while (status := _page(client)) == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert status == 503
         assert not _ready(redis_server.url)
         world.set(KEYS.materialized(), b"{}")  # a whole (empty) generation 0
         assert _page(client) == 404
@@ -87,15 +94,27 @@ def test_pages_and_readiness_follow_the_generation_pointer(
 
 def test_generation_keys_are_namespaced_and_owned() -> None:
     g0, g2 = KEYS, KEYS.in_generation(2)
-    assert g0.row("r", "g") == "ms:row:r:g"
-    assert g2.row("r", "g") == "ms:g2:row:r:g"
+    assert g0.row("li", "r", "g") == "ms:li:{li}:row:r:g"
+    assert g2.row("li", "r", "g") == "ms:g2:li:{li}:row:r:g"
     assert g2.materialized() == "ms:g2:meta:materialized"
     assert g2.current_generation() == g0.current_generation() == "ms:meta:generation"
     assert g0.owns("ms:goal:g1") and g0.owns("ms:meta:materialized")
-    assert not g0.owns("ms:g2:row:r:g")
+    assert not g0.owns("ms:g2:li:{li}:row:r:g")
     assert not g0.owns(g0.current_generation())
     assert not g0.owns(g0.generation_counter())
-    assert g2.owns("ms:g2:row:r:g") and not g2.owns("ms:g21:row:r:g")
-    assert not g2.owns("ms:row:r:g")
+    assert not g0.owns(g0.changes("li"))
+    assert g2.owns("ms:g2:li:{li}:row:r:g") and not g2.owns("ms:g21:row:r:g")
+    assert not g2.owns("ms:li:{li}:row:r:g")
+    # What a generation's deletion removes first (infra/read_model/generation.py).
+    assert g2.is_sentinel(g2.learning_instance("li"))
+    assert g2.is_sentinel(g2.member("li", "r"))
+    assert not g2.is_sentinel(g2.learners("li"))
+    assert not g2.is_sentinel(g2.row("li", "r", "g"))
+    assert not g0.is_sentinel(g2.learning_instance("li"))
+    assert g2.parse_learning_instance(g2.learning_instance("li")) == "li"
+    assert g2.parse_learning_instance(g2.learners("li")) is None
+    assert g2.parse_registration(g2.registration("r")) == "r"
+    with pytest.raises(ValueError, match="braces"):
+        ReadModelKeys("m{s}")
     with pytest.raises(ValueError, match="generation"):
         ReadModelKeys(generation=-1)

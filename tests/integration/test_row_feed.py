@@ -1,7 +1,7 @@
 """The row feed on a real Redis: the projector's MULTI/EXEC appends changed rows
 to the learning instance's change stream (keys as ReadModelKeys builds them,
-also in the Lua of api/store.py and api/dashboard.py) and keeps the dashboard's
-indexes."""
+passed in KEYS[] to every script of infra/read_model/scripts.py) and keeps the
+dashboard's indexes."""
 
 from __future__ import annotations
 
@@ -15,14 +15,13 @@ from redis.asyncio import Redis
 from api.dashboard import RedisViewStore
 from api.store import RedisPageStore
 from app.embedded import EmbeddedRedis
-from app.projector import Projection, RedisProjector
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 
 pytestmark = pytest.mark.integration
 
@@ -77,10 +76,10 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         for key in await redis.keys("feedtest:*"):
             await redis.delete(key)
         projector = RedisProjector(redis)
-        # The goal and the row in the same batch: the row's LI is found in it.
+        # The goal and the row in the same batch.
         p = Projection(KEYS)
         _catalog(p)
-        p.row("r1", "g1", _row(0.1))
+        p.row("li-1", "r1", "g1", _row(0.1))
         await projector.write(p)
         stream = KEYS.changes("li-1")
         entries = await redis.xrange(stream)
@@ -91,21 +90,29 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         # A replayed batch (same rows) appends nothing; a changed row does.
         for progress in (0.1, 0.1, 0.2):
             p = Projection(KEYS)
-            p.row("r1", "g1", _row(progress))
-            p.row("r1", "g2", _row(0.5))
+            p.row("li-1", "r1", "g1", _row(progress))
+            p.row("li-1", "r1", "g2", _row(0.5))
             await projector.write(p)
         rows = [(e[1][b"g"], e[1][b"row"]) for e in await redis.xrange(stream)]
         assert rows == [(b"g1", _row(0.1)), (b"g2", _row(0.5)), (b"g1", _row(0.2))]
-        assert await redis.get(KEYS.row("r1", "g1")) == _row(0.2)
+        assert await redis.get(KEYS.row("li-1", "r1", "g1")) == _row(0.2)
 
-        # A row of an unknown goal (no LI) is stored but published nowhere.
+        # A row of another learning instance, in the same batch as one of
+        # li-1: each goes to its own LI's stream only.
         p = Projection(KEYS)
-        p.row("r1", "g-unknown", _row(0.3))
+        p.row("li-2", "r2", "g9", _row(0.3))
+        p.row("li-1", "r1", "g2", _row(0.6))
         await projector.write(p)
-        assert len(await redis.xrange(stream)) == 3
-        assert [k async for k in redis.scan_iter("feedtest:changes:*")] == [
-            stream.encode()
-        ]
+        assert len(await redis.xrange(stream)) == 4
+        other = KEYS.changes("li-2")
+        assert [e[1][b"r"] for e in await redis.xrange(other)] == [b"r2"]
+        assert {k async for k in redis.scan_iter("feedtest:changes:*")} == {
+            stream.encode(),
+            other.encode(),
+        }
+        p = Projection(KEYS)
+        p.row("li-1", "r1", "g2", _row(0.5))
+        await projector.write(p)
 
         # Indexes: the LI's goals, the learner's registration (not instructors').
         assert await redis.smembers(KEYS.goals("li-1")) == {b"g1", b"g2"}

@@ -11,8 +11,8 @@ from redis import Redis
 
 from app.devstack import DevStack, post_json
 from app.workload import simulated
+from infra.read_model import ReadModelKeys
 from infra.topics import TopicNames
-from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import (
     group_behind,
     partner_of,
