@@ -54,6 +54,7 @@ from app.faust_corrections.restart import BrokerLostData, exit_process
 from infra.broker import BrokerProfile, end_offsets, profile_for
 from infra.kafka_security import kafka_client_kwargs
 from infra.read_model import ReadModelKeys
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors.broker_log import field_name, lost_partitions, parse_field
@@ -411,7 +412,7 @@ async def check_before_start(
 ) -> None:
     """``mastery worker``, before it creates missing topics: end the process
     (code 65) if a loss is reported or found (:meth:`BrokerWatch.check_or_exit`)."""
-    redis = Redis.from_url(redis_url, socket_timeout=5.0)
+    redis = redis_client(redis_url, cluster=settings.redis_cluster, socket_timeout=5.0)
     watch = BrokerWatch.of_worker(settings, redis, bootstrap)
     try:
         await watch.check_or_exit()

@@ -41,6 +41,7 @@ from infra.broker import BrokerMisreportsOffsets, profile_for, verify_broker
 from infra.kafka_security import kafka_client_kwargs
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.read_model.scripts import SWITCH_LUA
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topic_reader import read_topic
 from infra.topics import TopicNames
@@ -225,7 +226,7 @@ async def rebuild(
         else:
             latest[record.key] = record.value
 
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url, cluster=settings.redis_cluster)
     base = ReadModelKeys()
     try:
         live = base.in_generation(await _generation(redis, base))

@@ -52,6 +52,7 @@ from app.state_cache import StateCache
 from infra.broker import BrokerProfile
 from infra.kafka_security import faust_broker_credentials, kafka_client_kwargs
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors import batch
@@ -87,7 +88,9 @@ class Worker:
         self.settings = settings
         self.topics = TopicNames(settings.topic_prefix)
         self.keys = ReadModelKeys()
-        self.redis: Redis = Redis.from_url(redis_url, socket_timeout=5.0)
+        self.redis: Redis = redis_client(
+            redis_url, cluster=settings.redis_cluster, socket_timeout=5.0
+        )
         self.projector = RedisProjector(self.redis)
         # One set of security arguments (and TLS context) for every client.
         client_kwargs = kafka_client_kwargs(settings)

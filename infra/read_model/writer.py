@@ -71,7 +71,11 @@ class _Slot:
             )
             self.strings.update((key, row) for key, _, _, row in self.rows)
         if self.strings:
-            pipe.mset(self.strings)
+            # As a command: a cluster pipeline blocks its mset() helper,
+            # though these keys share the slot.
+            pipe.execute_command(
+                "MSET", *(x for kv in self.strings.items() for x in kv)
+            )
         if self.goals:
             pipe.sadd(keys.goals(li), *self.goals)
         if self.goal_names:
