@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from api.errors import ServiceUnavailable
 from api.store import Page, RedisPageStore
 from app.embedded import EmbeddedRedis
 from app.rebuild import delete_generation
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
+from infra.read_model.scripts import PAGE_LUA
 from schemas.events import GoalDefined, RegistrationCreated, Target
+from tests.conftest import RedisTarget
 from tests.integration.auth_world import seed_world
 
 pytestmark = pytest.mark.integration
@@ -120,6 +123,20 @@ def test_a_read_past_its_timeout_drops_its_connection() -> None:
 KEYS = ReadModelKeys()
 
 
+async def _commandstats(redis: Any) -> dict[str, dict[str, int]]:
+    """INFO commandstats, summed over a cluster's nodes."""
+    if not isinstance(redis, RedisCluster):
+        stats: dict[str, dict[str, int]] = await redis.info("commandstats")
+        return stats
+    per_node = await redis.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+    total: dict[str, dict[str, int]] = {}
+    for node_stats in per_node.values():
+        for name, counts in node_stats.items():
+            calls = total.setdefault(name, {"calls": 0})
+            calls["calls"] += int(counts["calls"])
+    return total
+
+
 def _same(a: Page, b: Page) -> None:
     assert (a.data, a.total, a.count, a.row_bytes, a.version, a.access) == (
         b.data,
@@ -132,7 +149,7 @@ def _same(a: Page, b: Page) -> None:
 
 
 def test_a_page_read_through_its_frame_is_the_page_read_afresh(
-    redis_server: EmbeddedRedis,
+    redis_target: RedisTarget,
 ) -> None:
     """A store that keeps the page's frame (its ids and row keys, MGET in the
     script's MULTI/EXEC) serves exactly what a store without one serves (its
@@ -140,12 +157,14 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
     after every kind of change: a row, a learner registered before the
     others, an instructor, a goal defined later, a row lost, a caller denied,
     a generation switch. ``reads``: the page scripts a read runs (1: through
-    its frame, in one round trip; 2: the frame was missing or no longer held)."""
-    seed_world(redis_server.url)
+    its frame, in one round trip; 2: the frame was missing or no longer held).
+    On one server and on a Redis Cluster (its nodes' counts summed)."""
+    seed_world(redis_target.url, cluster=redis_target.cluster)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
 
     async def go() -> None:
-        redis = Redis.from_url(redis_server.url)
+        redis = redis_target.client()
+        await redis.script_load(PAGE_LUA)  # every node: no NOSCRIPT to count
         warm = RedisPageStore(redis)
         writer = RedisProjector(redis)
 
@@ -164,12 +183,12 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
             caller: str = "",
         ) -> Page:
             nonlocal stats
-            stats = await redis.info("commandstats")
+            stats = await _commandstats(redis)
             before = scripts(), transactions()
             page = await warm.learning_instance_page(
                 "li-a", goals, offset, 10, caller=caller
             )
-            stats = await redis.info("commandstats")
+            stats = await _commandstats(redis)
             # A read ends with one transaction (the script, the MGET).
             after = (scripts(), transactions())
             assert after == (before[0] + reads, before[1] + exchanges)
@@ -270,12 +289,12 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
             assert refused.unknown_goals == ("goal-b",)
             # A holder of the current version: 304, no MGET sent.
             held = await check(["goal-a"], reads=1)
-            stats = await redis.info("commandstats")
+            stats = await _commandstats(redis)
             before = transactions()
             again = await warm.learning_instance_page(
                 "li-a", ["goal-a"], 0, 10, if_version=held.version
             )
-            stats = await redis.info("commandstats")
+            stats = await _commandstats(redis)
             assert again.not_modified and transactions() == before
             # A generation switch (mastery rebuild --flush) with a row that
             # differs, and generation 0 deleted as the rebuild deletes it
@@ -286,7 +305,9 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
             async for raw in redis.scan_iter(match=KEYS.pattern()):
                 name = raw.decode()
                 if KEYS.owns(name):
-                    await redis.copy(name, g2.namespace + name.removeprefix("ms"))
+                    # DUMP and RESTORE: a copy to another slot (reg:, goal:).
+                    copy = g2.namespace + name.removeprefix("ms")
+                    await redis.restore(copy, 0, await redis.dump(name))
             await redis.set(
                 g2.row("li-a", "reg-a2", "goal-a"),
                 b'{"goal_id":"goal-a","status":"g2"}',

@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 from starlette.testclient import TestClient
 
 from api.health import CheckFailed, redis_checks
 from api.metrics import ApiMetrics
-from app.embedded import EmbeddedRedis
 from infra.read_model import Generation, ReadModelKeys
+from infra.redis_client import sync_redis_client
+from tests.conftest import RedisTarget
 from tests.integration.auth_world import api_client, bearer, seed_world
 
 pytestmark = pytest.mark.integration
@@ -28,20 +28,23 @@ PAGE = "/registrations/reg-a1/metrics/status-and-progress"
 JSON = {"content-type": "application/json"}
 
 
-def _move_to_generation(redis: Redis, generation: int) -> None:
-    """Rename every generation-0 key into ``generation`` and point to it."""
+def _move_to_generation(redis: Any, generation: int) -> None:
+    """Move every generation-0 key into ``generation`` and point to it (DUMP,
+    RESTORE, DEL: a key may move to another cluster slot)."""
     target = KEYS.in_generation(generation)
     for raw in list(redis.scan_iter(match=KEYS.pattern())):
         name = raw.decode()
         if KEYS.owns(name):
-            redis.rename(name, target.namespace + name.removeprefix("ms"))
+            copy = target.namespace + name.removeprefix("ms")
+            redis.restore(copy, 0, redis.dump(name))
+            redis.delete(name)
     redis.set(KEYS.current_generation(), generation)
 
 
 @pytest.fixture
-def world(redis_server: EmbeddedRedis) -> Iterator[Redis]:
-    seed_world(redis_server.url)
-    redis = Redis.from_url(redis_server.url)
+def world(redis_target: RedisTarget) -> Iterator[Any]:
+    seed_world(redis_target.url, cluster=redis_target.cluster)
+    redis = sync_redis_client(redis_target.url, cluster=redis_target.cluster)
     yield redis
     redis.flushall()
 
@@ -51,9 +54,9 @@ def _page(client: TestClient) -> int:
     return r.status_code
 
 
-def _ready(url: str) -> bool:
+def _ready(target: RedisTarget) -> bool:
     async def go() -> bool:
-        redis = AsyncRedis.from_url(url)
+        redis = target.client()
         checks, _ = redis_checks(redis, ApiMetrics())
         try:
             await checks["read_model"]()
@@ -67,17 +70,18 @@ def _ready(url: str) -> bool:
 
 
 def test_pages_and_readiness_follow_the_generation_pointer(
-    world: Redis, redis_server: EmbeddedRedis
+    world: Any, redis_target: RedisTarget
 ) -> None:
     world.set(KEYS.materialized(), b"{}")
-    with api_client(redis_server.url, None, "gen") as client:
+    url, cluster = redis_target.url, redis_target.cluster
+    with api_client(url, None, "gen", cluster=cluster) as client:
         assert _page(client) == 200
-        assert _ready(redis_server.url)
+        assert _ready(redis_target)
 
         _move_to_generation(world, 3)
         assert world.get(KEYS.registration("reg-a1")) is None  # gone from gen 0
         assert _page(client) == 200  # served from ms:g3:…
-        assert _ready(redis_server.url)  # ms:g3:meta:materialized
+        assert _ready(redis_target)  # ms:g3:meta:materialized
 
         world.set(KEYS.current_generation(), 0)  # back to the (empty) gen 0
         # Generation 3 is still whole: the API may read it for up to
@@ -87,7 +91,7 @@ def test_pages_and_readiness_follow_the_generation_pointer(
         while (status := _page(client)) == 200 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert status == 503
-        assert not _ready(redis_server.url)
+        assert not _ready(redis_target)
         world.set(KEYS.materialized(), b"{}")  # a whole (empty) generation 0
         assert _page(client) == 404
 

@@ -10,11 +10,9 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
 from api.dashboard import RedisViewStore
 from api.store import RedisPageStore
-from app.embedded import EmbeddedRedis
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from schemas.events import (
     GoalDefined,
@@ -22,6 +20,7 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -69,11 +68,11 @@ def _catalog(p: Projection) -> None:
 
 
 def test_changed_rows_are_appended_in_the_batch_transaction(
-    redis_server: EmbeddedRedis,
+    redis_target: RedisTarget,
 ) -> None:
     async def go() -> None:
-        redis = Redis.from_url(redis_server.url)
-        for key in await redis.keys("feedtest:*"):
+        redis = redis_target.client()
+        async for key in redis.scan_iter("feedtest:*"):
             await redis.delete(key)
         projector = RedisProjector(redis)
         # The goal and the row in the same batch.
