@@ -1,8 +1,8 @@
 """Which generation of the read model a reader reads.
 
-The generation pointer (``<prefix>:meta:generation``) is a deployment-wide key
-in its own Redis Cluster slot, so no script can read it together with a
-learning instance's keys. A reader resolves it first (cached for
+The generation pointer (``<prefix>:meta:{<prefix>}:generation``) is a
+deployment-wide key in the deployment's Redis Cluster slot, so no script can
+read it together with a learning instance's keys. A reader resolves it first (cached for
 :attr:`Generation.FRESH_S`) and then reads that generation's keys, all named
 in ``KEYS[]``. That stays correct because:
 

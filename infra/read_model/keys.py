@@ -3,15 +3,15 @@
 See docs/read-model.md, whose key table matches these builders. Keys a
 learning instance's page reads carry the hash tag ``{<li>}``, so they share one
 Redis Cluster slot and one Lua script (or one MULTI/EXEC) may name them all in
-``KEYS[]``. Lookup keys by another id (a registration's, a goal's) and the
-deployment's ``meta`` keys hash on their whole name.
+``KEYS[]``. The deployment's keys share the slot of ``{<prefix>}``; lookups by
+another id (a registration's, a goal's) hash on their whole name.
 
 Generations: the read model lives in one *generation* at a time, named by the
-STRING ``<prefix>:meta:generation`` (absent or ``0``: generation 0). Generation
-0's keys are ``<prefix>:…``; generation ``n > 0``'s are ``<prefix>:g<n>:…``.
-The pointer has its own slot, so a reader resolves it first and then reads
-that generation's keys (:class:`infra.read_model.generation.Generation` says
-why that stays correct).
+STRING ``<prefix>:meta:{<prefix>}:generation`` (absent or ``0``: generation
+0). Generation 0's keys are ``<prefix>:…``; generation ``n > 0``'s are
+``<prefix>:g<n>:…``. The pointer is in the deployment's slot, so a reader
+resolves it first and then reads that generation's keys
+(:class:`infra.read_model.generation.Generation` says why that stays correct).
 """
 
 from __future__ import annotations
@@ -56,38 +56,45 @@ class ReadModelKeys:
         """The same layout in another generation."""
         return replace(self, generation=generation)
 
-    # -- deployment-wide: no generation, each in its own slot ---------------
+    # -- deployment-wide: no generation, all in one slot of their own --------
+
+    @property
+    def _meta(self) -> str:
+        """``<prefix>:meta:{<prefix>}``: the deployment's keys share a slot (a
+        worker reads the pointer and the rebuild count in one MGET, ``mastery
+        broker-reset`` writes two in one MULTI/EXEC)."""
+        return f"{self.prefix}:meta:{hash_tag(self.prefix)}"
 
     def current_generation(self) -> str:
         """STRING: the number of the generation readers use (absent: 0).
         Not namespaced: it names the namespace."""
-        return f"{self.prefix}:meta:generation"
+        return f"{self._meta}:generation"
 
     def generation_counter(self) -> str:
         """STRING: INCR'd to number a new generation (never reused)."""
-        return f"{self.prefix}:meta:generation-counter"
+        return f"{self._meta}:generation-counter"
 
     def rebuilds(self) -> str:
         """STRING: INCR'd by ``mastery rebuild`` (without ``--flush``) after
         its last write into the live generation; a worker that sees the count
         change derives its part again (its changelog can be behind)."""
-        return f"{self.prefix}:meta:rebuilds"
+        return f"{self._meta}:rebuilds"
 
     def broker_offsets(self) -> str:
         """HASH ``<topic>:<partition>`` -> the highest end offset a worker has
         seen on the broker (app/broker_watch.py)."""
-        return f"{self.prefix}:meta:broker-offsets"
+        return f"{self._meta}:broker-offsets"
 
     def broker_loss(self) -> str:
         """STRING: JSON :class:`schemas.broker_status.BrokerLoss`, set by the
         worker that found the broker's log shorter than it was; while it
         exists the API's ``/readyz`` and ingest answer 503."""
-        return f"{self.prefix}:meta:broker-loss"
+        return f"{self._meta}:broker-loss"
 
     def worker_heartbeat(self) -> str:
         """STRING: JSON ``{"by", "at"}`` that every running worker refreshes,
         with a time to live; its absence fails the API's ``/readyz``."""
-        return f"{self.prefix}:meta:worker-heartbeat"
+        return f"{self._meta}:worker-heartbeat"
 
     def deployment_keys(self) -> tuple[str, ...]:
         """Keys under the bare prefix that belong to no generation."""

@@ -1,4 +1,4 @@
-"""The API reads the generation ``ms:meta:generation`` names: it resolves the
+"""The API reads the generation ``ms:meta:{ms}:generation`` names: it resolves the
 pointer, then reads that generation's keys, and reads again when a read's
 sentinel is gone (infra/read_model/generation.py, docs/read-model.md
 "Generations"): pages, ingest facts and /readyz. Real Redis."""
@@ -101,7 +101,9 @@ def test_generation_keys_are_namespaced_and_owned() -> None:
     assert g0.row("li", "r", "g") == "ms:li:{li}:row:r:g"
     assert g2.row("li", "r", "g") == "ms:g2:li:{li}:row:r:g"
     assert g2.materialized() == "ms:g2:meta:materialized"
-    assert g2.current_generation() == g0.current_generation() == "ms:meta:generation"
+    assert (
+        g2.current_generation() == g0.current_generation() == "ms:meta:{ms}:generation"
+    )
     assert g0.owns("ms:goal:g1") and g0.owns("ms:meta:materialized")
     assert not g0.owns("ms:g2:li:{li}:row:r:g")
     assert not g0.owns(g0.current_generation())

@@ -34,6 +34,9 @@ def test_what_one_page_reads_shares_one_slot() -> None:
         ]
         assert {key_slot(k.encode()) for k in li_keys} == {key_slot(b"li-1")}
         assert key_slot(keys.learners("li-2").encode()) == key_slot(b"li-2")
+    # The deployment's keys: one slot (a worker MGETs two of them,
+    # mastery broker-reset writes two in one MULTI/EXEC).
+    assert {key_slot(k.encode()) for k in KEYS.deployment_keys()} == {key_slot(b"ms")}
     for lookup in (KEYS.registration("reg-1"), KEYS.goal("g1"), KEYS.materialized()):
         assert "{" not in lookup
     assert KEYS.parse_registration(KEYS.registration("reg-1")) == "reg-1"
