@@ -124,3 +124,25 @@ def test_generation_keys_are_namespaced_and_owned() -> None:
         ReadModelKeys("m{s}")
     with pytest.raises(ValueError, match="generation"):
         ReadModelKeys(generation=-1)
+
+
+def test_the_deployment_keys_share_one_slot(redis_target: RedisTarget) -> None:
+    """What a worker's watch reads (one MGET of the pointer and the rebuild
+    count) and what ``mastery broker-reset`` writes (one MULTI/EXEC of the
+    loss and the offsets) a cluster accepts only within one slot."""
+
+    async def go() -> tuple[Any, Any]:
+        redis = redis_target.client()
+        try:
+            await redis.set(KEYS.rebuilds(), 4)
+            read = await redis.mget(KEYS.current_generation(), KEYS.rebuilds())
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.delete(KEYS.broker_loss())
+                pipe.hset(KEYS.broker_offsets(), mapping={"t:0": 7})
+                written = await pipe.execute()
+            await redis.delete(KEYS.rebuilds(), KEYS.broker_offsets())
+        finally:
+            await redis.aclose()
+        return read, written
+
+    assert asyncio.run(go()) == ([None, b"4"], [0, 1])

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from api.dashboard import RedisViewStore
+from api.facts import GoalFacts, RedisFactStore, RegistrationFacts
 from api.store import RedisPageStore
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from schemas.events import (
@@ -153,6 +154,26 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         teacher = await RedisViewStore(redis, KEYS).view("li-1", "t1")
         assert teacher is not None and teacher["instructor"] is True
         assert await RedisViewStore(redis, KEYS).view("li-none", "u1") is None
+
+        # The ingest's facts (lookups by id, then their learning instances)
+        # and a timeline, on a cluster as on one server.
+        facts = RedisFactStore(redis, KEYS)
+        regs = await facts.registrations(["r1", "r-t", "r-none"])
+        assert regs == {
+            "r1": RegistrationFacts("li-1", "u1", "learner", "p1"),
+            "r-t": RegistrationFacts("li-1", "t1", "instructor", "p1"),
+        }
+        assert await facts.goals(["g1", "g-none"]) == {"g1": GoalFacts("li-1", "p1")}
+        assert await facts.learning_instance_partner("li-1") == "p1"
+        assert await facts.learning_instance_partner("li-none") is None
+        p = Projection(KEYS)
+        p.history("li-1", "r1", "g1", b'[{"at":"t"}]')
+        await projector.write(p)
+        store = RedisPageStore(redis, KEYS)
+        assert await store.history("r1", "g1") == b'[{"at":"t"}]'
+        assert await store.history("r1", "g2") is None
+        assert await store.history("r-none", "g1") is None
+        await store.aclose()
         await redis.aclose()
 
     asyncio.run(go())
