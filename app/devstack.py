@@ -332,7 +332,7 @@ def run_dev(
         print(
             f"  broker  {stack.kafka.bootstrap_servers} (Apache Kafka "
             f"{stack.kafka.distribution.version}, started in "
-            f"{stack.kafka.start_seconds:.1f} s)\n  redis   {stack.redis.url}\n"
+            f"{stack.kafka.start_seconds:.1f} s)\n  redis   {stack.redis_url}\n"
             f"  logs    {stack.log_dir}",
             flush=True,
         )
@@ -432,17 +432,18 @@ def run_dev(
 def broker_loss_message(stack: DevStack) -> str:
     """What ``mastery dev`` says when a worker stopped with code 65: the
     reported loss (schemas/broker_status.py) and what to do."""
-    from redis import Redis
     from redis.exceptions import RedisError
 
     from infra.read_model import ReadModelKeys
+    from infra.redis_client import sync_redis_client
     from schemas.broker_status import RUNBOOK, BrokerLoss
 
     reason = "(no report found in Redis)"
     try:
-        raw = Redis.from_url(stack.redis.url, socket_timeout=2.0).get(
-            ReadModelKeys().broker_loss()
+        client = sync_redis_client(
+            stack.redis_url, cluster=stack.redis_cluster is not None, socket_timeout=2.0
         )
+        raw = client.get(ReadModelKeys().broker_loss())
         if raw is not None:
             reason = BrokerLoss.stored(raw).describe()
     except (RedisError, OSError) as exc:
@@ -476,7 +477,8 @@ def _write_env_file(
     DEV_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
-        "REDIS_URL": stack.redis.url,
+        "REDIS_URL": stack.redis_url,
+        "MASTERY_REDIS_CLUSTER": "1" if stack.redis_cluster else "0",
         "MASTERY_BROKER_PROFILE": "kafka",
         "MASTERY_TOPIC_PREFIX": stack.settings.topic_prefix,
         "MASTERY_TOPIC_PARTITIONS": str(stack.settings.topic_partitions),
