@@ -1,7 +1,9 @@
 """The package layering of STYLE.md: api and the worker never import each other.
 
 Only the CLI (``app/cli.py``) composes the two; shared infrastructure lives in
-``infra``; ``processors`` and ``schemas`` import nothing with I/O of ours.
+``infra`` (the Redis read model too, ``infra/read_model/``: the worker writes
+it, the API reads it); ``processors`` and ``schemas`` import nothing with I/O
+of ours.
 """
 
 from __future__ import annotations
