@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from api.change_hub import ChangeHub
 from api.dashboard import RedisViewStore
 from api.facts import GoalFacts, RedisFactStore, RegistrationFacts
 from api.store import RedisPageStore
@@ -174,6 +175,21 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         assert await store.history("r1", "g2") is None
         assert await store.history("r-none", "g1") is None
         await store.aclose()
+
+        # A live stream's reader (a blocking XREAD on the LI's stream) gets
+        # the next changed row.
+        hub = ChangeHub(redis_target.client(), KEYS, block_ms=500)
+        last = (await redis.xrevrange(stream, count=1))[0][0].decode()
+        async with hub.subscribe("li-1", last, ["g1"]) as sub:
+            p = Projection(KEYS)
+            p.row("li-1", "r1", "g1", _row(0.7))
+            await projector.write(p)
+            batches = sub.batches()
+            batch = await asyncio.wait_for(anext(batches), 10)
+        await hub.close()
+        assert [(c.registration_id, c.goal_id, c.row) for c in batch] == [
+            ("r1", "g1", _row(0.7))
+        ]
         await redis.aclose()
 
     asyncio.run(go())
