@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 from pydantic import ValidationError
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -70,6 +69,7 @@ from api.tokens import Principal
 from api.webhooks import WebhookRoutes, WebhookStore
 from infra.broker import profile_for
 from infra.kafka_security import kafka_client_kwargs
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topics import TopicNames
 from infra.webhook_store import RedisWebhookStore
@@ -372,20 +372,21 @@ def create_api(settings: Settings) -> Starlette:
     if settings.redis_url is None:
         raise ValueError("REDIS_URL is not set")
     authenticator = authenticator_from_settings(settings)
-    redis = Redis.from_url(
-        settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+    url, cluster = settings.redis_url, settings.redis_cluster
+    redis = redis_client(
+        url, cluster=cluster, socket_timeout=2.0, socket_connect_timeout=2.0
     )
     # Live streams block on XREAD: their own client, without the 2 s timeout.
     hub = ChangeHub(
-        Redis.from_url(
-            settings.redis_url, socket_timeout=30.0, socket_connect_timeout=2.0
+        redis_client(
+            url, cluster=cluster, socket_timeout=30.0, socket_connect_timeout=2.0
         ),
         queue_size=settings.stream_queue_events,
     )
     # Page reads: their own client, bounded per read rather than per socket
     # operation (api/store.py, RedisPageStore).
-    pages = Redis.from_url(
-        settings.redis_url, socket_timeout=None, socket_connect_timeout=2.0
+    pages = redis_client(
+        url, cluster=cluster, socket_timeout=None, socket_connect_timeout=2.0
     )
     closers: list[Any] = [hub.close, redis.aclose, pages.aclose]
     metrics = ApiMetrics()

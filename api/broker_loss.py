@@ -30,9 +30,9 @@ from redis.exceptions import RedisError
 from api.errors import BrokerLost
 from api.health import Check, CheckFailed
 from api.sink import EventSink
+from infra.read_model import ReadModelKeys
 from infra.topics import AnyEvent
 from schemas.broker_status import BrokerLoss
-from schemas.read_model import ReadModelKeys
 
 __all__ = ["BrokerLossStatus", "LossGuardedSink", "broker_loss_checks"]
 

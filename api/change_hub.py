@@ -1,7 +1,7 @@
 """Fan-out of the worker's row changes to the live streams of one API process.
 
 The worker appends every changed row to its learning instance's Redis stream
-in the same MULTI/EXEC as the row itself (``app/row_feed.py``). Here one
+in the same MULTI/EXEC as the row itself (``infra/read_model/writer.py``). Here one
 reader task per learning instance with at least one open stream blocks on
 ``XREAD`` (a push: it wakes when an entry arrives, there is no polling) and
 hands each entry to the subscriptions of that learning instance, so 500 open
@@ -34,7 +34,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
 
 __all__ = ["Change", "ChangeHub", "Subscription", "parse_stream_id"]
 

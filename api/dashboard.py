@@ -34,7 +34,8 @@ from api.errors import (
     redis_unreachable,
 )
 from api.tokens import Principal
-from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
+from infra.read_model import Generation, ReadModelKeys
+from infra.read_model.scripts import VIEW_LUA, view_keys
 
 __all__ = ["STATIC_DIR", "DashboardRoutes", "LearningInstanceView", "RedisViewStore"]
 
@@ -68,49 +69,25 @@ class LearningInstanceView(Protocol):
     async def view(self, li_id: str, caller: str) -> dict[str, Any] | None: ...
 
 
-# ARGV: prefix (the generation is resolved from it), li, caller. {} when the
-# LI is unknown; else {partner_id, caller is instructor 0/1, caller's learner
-# registration or '', the LI's title or '', number of goals, (goal id, its
-# names' JSON or '')..., (learner registration id, display name)...}.
-# Keys as built by ReadModelKeys (tested in tests/unit/test_row_feed.py).
-_VIEW_LUA = (
-    NAMESPACE_LUA
-    + """
-local li, caller = ARGV[2], ARGV[3]
-local meta = redis.call('GET', p .. ':li:' .. li)
-if not meta then return {} end
-local instructor, own = 0, false
-if caller ~= '' then
-  instructor = redis.call('SISMEMBER', p .. ':li:' .. li .. ':instructors', caller)
-  own = redis.call('HGET', p .. ':li:' .. li .. ':learner-registrations', caller)
-end
-local facts = cjson.decode(meta)
-local goals = redis.call('SMEMBERS', p .. ':li:' .. li .. ':goals')
-local out = {facts['partner_id'], instructor, own or '', facts['title'] or '', #goals}
-for _, g in ipairs(goals) do
-  out[#out + 1] = g
-  out[#out + 1] = redis.call('GET', p .. ':goal:' .. g .. ':names') or ''
-end
-for _, v in ipairs(redis.call('HGETALL', p .. ':li:' .. li .. ':names')) do
-  out[#out + 1] = v
-end
-return out
-"""
-)
-
-
 class RedisViewStore:
-    """:class:`LearningInstanceView` over the read model, one round trip."""
+    """:class:`LearningInstanceView` over the read model: one script in the
+    learning instance's slot (``VIEW_LUA``)."""
 
     def __init__(self, redis: Redis, keys: ReadModelKeys | None = None) -> None:
         self.keys = keys or ReadModelKeys()
-        self._script = redis.register_script(_VIEW_LUA)
+        self.generation = Generation(redis, self.keys)
+        self._script = redis.register_script(VIEW_LUA)
 
     async def view(self, li_id: str, caller: str) -> dict[str, Any] | None:
         try:
-            result: list[bytes | int] = await self._script(
-                keys=[], args=[self.keys.prefix, li_id, caller]
-            )
+            keys: ReadModelKeys | None = await self.generation.current()
+            while keys is not None:
+                result: list[bytes | int] = await self._script(
+                    keys=view_keys(keys, li_id), args=[caller]
+                )
+                if result:
+                    break
+                keys = await self.generation.moved(keys)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise redis_unreachable(exc) from exc
         if not result:

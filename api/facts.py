@@ -2,8 +2,12 @@
 
 Who owns a learning instance, which learning instance a registration or goal
 belongs to. These come from the read model the worker projects from the event
-stream (``ms:li:*``, ``ms:reg:*``, ``ms:goal:*``), never from a second source
-of truth; one Redis round trip per request, however many events it carries.
+stream (``learning_instance``, ``registration`` and ``goal`` keys of
+infra/read_model/keys.py), never from a second source of truth. Two pipelined
+reads per request however many events it carries (the ids' values name their
+learning instances, whose keys are read next; on Redis Cluster each read is
+split by node), no script: these facts gate what is produced, and every id's
+lookup stands alone.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.errors import redis_unreachable
-from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
+from infra.read_model import Generation, ReadModelKeys
 
 __all__ = ["FactStore", "GoalFacts", "RedisFactStore", "RegistrationFacts"]
 
@@ -51,39 +55,6 @@ class FactStore(Protocol):
     async def goals(self, goal_ids: Sequence[str]) -> dict[str, GoalFacts]: ...
 
 
-# ARGV: prefix, kind ('li' | 'reg' | 'goal'), ids... Returns, per id, the
-# entity's value and its learning instance's value ('' when missing).
-_FACTS_LUA = (
-    NAMESPACE_LUA
-    + """
-local kind = ARGV[2]
-local out = {}
-for i = 3, #ARGV do
-  local id = ARGV[i]
-  local value
-  local li
-  if kind == 'li' then
-    li = id
-    value = ''
-  else
-    value = redis.call('GET', p .. ':' .. kind .. ':' .. id)
-    if value then
-      if kind == 'reg' then li = cjson.decode(value)['learning_instance_id']
-      else li = value end
-    else
-      value = ''
-    end
-  end
-  local li_meta = ''
-  if li then li_meta = redis.call('GET', p .. ':li:' .. li) or '' end
-  out[#out + 1] = value
-  out[#out + 1] = li_meta
-end
-return out
-"""
-)
-
-
 def _partner(li_meta: bytes) -> str | None:
     if not li_meta:
         return None
@@ -97,18 +68,65 @@ class RedisFactStore:
     def __init__(self, redis: Redis, keys: ReadModelKeys | None = None) -> None:
         self.redis = redis
         self.keys = keys or ReadModelKeys()
-        self._script = redis.register_script(_FACTS_LUA)
+        self.generation = Generation(redis, self.keys)
+
+    async def _get(self, names: list[str]) -> list[Any]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.get(name)
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     async def _run(self, kind: str, ids: Sequence[str]) -> list[Any]:
+        """Per id, its value ('' for a learning instance) and its learning
+        instance's value (b'' when missing). When one is missing and the
+        generation moved meanwhile (infra/read_model/generation.py), read
+        again in the new one."""
         if not ids:
             return []
         try:
-            result: list[Any] = await self._script(
-                keys=[], args=[self.keys.prefix, kind, *ids]
-            )
+            keys: ReadModelKeys | None = await self.generation.current()
+            while keys is not None:
+                out = await self._once(keys, kind, ids)
+                if all(out[1::2]):
+                    return out
+                moved = await self.generation.moved(keys)
+                if moved is None:
+                    return out
+                keys = moved
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise redis_unreachable(exc) from exc
-        return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(
+        self, keys: ReadModelKeys, kind: str, ids: Sequence[str]
+    ) -> list[Any]:
+        if kind == "li":
+            values: list[Any] = [b""] * len(ids)
+            lis: list[str | None] = list(ids)
+        else:
+            lookup = keys.registration if kind == "reg" else keys.goal
+            values = await self._get([lookup(i) for i in ids])
+            lis = []
+            for value in values:
+                if not value:
+                    lis.append(None)
+                elif kind == "reg":
+                    lis.append(orjson.loads(value)["learning_instance_id"])
+                else:
+                    lis.append(value.decode())
+        wanted = sorted({li for li in lis if li is not None})
+        metas = dict(
+            zip(
+                wanted,
+                await self._get([keys.learning_instance(li) for li in wanted]),
+                strict=True,
+            )
+        )
+        out: list[Any] = []
+        for value, li in zip(values, lis, strict=True):
+            out += [value or b"", (metas.get(li) if li is not None else None) or b""]
+        return out
 
     async def learning_instance_partner(self, li_id: str) -> str | None:
         result = await self._run("li", [li_id])

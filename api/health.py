@@ -6,7 +6,7 @@ concurrently, each bounded by a timeout:
 
 ``redis``       PING the read model's Redis
 ``read_model``  the read model has been materialized (its marker key exists,
-                :meth:`schemas.read_model.ReadModelKeys.materialized`); not
+                :meth:`infra.read_model.keys.ReadModelKeys.materialized`); not
                 checked while Redis is unreachable
 ``broker``      the Kafka cluster's metadata can be fetched (only when the API
                 has a broker for its ingest endpoints)
@@ -35,7 +35,7 @@ from redis.exceptions import RedisError
 from api.errors import ServiceUnavailable, redact_addresses
 from api.metrics import ApiMetrics
 from infra.kafka_security import refusal_reason
-from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
+from infra.read_model import Generation, ReadModelKeys
 
 __all__ = ["BrokerProbe", "NotReady", "Readiness", "redis_checks"]
 
@@ -108,21 +108,21 @@ def redis_checks(
     redis: Redis, metrics: ApiMetrics, keys: ReadModelKeys | None = None
 ) -> tuple[dict[str, Check], dict[str, str]]:
     """The ``redis`` and ``read_model`` checks (and their dependency)."""
-    keys = keys or ReadModelKeys()
-    # The marker of the *current* generation (schemas/read_model.py).
-    marker = keys.materialized().removeprefix(keys.namespace + ":")
-    exists = redis.register_script(
-        NAMESPACE_LUA + f"return redis.call('EXISTS', p .. ':{marker}')"
-    )
+    generation = Generation(redis, keys)
 
     async def ping() -> None:
         await metrics.timed_redis("ping", redis.ping())
 
+    async def marker_present() -> bool:
+        # The marker of the *current* generation (a deployment-wide pointer,
+        # then the marker: two keys of two slots, read one after the other).
+        current = await generation.current()
+        return bool(await redis.exists(current.materialized()))
+
     async def read_model() -> None:
-        present = exists(keys=[], args=[keys.prefix])
-        if not await metrics.timed_redis("readiness_marker", present):
+        if not await metrics.timed_redis("readiness_marker", marker_present()):
             raise CheckFailed(
-                f"the read model is missing (no {marker!r} in the current "
+                "the read model is missing (no 'meta:materialized' in the current "
                 "generation): Redis was emptied "
                 "or no worker has materialized it yet; run `mastery rebuild` or "
                 "start a worker"

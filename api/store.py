@@ -1,14 +1,17 @@
 """Reading pages of the read model: one Redis round trip per request.
 
-A Lua script validates the learning instance / registration and the goals,
-returns the facts the access rules need (the LI's partner, whether the caller
-is an instructor there, the registration's user) and the page's version, and
-the page's learner registrations (ZRANGE). Their rows come back as the stored
-JSON bytes, either from a plain MGET sent in the same MULTI/EXEC as the script
-(when the store knows the page's ids from an earlier read and the script
-confirms them: :class:`_Frame`) or read by the script itself; the API joins
-them, with the goal's template row for a learner without one, into the
-response without decoding or re-encoding a row.
+A Lua script (infra/read_model/scripts.py, ``PAGE_LUA``) validates the
+learning instance / registration and the goals, returns the facts the access
+rules need (the LI's partner, whether the caller is an instructor there, the
+registration's user), the page's version, and the page's learner
+registrations (ZRANGE). Every key it touches is in ``KEYS[]``, in the learning
+instance's slot. A learning instance's rows come from a plain MGET sent in the
+same MULTI/EXEC as the script, of the keys of the registrations the store
+assumed (:class:`_Frame`); the script confirms them, else its answer names
+the page's registrations and the transaction is sent again (the first read of
+a page takes two round trips). A registration's rows are read by the script.
+The API joins the rows, with the goal's template row for a learner without
+one, into the response without decoding or re-encoding a row.
 """
 
 from __future__ import annotations
@@ -20,14 +23,17 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import hiredis
+import orjson
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AskError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.change_hub import parse_stream_id
 from api.errors import ServiceUnavailable, not_found, redis_unreachable
-from schemas.read_model import NAMESPACE_LUA, ReadModelKeys
+from infra.read_model import Generation, ReadModelKeys
+from infra.read_model.scripts import HISTORY_LUA, PAGE_LUA, history_keys, page_keys
 
 __all__ = ["Access", "Page", "PageStore", "RedisPageStore", "Snapshot"]
 
@@ -121,181 +127,6 @@ class PageStore(Protocol):
         ...
 
 
-# Return: {-1} unknown LI/registration ({-3} while the read model is not
-# materialized: the id may only be missing); else a head, the access facts
-# {partner_id or '', caller is instructor 0/1, registration user or ''}, then
-# either the goals that are unknown or of another learning instance (head -2)
-# or, with head = total, {version, last, resumed, li, generation, templates,
-# ids, rows}: the page's registration ids and their rows as stored (MGET
-# order: registration by registration, goals in the request's order), which
-# the API joins into the contract's "data" array (_Frame, _join). A learner
-# with no row yet gets the goal's template: put in place by the script when
-# it reads the rows (`templates` is then 0), by the API when the rows come
-# from the transaction's MGET (nil there; `templates` lists each goal's).
-# Moving the rows through Lua was most of a page's server time
-# (docs/performance.md).
-# ARGV[9] is '' or the generation and digest (SHA-1 of the ids joined by ',')
-# of the page the API assumed when it sent the page's row keys as an MGET in
-# the same MULTI/EXEC, right after the script: when they still hold, `ids`
-# and `rows` are 0 (the rows are the MGET's reply, read in the same atomic
-# step), else the script reads the rows itself.
-# ARGV[7] is '' for a page; for a live stream (api/stream.py) '-' (a snapshot)
-# or the id of the last change the client has; `last` is then the LI's
-# change-stream id at this instant and `resumed` 1 when the client can resume
-# after its id without a gap (no rows are read then) else 0 (for a page '' and
-# 0). The stream key is ReadModelKeys.changes (tested in
-# tests/unit/test_row_feed.py).
-# ARGV[8] (pages only) is the page version the client holds ('' for none, '*'
-# for any). A page's version is the SHA-1 of everything its body is made of
-# besides the request: the generation, the LI's change-stream last id (every
-# changed row appends to it in the row's own transaction, app/row_feed.py),
-# the learner count and the goal templates. A page whose version equals
-# ARGV[8] is {-5, access facts, version}: not modified, no row is read. A
-# stream's version is ''.
-_PAGE_LUA = (
-    NAMESPACE_LUA
-    + """
-local function id_le(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
-  return am < bm or (am == bm and as <= bs)
-end
--- The change stream's last id, and 1 when every entry after `after` (an id,
--- or '-' for a snapshot) is still in the stream: none was trimmed.
-local function stream_position(key, after)
-  if redis.call('EXISTS', key) == 0 then
-    return '0-0', after ~= '-' and 1 or 0
-  end
-  local info = redis.call('XINFO', 'STREAM', key)
-  local f = {}
-  for j = 1, #info, 2 do f[info[j]] = info[j + 1] end
-  local last = f['last-generated-id']
-  if after == '-' then return last, 0 end
-  if f['entries-added'] == f['length'] then return last, 1 end
-  local first = f['first-entry']
-  if first and id_le(first[1], after) then return last, 1 end
-  return last, 0
-end
--- An unknown id while the read model is not materialized (Redis lost its
--- data, a repair is running): -3, answered 503, not a false 404.
-local function unknown()
-  if redis.call('EXISTS', p .. ':meta:materialized') == 0 then return {-3} end
-  return {-1}
-end
-local mode = ARGV[2]
-local id = ARGV[3]
-local offset = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])
-local caller = ARGV[6]
-local changes = ARGV[7]
-local held = ARGV[8]
-local expect = ARGV[9]
-local goals = {}
-for i = 10, #ARGV do goals[#goals + 1] = ARGV[i] end
-local li
-local regs
-local total
-local reg_user = ''
-local reg_role = 'learner'
-if mode == 'li' then
-  li = id
-else
-  local meta = redis.call('GET', p .. ':reg:' .. id)
-  if not meta then return unknown() end
-  local m = cjson.decode(meta)
-  li = m['learning_instance_id']
-  reg_user = m['user_id']
-  reg_role = m['role'] or 'learner'
-end
-local li_meta = redis.call('GET', p .. ':li:' .. li)
-if mode == 'li' and not li_meta then return unknown() end
-local partner = ''
-if li_meta then partner = cjson.decode(li_meta)['partner_id'] end
-local instructor = 0
-if caller ~= '' then
-  instructor = redis.call('SISMEMBER', p .. ':li:' .. li .. ':instructors', caller)
-end
-local bad = {-2, partner, instructor, reg_user}
-local templates = {}
-for i, g in ipairs(goals) do
-  local owner = redis.call('GET', p .. ':goal:' .. g)
-  if owner ~= li then bad[#bad + 1] = g end
-  templates[i] = redis.call('GET', p .. ':goal:' .. g .. ':template')
-end
-if #bad > 4 then return bad end
--- Only learners are rows, on both endpoints (docs/read-model.md): an
--- instructor's registration is -4 with the access facts, answered 409 once
--- the caller may see it.
-if reg_role ~= 'learner' then return {-4, partner, instructor, reg_user} end
-local last, resumed = '0-0', 0
-if changes ~= '' then
-  last, resumed = stream_position(ARGV[1] .. ':changes:' .. li, changes)
-end
-local learners = p .. ':li:' .. li .. ':learners'
-if mode == 'li' then total = redis.call('ZCARD', learners) else total = 1 end
-local version
-if changes == '' then
-  local newest = redis.call('XREVRANGE', ARGV[1] .. ':changes:' .. li, '+', '-',
-                            'COUNT', 1)
-  local parts = {p, newest[1] and newest[1][1] or '0-0', tostring(total)}
-  for i = 1, #goals do parts[#parts + 1] = templates[i] or '' end
-  version = redis.sha1hex(table.concat(parts, '\\n'))
-  if held == '*' or held == version then
-    return {-5, partner, instructor, reg_user, version}
-  end
-end
-if mode == 'li' then
-  regs = redis.call('ZRANGE', learners, offset, offset + limit - 1)
-  if resumed == 1 then regs = {} end
-else
-  regs = {id}
-  if resumed == 1 then regs = {} end
-end
-local gen = generation or '0'
-local fallback = {}
-for i = 1, #goals do fallback[i] = templates[i] or '{}' end
-local head = {total, partner, instructor, reg_user, version or '', last, resumed,
-              li, gen, fallback}
-if expect ~= '' and expect == gen .. ':' .. redis.sha1hex(table.concat(regs, ',')) then
-  head[11] = 0
-  head[12] = 0
-  return head
-end
-local rows = {}
-if #regs > 0 and #goals > 0 then
-  local keys = {}
-  for _, r in ipairs(regs) do
-    for _, g in ipairs(goals) do keys[#keys + 1] = p .. ':row:' .. r .. ':' .. g end
-  end
-  rows = redis.call('MGET', unpack(keys))
-  -- Here (a page read afresh, a registration, a stream's snapshot) a
-  -- missing row's template is put in place: the templates then need not
-  -- travel.
-  local ng = #goals
-  for k = 1, #rows do
-    if not rows[k] then rows[k] = fallback[(k - 1) % ng + 1] end
-  end
-end
--- ids and rows as nested arrays: no copy into the reply's own table.
-head[10] = 0
-head[11] = regs
-head[12] = rows
-return head
-"""
-)
-
-
-# The timeline of ARGV[2] (a registration) on ARGV[3] (a goal) in the live
-# generation, or nil (ReadModelKeys.history).
-_HISTORY_LUA = (
-    NAMESPACE_LUA
-    + """
-return redis.call('GET', p .. ':hist:' .. ARGV[2] .. ':' .. ARGV[3])
-"""
-)
-
-
 def _pack(*parts: Any) -> bytes:
     """One command packed in one C call (redis-py's Encoder goes per
     argument)."""
@@ -313,82 +144,108 @@ class _ScriptCaller:
     without the client's per-command machinery (retry wrapper, pool lock,
     observability hooks), which was ~30 % of a 304's CPU (docs/performance.md).
 
-    Idle connections are kept (at most :data:`IDLE_KEPT`); a connection whose
-    exchange failed or was cancelled is dropped, never reused. The script
-    only reads, so when a reused connection turns out closed (the server's
-    idle timeout, a restart) every idle connection is dropped and the read
-    is retried once on a new one; the script is sent whole (EVAL) once when
-    the server does not know its SHA-1 (NOSCRIPT).
+    On Redis Cluster the connection goes to the primary that owns the slot of
+    the call's first key (every key of a call shares it); a ``MOVED`` or
+    ``ASK`` reply (a resharding, a failover) refreshes the client's slot map
+    and the call is sent once more.
+
+    Idle connections are kept (at most :data:`IDLE_KEPT` per server); a
+    connection whose exchange failed or was cancelled is dropped, never
+    reused. The script only reads, so when a reused connection turns out
+    closed (the server's idle timeout, a restart) every idle connection is
+    dropped and the read is retried once on a new one; the script is sent
+    whole (EVAL) once when the server does not know its SHA-1 (NOSCRIPT).
     """
 
     IDLE_KEPT = 64
 
-    def __init__(self, redis: Redis, script: str) -> None:
-        pool = redis.connection_pool
-        self._connection_class = pool.connection_class
-        self._connection_kwargs = pool.connection_kwargs
+    def __init__(self, redis: Redis | RedisCluster, script: str) -> None:
+        self._redis = redis
         self._script = script
         self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._idle: list[Any] = []
+        #: server ("host:port", "" for a single server) -> idle connections
+        self._idle_by: dict[str, list[Any]] = {}
+        self._single: tuple[str, Any, dict[str, Any]] | None = None
+        if not isinstance(redis, RedisCluster):
+            pool = redis.connection_pool
+            self._single = ("", pool.connection_class, pool.connection_kwargs)
 
-    async def __call__(self, args: Sequence[Any], after: bytes = b"") -> Any:
-        """The script's reply; with ``after`` (one packed command), the script
-        and that command in one MULTI/EXEC, one round trip: the EXEC's reply,
-        ``[script's reply, command's reply]``."""
-        reused = bool(self._idle)
-        try:
-            return await self._on_one_connection(args, after)
-        except (RedisConnectionError, OSError):
-            if not reused:
-                raise
-        await self.aclose()  # the others idled as long: likely closed too
-        return await self._on_one_connection(args, after)  # once, on a new one
+    @property
+    def _idle(self) -> list[Any]:
+        """Every idle connection (tests count them)."""
+        return [c for idle in self._idle_by.values() for c in idle]
 
-    async def _on_one_connection(self, args: Sequence[Any], after: bytes) -> Any:
-        conn = (
-            self._idle.pop()
-            if self._idle
-            else self._connection_class(**self._connection_kwargs)
-        )
+    def _server(self, key: str) -> tuple[str, Any, dict[str, Any]]:
+        single = self._single
+        if single is not None:
+            return single
+        redis = self._redis
+        assert isinstance(redis, RedisCluster)
+        node = redis.get_node_from_key(key)
+        if node is None:
+            raise RedisConnectionError(f"no Redis Cluster node serves {key!r}")
+        return node.name, node.connection_class, node.connection_kwargs
+
+    async def __call__(
+        self, keys: Sequence[str], args: Sequence[Any], after: bytes = b""
+    ) -> Any:
+        """The script's reply; with ``after`` (one packed command on keys of
+        the same slot), the script and that command in one MULTI/EXEC, one
+        round trip: the EXEC's reply, ``[script's reply, command's reply]``."""
+        call = _pack("EVALSHA", self._sha, len(keys), *keys, *args)
+        for attempt in (1, 2):
+            server = self._server(keys[0])
+            reused = bool(self._idle_by.get(server[0]))
+            try:
+                return await self._on_one_connection(server, call, after)
+            except (RedisConnectionError, OSError):
+                if not reused or attempt == 2:
+                    raise
+                await self.aclose()  # the others idled as long: likely closed
+            except AskError:  # MOVED too: the slot map changed
+                if attempt == 2 or not isinstance(self._redis, RedisCluster):
+                    raise
+                await self._redis.nodes_manager.initialize()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _on_one_connection(
+        self, server: tuple[str, Any, dict[str, Any]], call: bytes, after: bytes
+    ) -> Any:
+        name, connection_class, kwargs = server
+        idle = self._idle_by.setdefault(name, [])
+        conn = idle.pop() if idle else connection_class(**kwargs)
         keep = False
         try:
             if after:
-                reply = await self._transaction(conn, args, after)
+                reply = await self._transaction(conn, call, after)
             else:
-                reply = await self._exchange(conn, args)
+                reply = await self._exchange(conn, call)
             keep = True
             return reply
         except ResponseError:
             keep = True  # an answer (the script's error): the connection is fine
             raise
         finally:
-            if keep and len(self._idle) < self.IDLE_KEPT:
-                self._idle.append(conn)
+            if keep and len(idle) < self.IDLE_KEPT:
+                idle.append(conn)
             else:
                 await conn.disconnect(nowait=True)
 
-    async def _exchange(self, conn: Any, args: Sequence[Any]) -> Any:
-        await conn.send_packed_command(
-            _pack("EVALSHA", self._sha, 0, *args), check_health=False
-        )
+    async def _exchange(self, conn: Any, call: bytes) -> Any:
+        await conn.send_packed_command(call, check_health=False)
         try:
             return await conn.read_response()
         except NoScriptError:
             pass
         await conn.send_packed_command(
-            _pack("EVAL", self._script, 0, *args), check_health=False
+            _pack("SCRIPT", "LOAD", self._script), check_health=False
         )
+        await conn.read_response()
+        await conn.send_packed_command(call, check_health=False)
         return await conn.read_response()
 
-    async def _transaction(self, conn: Any, args: Sequence[Any], after: bytes) -> Any:
-        packed = b"".join(
-            (
-                _MULTI,
-                _pack("EVALSHA", self._sha, 0, *args),
-                after,
-                _EXEC,
-            )
-        )
+    async def _transaction(self, conn: Any, call: bytes, after: bytes) -> Any:
+        packed = b"".join((_MULTI, call, after, _EXEC))
         for attempt in (1, 2):
             await conn.send_packed_command(packed, check_health=False)
             # +OK, +QUEUED, +QUEUED, then EXEC's: all four are read whatever
@@ -422,9 +279,10 @@ class _ScriptCaller:
 
     async def aclose(self) -> None:
         """Drop the idle connections."""
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            await conn.disconnect(nowait=True)
+        idle_by, self._idle_by = self._idle_by, {}
+        for idle in idle_by.values():
+            for conn in idle:
+                await conn.disconnect(nowait=True)
 
 
 class _Deadlines:
@@ -513,18 +371,18 @@ class _Frame:
     def of(
         cls,
         keys: ReadModelKeys,
-        generation: bytes,
+        li_id: str,
         ids: list[bytes],
         goals: Sequence[str],
     ) -> _Frame:
+        """The frame of ``ids`` in ``keys``' generation."""
         digest = hashlib.sha1(b",".join(ids)).hexdigest()
-        in_generation = keys.in_generation(int(generation))
         row_keys = [
-            in_generation.row(r, g) for r in (i.decode() for i in ids) for g in goals
+            keys.row(li_id, r, g) for r in (i.decode() for i in ids) for g in goals
         ]
         openers = _openers(ids)
         return cls(
-            expect=f"{generation.decode()}:{digest}",
+            expect=f"{keys.generation}:{digest}",
             ids=ids,
             openers=openers,
             framing=_framing(openers, len(goals)),
@@ -582,7 +440,9 @@ def _join(
 
 
 class RedisPageStore:
-    """:class:`PageStore` over the Redis read model.
+    """:class:`PageStore` over the Redis read model (a single server or a
+    Redis Cluster: every read names its keys, all in one learning instance's
+    slot).
 
     ``timeout_s`` bounds each read as a whole (answered 503 past it). Give it
     with a client made without ``socket_timeout``: redis-py then runs no timer
@@ -591,62 +451,61 @@ class RedisPageStore:
     A read cancelled by the timeout drops its connection (_ScriptCaller), so
     no late reply is ever read as another request's.
 
-    A learning instance's page is read in one MULTI/EXEC when this store has
-    the page's :class:`_Frame` from an earlier read: the script (access
-    facts, version, and the check that the page's registrations are still
-    the frame's) and a plain MGET of the frame's row keys. At most
-    :data:`FRAMES_KEPT` frames of at most :data:`FRAME_BYTES_KEPT` bytes in
-    all are kept, the oldest dropped first (a page of 100 learners and 2
+    A learning instance's page is read in one MULTI/EXEC: the page script
+    (access facts, version, and the check that the page's registrations are
+    still those of the page's :class:`_Frame`) and a plain MGET of the
+    frame's row keys. The frame comes from an earlier read of the same page;
+    without one (or when the page changed) the script's answer gives the
+    registrations, and the transaction is sent again with their frame. At
+    most :data:`FRAMES_KEPT` frames of at most :data:`FRAME_BYTES_KEPT` bytes
+    in all are kept, the oldest dropped first (a page of 100 learners and 2
     goals has a frame of ~25 KB; the largest page, 100 x 50 rows, ~1 MB).
+
+    A registration's learning instance (which never changes) is looked up by
+    its ``reg:`` key and kept (at most :data:`REGISTRATIONS_KEPT`).
     """
 
     FRAMES_KEPT = 256
     FRAME_BYTES_KEPT = 16 * 1024 * 1024
+    REGISTRATIONS_KEPT = 100_000
+    #: reads of one page before giving up on rows that keep changing under it
+    ATTEMPTS = 5
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         keys: ReadModelKeys | None = None,
         *,
         timeout_s: float | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys or ReadModelKeys()
+        self.generation = Generation(redis, self.keys)
         self.timeout_s = timeout_s
         self._deadlines = None if timeout_s is None else _Deadlines(timeout_s)
-        self._script = _ScriptCaller(redis, _PAGE_LUA)
+        self._script = _ScriptCaller(redis, PAGE_LUA)
         self._frames: dict[tuple[Any, ...], _Frame] = {}
         self._frame_bytes = 0
-        self._history = _ScriptCaller(redis, _HISTORY_LUA)
+        self._history = _ScriptCaller(redis, HISTORY_LUA)
+        self._li_of: dict[str, str] = {}
+        self._keys_of: dict[tuple[Any, ...], list[str]] = {}
 
     async def aclose(self) -> None:
         """Close the page reads' own connections."""
         await self._script.aclose()
         await self._history.aclose()
 
-    async def history(self, registration_id: str, goal_id: str) -> bytes | None:
-        try:
-            found: bytes | None = await self._history(
-                [self.keys.prefix, registration_id, goal_id]
-            )
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise redis_unreachable(exc) from exc
-        return found
-
-    async def _run(self, args: list[Any], after: bytes = b"") -> list[Any]:
+    async def _guarded(self, read: Any) -> Any:
+        """Await ``read`` within this store's deadline; Redis errors as 503."""
         deadlines = self._deadlines
         task = None if deadlines is None else deadlines.start()
         try:
-            call = [self.keys.prefix, *args]
-            result: list[Any] = await (
-                self._script(call, after) if after else self._script(call)
-            )
+            return await read
         except asyncio.CancelledError:
             if deadlines is not None and task is not None and deadlines.end(task):
-                kwargs = self.redis.connection_pool.connection_kwargs
-                where = f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
                 late = RedisTimeoutError(
-                    f"Timeout reading from {where}: no answer within {self.timeout_s} s"
+                    f"Timeout reading from {self._where()}: "
+                    f"no answer within {self.timeout_s} s"
                 )
                 raise redis_unreachable(late) from late
             raise
@@ -655,7 +514,65 @@ class RedisPageStore:
         finally:
             if deadlines is not None and task is not None:
                 deadlines.end(task)
-        return result
+
+    def _where(self) -> str:
+        """The servers read, for the log (the API's answer redacts them)."""
+        redis = self.redis
+        if isinstance(redis, RedisCluster):
+            return ",".join(node.name for node in redis.get_nodes())
+        kwargs = redis.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+    async def _current(self) -> ReadModelKeys:
+        keys = self.generation.fresh()
+        if keys is None:
+            keys = await self._guarded(self.generation.current())
+        return keys
+
+    async def _moved(self, seen: ReadModelKeys) -> ReadModelKeys | None:
+        keys: ReadModelKeys | None = await self._guarded(self.generation.moved(seen))
+        return keys
+
+    async def _unknown(self, keys: ReadModelKeys, field: str, ident: str) -> Exception:
+        """404 for an unknown id, 503 while the read model is not
+        materialized (Redis lost its data, a repair is running)."""
+        present = await self._guarded(self.redis.exists(keys.materialized()))
+        if not present:
+            return ServiceUnavailable(
+                "the read model is being repaired (Redis lost its data); retry shortly",
+                code="read_model_repairing",
+                retry_after_s=2,
+            )
+        return not_found(field, ident)
+
+    async def _learning_instance_of(
+        self, keys: ReadModelKeys, registration_id: str
+    ) -> str | None:
+        li = self._li_of.get(registration_id)
+        if li is not None:
+            return li
+        raw = await self._guarded(self.redis.get(keys.registration(registration_id)))
+        if raw is None:
+            return None
+        li = str(orjson.loads(raw)["learning_instance_id"])
+        if len(self._li_of) >= self.REGISTRATIONS_KEPT:
+            del self._li_of[next(iter(self._li_of))]  # the oldest
+        self._li_of[registration_id] = li
+        return li
+
+    async def history(self, registration_id: str, goal_id: str) -> bytes | None:
+        keys = await self._current()
+        while True:
+            li = await self._learning_instance_of(keys, registration_id)
+            if li is not None:
+                call = history_keys(keys, li, registration_id, goal_id)
+                found = await self._guarded(self._history(call, []))
+                if int(found[0]) == 1:
+                    return found[1]  # type: ignore[no-any-return]
+            moved = await self._moved(keys)
+            if moved is None:
+                return None
+            keys = moved
 
     def _page(
         self,
@@ -663,24 +580,14 @@ class RedisPageStore:
         field: str,
         ident: str,
         *,
-        goal_ids: Sequence[str] = (),
         frame: _Frame | None = None,
         outside: list[bytes | None] | None = None,
-        remember: tuple[Any, ...] | None = None,
-    ) -> Page:
-        """The page of a script reply. ``outside`` is the reply of ``frame``'s
-        MGET, sent in the script's transaction; it is used only when the
-        script confirmed the frame. ``remember`` is the key under which a
-        frame of this page's ids is kept for the next request."""
+    ) -> Page | None:
+        """The page of a script reply; ``None`` when the rows are still to be
+        read (a learning instance's page whose frame the script did not
+        confirm). ``outside`` is the reply of ``frame``'s MGET, sent in the
+        script's transaction; it is used only when the script confirmed it."""
         head = int(result[0])
-        if head == -1:
-            raise not_found(field, ident)
-        if head == -3:
-            raise ServiceUnavailable(
-                "the read model is being repaired (Redis lost its data); retry shortly",
-                code="read_model_repairing",
-                retry_after_s=2,
-            )
         partner = result[1].decode()
         reg_user = result[3].decode()
         access = Access(
@@ -697,27 +604,26 @@ class RedisPageStore:
             version = result[4].decode()
             return Page(0, access=access, version=version, not_modified=True)
         ids, rows = result[10], result[11]
-        templates = result[9] or ()  # 0: the script put templates in place
+        templates = result[9]
         if ids == 0:  # the script confirmed the frame: the MGET's rows
             assert frame is not None and outside is not None
             ids, rows = frame.ids, outside
             openers, framing = frame.openers, frame.framing
-        elif remember is not None and ids and goal_ids:
-            frame = _Frame.of(self.keys, result[8], ids, goal_ids)
-            self._remember(remember, frame)
-            openers, framing = frame.openers, frame.framing
-        elif len(ids) == 1:  # the registration endpoint: rows in place
+        elif rows == 0 and ids and templates:
+            return None  # a learning instance's rows: not read yet
+        elif len(ids) == 1 and rows:  # a registration's page: rows in place
             body = b",".join(rows)
             return Page(
                 total=head,
                 count=1,
                 data=b"".join((_OPEN, ids[0], _OPENED, body, b"]}")),
-                row_bytes=len(body) - len(rows) + 1 if rows else 0,
+                row_bytes=len(body) - len(rows) + 1,
                 access=access,
                 version=result[4].decode(),
             )
         else:
             openers, framing = _openers(ids), None
+            rows = rows or []
         data, row_bytes = _join(openers, rows, templates, framing)
         return Page(
             total=head,
@@ -727,6 +633,24 @@ class RedisPageStore:
             access=access,
             version=result[4].decode(),
         )
+
+    def _page_keys(
+        self,
+        keys: ReadModelKeys,
+        li_id: str,
+        goal_ids: Sequence[str],
+        registration_id: str | None = None,
+    ) -> list[str]:
+        """:func:`page_keys`, kept per request shape (building them was ~8 us
+        of a request's CPU); at most :data:`FRAMES_KEPT` x 16 shapes."""
+        shape = (keys.generation, li_id, registration_id, *goal_ids)
+        found = self._keys_of.get(shape)
+        if found is None:
+            found = page_keys(keys, li_id, goal_ids, registration_id)
+            if len(self._keys_of) >= 16 * self.FRAMES_KEPT:
+                del self._keys_of[next(iter(self._keys_of))]  # the oldest
+            self._keys_of[shape] = found
+        return found
 
     def _remember(self, key: tuple[Any, ...], frame: _Frame) -> None:
         frames = self._frames
@@ -743,6 +667,62 @@ class RedisPageStore:
         frames[key] = frame
         self._frame_bytes += frame.size
 
+    async def _li_read(
+        self,
+        li_id: str,
+        *,
+        goal_ids: Sequence[str],
+        offset: int,
+        limit: int,
+        caller: str,
+        changes: str,
+        held: str,
+        remember: tuple[Any, ...] | None,
+    ) -> tuple[list[Any], Page]:
+        """A learning instance's page (or a stream's snapshot) and the script
+        reply it came from."""
+        keys = await self._current()
+        frame = None if (held or remember is None) else self._frames.get(remember)
+        for _ in range(self.ATTEMPTS):
+            call = self._page_keys(keys, li_id, goal_ids)
+            args = [
+                "li",
+                offset,
+                limit,
+                caller,
+                changes,
+                held,
+                frame.expect if frame is not None else "",
+                keys.generation,
+                li_id,
+                *goal_ids,
+            ]
+            outside = None
+            if frame is not None and frame.mget:
+                result, outside = await self._guarded(
+                    self._script(call, args, frame.mget)
+                )
+            else:
+                result = await self._guarded(self._script(call, args))
+            if int(result[0]) == -1:
+                moved = await self._moved(keys)
+                if moved is None:
+                    raise await self._unknown(keys, "li_id", li_id)
+                keys, frame = moved, None
+                continue
+            page = self._page(result, "li_id", li_id, frame=frame, outside=outside)
+            if page is not None:
+                return result, page
+            frame = _Frame.of(keys, li_id, result[10], goal_ids)
+            if remember is not None:
+                self._remember(remember, frame)
+            held = ""  # the version changed: the rows are wanted
+        raise ServiceUnavailable(
+            "the page kept changing while it was read; retry shortly",
+            code="page_changing",
+            retry_after_s=1,
+        )
+
     async def learning_instance_page(
         self,
         li_id: str,
@@ -753,26 +733,49 @@ class RedisPageStore:
         caller: str = "",
         if_version: str = "",
     ) -> Page:
-        if if_version:
-            # A holder of a version most likely gets a 304: no rows are read
-            # for it, so no MGET is sent (the script reads them if the
-            # version changed).
-            result = await self._run(
-                ["li", li_id, offset, limit, caller, "", if_version, "", *goal_ids]
-            )
-            return self._page(result, "li_id", li_id)
         key = (li_id, offset, limit, *goal_ids)
-        frame = self._frames.get(key)
-        if frame is None:
-            result = await self._run(
-                ["li", li_id, offset, limit, caller, "", "", "", *goal_ids]
-            )
-            return self._page(result, "li_id", li_id, goal_ids=goal_ids, remember=key)
-        result, outside = await self._run(
-            ["li", li_id, offset, limit, caller, "", "", frame.expect, *goal_ids],
-            frame.mget,
+        _, page = await self._li_read(
+            li_id,
+            goal_ids=goal_ids,
+            offset=offset,
+            limit=limit,
+            caller=caller,
+            changes="",
+            held=if_version,
+            remember=key,
         )
-        return self._page(result, "li_id", li_id, frame=frame, outside=outside)
+        return page
+
+    async def _registration_read(
+        self, registration_id: str, goal_ids: Sequence[str], args: list[Any]
+    ) -> tuple[list[Any], Page, str]:
+        keys = await self._current()
+        while True:
+            li = await self._learning_instance_of(keys, registration_id)
+            if li is not None:
+                call = self._page_keys(keys, li, goal_ids, registration_id)
+                result = await self._guarded(
+                    self._script(
+                        call,
+                        [
+                            "reg",
+                            0,
+                            1,
+                            *args,
+                            keys.generation,
+                            registration_id,
+                            *goal_ids,
+                        ],
+                    )
+                )
+                if int(result[0]) != -1:
+                    page = self._page(result, "reg_id", registration_id)
+                    assert page is not None
+                    return result, page, li
+            moved = await self._moved(keys)
+            if moved is None:
+                raise await self._unknown(keys, "reg_id", registration_id)
+            keys = moved
 
     async def registration_page(
         self,
@@ -782,10 +785,10 @@ class RedisPageStore:
         caller: str = "",
         if_version: str = "",
     ) -> Page:
-        result = await self._run(
-            ["reg", registration_id, 0, 1, caller, "", if_version, "", *goal_ids]
+        _, page, _ = await self._registration_read(
+            registration_id, goal_ids, [caller, "", if_version, ""]
         )
-        return self._page(result, "reg_id", registration_id)
+        return page
 
     async def snapshot(
         self,
@@ -800,11 +803,22 @@ class RedisPageStore:
         """Rows of a learning instance (up to ``max_learners``) or of one
         registration, with the change-stream id they are current at; only the
         access facts and that id when ``after`` can be resumed from."""
-        result = await self._run(
-            [mode, ident, 0, max_learners, caller, after or "-", "", "", *goal_ids]
-        )
-        field = "li_id" if mode == "li" else "reg_id"
-        page = self._page(result, field, ident)
+        if mode == "li":
+            result, page = await self._li_read(
+                ident,
+                goal_ids=goal_ids,
+                offset=0,
+                limit=max_learners,
+                caller=caller,
+                changes=after or "-",
+                held="",
+                remember=None,
+            )
+            li = ident
+        else:
+            result, page, li = await self._registration_read(
+                ident, goal_ids, [caller, after or "-", "", ""]
+            )
         if int(result[0]) < 0:
             return Snapshot(page, "0-0", False, ident if mode == "li" else "")
         resumed = int(result[6]) == 1
@@ -813,4 +827,4 @@ class RedisPageStore:
         if _past(last_id, current):
             # An id past the stream's end (a client's guess): from now on.
             last_id = current
-        return Snapshot(page, last_id, resumed, result[7].decode())
+        return Snapshot(page, last_id, resumed, li)

@@ -9,7 +9,7 @@ disk.
 
 The rule (processors/broker_log.py): a partition's end offset never
 decreases while the log is intact. :class:`BrokerWatch` records, in Redis
-(:meth:`schemas.read_model.ReadModelKeys.broker_offsets`), the highest end
+(:meth:`infra.read_model.keys.ReadModelKeys.broker_offsets`), the highest end
 offset seen of every partition of the topics the workers read and write, and
 compares the broker's end offsets with it:
 
@@ -22,7 +22,7 @@ compares the broker's end offsets with it:
 
 On a loss (confirmed by a second look a moment later, so a transient answer
 cannot stop a deployment) it writes :class:`schemas.broker_status.BrokerLoss`
-under :meth:`~schemas.read_model.ReadModelKeys.broker_loss`, logs an ERROR
+under :meth:`~infra.read_model.keys.ReadModelKeys.broker_loss`, logs an ERROR
 that says what was lost and where the runbook is, and raises
 :class:`BrokerLostData` (exit code 65, not restarted). While that key exists
 every worker refuses to start and the API answers 503 on ``/readyz`` and on
@@ -53,11 +53,12 @@ from redis.exceptions import RedisError
 from app.faust_corrections.restart import BrokerLostData, exit_process
 from infra.broker import BrokerProfile, end_offsets, profile_for
 from infra.kafka_security import kafka_client_kwargs
+from infra.read_model import ReadModelKeys
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors.broker_log import field_name, lost_partitions, parse_field
 from schemas.broker_status import BrokerLoss, LostPartition
-from schemas.read_model import ReadModelKeys
 
 __all__ = [
     "BrokerWatch",
@@ -411,7 +412,7 @@ async def check_before_start(
 ) -> None:
     """``mastery worker``, before it creates missing topics: end the process
     (code 65) if a loss is reported or found (:meth:`BrokerWatch.check_or_exit`)."""
-    redis = Redis.from_url(redis_url, socket_timeout=5.0)
+    redis = redis_client(redis_url, cluster=settings.redis_cluster, socket_timeout=5.0)
     watch = BrokerWatch.of_worker(settings, redis, bootstrap)
     try:
         await watch.check_or_exit()

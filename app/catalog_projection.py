@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.outbox import Outbox, dead_letter
-from app.projector import Projection, RedisProjector
 from app.repairer import ALL, Repairer
+from infra.read_model import Projection, RedisProjector
 from processors import batch
 from processors.forecaster import DeferredForecaster
 from schemas.events import (
@@ -100,7 +100,7 @@ class CatalogProjection:
             # rows only when the tags changed, on_change).
             for li_id in catalog.learning_instances_of(event.partner_id):
                 for goal in catalog.goals_of(li_id):
-                    projection.goal_names(goal.goal_id, repairer.goal_names(goal))
+                    projection.goal_names(goal, repairer.goal_names(goal))
         await self.projector.write(projection)
 
     async def _reject(self, message: Any, reason: str) -> None:

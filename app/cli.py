@@ -99,7 +99,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     async def prepare() -> None:
         # A wrong REDIS_URL as one line and exit 69, before anything else
         # (docs/operations.md, "The CLI").
-        await _wait_for_redis(redis_url)
+        await _wait_for_redis(redis_url, cluster=settings.redis_cluster)
         # Before topics are created again: exits 65 if the broker lost data.
         await check_before_start(settings, bootstrap, redis_url)
         # Creates missing topics; refuses (exit 78) ones that would lose data.
@@ -160,7 +160,7 @@ def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
     asyncio.set_event_loop(loop)
 
     async def run() -> None:
-        await _wait_for_redis(redis_url)
+        await _wait_for_redis(redis_url, cluster=settings.redis_cluster)
         await ensure_topics(settings, bootstrap)
         notifier = Notifier(settings, profile, bootstrap, redis_url)
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -185,17 +185,20 @@ def cmd_notifier(settings: Settings, args: argparse.Namespace) -> int:
 REDIS_START_BACKOFF_S = (0.5, 1.0, 2.0, 4.0)
 
 
-async def _wait_for_redis(redis_url: str) -> None:
+async def _wait_for_redis(redis_url: str, *, cluster: bool = False) -> None:
     """Return once Redis answers a PING; raise the last connection error
     (``app.cli_errors.explain`` makes it one line, exit 69) after
     :data:`REDIS_START_BACKOFF_S`. Without this, a worker whose Redis is
     unreachable started Faust and crashed in its first task: 150 log lines,
     two tracebacks and an exit a supervisor reads as "restart me"."""
-    from redis.asyncio import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    client = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    from infra.redis_client import redis_client
+
+    client = redis_client(
+        redis_url, cluster=cluster, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
     try:
         for pause in (*REDIS_START_BACKOFF_S, None):
             try:
@@ -238,7 +241,7 @@ def _serve_api(settings: Settings, args: argparse.Namespace) -> int:
         args.host or settings.api_host,
         args.port if args.port is not None else settings.api_port,
     )
-    _warn_if_redis_unreachable(redis_url)
+    _warn_if_redis_unreachable(redis_url, cluster=settings.redis_cluster)
     # Listening before the line is printed: a client that connects at once
     # waits in the backlog until uvicorn accepts, rather than being refused.
     sock.listen(2048)
@@ -277,16 +280,18 @@ def _serve_api(settings: Settings, args: argparse.Namespace) -> int:
     return serve_forked(args.workers, lambda: serve(create_api(settings)))
 
 
-def _warn_if_redis_unreachable(redis_url: str) -> None:
+def _warn_if_redis_unreachable(redis_url: str, *, cluster: bool = False) -> None:
     """One warning at start: the API serves anyway (reads answer 503 and
     /readyz fails until Redis answers), but a wrong REDIS_URL should not wait
     for the first request to show."""
-    from redis import Redis
     from redis.exceptions import RedisError
 
     from app.cli_errors import redact_url
+    from infra.redis_client import sync_redis_client
 
-    client = Redis.from_url(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    client = sync_redis_client(
+        redis_url, cluster=cluster, socket_timeout=2.0, socket_connect_timeout=2.0
+    )
     try:
         client.ping()
     except (RedisError, OSError) as exc:
@@ -429,16 +434,17 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_broker_reset(settings: Settings, args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
     from app.broker_watch import BrokerWatch, reset
+    from infra.redis_client import redis_client
     from schemas.broker_status import BrokerLoss
 
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
     redis_url = _require(settings.redis_url, "REDIS_URL")
 
     async def go() -> tuple[BrokerLoss | None, dict[tuple[str, int], int]]:
-        redis = Redis.from_url(redis_url, socket_timeout=5.0)
+        redis = redis_client(
+            redis_url, cluster=settings.redis_cluster, socket_timeout=5.0
+        )
         try:
             return await reset(BrokerWatch.of_worker(settings, redis, bootstrap))
         finally:

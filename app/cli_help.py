@@ -38,6 +38,7 @@ _KAFKA = (
 _TOPICS = ("topic_partitions", "topic_replication")
 _WORKER = (
     "redis_url",
+    "redis_cluster",
     "app_id",
     *_TOPICS,
     "data_dir",
@@ -71,6 +72,7 @@ _JWT = (
 )
 _API = (
     "redis_url",
+    "redis_cluster",
     "api_host",
     "api_port",
     "max_request_bytes",
@@ -95,7 +97,7 @@ _API = (
     "worker_heartbeat_ttl_s",
     "webhooks_allow_private_urls",
 )
-_EMBEDDED = {"kafka_bootstrap_servers", "redis_url"} | set(_KAFKA[3:])
+_EMBEDDED = {"kafka_bootstrap_servers", "redis_url", "redis_cluster"} | set(_KAFKA[3:])
 
 #: subcommand -> the settings it reads, in the order they are listed.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -110,11 +112,12 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
         "token_partner_id",
         *_LOGS,
     ),
-    "rebuild": (*_KAFKA, "redis_url", "app_id", *_LOGS),
-    "broker-reset": (*_KAFKA, "redis_url", "app_id", *_LOGS),
+    "rebuild": (*_KAFKA, "redis_url", "redis_cluster", "app_id", *_LOGS),
+    "broker-reset": (*_KAFKA, "redis_url", "redis_cluster", "app_id", *_LOGS),
     "notifier": (
         *_KAFKA,
         "redis_url",
+        "redis_cluster",
         "app_id",
         *_TOPICS,
         "webhooks_allow_private_urls",

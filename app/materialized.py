@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import orjson
 from redis.asyncio import Redis
 
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
 
 __all__ = ["mark_materialized"]
 

@@ -55,12 +55,12 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
-from redis.asyncio import Redis
 
 from app.metrics import HealthServer
 from app.notifier_metrics import NotifierMetrics, NotifierProbe
 from infra.broker import BrokerProfile
 from infra.kafka_security import kafka_client_kwargs
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topics import TopicNames
 from infra.webhook_store import RedisWebhookStore
@@ -216,7 +216,9 @@ class Notifier:
         self.settings = settings
         self.profile = profile
         self.bootstrap = bootstrap
-        self.redis = Redis.from_url(redis_url, socket_timeout=10.0)
+        self.redis = redis_client(
+            redis_url, cluster=settings.redis_cluster, socket_timeout=10.0
+        )
         self.store = RedisWebhookStore(self.redis)
         self.keys = self.store.keys
         self.topic = TopicNames(settings.topic_prefix).status_changes

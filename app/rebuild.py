@@ -37,9 +37,11 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from app.materialized import mark_materialized
-from app.projector import Projection, RedisProjector
 from infra.broker import BrokerMisreportsOffsets, profile_for, verify_broker
 from infra.kafka_security import kafka_client_kwargs
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
+from infra.read_model.scripts import SWITCH_LUA
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topic_reader import read_topic
 from infra.topics import TopicNames
@@ -52,25 +54,19 @@ from schemas.events import (
     ModuleTagged,
     decode_event,
 )
-from schemas.read_model import ReadModelKeys
 
 __all__ = [
     "ModelSize",
     "RebuildRefused",
     "RebuildReport",
     "changelog_topic",
+    "delete_generation",
     "model_size",
     "progress_bar",
     "rebuild",
 ]
 
 _BY = "mastery rebuild"
-_SWITCH_LUA = """
-local current = redis.call('GET', KEYS[1]) or '0'
-if current ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"""
 
 
 class RebuildRefused(RuntimeError):
@@ -112,16 +108,13 @@ class ModelSize:
 async def model_size(redis: Redis, keys: ReadModelKeys) -> ModelSize:
     """Count the learning instances and registrations of one generation."""
     lis = regs = 0
-    li_head = keys.learning_instance("")
-    reg_head = keys.registration("")
     async for raw in redis.scan_iter(match=keys.pattern(), count=1000):
         key = raw.decode()
         if not keys.owns(key):
             continue
-        # Ids never contain ':' (schemas.events.EntityId).
-        if key.startswith(li_head) and ":" not in key[len(li_head) :]:
+        if keys.parse_learning_instance(key) is not None:
             lis += 1
-        elif key.startswith(reg_head):
+        elif keys.parse_registration(key) is not None:
             regs += 1
     return ModelSize(lis, regs)
 
@@ -139,17 +132,23 @@ async def _new_generation(redis: Redis, keys: ReadModelKeys, live: int) -> int:
     return new
 
 
-async def _delete(redis: Redis, keys: ReadModelKeys) -> int:
+async def delete_generation(redis: Redis, keys: ReadModelKeys) -> int:
+    """Delete a generation: its sentinels (every LI's and member's key) in a
+    first pass, the rest in a second. A reader checks its slot's sentinel in
+    the same script as it reads, so it never sees half a learning instance
+    (infra/read_model/generation.py)."""
     deleted = 0
-    batch: list[bytes] = []
-    async for raw in redis.scan_iter(match=keys.pattern(), count=1000):
-        if keys.owns(raw.decode()):
-            batch.append(raw)
-        if len(batch) >= 1000:
+    for sentinels in (True, False):
+        batch: list[bytes] = []
+        async for raw in redis.scan_iter(match=keys.pattern(), count=1000):
+            name = raw.decode()
+            if keys.owns(name) and keys.is_sentinel(name) == sentinels:
+                batch.append(raw)
+            if len(batch) >= 1000:
+                deleted += int(await redis.unlink(*batch))
+                batch = []
+        if batch:
             deleted += int(await redis.unlink(*batch))
-            batch = []
-    if batch:
-        deleted += int(await redis.unlink(*batch))
     return deleted
 
 
@@ -227,7 +226,7 @@ async def rebuild(
         else:
             latest[record.key] = record.value
 
-    redis = Redis.from_url(redis_url)
+    redis = redis_client(redis_url, cluster=settings.redis_cluster)
     base = ReadModelKeys()
     try:
         live = base.in_generation(await _generation(redis, base))
@@ -258,7 +257,7 @@ async def rebuild(
                     "another MASTERY_TOPIC_PREFIX or MASTERY_APP_ID?). The live "
                     "read model was left as it was"
                 )
-            switch = redis.register_script(_SWITCH_LUA)
+            switch = redis.register_script(SWITCH_LUA)
             switched = await switch(
                 keys=[base.current_generation()],
                 args=[str(live.generation), str(target.generation)],
@@ -269,9 +268,9 @@ async def rebuild(
                     "meanwhile; this one was discarded"
                 )
         except BaseException:
-            await _delete(redis, target)
+            await delete_generation(redis, target)
             raise
-        deleted = await _delete(redis, live)
+        deleted = await delete_generation(redis, live)
     finally:
         await redis.aclose()
     return RebuildReport(
@@ -304,10 +303,11 @@ async def _write(
     for i, raw in enumerate(latest.values(), 1):
         state = RegistrationState.from_bytes(raw)
         projection.registration(state)
+        li_id = state.learning_instance_id
         for goal_id, row in derive_rows(state, catalog):
-            projection.row(state.registration_id, goal_id, row)
+            projection.row(li_id, state.registration_id, goal_id, row)
         for goal_id, points in timelines(state):
-            projection.history(state.registration_id, goal_id, points)
+            projection.history(li_id, state.registration_id, goal_id, points)
             rows += 1
         if len(projection) >= 5000:
             written += len(projection)

@@ -24,14 +24,13 @@ from redis.exceptions import RedisError
 from app.catalog_follower import CatalogFollower
 from app.forecast_builder import ForecastBuilder, Waiting
 from app.materialized import mark_materialized
-from app.projector import Projection, RedisProjector
 from app.state_cache import StateCache
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from processors.forecast import ForecastTables, TableKey
 from processors.forecaster import DeferredForecaster
 from processors.registration import RegistrationState
 from processors.rows import derive_rows, goal_names, goal_template, timelines
 from schemas.events import GoalDefined
-from schemas.read_model import ReadModelKeys
 
 __all__ = ["ALL", "CHUNK", "Repairer"]
 
@@ -226,10 +225,11 @@ class Repairer:
         catalog = self.follower.catalog
         self.forecaster.serve(self.forecast_owner(state.learning_instance_id))
         rows = derive_rows(state, catalog, forecaster=self.forecaster)
+        li, reg_id = state.learning_instance_id, state.registration_id
         for goal_id, row in rows:
-            projection.row(state.registration_id, goal_id, row)
+            projection.row(li, reg_id, goal_id, row)
         for goal_id, points in timelines(state):
-            projection.history(state.registration_id, goal_id, points)
+            projection.history(li, reg_id, goal_id, points)
         if keys := self.forecaster.take_pending():
             self.note_provisional(state, keys)
 

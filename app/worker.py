@@ -55,12 +55,13 @@ from app.heartbeat import Heartbeat
 from app.metrics import WorkerMetrics
 from app.outbox import Outbox
 from app.pipeline import RegistrationPipeline
-from app.projector import RedisProjector
 from app.repairer import ALL, Repairer
 from app.state_cache import StateCache
 from app.worker_health import WorkerHealth
 from infra.broker import BrokerProfile
 from infra.kafka_security import faust_broker_credentials, kafka_client_kwargs
+from infra.read_model import RedisProjector
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.topics import TopicNames
 from processors.forecast import MIN_BUDGET_BYTES, ForecastTables
@@ -80,7 +81,9 @@ class Worker:
     ):
         self.settings = settings
         self.topics = TopicNames(settings.topic_prefix)
-        self.redis: Redis = Redis.from_url(redis_url, socket_timeout=5.0)
+        self.redis: Redis = redis_client(
+            redis_url, cluster=settings.redis_cluster, socket_timeout=5.0
+        )
         self.projector = RedisProjector(self.redis)
         # One set of security arguments (and TLS context) for every client.
         client_kwargs = kafka_client_kwargs(settings)

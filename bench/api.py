@@ -43,15 +43,14 @@ from redis.asyncio import Redis
 
 from app.embedded import EmbeddedRedis
 from app.materialized import mark_materialized
-from app.projector import Projection, RedisProjector
 from app.workload import DKT_PARTNER, assistments
 from bench.pipeline import pct, run_raw_client, run_wrk, write_section
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
 from processors.catalog import Catalog
 from processors.rows import derive_rows, goal_names, goal_template
 from schemas.events import GoalDefined, LearningInstanceCreated
-from schemas.read_model import ReadModelKeys
 from tests.integration.live_api import ApiProcess, api_process, children_of
 from tests.oracle import expected_states
 
@@ -91,7 +90,7 @@ def seed(redis_url: str) -> tuple[str, list[str], str]:
     for reg_id, folded in states.items():
         projection.registration(folded)
         for goal_id, row in derive_rows(folded, catalog):
-            projection.row(reg_id, goal_id, row)
+            projection.row(folded.learning_instance_id, reg_id, goal_id, row)
         if folded.role == "learner":
             learners.append(reg_id)
 

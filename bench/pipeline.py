@@ -45,10 +45,14 @@ from app.embedded_kafka import KAFKA_VERSION
 from app.workload import Workload, assistments
 from infra.broker import profile_for
 from infra.producer import EventProducer
+from infra.read_model import ReadModelKeys
 from infra.settings import Settings
 from infra.topics import TopicNames
 from schemas.events import GoalDefined, RegistrationCreated
 from tests.oracle import expected_rows
+
+#: the read model's keys (infra/read_model/keys.py)
+KEYS = ReadModelKeys()
 
 DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
 PARAMS = Path("/work/shared/reference/bkt/params.json")
@@ -158,12 +162,15 @@ async def produce(bootstrap: str, events: list[Any], what: str) -> float:
     return time.monotonic() - t0
 
 
-def mismatches(rd: Redis, oracle: dict[str, dict[str, Any]], regs: list[str]) -> int:
+def mismatches(
+    rd: Redis, oracle: dict[str, dict[str, Any]], regs: list[str], w: Workload
+) -> int:
+    li_of = {r.registration_id: r.learning_instance_id for r in w.registrations}
     bad = 0
     for i in range(0, len(regs), 500):
         chunk = regs[i : i + 500]
         keys = [(r, g) for r in chunk for g in oracle[r]]
-        values = rd.mget([f"ms:row:{r}:{g}" for r, g in keys])
+        values = [rd.get(KEYS.row(li_of[r], r, g)) for r, g in keys]
         bad += sum(
             v is None or orjson.loads(v) != oracle[r][g]
             for (r, g), v in zip(keys, values, strict=True)
@@ -187,7 +194,7 @@ async def throughput(
     li = w.learning_instances[-1]
     last = max(r.occurred_at for r in w.registrations)
     sent = sentinels(li, last + timedelta(seconds=1))
-    sentinel_keys = [f"ms:row:{s.registration_id}:{w.goals_of(li)[0]}" for s in sent]
+    sentinel_keys = [KEYS.row(li, s.registration_id, w.goals_of(li)[0]) for s in sent]
     boot = stack.kafka.bootstrap_servers
     say(f"producing {len(w.catalog)} catalog + {len(w.registrations):,} registrations")
     await produce(boot, [*w.catalog, *w.registrations], "catalog+registration events")
@@ -198,7 +205,7 @@ async def throughput(
     ar = AsyncRedis.from_url(stack.redis.url)
     await ar.config_set("notify-keyspace-events", "K$")
     pubsub = ar.pubsub()
-    await pubsub.psubscribe("__keyspace@0__:ms:row:*")
+    await pubsub.psubscribe(f"__keyspace@0__:{KEYS.namespace}:li:*:row:*")
     rd = Redis.from_url(stack.redis.url)
     rd.config_resetstat()
     cpu0 = cpu_snapshot(stack)
@@ -232,7 +239,7 @@ async def throughput(
             raise RuntimeError(f"not complete after {timeout:.0f} s (see worker log)")
         if now >= next_report:
             execs = writes(rd)
-            sample_bad = mismatches(rd, oracle, sample)
+            sample_bad = mismatches(rd, oracle, sample, w)
             say(
                 f"  {now - t_first:5.0f} s: {execs:,} batches written, "
                 f"{rd.dbsize():,} keys, "
@@ -249,7 +256,7 @@ async def throughput(
     R["workers"] = workers
     R["execs"] = writes(rd)
     R["per_batch"] = total_events / max(1, R["execs"])
-    bad = mismatches(rd, oracle, learners)
+    bad = mismatches(rd, oracle, learners, w)
     R.update(t_join=t_first - t_spawn, t_proc=t_done - t_first, rows_bad=bad)
     R.update(attempts=len(w.attempts), registrations=len(w.registrations))
     R.update(learners=len(learners), total_events=total_events)
@@ -288,8 +295,11 @@ async def freshness(stack: DevStack, w: Workload, rate: float, probes: int) -> N
     at = max(r.occurred_at for r in w.registrations) + timedelta(seconds=2)
     regs = [fresh_learner(lis[i % len(lis)], at, "probe") for i in range(probes)]
     key = {
-        r.registration_id: f"ms:row:{r.registration_id}:"
-        + w.goals_of(r.learning_instance_id)[0]
+        r.registration_id: KEYS.row(
+            r.learning_instance_id,
+            r.registration_id,
+            w.goals_of(r.learning_instance_id)[0],
+        )
         for r in regs
     }
     probe_module = {
@@ -612,11 +622,11 @@ process(es) in one consumer group. Catalog,
 registrations, all attempts and one sentinel registration per partition were
 produced with the worker stopped ({produce_s:.1f} s for the attempts), so the
 producer does not limit the figure. The interval starts at the first keyspace
-notification of a `ms:row:*` write (so it excludes process start-up, Faust's group
-join and the first batch) and ends when every sentinel's row exists
-(polled every 50 ms). A partition is processed in order, so by then every event
-before the sentinels has been applied; all learner rows are then compared with
-`tests/oracle.py`.
+notification of a row write (`ms:li:{{<li>}}:row:*`; so it excludes process
+start-up, Faust's group join and the first batch) and ends when every
+sentinel's row exists (polled every 50 ms). A partition is processed in order,
+so by then every event before the sentinels has been applied; all learner rows
+are then compared with `tests/oracle.py`.
 
 - worker spawn -> first row write: {t_join:.1f} s (excluded)
 - first row -> all sentinels: {t_proc:.1f} s -> **{eps:,.0f} attempts/s**; all

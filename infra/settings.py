@@ -63,7 +63,17 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("REDIS_URL", "MASTERY_REDIS_URL"),
-        description="redis://host:port/db; unset = start an embedded valkey server",
+        description=(
+            "redis[s]://[user:password@]host:port/db; unset = start an embedded "
+            "valkey server"
+        ),
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description=(
+            "REDIS_URL names a node of a Redis Cluster (infra/redis_client.py; "
+            "database 0 only)"
+        ),
     )
     broker_profile: Literal["auto", "kafka"] = Field(
         default="auto",

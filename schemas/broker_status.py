@@ -1,7 +1,7 @@
 """What a worker reports when the broker's log is shorter than it was.
 
 Written by the worker (app/broker_watch.py) under
-:meth:`schemas.read_model.ReadModelKeys.broker_loss`, read by the API
+:meth:`infra.read_model.keys.ReadModelKeys.broker_loss`, read by the API
 (api/broker_loss.py: ``/readyz`` and ingest answer 503 while it exists) and
 deleted by ``mastery broker-reset`` once the operator has dealt with the loss
 (docs/operations.md, "The broker restarted empty").

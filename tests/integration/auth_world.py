@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
@@ -29,8 +28,9 @@ from api.facts import RedisFactStore
 from api.sink import KafkaEventSink
 from api.store import RedisPageStore
 from api.tokens import verifier_from_settings
-from app.projector import Projection, RedisProjector
 from infra.broker import ensure_topics, profile_for
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
+from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.tokens import mint_token
 from infra.topics import TopicNames
@@ -41,7 +41,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 
 __all__ = [
     "GOAL_OF",
@@ -91,8 +90,9 @@ def _row(goal_id: str, reg: str) -> bytes:
     )
 
 
-async def _seed(url: str) -> None:
-    redis = Redis.from_url(url)
+async def seed(url: str, cluster: bool = False) -> None:
+    """The world, written through the worker's projector."""
+    redis = redis_client(url, cluster=cluster)
     await redis.flushall()
     # what a worker's repair pass sets once the read model is whole
     await redis.set(ReadModelKeys().materialized(), b"{}")
@@ -127,20 +127,26 @@ async def _seed(url: str) -> None:
             )
         )
         if role == "learner":
-            p.row(reg, GOAL_OF[li], _row(GOAL_OF[li], reg))
+            p.row(li, reg, GOAL_OF[li], _row(GOAL_OF[li], reg))
     await RedisProjector(redis).write(p)
     await redis.aclose()
 
 
-def seed_world(redis_url: str) -> None:
-    asyncio.run(_seed(redis_url))
+def seed_world(redis_url: str, *, cluster: bool = False) -> None:
+    asyncio.run(seed(redis_url, cluster))
 
 
 def build_app(
-    redis_url: str, bootstrap: str | None, topic_prefix: str, **app_kw: object
+    redis_url: str,
+    bootstrap: str | None,
+    topic_prefix: str,
+    *,
+    cluster: bool = False,
+    **app_kw: object,
 ) -> Starlette:
-    """The real app over real Redis (and the real broker, when given)."""
-    redis = Redis.from_url(redis_url)
+    """The real app over real Redis (one server or a Redis Cluster; and the
+    real broker, when given)."""
+    redis = redis_client(redis_url, cluster=cluster)
     sink = None
     closers: list[object] = [redis.aclose]
     if bootstrap is not None:
@@ -154,7 +160,7 @@ def build_app(
             retry_after_s=7,
         )
         closers.insert(0, sink.stop)
-    hub = ChangeHub(Redis.from_url(redis_url))
+    hub = ChangeHub(redis_client(redis_url, cluster=cluster))
     closers.insert(0, hub.close)
     # Webhook subscriptions on the same Redis; tests send to loopback.
     app_kw.setdefault("webhooks", RedisWebhookStore(redis))
@@ -173,8 +179,14 @@ def build_app(
 
 @contextmanager
 def api_client(
-    redis_url: str, bootstrap: str | None, topic_prefix: str, **app_kw: object
+    redis_url: str,
+    bootstrap: str | None,
+    topic_prefix: str,
+    *,
+    cluster: bool = False,
+    **app_kw: object,
 ) -> Iterator[TestClient]:
     """A TestClient over :func:`build_app` (lifespan included)."""
-    with TestClient(build_app(redis_url, bootstrap, topic_prefix, **app_kw)) as client:
+    app = build_app(redis_url, bootstrap, topic_prefix, cluster=cluster, **app_kw)
+    with TestClient(app) as client:
         yield client

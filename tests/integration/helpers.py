@@ -39,15 +39,22 @@ _stacks = itertools.count(1)
 
 @contextlib.contextmanager
 def started_stack(
-    kafka: EmbeddedKafka, log_dir: Path, prefix: str, partitions: int
+    kafka: EmbeddedKafka,
+    log_dir: Path,
+    prefix: str,
+    partitions: int,
+    *,
+    redis_cluster: bool = False,
 ) -> Iterator[DevStack]:
-    """Redis, one worker and the API on the session's broker, with a topic
-    prefix of their own; their logs are printed at the end (pytest shows
-    them when the test failed)."""
+    """Redis (with ``redis_cluster``, a three-master Redis Cluster), one
+    worker and the API on the session's broker, with a topic prefix of their
+    own; their logs are printed at the end (pytest shows them when the test
+    failed)."""
     settings = Settings(
         api_port=0,
         topic_partitions=partitions,
         topic_prefix=f"{prefix}{next(_stacks)}",
+        redis_cluster=redis_cluster,
     )
     with DevStack(settings, log_dir=log_dir, kafka=kafka, shared_kafka=True) as s:
         s.start()

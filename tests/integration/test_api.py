@@ -17,8 +17,8 @@ from api.app import create_app
 from api.auth import BearerAuthenticator
 from api.store import RedisPageStore
 from api.tokens import verifier_from_settings
-from app.embedded import EmbeddedRedis, free_port
-from app.projector import Projection, RedisProjector
+from app.embedded import free_port
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from infra.tokens import mint_token
 from schemas.events import (
@@ -27,7 +27,7 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +70,8 @@ def _template(goal_id: str) -> bytes:
     )
 
 
-async def _seed(url: str) -> None:
-    redis = Redis.from_url(url)
+async def _seed(target: RedisTarget) -> None:
+    redis = target.client()
     await redis.flushall()
     # what a worker's repair pass sets once the read model is whole
     await redis.set(ReadModelKeys().materialized(), b"{}")
@@ -118,15 +118,16 @@ async def _seed(url: str) -> None:
     )
     for reg in LEARNERS[1:]:  # reg-00 has no row yet: the template is served
         for gid in GOALS:
-            p.row(reg, gid, _item(gid, reg))
+            p.row(LI, reg, gid, _item(gid, reg))
     await RedisProjector(redis).write(p)
     await redis.aclose()
 
 
 @pytest.fixture(scope="module")
-def client(redis_server: EmbeddedRedis) -> Iterator[TestClient]:
-    asyncio.run(_seed(redis_server.url))
-    redis = Redis.from_url(redis_server.url)
+def client(redis_target: RedisTarget) -> Iterator[TestClient]:
+    """The API over one valkey, then over a three-master Redis Cluster."""
+    asyncio.run(_seed(redis_target))
+    redis = redis_target.client()
     app = create_app(RedisPageStore(redis), authenticator=AUTHN, max_request_bytes=4096)
     with TestClient(app, headers=ADMIN) as c:
         yield c

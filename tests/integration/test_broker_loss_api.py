@@ -13,9 +13,9 @@ from starlette.testclient import TestClient
 
 from api.app import create_api
 from app.embedded import EmbeddedKafka, EmbeddedRedis
+from infra.read_model import ReadModelKeys
 from infra.settings import Settings
 from schemas.broker_status import BrokerLoss, LostPartition
-from schemas.read_model import ReadModelKeys
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
 from tests.waiting import wait_for
 

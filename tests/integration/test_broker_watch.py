@@ -25,10 +25,10 @@ from app.faust_corrections.restart import (
 )
 from infra.broker import ensure_topics, profile_for
 from infra.producer import EventProducer
+from infra.read_model import ReadModelKeys
 from infra.settings import Settings
 from infra.topics import TopicNames
 from schemas.broker_status import BrokerLoss
-from schemas.read_model import ReadModelKeys
 
 pytestmark = pytest.mark.integration
 

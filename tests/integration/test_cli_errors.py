@@ -18,7 +18,7 @@ from redis import Redis
 
 from app.cli import REDIS_START_BACKOFF_S, main
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
 
 pytestmark = pytest.mark.integration
 

@@ -26,8 +26,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from app.devstack import DevStack, post_json
 from app.embedded_kafka import EmbeddedKafka
-from app.projector import Projection, RedisProjector
 from app.workload import Workload, simulated
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from schemas.events import (
     GoalDefined,
@@ -36,7 +36,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 from tests.integration.browser import chromium
 from tests.integration.helpers import all_pages, produce, wait_until_rows_match
 from tests.integration.history_chart import chart_of, mismatch
@@ -495,7 +494,7 @@ def _seed_big(redis_url: str, learners: int, goals: int) -> list[str]:
                 )
             )
             for k, g in enumerate(goal_ids):
-                p.row(reg, g, _big_row(g, ((n + k) % 10) / 10, "in_progress"))
+                p.row("li-big", reg, g, _big_row(g, ((n + k) % 10) / 10, "in_progress"))
         await RedisProjector(redis).write(p)
         await redis.aclose()
 
@@ -541,7 +540,12 @@ def test_500_learners_by_5_goals_stay_responsive(
         for chunk in range(20):
             p = Projection(ReadModelKeys())
             for n in range(chunk * 25, chunk * 25 + 25):
-                p.row(f"big-{n:04d}", goals[0], _big_row(goals[0], 1.0, "complete"))
+                p.row(
+                    "li-big",
+                    f"big-{n:04d}",
+                    goals[0],
+                    _big_row(goals[0], 1.0, "complete"),
+                )
             await projector.write(p)
         await redis.aclose()
 

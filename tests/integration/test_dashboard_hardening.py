@@ -22,7 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from app.embedded import EmbeddedRedis
-from app.projector import Projection, RedisProjector
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from processors.history import points_json
 from schemas.events import (
     GoalDefined,
@@ -30,7 +30,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 from schemas.transitions import GOAL_STATUSES
 from tests.integration.auth_world import SETTINGS, bearer
 from tests.integration.browser import chromium
@@ -125,9 +124,10 @@ async def _seed(url: str) -> None:
             )
         )
         for g in GOALS:
-            p.row(reg, g, _row(g, 0.25 * (n + 1)))
+            p.row(LI, reg, g, _row(g, 0.25 * (n + 1)))
     for g, points in HISTORY.items():
         p.history(
+            LI,
             "reg-plain",
             g,
             points_json(

@@ -79,6 +79,45 @@ def test_rows_served_equal_the_oracle(stack: DevStack) -> None:
     ]
 
 
+def test_rows_served_equal_the_oracle_on_a_redis_cluster(
+    tmp_path: Path, kafka_server: EmbeddedKafka
+) -> None:
+    """Worker -> a three-master Redis Cluster -> API pages and a registration
+    page: the read model's writes (one MULTI/EXEC per learning instance), its
+    scripts and the page's MULTI/EXEC all hold on a cluster, which refuses a
+    key of another slot."""
+    workload = simulated(
+        learning_instances=3, learners_per_instance=8, attempts_per_learner=10
+    )
+    with started_stack(kafka_server, tmp_path, "e2ec", 2, redis_cluster=True) as s:
+        assert s.redis_cluster is not None and s.redis.proc is None
+        produce(s, [*workload.catalog, *workload.registrations, *workload.attempts])
+        oracle = wait_until_rows_match(
+            s, workload, [*workload.registrations, *workload.attempts], min_pages=1
+        )
+        li = workload.learning_instances[0]
+        learner = next(
+            r
+            for r in workload.registrations
+            if r.learning_instance_id == li and r.role == "learner"
+        )
+        status, body = post_json(
+            f"{s.api_url}/registrations/{learner.registration_id}"
+            "/metrics/status-and-progress",
+            {"goal_ids": workload.goals_of(li)},
+            token=s.token(partner_id=partner_of(workload, li)),
+        )
+        assert status == 200, body
+        assert isinstance(body, dict)
+        reg = learner.registration_id
+        assert body["data"] == [
+            {
+                "registration_id": reg,
+                "status_and_progress": [oracle[reg][g] for g in workload.goals_of(li)],
+            }
+        ]
+
+
 def test_worker_restart_recovers_state_from_the_changelog(stack: DevStack) -> None:
     """Half the attempts, then a new worker with its RocksDB folder deleted,
     then the rest: every row must still equal the oracle of all events. On a

@@ -19,9 +19,9 @@ from app.cli import main
 from app.devstack import DevStack
 from app.embedded_kafka import EmbeddedKafka
 from app.workload import simulated
+from infra.read_model import ReadModelKeys
 from processors.catalog import Catalog
 from processors.history import HistoryPolicy, points_json
-from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import (
     partner_of,
     produce,
@@ -140,8 +140,9 @@ def test_timelines_are_served_as_the_oracle_keeps_them_and_rebuilt_alike(
     wait_until_committed(stack)
     redis = Redis.from_url(stack.redis.url)
     keys = ReadModelKeys()
-    for key in [(r.registration_id, g) for r in learners for g in goals]:
-        redis.delete(keys.history(*key))
+    for r in learners:
+        for g in goals:
+            redis.delete(keys.history(r.learning_instance_id, r.registration_id, g))
     assert served() == {key: [] for key in want}
     env = stack.env()
     with pytest.MonkeyPatch.context() as mp:

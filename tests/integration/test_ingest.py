@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from app.projector import Projection, RedisProjector
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.topics import TopicNames
 from schemas.events import (
     GoalDefined,
@@ -26,7 +26,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 from tests.integration.auth_world import api_client, bearer
 
 pytestmark = pytest.mark.integration

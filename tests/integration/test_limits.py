@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
 from app.embedded import EmbeddedKafka, EmbeddedRedis
-from app.projector import Projection, RedisProjector
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
@@ -30,7 +30,6 @@ from schemas.limits import (
     MAX_TARGETS_PER_GOAL,
     MAX_TOPICS_PER_GOAL,
 )
-from schemas.read_model import ReadModelKeys
 from tests.integration.auth_world import api_client, bearer, seed_world
 
 pytestmark = pytest.mark.integration
@@ -178,7 +177,7 @@ async def _seed_heavy_class(url: str) -> None:
                 role="learner",
             )
         )
-        p.row(reg, "goal-heavy", _heavy_row())
+        p.row("li-heavy", reg, "goal-heavy", _heavy_row())
     await RedisProjector(redis).write(p)
     await redis.aclose()
 

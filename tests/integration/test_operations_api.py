@@ -18,8 +18,8 @@ from starlette.testclient import TestClient
 
 from api.app import create_api
 from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from infra.read_model import ReadModelKeys
 from infra.settings import Settings
-from schemas.read_model import ReadModelKeys
 from tests.integration.auth_world import SETTINGS, api_client, bearer, seed_world
 
 pytestmark = pytest.mark.integration

@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from api.errors import ServiceUnavailable
 from api.store import Page, RedisPageStore
 from app.embedded import EmbeddedRedis
-from app.projector import Projection, RedisProjector
+from app.rebuild import delete_generation
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
+from infra.read_model.scripts import PAGE_LUA
 from schemas.events import GoalDefined, RegistrationCreated, Target
-from schemas.read_model import ReadModelKeys
+from tests.conftest import RedisTarget
 from tests.integration.auth_world import seed_world
 
 pytestmark = pytest.mark.integration
@@ -120,6 +123,20 @@ def test_a_read_past_its_timeout_drops_its_connection() -> None:
 KEYS = ReadModelKeys()
 
 
+async def _commandstats(redis: Any) -> dict[str, dict[str, int]]:
+    """INFO commandstats, summed over a cluster's nodes."""
+    if not isinstance(redis, RedisCluster):
+        stats: dict[str, dict[str, int]] = await redis.info("commandstats")
+        return stats
+    per_node = await redis.info("commandstats", target_nodes=RedisCluster.ALL_NODES)
+    total: dict[str, dict[str, int]] = {}
+    for node_stats in per_node.values():
+        for name, counts in node_stats.items():
+            calls = total.setdefault(name, {"calls": 0})
+            calls["calls"] += int(counts["calls"])
+    return total
+
+
 def _same(a: Page, b: Page) -> None:
     assert (a.data, a.total, a.count, a.row_bytes, a.version, a.access) == (
         b.data,
@@ -132,40 +149,49 @@ def _same(a: Page, b: Page) -> None:
 
 
 def test_a_page_read_through_its_frame_is_the_page_read_afresh(
-    redis_server: EmbeddedRedis,
+    redis_target: RedisTarget,
 ) -> None:
     """A store that keeps the page's frame (its ids and row keys, MGET in the
-    script's MULTI/EXEC) serves exactly what a store without one serves (the
-    script reads the rows), after every kind of change: a row, a learner
-    registered before the others, an instructor, a goal defined later, a
-    row lost, a caller denied, a generation switch."""
-    seed_world(redis_server.url)
+    script's MULTI/EXEC) serves exactly what a store without one serves (its
+    first script names the page's registrations, then the same transaction),
+    after every kind of change: a row, a learner registered before the
+    others, an instructor, a goal defined later, a row lost, a caller denied,
+    a generation switch. ``reads``: the page scripts a read runs (1: through
+    its frame, in one round trip; 2: the frame was missing or no longer held).
+    On one server and on a Redis Cluster (its nodes' counts summed)."""
+    seed_world(redis_target.url, cluster=redis_target.cluster)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
 
     async def go() -> None:
-        redis = Redis.from_url(redis_server.url)
+        redis = redis_target.client()
+        await redis.script_load(PAGE_LUA)  # every node: no NOSCRIPT to count
         warm = RedisPageStore(redis)
         writer = RedisProjector(redis)
 
         def transactions() -> int:
             return int(stats.get("cmdstat_exec", {}).get("calls", 0))
 
+        def scripts() -> int:
+            return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
         async def check(
             goals: list[str],
             *,
-            through_frame: bool,
+            reads: int,
+            exchanges: int = 1,
             offset: int = 0,
             caller: str = "",
-            keys: ReadModelKeys = KEYS,
         ) -> Page:
             nonlocal stats
-            stats = await redis.info("commandstats")
-            before = transactions()
+            stats = await _commandstats(redis)
+            before = scripts(), transactions()
             page = await warm.learning_instance_page(
                 "li-a", goals, offset, 10, caller=caller
             )
-            stats = await redis.info("commandstats")
-            assert transactions() == before + (1 if through_frame else 0)
+            stats = await _commandstats(redis)
+            # A read ends with one transaction (the script, the MGET).
+            after = (scripts(), transactions())
+            assert after == (before[0] + reads, before[1] + exchanges)
             fresh = RedisPageStore(redis)
             try:
                 _same(
@@ -180,15 +206,17 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
 
         stats: dict[str, Any] = {}
         try:
-            first = await check(["goal-a"], through_frame=False)
+            first = await check(["goal-a"], reads=2)
             assert first.count == 2
-            same = await check(["goal-a"], through_frame=True)
+            same = await check(["goal-a"], reads=1)
             assert same.data == first.data
             # A row changes: the frame holds (same ids), the MGET reads it.
             p = Projection(KEYS)
-            p.row("reg-a1", "goal-a", b'{"goal_id":"goal-a","status":"mastered"}')
+            p.row(
+                "li-a", "reg-a1", "goal-a", b'{"goal_id":"goal-a","status":"mastered"}'
+            )
             await writer.write(p)
-            changed = await check(["goal-a"], through_frame=True)
+            changed = await check(["goal-a"], reads=1)
             assert b'"mastered"' in changed.data
             assert changed.version != first.version
             # A learner registered before the others (no row yet: the
@@ -205,11 +233,11 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
                 )
             )
             await writer.write(p)
-            moved = await check(["goal-a"], through_frame=True)
+            moved = await check(["goal-a"], reads=2, exchanges=2)
             assert moved.count == 3
             assert moved.data.startswith(b'{"registration_id":"reg-a0"')
             assert b'"no_work"' in moved.data
-            await check(["goal-a"], through_frame=True)
+            await check(["goal-a"], reads=1)
             # An instructor registered: not a row, the frame holds.
             p = Projection(KEYS)
             p.registration(
@@ -223,7 +251,7 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
                 )
             )
             await writer.write(p)
-            await check(["goal-a"], through_frame=True)
+            await check(["goal-a"], reads=1)
             # A goal defined later: its template for everyone, then a row.
             p = Projection(KEYS)
             p.goal(
@@ -238,48 +266,57 @@ def test_a_page_read_through_its_frame_is_the_page_read_afresh(
             )
             await writer.write(p)
             both = ["goal-a", "goal-a2"]
-            await check(both, through_frame=False)
-            await check(both, through_frame=True)
+            await check(both, reads=2)
+            await check(both, reads=1)
             p = Projection(KEYS)
-            p.row("reg-a2", "goal-a2", b'{"goal_id":"goal-a2","status":"started"}')
+            p.row(
+                "li-a", "reg-a2", "goal-a2", b'{"goal_id":"goal-a2","status":"started"}'
+            )
             await writer.write(p)
-            assert b'"started"' in (await check(both, through_frame=True)).data
+            assert b'"started"' in (await check(both, reads=1)).data
             # A row lost (Redis lost a key, before the repair): the template.
-            await redis.delete(KEYS.row("reg-a1", "goal-a"))
-            lost = await check(["goal-a"], through_frame=True)
+            await redis.delete(KEYS.row("li-a", "reg-a1", "goal-a"))
+            lost = await check(["goal-a"], reads=1)
             assert b'"mastered"' not in lost.data
             # Another page of the same class, and a caller the facts deny:
             # the same facts as a fresh read, the route refuses on them.
-            await check(["goal-a"], through_frame=False, offset=1)
-            await check(["goal-a"], through_frame=True, offset=1)
-            denied = await check(["goal-a"], through_frame=True, caller="stranger")
+            await check(["goal-a"], reads=2, offset=1)
+            await check(["goal-a"], reads=1, offset=1)
+            denied = await check(["goal-a"], reads=1, caller="stranger")
             assert not denied.access.caller_is_instructor
             # A goal of another learning instance: the same refusal.
             refused = await warm.learning_instance_page("li-a", ["goal-b"], 0, 10)
             assert refused.unknown_goals == ("goal-b",)
             # A holder of the current version: 304, no MGET sent.
-            held = await check(["goal-a"], through_frame=True)
-            stats = await redis.info("commandstats")
+            held = await check(["goal-a"], reads=1)
+            stats = await _commandstats(redis)
             before = transactions()
             again = await warm.learning_instance_page(
                 "li-a", ["goal-a"], 0, 10, if_version=held.version
             )
-            stats = await redis.info("commandstats")
+            stats = await _commandstats(redis)
             assert again.not_modified and transactions() == before
             # A generation switch (mastery rebuild --flush) with a row that
-            # differs: the frame names generation 0's keys, so it is refused.
+            # differs, and generation 0 deleted as the rebuild deletes it
+            # (sentinels first): the store's script finds no sentinel in
+            # generation 0, reads the pointer again, then reads generation 2
+            # (its frame named generation 0's keys, so it is refused).
             g2 = KEYS.in_generation(2)
             async for raw in redis.scan_iter(match=KEYS.pattern()):
                 name = raw.decode()
                 if KEYS.owns(name):
-                    await redis.copy(name, g2.namespace + name.removeprefix("ms"))
+                    # DUMP and RESTORE: a copy to another slot (reg:, goal:).
+                    copy = g2.namespace + name.removeprefix("ms")
+                    await redis.restore(copy, 0, await redis.dump(name))
             await redis.set(
-                g2.row("reg-a2", "goal-a"), b'{"goal_id":"goal-a","status":"g2"}'
+                g2.row("li-a", "reg-a2", "goal-a"),
+                b'{"goal_id":"goal-a","status":"g2"}',
             )
             await redis.set(KEYS.current_generation(), 2)
-            switched = await check(["goal-a"], through_frame=True)
+            await delete_generation(redis, KEYS)
+            switched = await check(["goal-a"], reads=3, exchanges=2)
             assert b'"g2"' in switched.data
-            await check(["goal-a"], through_frame=True)
+            await check(["goal-a"], reads=1)
         finally:
             await warm.aclose()
             await redis.aclose()
@@ -328,8 +365,8 @@ def test_a_row_key_of_another_type_reads_as_missing_on_both_paths(
         store = RedisPageStore(redis)
         try:
             await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
-            await redis.delete(KEYS.row("reg-a1", "goal-a"))
-            await redis.rpush(KEYS.row("reg-a1", "goal-a"), b"x")
+            await redis.delete(KEYS.row("li-a", "reg-a1", "goal-a"))
+            await redis.rpush(KEYS.row("li-a", "reg-a1", "goal-a"), b"x")
             framed = await store.learning_instance_page("li-a", ["goal-a"], 0, 10)
             store._frames.clear()
             fresh = await store.learning_instance_page("li-a", ["goal-a"], 0, 10)

@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from app.embedded import EmbeddedRedis
-from app.projector import Projection, RedisProjector
-from schemas.read_model import ReadModelKeys
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +22,7 @@ async def test_a_projection_waits_out_oom_and_is_stored_when_memory_frees(
     await redis.flushall()
     keys = ReadModelKeys(prefix="oom")
     projection = Projection(keys)
-    projection.row("reg-1", "goal-1", b'{"status":"in_progress"}')
+    projection.row("li-1", "reg-1", "goal-1", b'{"status":"in_progress"}')
     policy = await redis.config_get("maxmemory-policy")
     await redis.config_set("maxmemory-policy", "noeviction")
     await redis.config_set("maxmemory", "1")  # every write is refused: OOM
@@ -33,12 +32,13 @@ async def test_a_projection_waits_out_oom_and_is_stored_when_memory_frees(
         )
         await asyncio.sleep(0.5)  # several refused attempts
         assert not writing.done()
-        assert await redis.get(keys.row("reg-1", "goal-1")) is None
+        assert await redis.get(keys.row("li-1", "reg-1", "goal-1")) is None
     finally:
         await redis.config_set("maxmemory", "0")
         await redis.config_set("maxmemory-policy", policy["maxmemory-policy"])
     await asyncio.wait_for(writing, 5.0)
-    assert await redis.get(keys.row("reg-1", "goal-1")) == b'{"status":"in_progress"}'
+    row = await redis.get(keys.row("li-1", "reg-1", "goal-1"))
+    assert row == b'{"status":"in_progress"}'
     await redis.aclose()
 
 

@@ -1,7 +1,7 @@
 """The row feed on a real Redis: the projector's MULTI/EXEC appends changed rows
 to the learning instance's change stream (keys as ReadModelKeys builds them,
-also in the Lua of api/store.py and api/dashboard.py) and keeps the dashboard's
-indexes."""
+passed in KEYS[] to every script of infra/read_model/scripts.py) and keeps the
+dashboard's indexes."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
-from redis.asyncio import Redis
 
+from api.change_hub import ChangeHub
 from api.dashboard import RedisViewStore
+from api.facts import GoalFacts, RedisFactStore, RegistrationFacts
 from api.store import RedisPageStore
-from app.embedded import EmbeddedRedis
-from app.projector import Projection, RedisProjector
+from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -70,17 +70,17 @@ def _catalog(p: Projection) -> None:
 
 
 def test_changed_rows_are_appended_in_the_batch_transaction(
-    redis_server: EmbeddedRedis,
+    redis_target: RedisTarget,
 ) -> None:
     async def go() -> None:
-        redis = Redis.from_url(redis_server.url)
-        for key in await redis.keys("feedtest:*"):
+        redis = redis_target.client()
+        async for key in redis.scan_iter("feedtest:*"):
             await redis.delete(key)
         projector = RedisProjector(redis)
-        # The goal and the row in the same batch: the row's LI is found in it.
+        # The goal and the row in the same batch.
         p = Projection(KEYS)
         _catalog(p)
-        p.row("r1", "g1", _row(0.1))
+        p.row("li-1", "r1", "g1", _row(0.1))
         await projector.write(p)
         stream = KEYS.changes("li-1")
         entries = await redis.xrange(stream)
@@ -91,21 +91,29 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         # A replayed batch (same rows) appends nothing; a changed row does.
         for progress in (0.1, 0.1, 0.2):
             p = Projection(KEYS)
-            p.row("r1", "g1", _row(progress))
-            p.row("r1", "g2", _row(0.5))
+            p.row("li-1", "r1", "g1", _row(progress))
+            p.row("li-1", "r1", "g2", _row(0.5))
             await projector.write(p)
         rows = [(e[1][b"g"], e[1][b"row"]) for e in await redis.xrange(stream)]
         assert rows == [(b"g1", _row(0.1)), (b"g2", _row(0.5)), (b"g1", _row(0.2))]
-        assert await redis.get(KEYS.row("r1", "g1")) == _row(0.2)
+        assert await redis.get(KEYS.row("li-1", "r1", "g1")) == _row(0.2)
 
-        # A row of an unknown goal (no LI) is stored but published nowhere.
+        # A row of another learning instance, in the same batch as one of
+        # li-1: each goes to its own LI's stream only.
         p = Projection(KEYS)
-        p.row("r1", "g-unknown", _row(0.3))
+        p.row("li-2", "r2", "g9", _row(0.3))
+        p.row("li-1", "r1", "g2", _row(0.6))
         await projector.write(p)
-        assert len(await redis.xrange(stream)) == 3
-        assert [k async for k in redis.scan_iter("feedtest:changes:*")] == [
-            stream.encode()
-        ]
+        assert len(await redis.xrange(stream)) == 4
+        other = KEYS.changes("li-2")
+        assert [e[1][b"r"] for e in await redis.xrange(other)] == [b"r2"]
+        assert {k async for k in redis.scan_iter("feedtest:changes:*")} == {
+            stream.encode(),
+            other.encode(),
+        }
+        p = Projection(KEYS)
+        p.row("li-1", "r1", "g2", _row(0.5))
+        await projector.write(p)
 
         # Indexes: the LI's goals, the learner's registration (not instructors').
         assert await redis.smembers(KEYS.goals("li-1")) == {b"g1", b"g2"}
@@ -147,6 +155,41 @@ def test_changed_rows_are_appended_in_the_batch_transaction(
         teacher = await RedisViewStore(redis, KEYS).view("li-1", "t1")
         assert teacher is not None and teacher["instructor"] is True
         assert await RedisViewStore(redis, KEYS).view("li-none", "u1") is None
+
+        # The ingest's facts (lookups by id, then their learning instances)
+        # and a timeline, on a cluster as on one server.
+        facts = RedisFactStore(redis, KEYS)
+        regs = await facts.registrations(["r1", "r-t", "r-none"])
+        assert regs == {
+            "r1": RegistrationFacts("li-1", "u1", "learner", "p1"),
+            "r-t": RegistrationFacts("li-1", "t1", "instructor", "p1"),
+        }
+        assert await facts.goals(["g1", "g-none"]) == {"g1": GoalFacts("li-1", "p1")}
+        assert await facts.learning_instance_partner("li-1") == "p1"
+        assert await facts.learning_instance_partner("li-none") is None
+        p = Projection(KEYS)
+        p.history("li-1", "r1", "g1", b'[{"at":"t"}]')
+        await projector.write(p)
+        store = RedisPageStore(redis, KEYS)
+        assert await store.history("r1", "g1") == b'[{"at":"t"}]'
+        assert await store.history("r1", "g2") is None
+        assert await store.history("r-none", "g1") is None
+        await store.aclose()
+
+        # A live stream's reader (a blocking XREAD on the LI's stream) gets
+        # the next changed row.
+        hub = ChangeHub(redis_target.client(), KEYS, block_ms=500)
+        last = (await redis.xrevrange(stream, count=1))[0][0].decode()
+        async with hub.subscribe("li-1", last, ["g1"]) as sub:
+            p = Projection(KEYS)
+            p.row("li-1", "r1", "g1", _row(0.7))
+            await projector.write(p)
+            batches = sub.batches()
+            batch = await asyncio.wait_for(anext(batches), 10)
+        await hub.close()
+        assert [(c.registration_id, c.goal_id, c.row) for c in batch] == [
+            ("r1", "g1", _row(0.7))
+        ]
         await redis.aclose()
 
     asyncio.run(go())

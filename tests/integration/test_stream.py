@@ -19,10 +19,9 @@ from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 from app.embedded import EmbeddedRedis
-from app.projector import Projection, RedisProjector
+from infra.read_model import CHANGES_MAXLEN, Projection, ReadModelKeys, RedisProjector
 from schemas.events import GoalDefined, Target
-from schemas.read_model import CHANGES_MAXLEN, ReadModelKeys
-from tests.integration.auth_world import SETTINGS, T0, bearer, seed_world
+from tests.integration.auth_world import LI_OF_REG, SETTINGS, T0, bearer, seed_world
 from tests.integration.live_api import ApiProcess, api_process
 from tests.integration.sse import SseStream
 from tests.waiting import wait_for
@@ -59,7 +58,7 @@ def write_rows(redis_url: str, batches: list[list[tuple[str, str, bytes]]]) -> N
         for batch in batches:
             p = Projection(KEYS)
             for reg, goal, row in batch:
-                p.row(reg, goal, row)
+                p.row(LI_OF_REG[reg], reg, goal, row)
             await projector.write(p)
         await redis.aclose()
 

@@ -19,13 +19,13 @@ from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
 from app.embedded import EmbeddedRedis
+from infra.read_model import ReadModelKeys
 from infra.webhook_store import (
     MAX_DELIVERIES_KEPT,
     MAX_SUBSCRIPTIONS_PER_PARTNER,
     RedisWebhookStore,
     WebhookKeys,
 )
-from schemas.read_model import ReadModelKeys
 from schemas.transitions import StatusChanged, transition_id
 from schemas.webhooks import STATUS_CHANGED_TYPE, DeliveryAttempt
 from tests.integration.auth_world import bearer, build_app

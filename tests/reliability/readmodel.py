@@ -7,7 +7,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
 
 __all__ = ["dump_read_model"]
 
@@ -44,6 +44,8 @@ def dump_read_model(url: str, generation: int | None = None) -> dict[str, Any]:
                     out[name] = await redis.zrange(key, 0, -1, withscores=True)
                 elif kind == "set":
                     out[name] = sorted(await redis.smembers(key))
+                elif kind == "hash":
+                    out[name] = sorted((await redis.hgetall(key)).items())
         finally:
             await redis.aclose()
         return out

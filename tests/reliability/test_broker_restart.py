@@ -28,8 +28,8 @@ from app.embedded import EmbeddedKafka
 from app.faust_corrections.restart import EXIT_BROKER_LOST
 from app.workload import Workload, simulated
 from infra.broker import create_topics
+from infra.read_model import ReadModelKeys
 from schemas.events import AttemptGraded, RegistrationCreated
-from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 from tests.waiting import holds_for, wait_for
 

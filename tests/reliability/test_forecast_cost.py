@@ -20,6 +20,7 @@ import pytest
 from redis import Redis
 
 from app.devstack import DevStack
+from infra.read_model import ReadModelKeys
 from schemas.events import (
     AttemptGraded,
     BKTParameters,
@@ -30,7 +31,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import produce
 from tests.oracle import expected_rows
 
@@ -121,7 +121,7 @@ def test_a_partners_costly_forecasts_do_not_hold_back_another_partners_rows(
     worker = stack.start_worker()
     produce(stack, [*catalog, *registrations])
     redis = Redis.from_url(stack.redis.url)
-    b_row = KEYS.row("reg-b", "goal-b")
+    b_row = KEYS.row("li-b", "reg-b", "goal-b")
     deadline = time.monotonic() + 60
     while not redis.exists(b_row):
         assert time.monotonic() < deadline, "B's learner was never projected"
@@ -147,7 +147,7 @@ def test_a_partners_costly_forecasts_do_not_hold_back_another_partners_rows(
     while True:
         served = {
             f"goal-a{i}": orjson.loads(
-                redis.get(KEYS.row("reg-a", f"goal-a{i}")) or b"null"
+                redis.get(KEYS.row("li-a", "reg-a", f"goal-a{i}")) or b"null"
             )
             for i in range(GOALS)
         }

@@ -11,8 +11,8 @@ from redis import Redis
 
 from app.devstack import DevStack, post_json
 from app.workload import simulated
+from infra.read_model import ReadModelKeys
 from infra.topics import TopicNames
-from schemas.read_model import ReadModelKeys
 from tests.integration.helpers import (
     group_behind,
     partner_of,
@@ -132,7 +132,7 @@ def test_a_running_worker_derives_its_rows_again_after_an_in_place_rebuild(
     """``mastery rebuild`` reads the changelog, which is behind a worker's
     batches until its next checkpoint: the rows it writes are older than the
     worker's, and the worker derives its part again once the rebuild is done
-    (``ms:meta:rebuilds``, docs/read-model.md, "Rebuilding")."""
+    (``ms:meta:{ms}:rebuilds``, docs/read-model.md, "Rebuilding")."""
     workload = simulated(
         learning_instances=1, learners_per_instance=8, attempts_per_learner=16, seed=47
     )

@@ -15,7 +15,7 @@ from redis import Redis
 
 from app.devstack import DevStack, post_json
 from app.workload import Workload, simulated
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 from tests.reliability.readmodel import dump_read_model
 

@@ -25,6 +25,7 @@ from redis import Redis
 from app.dead_letters import pending_dead_letters
 from app.devstack import DevStack
 from infra.broker import KAFKA
+from infra.read_model import ReadModelKeys
 from infra.topics import TopicNames
 from schemas.events import (
     AttemptGraded,
@@ -34,7 +35,6 @@ from schemas.events import (
     RegistrationCreated,
     Target,
 )
-from schemas.read_model import ReadModelKeys
 from tests import waiting
 from tests.integration.helpers import produce
 from tests.reliability.readmodel import dump_read_model
@@ -77,12 +77,12 @@ def projected(stack: DevStack, *keys: str) -> Callable[[], bool]:
     return lambda: all(redis.exists(k) for k in keys)
 
 
-def has_work(stack: DevStack, reg: str, goal: str) -> Callable[[], bool]:
+def has_work(stack: DevStack, li: str, reg: str, goal: str) -> Callable[[], bool]:
     """Has the registration's row for the goal counted an attempt?"""
     redis = Redis.from_url(stack.redis.url)
 
     def check() -> bool:
-        raw = redis.get(KEYS.row(reg, goal))
+        raw = redis.get(KEYS.row(li, reg, goal))
         return raw is not None and orjson.loads(raw)["status"] != "no_work"
 
     return check
@@ -90,7 +90,11 @@ def has_work(stack: DevStack, reg: str, goal: str) -> Callable[[], bool]:
 
 def owned_by(ids: set[str], model: dict[str, Any]) -> dict[str, Any]:
     """The read-model keys naming any of ``ids`` (one ``:``-separated part)."""
-    return {k: v for k, v in model.items() if ids & set(k.split(":"))}
+    return {
+        k: v
+        for k, v in model.items()
+        if ids & set(k.replace("{", "").replace("}", "").split(":"))
+    }
 
 
 def settled(stack: DevStack, quiet_s: float = 3.0, timeout_s: float = 60) -> None:
@@ -168,7 +172,7 @@ def build_partner(stack: DevStack, p: str, token: str) -> None:
         path = f"/registrations/{reg}/graded-events"
         assert call(stack, "POST", path, graded(n, mod, goal, n != 1), token)[0] in ok
 
-    wait_for(f"{reg}'s row", has_work(stack, reg, goal))
+    wait_for(f"{reg}'s row", has_work(stack, li, reg, goal))
 
 
 def test_partner_a_cannot_change_partner_bs_rows(stack: DevStack) -> None:
@@ -181,7 +185,7 @@ def test_partner_a_cannot_change_partner_bs_rows(stack: DevStack) -> None:
     settled(stack)
     b_ids = {"li-b", "reg-b1", "goal-b"}
     before = owned_by(b_ids, dump_read_model(stack.redis.url))
-    assert KEYS.row("reg-b1", "goal-b") in before, before
+    assert KEYS.row("li-b", "reg-b1", "goal-b") in before, before
 
     # -- every write endpoint, as A, against B's ids --------------------------
     foreign_goal = {
@@ -347,8 +351,8 @@ def test_partner_a_cannot_change_partner_bs_rows(stack: DevStack) -> None:
     wait_for(
         "B's next attempt",
         lambda: (
-            redis.get(KEYS.row("reg-b1", "goal-b"))
-            != before[KEYS.row("reg-b1", "goal-b")]
+            redis.get(KEYS.row("li-b", "reg-b1", "goal-b"))
+            != before[KEYS.row("li-b", "reg-b1", "goal-b")]
         ),
     )
 
@@ -394,4 +398,6 @@ def test_an_id_race_while_the_worker_lags_is_won_by_the_first_in_the_log(
     assert status == 404 and answer["error"]["code"] == "not_found", answer
     assert call(stack, "POST", path, attempt, admin_b)[0] == 202
 
-    wait_for("B's attempt on the id it won", has_work(stack, "reg-race", "goal-race"))
+    wait_for(
+        "B's attempt on the id it won", has_work(stack, "li-b", "reg-race", "goal-race")
+    )

@@ -11,20 +11,40 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from api.errors import ServiceUnavailable
+from api.errors import ServiceUnavailable, not_found
 from api.store import RedisPageStore, _Deadlines
+from infra.read_model import ReadModelKeys
 from tests.waiting import wait_for_async
+
+
+class _Generation:
+    """Generation 0, read at once; it never moves."""
+
+    def fresh(self) -> ReadModelKeys:
+        return ReadModelKeys()
+
+    async def current(self) -> ReadModelKeys:
+        return ReadModelKeys()
+
+    async def moved(self, seen: ReadModelKeys) -> None:
+        return None
 
 
 def _store(delays: list[float], timeout_s: float = 0.3) -> RedisPageStore:
     """A page store whose script answers after the next of ``delays``."""
     store = RedisPageStore(Redis(host="127.0.0.1", port=1), timeout_s=timeout_s)
 
-    async def script(args: Any) -> list[Any]:
+    async def script(keys: Any, args: Any, after: bytes = b"") -> list[Any]:
         await asyncio.sleep(delays.pop(0))
-        return [-1, b"", 0, b""]  # "unknown": a 404
+        return [-1]  # no sentinel: a 404 (the generation did not move)
 
     store._script = script  # type: ignore[assignment]
+    store.generation = _Generation()  # type: ignore[assignment]
+
+    async def unknown(keys: ReadModelKeys, field: str, ident: str) -> Exception:
+        return not_found(field, ident)  # the read model is materialized
+
+    store._unknown = unknown  # type: ignore[method-assign]
     return store
 
 

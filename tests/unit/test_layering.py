@@ -2,8 +2,9 @@
 import each other.
 
 Only the CLI (``app/cli.py``) composes the two; shared infrastructure lives in
-``infra``; ``processors`` and ``schemas`` import nothing with I/O of ours. The
-map below is checked against the table in docs/architecture.md.
+``infra`` (the Redis read model too, ``infra/read_model/``: the worker writes
+it, the API reads it); ``processors`` and ``schemas`` import nothing with I/O
+of ours. The map below is checked against the table in docs/architecture.md.
 """
 
 from __future__ import annotations

@@ -6,32 +6,44 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from redis.crc import key_slot
 
 from api.change_hub import Change, Subscription, parse_stream_id
 from api.errors import TooManyRequests
 from api.etag import held_version, page_response, request_basis
 from api.stream import StreamLimits
-from schemas.read_model import ReadModelKeys
+from infra.read_model import ReadModelKeys
+from infra.read_model.scripts import history_keys, page_keys, view_keys
 
 KEYS = ReadModelKeys()
 
 
-def test_row_goal_and_registration_keys_parse_back() -> None:
-    assert KEYS.parse_row(KEYS.row("reg-1", "goal.a~b")) == ("reg-1", "goal.a~b")
-    assert KEYS.parse_goal(KEYS.goal("goal-1")) == "goal-1"
+def test_what_one_page_reads_shares_one_slot() -> None:
+    """Every key a learning instance's reads name (infra/read_model/scripts.py)
+    hashes to one Redis Cluster slot, generation by generation; the lookups
+    by another id do not carry the LI's tag."""
+    for keys in (KEYS, KEYS.in_generation(7)):
+        li_keys = [
+            *page_keys(keys, "li-1", ["goal.a~b", "g2"]),
+            *page_keys(keys, "li-1", ["g2"], "reg-1"),
+            *history_keys(keys, "li-1", "reg-1", "g2"),
+            *view_keys(keys, "li-1"),
+            keys.learner_registrations("li-1"),
+            keys.row("li-1", "reg-1", "g2"),
+            keys.history("li-1", "reg-9", "g2"),
+        ]
+        assert {key_slot(k.encode()) for k in li_keys} == {key_slot(b"li-1")}
+        assert key_slot(keys.learners("li-2").encode()) == key_slot(b"li-2")
+    # The deployment's keys: one slot (a worker MGETs two of them,
+    # mastery broker-reset writes two in one MULTI/EXEC).
+    assert {key_slot(k.encode()) for k in KEYS.deployment_keys()} == {key_slot(b"ms")}
+    for lookup in (KEYS.registration("reg-1"), KEYS.goal("g1"), KEYS.materialized()):
+        assert "{" not in lookup
     assert KEYS.parse_registration(KEYS.registration("reg-1")) == "reg-1"
-    # Other keys of the read model are none of these.
-    others = [
-        KEYS.goal_template("goal-1"),
-        KEYS.learning_instance("li-1"),
-        KEYS.learners("li-1"),
-        KEYS.changes("li-1"),
-    ]
-    for key in others:
-        assert KEYS.parse_row(key) is None
-        assert KEYS.parse_goal(key) is None
-        assert KEYS.parse_registration(key) is None
-    assert ReadModelKeys("other").parse_row(KEYS.row("r", "g")) is None
+    assert KEYS.parse_learning_instance(KEYS.learning_instance("li-1")) == "li-1"
+    for other in (KEYS.learners("li-1"), KEYS.changes("li-1"), KEYS.goal("g")):
+        assert KEYS.parse_registration(other) is None
+        assert KEYS.parse_learning_instance(other) is None
 
 
 VERSION = "0123456789abcdef0123456789abcdef01234567"  # 40 hex digits
