@@ -19,6 +19,7 @@ import pytest
 from app.devstack import DevStack
 from app.workload import simulated
 from infra.topics import TopicNames
+from tests import waiting
 from tests.integration.helpers import produce, wait_until_rows_match
 from tests.reliability.crashes import committed_offsets, kill
 
@@ -124,4 +125,44 @@ def test_no_offset_is_committed_before_a_checkpoint_stored_its_states(
     stack.start_worker("worker-1", wipe_data=True)
     wait_until_rows_match(
         stack, workload, [*workload.registrations, *workload.attempts], timeout_s=90
+    )
+
+
+def test_a_rebalance_checkpoints_at_once_and_commits_what_it_stored(
+    stack: DevStack,
+) -> None:
+    """Checkpoints an hour apart: when a second worker joins, Faust stops the
+    first one's flow and waits for its unacked events; the worker checkpoints
+    at once (``_Consumer.stop_flow``), so the rebalance completes and commits
+    every record applied. Without it (``--without flow-stop-checkpoint``) the
+    rebalance waits for acks that only the hourly checkpoint would give."""
+    workload = simulated(
+        learning_instances=1, learners_per_instance=20, attempts_per_learner=10, seed=41
+    )
+    produce(stack, [*workload.catalog, *workload.registrations, *workload.attempts])
+    env = {"MASTERY_COMMIT_INTERVAL_S": "0.2", "MASTERY_CHECKPOINT_INTERVAL_S": "3600"}
+    stack.start_worker("worker-1", extra_env=env)
+    everything = [*workload.registrations, *workload.attempts]
+    wait_until_rows_match(stack, workload, everything)
+    topic = TopicNames(stack.settings.topic_prefix).registration_events
+    ends = asyncio.run(_ends(stack, topic))
+
+    def committed() -> list[int]:
+        offsets = asyncio.run(
+            committed_offsets(
+                stack.kafka.bootstrap_servers,
+                stack.settings.worker_id,
+                topic,
+                stack.settings.topic_partitions,
+            )
+        )
+        return [c or 0 for c in offsets]
+
+    assert committed() == [0] * stack.settings.topic_partitions  # none yet
+    stack.start_worker("worker-2", extra_env=env)  # a rebalance
+    waiting.wait_for(
+        committed,
+        accept=lambda now: now == ends,
+        timeout_s=60,
+        what="the records applied before the rebalance to be committed by it",
     )

@@ -16,6 +16,8 @@ NAMES = {
     "ack-after-checkpoint": "Checkpoint.applied: events acked as soon as their "
     "batch is handled (as Faust's take_events does), not after the checkpoint "
     "stored their states",
+    "flow-stop-checkpoint": "_Consumer.stop_flow: Faust's (the worker is not "
+    "told that a rebalance or a shutdown waits for its acks)",
     "inline": "_Consumer.wait_first: mode's Service.wait_first",
     "monitor": "LeanMonitor: faust.sensors.Monitor",
     "take-ready": "take_ready: Stream.take_events",
@@ -54,6 +56,8 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
                 event.ack()
 
         checkpoint.Checkpoint.applied = ack_at_once  # type: ignore[method-assign]
+    if "flow-stop-checkpoint" in names:
+        consumer.stop_flow = faust_aiokafka.Consumer.stop_flow  # type: ignore[method-assign]
     if "inline" in names:
         consumer.wait_first = faust_aiokafka.Consumer.wait_first  # type: ignore[method-assign]
     if "monitor" in names:
