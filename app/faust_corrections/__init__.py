@@ -6,10 +6,12 @@ upstream behaviour it corrects and the test, on Apache Kafka, that fails
 without it (``pytest TEST --without NAME`` swaps it for Faust's own behaviour,
 tests/switches/without.py); docs/upstream/ holds the drafts for upstream.
 
-- :mod:`.transport`, ``_Consumer.stop_flow`` (not a correction: a hook):
-  Faust stops the flow when a rebalance or a shutdown begins, then waits for
-  every unacked event; the worker acks only after its checkpoint
-  (app/checkpoint.py), so it is told to checkpoint at once.
+- :mod:`.transport`, ``_Consumer.stop_flow`` (``flow-stop-checkpoint``; a
+  hook, not a correction): Faust stops the flow when a rebalance or a
+  shutdown begins, then waits for every unacked event; the worker acks only
+  after its checkpoint (app/checkpoint.py), so it is told to checkpoint at
+  once. Test: tests/reliability/test_checkpoint_commit.py::
+  test_a_rebalance_checkpoints_at_once_and_commits_what_it_stored.
 - :mod:`.transport`, ``_Consumer.wait_first`` (``inline``): Faust's fetch
   loop awaits mode's ``wait_first`` for every record, over five tasks per
   record; the record is delivered inline unless the stream's queue is full.
