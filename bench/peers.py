@@ -48,11 +48,12 @@ def alias_legacy_modules() -> None:
 _LEGACY_ROW = re.compile(r"^ms:row:([^:]+):(.+)$")
 
 
-def translate_row_keys() -> None:
+def translate_row_keys(client_class: Any = None) -> None:
     """Make the blocking Redis client read ``ms:row:<reg>:<goal>`` (compare.py's
     spelling) as the row's key today, in its learning instance's slot; the
     learning instance comes from the registration's lookup key, once per
-    registration. Other keys (the peers' ``peer:row:…``) pass unchanged."""
+    registration. Other keys (the peers' ``peer:row:…``) pass unchanged.
+    ``client_class``: the class patched (``redis.Redis`` by default)."""
     import orjson
     import redis
 
@@ -75,9 +76,10 @@ def translate_row_keys() -> None:
             li = li_of[reg] = orjson.loads(raw)["learning_instance_id"]
         return keys.row(li, reg, goal)
 
-    original_get = redis.Redis.get
-    original_mget = redis.Redis.mget
-    original_exists = redis.Redis.exists
+    cls = redis.Redis if client_class is None else client_class
+    original_get = cls.get
+    original_mget = cls.mget
+    original_exists = cls.exists
 
     def mget(self: Any, names: Any, *args: Any) -> Any:
         names = [translate(self, n) for n in names]
@@ -86,8 +88,8 @@ def translate_row_keys() -> None:
     def exists(self: Any, *names: Any) -> Any:
         return original_exists(self, *(translate(self, n) for n in names))
 
-    redis.Redis.mget = mget  # type: ignore[method-assign]
-    redis.Redis.exists = exists  # type: ignore[method-assign]
+    cls.mget = mget
+    cls.exists = exists
 
 
 def main(argv: list[str] | None = None) -> None:
