@@ -39,6 +39,19 @@ async def _ends(stack: DevStack, topic: str) -> list[int]:
         await probe.stop()
 
 
+def _committed(stack: DevStack, topic: str) -> list[int]:
+    """The worker group's committed offset of each partition (0: none)."""
+    offsets = asyncio.run(
+        committed_offsets(
+            stack.kafka.bootstrap_servers,
+            stack.settings.worker_id,
+            topic,
+            stack.settings.topic_partitions,
+        )
+    )
+    return [c or 0 for c in offsets]
+
+
 def test_committed_offsets_survive_a_restart_from_the_changelog(
     stack: DevStack,
 ) -> None:
@@ -56,15 +69,8 @@ def test_committed_offsets_survive_a_restart_from_the_changelog(
     ends = asyncio.run(_ends(stack, topic))
     deadline = time.monotonic() + 30
     while True:  # every record read so far is committed (every 1 s)
-        committed = asyncio.run(
-            committed_offsets(
-                stack.kafka.bootstrap_servers,
-                stack.settings.worker_id,
-                topic,
-                stack.settings.topic_partitions,
-            )
-        )
-        if [c or 0 for c in committed] == ends:
+        committed = _committed(stack, topic)
+        if committed == ends:
             break
         assert time.monotonic() < deadline, (committed, ends)
         time.sleep(0.5)
@@ -104,22 +110,11 @@ def test_no_offset_is_committed_before_a_checkpoint_stored_its_states(
     )
     topic = TopicNames(stack.settings.topic_prefix).registration_events
 
-    def committed() -> list[int]:
-        offsets = asyncio.run(
-            committed_offsets(
-                stack.kafka.bootstrap_servers,
-                stack.settings.worker_id,
-                topic,
-                stack.settings.topic_partitions,
-            )
-        )
-        return [c or 0 for c in offsets]
-
     # Every record is applied (its row is in Redis): ten commit intervals
     # later, an ack at once would have been committed.
     window = time.monotonic() + 2.0
     while time.monotonic() < window:
-        assert committed() == [0] * stack.settings.topic_partitions
+        assert _committed(stack, topic) == [0] * stack.settings.topic_partitions
         time.sleep(0.2)
     kill(worker)
     stack.start_worker("worker-1", wipe_data=True)
@@ -147,21 +142,10 @@ def test_a_rebalance_checkpoints_at_once_and_commits_what_it_stored(
     topic = TopicNames(stack.settings.topic_prefix).registration_events
     ends = asyncio.run(_ends(stack, topic))
 
-    def committed() -> list[int]:
-        offsets = asyncio.run(
-            committed_offsets(
-                stack.kafka.bootstrap_servers,
-                stack.settings.worker_id,
-                topic,
-                stack.settings.topic_partitions,
-            )
-        )
-        return [c or 0 for c in offsets]
-
-    assert committed() == [0] * stack.settings.topic_partitions  # none yet
+    assert _committed(stack, topic) == [0] * stack.settings.topic_partitions  # none yet
     stack.start_worker("worker-2", extra_env=env)  # a rebalance
     waiting.wait_for(
-        committed,
+        lambda: _committed(stack, topic),
         accept=lambda now: now == ends,
         timeout_s=60,
         what="the records applied before the rebalance to be committed by it",
