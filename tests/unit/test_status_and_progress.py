@@ -11,11 +11,9 @@ are provisional (the worker's rows before their tables are built).
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterator
 from functools import cache
-from pathlib import Path
 from typing import Any, get_args
 
 import orjson
@@ -38,12 +36,9 @@ from schemas.status_and_progress import (
     TargetStatus,
 )
 from schemas.transitions import GoalStatus
+from tests.unit.test_batch import TOPIC
+from tests.unit.test_transitions import TRAIN
 
-SHARED = Path(
-    os.environ.get("MASTERY_SHARED_DIR", Path(__file__).parents[3] / "shared")
-)
-TRAIN = SHARED / "data" / "assistments2009" / "builder_train.csv"
-TOPIC = "t.registration-events.v1"
 TIMELINE = TypeAdapter(list[HistoryPoint])
 #: Small batches: the rows of many intermediate states, not only the last.
 BATCH = 10
