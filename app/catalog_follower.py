@@ -6,6 +6,11 @@ topic from the beginning (no consumer group) and folds it into a
 :class:`processors.catalog.Catalog`. Kafka stays the source of truth: a restart
 simply replays it. The worker does not process registration events until the
 follower has caught up with the topic's end (:attr:`CatalogFollower.ready`).
+
+The follower is the topic's only reader. It keeps the records it refused until
+the worker holding the dead-letter duty has sent them
+(app/catalog_dead_letters.py); its consumer commits that duty's position under
+its own group id, which no consumer joins.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from infra.broker import BrokerProfile, end_offsets, topic_partitions
+from processors import batch
 from processors.catalog import Catalog
 from schemas.events import (
     GoalDefined,
@@ -32,9 +38,6 @@ from schemas.events import (
 __all__ = ["CatalogFollower", "CatalogListener"]
 
 log = logging.getLogger(__name__)
-
-#: Ownership refusals remembered for the catalog agent to dead-letter.
-_REJECTIONS_KEPT = 10_000
 
 CatalogEventT = LearningInstanceCreated | GoalDefined | ModuleTagged
 #: Called after each applied catalog event with the event, whether it changed
@@ -54,6 +57,7 @@ class CatalogFollower:
         profile: BrokerProfile,
         listener: CatalogListener | None = None,
         client_kwargs: Mapping[str, Any] | None = None,
+        group_id: str | None = None,
     ) -> None:
         self._client_kwargs = dict(client_kwargs or {})
         self.catalog = Catalog()
@@ -65,13 +69,21 @@ class CatalogFollower:
         self._positions: dict[TopicPartition, int] = {}
         self._advanced = asyncio.Condition()
         self._consumer: AIOKafkaConsumer | None = None
+        self._group_id = group_id
+        self._started = asyncio.Event()
         self.rejected = 0
-        self._rejections: OrderedDict[tuple[int, int], str] = OrderedDict()
+        #: Refused records not yet known to be dead-lettered, in log order.
+        self._rejections: OrderedDict[tuple[int, int], tuple[batch.Record, str]] = (
+            OrderedDict()
+        )
 
     async def run(self) -> None:
         """Consume forever (until cancelled)."""
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
+            # Only to commit the dead-letter duty's position: partitions are
+            # assigned by hand, so the group is never joined.
+            group_id=self._group_id,
             enable_auto_commit=False,
             **self._client_kwargs,
         )
@@ -88,11 +100,20 @@ class CatalogFollower:
             await consumer.seek_to_beginning(*tps)
             initial_end = await end_offsets(consumer, tps)
             self._positions = dict.fromkeys(tps, 0)
+            self._started.set()
             while True:
                 batches = await consumer.getmany(*tps, timeout_ms=200)
-                for tp_, records in batches.items():
+                for records in batches.values():
                     for record in records:
-                        await self._apply(record.value, tp_.partition, record.offset)
+                        await self._apply(
+                            batch.Record(
+                                record.topic,
+                                record.partition,
+                                record.offset,
+                                record.key,
+                                record.value,
+                            )
+                        )
                 for tp in tps:
                     self._positions[tp] = await consumer.position(tp)
                 if not self.ready.is_set() and self._reached(initial_end):
@@ -102,42 +123,80 @@ class CatalogFollower:
                     self._advanced.notify_all()
         finally:
             self._consumer = None
+            self._started.clear()
             with contextlib.suppress(Exception):
                 await consumer.stop()
 
     def _reached(self, ends: dict[TopicPartition, int]) -> bool:
         return all(self._positions.get(tp, 0) >= end for tp, end in ends.items())
 
-    async def _apply(self, value: bytes | None, partition: int, offset: int) -> None:
+    async def _apply(self, record: batch.Record) -> None:
         try:
-            event = decode_event(value or b"")
+            event = decode_event(record.value or b"")
+            if not isinstance(
+                event, LearningInstanceCreated | GoalDefined | ModuleTagged
+            ):
+                raise ValueError(f"{event.type} does not belong on this topic")
         except (ValidationError, ValueError) as exc:
-            # The catalog agent (app.worker, one per cluster) dead-letters it;
-            # every worker's follower only skips it.
-            self.rejected += 1
-            log.debug("catalog record at offset %d is invalid: %s", offset, exc)
-            return
-        if not isinstance(event, LearningInstanceCreated | GoalDefined | ModuleTagged):
-            self.rejected += 1
-            log.debug("catalog record at offset %d is a %s", offset, event.type)
+            self._refuse(record, batch.rejection_reason(exc))
             return
         existed = self._exists(event)
         change = self.catalog.apply(event)
         if change.rejected is not None:
-            # Refused by ownership (processors/catalog.py): the catalog agent
-            # dead-letters it with this reason (rejection_at).
-            self._rejections[(partition, offset)] = change.rejected
-            while len(self._rejections) > _REJECTIONS_KEPT:
-                self._rejections.popitem(last=False)
+            # Refused by ownership (processors/catalog.py).
+            self._refuse(record, change.rejected)
             return
         if self._listener is not None:
             changed = not existed or change.redefined
             await self._listener(event, changed, self.ready.is_set())
 
-    def rejection_at(self, partition: int, offset: int) -> str | None:
-        """Why the catalog refused the record at (partition, offset), if it did
-        (once applied; the most recent :data:`_REJECTIONS_KEPT` are kept)."""
-        return self._rejections.get((partition, offset))
+    def _refuse(self, record: batch.Record, reason: str) -> None:
+        self.rejected += 1
+        log.debug("catalog record at offset %d refused: %s", record.offset, reason)
+        self._rejections[(record.partition, record.offset)] = (record, reason)
+
+    # -- the dead-letter duty (app/catalog_dead_letters.py) --------------------
+
+    def positions(self) -> dict[int, int]:
+        """Each partition's next offset to apply: everything before it is in
+        :attr:`catalog` (or refused)."""
+        return {tp.partition: offset for tp, offset in self._positions.items()}
+
+    def refused(
+        self, since: Mapping[int, int], until: Mapping[int, int]
+    ) -> list[tuple[batch.Record, str]]:
+        """The records refused at offsets in ``[since, until)`` of each
+        partition, with why, in log order."""
+        return [
+            kept
+            for (partition, offset), kept in self._rejections.items()
+            if since.get(partition, 0) <= offset < until.get(partition, 0)
+        ]
+
+    def forget_refused(self, below: Mapping[int, int]) -> None:
+        """Drop the refused records below ``below``: they are dead-lettered."""
+        for partition, offset in list(self._rejections):
+            if offset < below.get(partition, 0):
+                del self._rejections[(partition, offset)]
+
+    async def committed(self) -> dict[int, int | None]:
+        """The dead-letter duty's committed position of each partition (None:
+        never committed)."""
+        await self._started.wait()
+        consumer = self._consumer
+        assert consumer is not None and self._group_id is not None
+        return {
+            tp.partition: await consumer.committed(tp) for tp in list(self._positions)
+        }
+
+    async def commit(self, positions: Mapping[int, int]) -> None:
+        """Commit ``positions`` as the dead-letter duty's position."""
+        await self._started.wait()
+        consumer = self._consumer
+        assert consumer is not None and self._group_id is not None
+        await consumer.commit(
+            {TopicPartition(self._topic, p): o for p, o in positions.items()}
+        )
 
     def _exists(self, event: CatalogEventT) -> bool:
         if isinstance(event, GoalDefined):

@@ -4,7 +4,9 @@ that do the work.
 - app/pipeline.py turns a batch of registration events into a plan (guard,
   decode, fold); app/effects.py carries the plan out (sends, state cache,
   rows); app/checkpoint.py stores the states and acks what it stored;
-- app/catalog_projection.py projects catalog records; app/repairer.py
+- app/catalog_follower.py is the catalog topic's one reader;
+  app/catalog_projection.py projects what it applies and
+  app/catalog_dead_letters.py dead-letters what it refused; app/repairer.py
   derives rows again (catalog changes, repair passes, forecasts built) and
   follows the read model's generation;
 - app/outbox.py sends dead letters, status changes and forwarded records;
@@ -34,6 +36,7 @@ from app.broker_watch import (
     process_name,
     report_consistency_errors,
 )
+from app.catalog_dead_letters import CatalogDeadLetters, agent_position, duty_group
 from app.catalog_follower import CatalogEventT, CatalogFollower
 from app.catalog_projection import CatalogProjection
 from app.checkpoint import ChangelogWriter, Checkpoint, PendingSends
@@ -93,6 +96,7 @@ class Worker:
             profile=profile,
             listener=self._on_catalog_change,
             client_kwargs=client_kwargs,
+            group_id=duty_group(settings.worker_id),
         )
         #: Held by a batch, and by each chunk of a re-derivation.
         self.lock = asyncio.Lock()
@@ -118,7 +122,6 @@ class Worker:
             **profile.faust_settings(),
         )
         registration_topic = self._raw_topic(self.topics.registration_events)
-        catalog_topic = self._raw_topic(self.topics.catalog)
         # Faust's table: its changelog, RocksDB and recovery, not its mapping
         # (docs/reliability.md, "Why Faust's table is only ...").
         self.states = self.app.Table(
@@ -188,11 +191,18 @@ class Worker:
         )
         self.catalog = CatalogProjection(
             follower=self.follower,
-            outbox=self.outbox,
             projector=self.projector,
             repairer=self.repairer,
             forecaster=self.forecaster,
-            catchup_timeout_s=settings.catalog_catchup_timeout_s,
+        )
+        # The worker holding partition 0 dead-letters refused catalog records.
+        self.catalog_dead_letters = CatalogDeadLetters(
+            self.follower,
+            self.outbox,
+            holds_duty=lambda: 0 in self._assigned_partitions(),
+            previous_position=lambda: agent_position(
+                bootstrap, settings.worker_id, self.topics.catalog, client_kwargs
+            ),
         )
         self._changelog_started = False
         self.health = WorkerHealth(
@@ -245,8 +255,8 @@ class Worker:
         self.app.agent(registration_topic, name="registration-events")(
             self._registration_agent
         )
-        self.app.agent(catalog_topic, name="catalog-events")(self._catalog_agent)
         self.app.task(self.follower.run)
+        self.app.task(self._run_catalog_dead_letters)
         self.app.task(self._run_checkpoints)
         self.app.task(self.repairer.run)
         self.app.task(self.repairer.forecast_builder.run)
@@ -289,23 +299,26 @@ class Worker:
             started, planned.messages, planned.decoded, len(self.cache)
         )
 
-    async def _catalog_agent(self, stream: Any) -> None:
-        async for event in stream.events():
-            await self._or_exit(self.catalog.handle(event))
-
     async def _on_catalog_change(
         self, event: CatalogEventT, changed: bool, live: bool
     ) -> None:
-        await self.catalog.on_change(event, changed, live)
+        await self._or_exit(self.catalog.on_change(event, changed, live), batch=False)
+
+    async def _run_catalog_dead_letters(self) -> None:
+        while True:
+            await self._or_exit(self.catalog_dead_letters.run_once(), batch=False)
+            await asyncio.sleep(self._checkpoint_interval_s)
 
     # -- failures -----------------------------------------------------------
 
-    async def _or_exit(self, work: Awaitable[object]) -> None:
+    async def _or_exit(self, work: Awaitable[object], *, batch: bool = True) -> None:
         """Run one unit of work; on any failure end the process, acking nothing
         (app/failures.py says which failure gets which exit).
 
         Crash-only (restart.py): a batch that failed half-way may have put
         some of its effects in place; its restart reads its records again.
+        Work that is not a ``batch`` may be cancelled half-way: it is done
+        again from what was committed.
         """
         try:
             await work
@@ -314,6 +327,8 @@ class Worker:
             # A checkpoint's send refused for a missing ACL is 77 too.
             exit_process(access_denied(exc) or exc)
         except asyncio.CancelledError:
+            if not batch:
+                raise
             # Cancelled mid-batch or mid-checkpoint (shutdown or rebalance):
             # what it did is not known whole; its records come again.
             exit_process(BatchCancelled("batch cancelled mid-way"))
@@ -337,13 +352,17 @@ class Worker:
 
     # -- checkpoints --------------------------------------------------------
 
+    @property
+    def _checkpoint_interval_s(self) -> float:
+        settings = self.settings
+        return settings.checkpoint_interval_s or settings.commit_interval_s
+
     async def _run_checkpoints(self) -> None:
         """Checkpoint every ``checkpoint_interval_s`` seconds (by default
         ``commit_interval_s``), and at once when Faust stops the consumer's
         flow: a rebalance or a shutdown then waits for every event to be
         acked (app/checkpoint.py, step 2)."""
-        settings = self.settings
-        interval = settings.checkpoint_interval_s or settings.commit_interval_s
+        interval = self._checkpoint_interval_s
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._checkpoint_now.wait(), interval)
