@@ -70,7 +70,7 @@ from api.webhooks import WebhookRoutes, WebhookStore
 from infra.broker import profile_for
 from infra.kafka_security import kafka_client_kwargs
 from infra.redis_client import redis_client
-from infra.settings import Settings
+from infra.settings import Settings, default
 from infra.topics import TopicNames
 from infra.webhook_store import RedisWebhookStore
 from schemas.api import HistoryQuery, LearningInstanceQuery, RegistrationQuery
@@ -105,11 +105,11 @@ def create_app(
     authenticator: Authenticator,
     facts: FactStore | None = None,
     sink: EventSink | None = None,
-    max_request_bytes: int = 65_536,
-    max_ingest_request_bytes: int = 2_097_152,
-    correct_min_score: float = 1.0,
-    ingest_max_inflight_per_partner: int = 64,
-    read_max_inflight_per_partner: int = 64,
+    max_request_bytes: int = default("max_request_bytes"),
+    max_ingest_request_bytes: int = default("max_ingest_request_bytes"),
+    correct_min_score: float = default("ingest_correct_min_score"),
+    ingest_max_inflight_per_partner: int = default("ingest_max_inflight_per_partner"),
+    read_max_inflight_per_partner: int = default("read_max_inflight_per_partner"),
     on_shutdown: Sequence[Any] = (),
     metrics: ApiMetrics | None = None,
     readiness: Readiness | None = None,

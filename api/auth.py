@@ -17,7 +17,7 @@ from starlette.requests import Request
 from api.errors import Forbidden, Unauthorized, not_found
 from api.store import Access
 from api.tokens import InvalidToken, Principal, TokenVerifier, verifier_from_settings
-from infra.settings import Settings
+from infra.settings import Settings, default
 
 __all__ = [
     "Authenticator",
@@ -40,7 +40,9 @@ class Authenticator(Protocol):
 class BearerAuthenticator:
     """``Authorization: Bearer <JWT>``, verified on every request."""
 
-    def __init__(self, verifier: TokenVerifier, max_token_bytes: int = 8192) -> None:
+    def __init__(
+        self, verifier: TokenVerifier, max_token_bytes: int = default("max_token_bytes")
+    ) -> None:
         self.verifier = verifier
         self.max_token_bytes = max_token_bytes
 

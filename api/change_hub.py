@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from infra.read_model import ReadModelKeys
+from infra.settings import default
 
 __all__ = ["Change", "ChangeHub", "Subscription", "parse_stream_id"]
 
@@ -164,7 +165,7 @@ class ChangeHub:
         redis: Redis,
         keys: ReadModelKeys | None = None,
         *,
-        queue_size: int = 1000,
+        queue_size: int = default("stream_queue_events"),
         block_ms: int = 5_000,
         read_count: int = 1000,
     ) -> None:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.types import Options
 
-from infra.settings import Settings
+from infra.settings import Settings, default
 
 __all__ = [
     "KNOWN_ROLES",
@@ -93,7 +93,7 @@ class TokenVerifier:
         rs256_public_key: str | None = None,
         audience: str | None = None,
         issuer: str | None = None,
-        leeway_s: int = 30,
+        leeway_s: int = default("jwt_leeway_s"),
     ) -> None:
         self._keys: dict[str, Any] = {}
         if hs256_secret is not None:

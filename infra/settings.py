@@ -494,3 +494,12 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None
+
+
+def default(field: str) -> Any:
+    """The default of a :class:`Settings` field: what a component constructed
+    without Settings (tests, benchmarks) uses, so no default is written twice."""
+    info = Settings.model_fields[field]
+    if info.default_factory is not None:
+        raise ValueError(f"{field} has a computed default")
+    return info.default

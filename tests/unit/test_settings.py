@@ -4,13 +4,15 @@ that api/stream.py takes from Settings rather than repeating them."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import inspect
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from api.stream import StreamConfig
-from infra.settings import Settings
+from infra.settings import Settings, default
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,3 +80,41 @@ def test_stream_config_takes_every_limit_from_settings() -> None:
         if getattr(config, f.name) == getattr(default, f.name)
     }
     assert same == {"retry_ms"}
+
+
+#: (constructor, its parameter, the Settings field it defaults to)
+_DEFAULTED = [
+    ("api.app:create_app", "max_request_bytes", "max_request_bytes"),
+    ("api.app:create_app", "max_ingest_request_bytes", "max_ingest_request_bytes"),
+    ("api.app:create_app", "correct_min_score", "ingest_correct_min_score"),
+    (
+        "api.app:create_app",
+        "ingest_max_inflight_per_partner",
+        "ingest_max_inflight_per_partner",
+    ),
+    (
+        "api.app:create_app",
+        "read_max_inflight_per_partner",
+        "read_max_inflight_per_partner",
+    ),
+    ("api.change_hub:ChangeHub", "queue_size", "stream_queue_events"),
+    ("api.auth:BearerAuthenticator", "max_token_bytes", "max_token_bytes"),
+    ("api.tokens:TokenVerifier", "leeway_s", "jwt_leeway_s"),
+]
+
+
+@pytest.mark.parametrize(("target", "parameter", "field"), _DEFAULTED)
+def test_api_constructors_default_to_the_settings_defaults(
+    target: str, parameter: str, field: str
+) -> None:
+    module, name = target.split(":")
+    obj = getattr(importlib.import_module(module), name)
+    signature = inspect.signature(obj)
+    expected = Settings.model_fields[field].default
+    assert expected is not None
+    assert signature.parameters[parameter].default == expected
+
+
+def test_default_refuses_a_computed_default() -> None:
+    with pytest.raises(ValueError, match="computed"):
+        default("data_dir")
