@@ -1,36 +1,15 @@
 """Notice that the broker lost records this deployment had already read.
 
-A broker whose disks were lost comes back empty (its topics created again
-empty), the consumer group has no committed offsets, and a worker would go on
-folding new events onto states and a catalog the log no longer holds, while
-the API keeps answering 202. Kafka does the same to a topic deleted and
-created again, after an unclean leader election, or a restore of an older
-disk.
-
-The rule (processors/broker_log.py): a partition's end offset never
-decreases while the log is intact. :class:`BrokerWatch` records, in Redis
-(:meth:`infra.read_model.keys.ReadModelKeys.broker_offsets`), the highest end
-offset seen of every partition of the topics the workers read and write, and
-compares the broker's end offsets with it:
-
-- before the worker starts (``mastery worker``, before it creates missing
-  topics), so a restart against an emptied broker is refused;
-- after every partition assignment, before Faust resumes the streams: a
-  broker that restarted forces the group to join again, so this runs before
-  anything is read from or written to the new log;
-- every few seconds while running.
-
-On a loss (confirmed by a second look a moment later, so a transient answer
-cannot stop a deployment) it writes :class:`schemas.broker_status.BrokerLoss`
-under :meth:`~infra.read_model.keys.ReadModelKeys.broker_loss`, logs an ERROR
-that says what was lost and where the runbook is, and raises
-:class:`BrokerLostData` (exit code 65, not restarted). While that key exists
-every worker refuses to start and the API answers 503 on ``/readyz`` and on
-ingest; ``mastery broker-reset`` (:func:`reset`) clears it.
-
-Faust's own check of the same condition (a local store ahead of its
-changelog: ``ConsistencyError`` during recovery, which would end the process
-with code 1) is turned into the same outcome by :func:`report_consistency_errors`.
+A broker that lost its disks (or a topic created again, an unclean leader
+election) would have the workers fold new events onto states the log no
+longer holds. The rule (processors/broker_log.py): a partition's end offset
+never decreases while the log is intact. :class:`BrokerWatch` keeps the
+highest end offsets seen in Redis and compares before the worker starts,
+after every assignment and every few seconds; a confirmed loss is reported
+in Redis and ends the worker with :class:`BrokerLostData` (65, not
+restarted) until ``mastery broker-reset`` (:func:`reset`). Faust's own
+``ConsistencyError`` gets the same outcome (:func:`report_consistency_errors`).
+docs/operations.md, "The broker restarted empty", is the runbook.
 """
 
 from __future__ import annotations

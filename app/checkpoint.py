@@ -1,44 +1,28 @@
 """What happens between a batch and an offset commit, in the order it happens.
 
-The worker drives its checkpoints and acks only what a checkpoint covers;
-Faust commits acked offsets and nothing else (so no hook into its commit).
+The worker acks only what a checkpoint stored, and Faust commits acked
+offsets and nothing else (so no hook into its commit). Why each step is where
+it is: docs/reliability.md, "What a commit does, step by step".
 
 1. A batch (app/pipeline.py, app/effects.py) folds its records, sends its
-   dead letters and status changes without waiting for the broker (their
-   acknowledgements go to :class:`PendingSends`), puts its new states into
-   the state cache (app/state_cache.py), projects its rows to Redis, and
-   hands its events to :meth:`Checkpoint.applied`. Nothing is acked yet.
-2. Every ``checkpoint_interval_s`` seconds (by default the commit interval),
-   and at once when Faust stops the
-   consumer's flow (a rebalance or a shutdown, whose commit waits for every
-   unacked event), the worker runs :meth:`Checkpoint.run`. With no await in
-   between it takes the cache's dirty states, the sends not yet awaited and
-   the applied events. Every event taken was folded into the cache and its
-   sends registered before it was handed over, so the snapshot holds its
-   effect (possibly more: effects of later events, which is harmless, since
-   a redelivered record is recognized by position).
-3. It waits until the broker has acknowledged those sends: a state must not
-   be stored ahead of what its records sent, or after a crash those records
-   would be redeliveries that send nothing. One wait per checkpoint.
-4. The states are encoded, one changelog record per registration, and sent
-   per partition in as few produce requests as the broker allows; it waits
-   for the broker to acknowledge all of them.
-5. The states are written to the local RocksDB store, one ``WriteBatch`` per
-   partition together with the changelog offset of step 4 (from which Faust's
-   recovery resumes).
+   dead letters and status changes without waiting (their acknowledgements
+   go to :class:`PendingSends`), puts its new states into the state cache as
+   dirty, projects its rows to Redis and hands its events, unacked, to
+   :meth:`Checkpoint.applied`.
+2. Every ``checkpoint_interval_s``, and at once when Faust stops the flow (a
+   rebalance or a shutdown), :meth:`Checkpoint.run` takes the dirty states,
+   the sends not yet awaited and the applied events, with no await between.
+3. It waits for the broker to acknowledge those sends: a state stored ahead
+   of them would make their records, read again after a crash, send nothing.
+4. The states go to the changelog, one record per registration (acks=all).
+5. They are written to RocksDB, one ``WriteBatch`` per partition with the
+   changelog offset of step 4 (where Faust's recovery resumes).
 6. Clean cache entries beyond the cache's bound are dropped.
-7. The events taken in step 2 are acked: Faust may now commit their offsets
-   (per partition, up to the first event not acked), which it does every
-   ``broker_commit_interval``, at a rebalance and at shutdown.
+7. The events taken in step 2 are acked: Faust may now commit their offsets.
 
-A failure in 3, 4 or 5 raises :class:`CheckpointFailed`: the worker exits (75)
-acking nothing more; its restart reads the uncommitted records again.
-Checkpoints never overlap (a lock): a later snapshot is written after an
-earlier one, so the changelog never goes back for a key. Batches keep running
-while steps 3 and 4 wait for the broker.
-
-On revocation the same checkpoint runs once more for everything dirty, before
-the revoked partitions' entries are evicted.
+A failure in 3, 4 or 5 raises :class:`CheckpointFailed` (exit 75, nothing
+more acked). Checkpoints never overlap (a lock), so the changelog never goes
+back for a key; batches keep running while 3 and 4 wait.
 """
 
 from __future__ import annotations

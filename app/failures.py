@@ -1,33 +1,11 @@
-"""Every kind of failure the worker meets, and the one action each gets
-(docs/reliability.md, "Failures and what each gets", has the same table).
+"""Every kind of failure the worker meets, and the one action each gets: dead
+letter, retry with backoff, or crash with an exit code.
 
-- A record that is not a valid event, or breaks a rule (unknown
-  registration, foreign goal, ...): dead letter with its reason; the records
-  around it are applied.
-- Domain code raising on one record (a bug): dead letter "internal error"
-  (redrivable once fixed), until more than :data:`MAX_INTERNAL_ERRORS`
-  within :data:`INTERNAL_ERROR_WINDOW_S`; then crash, exit 70
-  (:class:`DomainBug`): a bug must not quietly dead-letter all traffic.
-- Redis unreachable, timing out, or answering a transient state (OOM,
-  READONLY, LOADING, BUSY, MISCONF, TRYAGAIN, CLUSTERDOWN, MASTERDOWN):
-  retry with backoff (at most 5 s apart), holding the batch and its offsets;
-  ``/readyz`` says so after 2 s (:func:`transient_redis_error`).
-- Any other Redis error reply (WRONGTYPE, a script error): crash, exit 70
-  (``BatchFailed``): our commands are wrong.
-- A send the broker refused (dead letter, status change, changelog): crash,
-  exit 75 (``CheckpointFailed``); the restart reads the records again.
-- The broker denied an operation (an ACL): crash, exit 77
-  (``AccessDenied``), not restarted.
-- The broker lost records the worker had read: crash, exit 65
-  (``BrokerLostData``), not restarted.
-- Faust skipped records after a rebalance: crash, exit 75
-  (``RecordsSkipped``).
-- A batch or checkpoint cancelled half-way: crash, exit 75
-  (``BatchCancelled``).
-- Anything else a batch raises: crash, exit 70 (``BatchFailed``).
-
-Crash is :func:`app.faust_corrections.restart.exit_process`: nothing more is
-acked, and the restart reads every record not yet committed.
+docs/reliability.md, "Failures and what each gets", has the table (tested in
+tests/unit/test_failures.py). A crash is
+:func:`app.faust_corrections.restart.exit_process`: nothing more is acked,
+and the restart reads every record not yet committed; a bug must not quietly
+dead-letter all traffic (:class:`DomainBug`).
 """
 
 from __future__ import annotations

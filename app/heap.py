@@ -1,30 +1,12 @@
 """Keeping CPython's cyclic garbage collector off the worker's hot path.
 
-The worker holds a large, long-lived heap (the state cache, the catalog,
-forecast tables) and replaces part of it on every batch (states are immutable
-and rebuilt). That churn makes CPython 3.11 run a full ("generation 2")
-collection again and again, each one walking the whole heap while the event
-loop stands still. Measured with ``bench.pipeline`` (two workers, 75 s of replay
-and live stream): 35 full collections per worker, 1.9 s in total, the longest
-87 ms -- each a stall of every batch, fetch and commit of that worker.
-
-:class:`HeapFreezer` calls :func:`gc.freeze` after every checkpoint: the
-objects alive then move to the permanent generation, which collections do not
-walk; objects created later are collected as before, and frozen objects are
-still freed by reference counting the moment they are dropped (a replaced
-state, an evicted cache entry). Same bench with it: 7 full collections,
-68-80 ms in total. Freezing is O(1) (CPython splices the generation lists).
-
-What freezing gives up: an object frozen while in a reference cycle that later
-becomes garbage is not reclaimed until the next full collection of unfrozen
-objects. So once every ``unfreeze_every_s`` (default one hour) the freezer
-unfreezes everything and runs one full collection at a checkpoint: one pause
-of the length measured above per hour, instead of dozens per minute.
-
-Counting the frozen objects (:func:`gc.get_freeze_count`) walks the whole
-permanent generation: on every checkpoint that was 3 % of a replaying
-worker's CPU (py-spy, docs/performance.md), so :meth:`HeapFreezer.frozen`
-counts at most once per ``count_every_s``.
+The worker's large, long-lived heap (state cache, catalog, forecast tables)
+churns on every batch, which makes CPython run full collections that walk
+the whole heap while the event loop stands still. :class:`HeapFreezer`
+calls :func:`gc.freeze` after every checkpoint, so collections skip what was
+alive then; once every ``unfreeze_every_s`` it unfreezes and collects fully,
+to reclaim frozen cycles. Measurements: docs/performance.md ("The heap
+freeze").
 """
 
 from __future__ import annotations

@@ -1,30 +1,10 @@
-"""The worker's Prometheus metrics and its health endpoints.
+"""The worker's Prometheus metrics, and the health server it shares with the
+notifier.
 
 Served on ``MASTERY_METRICS_PORT`` (unset: not served) by a small HTTP server
-on the worker's own event loop: ``GET /metrics``, ``GET /healthz`` (the
-process is alive and its loop answers) and ``GET /readyz`` (200 when the
-worker holds partitions, is not rebalancing or recovering, and its last Redis
-write succeeded; 503 with the failing condition named otherwise).
-
-``mastery_worker_events_total{outcome}``
-    registration-topic records by outcome: applied, duplicate, redelivered,
-    rejected, forwarded (to the partition of their key)
-``mastery_worker_dead_letters_total``
-    records sent to the dead-letter topic (both topics)
-``mastery_worker_status_changes_total``
-    status changes sent to the status-changes topic (docs/webhooks.md)
-``mastery_worker_batch_seconds`` / ``mastery_worker_batch_events``
-    duration and size of each batch (fold, dead letters, Redis)
-``mastery_worker_commit_seconds``
-    checkpoints (changelog + local store) before offset commits
-``mastery_worker_redis_write_seconds``
-    each batch's MULTI/EXEC, retries included
-``mastery_worker_freshness_seconds{clock}``
-    per record, until its row is written: ``occurred_at`` (the event's own
-    time) and ``record`` (the broker's record timestamp)
-``mastery_worker_consumer_lag{partition}``
-    records after the last one handled, by the consumer's high-water mark
-``mastery_worker_state_cache_entries``, ``mastery_worker_rebalances_total``
+on the process's own event loop: ``GET /metrics``, ``/healthz`` (the loop
+answers) and ``/readyz`` (200 when ready, else 503 naming the failing
+condition). docs/operations.md ("Metrics") lists every metric.
 """
 
 from __future__ import annotations

@@ -1,37 +1,14 @@
 """``mastery notifier``: delivers status changes to the partners' webhooks.
 
-Two stages, so that a slow or failing endpoint delays nobody else's
-(docs/webhooks.md, "Delivery"):
-
-1. **Intake.** A consumer in the group ``<app-id>-notifier`` reads
-   ``<prefix>.status-changes.v1`` and appends each status change to the
-   outbox of every subscription of its partner that names the event type and
-   existed when the worker wrote the change (the record's timestamp; a
-   Redis stream per subscription, ``ms-webhooks:{partner}:outbox:<id>``). Its
-   offsets are committed only after Redis has taken the appends: a crash
-   between the two appends a change again, with the same ``webhook-id``.
-2. **Delivery.** Each subscription's outbox is delivered in order, one
-   request at a time, by the one notifier holding its lease (a Redis key that
-   expires ``MASTERY_NOTIFIER_LEASE_S`` after its holder stops renewing it).
-   The head is deleted only once delivered (any 2xx) or dead-lettered, so a
-   crash mid-delivery sends it again, with the same ``webhook-id``. A failed
-   attempt is retried after ``infra.webhooks.next_delay`` (exponential caps,
-   full jitter) until 24 h after the first attempt; then it is dead-lettered:
-   recorded as such in ``GET /webhooks/{id}/deliveries``, where the
-   redeliver action can queue it again. The 24 h count from when the change
-   entered the outbox, so an endpoint down for longer does not hold each
-   waiting change for a day of its own. Order is per subscription, so a
-   fortiori per registration.
-
-An outbox holds at most ``MASTERY_NOTIFIER_OUTBOX_MAX`` changes: the intake
-dead-letters a change its full outbox refuses ("outbox full", redeliverable;
-docs/webhooks.md, "Outbox bound"). Metrics and ``/readyz`` on
-``MASTERY_METRICS_PORT``: app/notifier_metrics.py.
-
-Requests go out without following redirects, with a timeout, through a
-resolver that refuses every address :func:`infra.webhooks.refusal` refuses
-(checked at connection time: DNS may have changed since the subscription's
-URL was checked), unless ``MASTERY_WEBHOOKS_ALLOW_PRIVATE_URLS``.
+Two stages, so that a slow or failing endpoint delays nobody else's: an
+intake consumer appends each status change to the Redis outbox of every
+matching subscription (offsets committed after the appends), and each outbox
+is delivered in order, one request at a time, by the one notifier holding
+its lease; the head goes only once delivered or dead-lettered, so a crash
+sends it again with the same ``webhook-id``. Requests follow no redirects and
+connect only to addresses :func:`infra.webhooks.refusal` allows, checked at
+connection time. docs/webhooks.md ("Delivery", "Retries", "Outbox bound")
+has the details; metrics and ``/readyz``: app/notifier_metrics.py.
 """
 
 from __future__ import annotations

@@ -1,30 +1,13 @@
 """``mastery rebuild``: re-materialize the Redis read model from Kafka.
 
-The worker's state lives in its table's changelog topic (the latest value per
-registration) and the catalog topic; this command reads both whole, derives
-every key the workers would write, and writes them in pipelined chunks. It
-does not need a running worker. Rows it writes reflect the changelog as read,
-which can be behind a running worker's last batches (states reach the
-changelog at the worker's next checkpoint): a running worker derives its part
-again after every rebuild (after ``--flush``'s generation switch, or when the
-count of in-place rebuilds changes, ``ReadModelKeys.rebuilds``). (Workers also
-repair every row they own after each partition assignment, so restarting them
-is the other way to restore Redis.)
-
-In order (docs/read-model.md, "Rebuilding"):
-
-1. the broker self-check (infra/broker.py): a broker that misreports end
-   offsets would make the topics look shorter than they are, so the rebuild
-   refuses to run on it;
-2. read the catalog and the changelog whole;
-3. without ``--flush``: write every key into the live generation and mark it
-   materialized (additive: stale keys stay);
-4. with ``--flush``: write into a *new* generation, mark it materialized,
-   compare it with the live one, switch the generation pointer only if the
-   new one has at least as many learning instances and registrations (and no
-   other rebuild switched meanwhile), then delete the old generation. On any
-   refusal or error the new generation is deleted and the live one is left
-   as it was: Redis is never left emptier than the rebuild found it.
+Reads the catalog topic and the worker's changelog whole, and writes every key
+the workers would write, without a running worker: first the broker
+self-check, then either into the live generation (additive) or, with
+``--flush``, into a new generation that replaces the live one only if it is
+at least as complete (else it is deleted: Redis is never left emptier than
+the rebuild found it). A running worker derives its part again after every
+rebuild, since the changelog can be behind it. docs/read-model.md,
+"Rebuilding", has the steps.
 """
 
 from __future__ import annotations

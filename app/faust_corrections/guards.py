@@ -1,7 +1,7 @@
 """A crash-only guard for records Faust's fetch loop skips.
 
 Verified on faust-streaming 0.15.3, aiokafka 0.14.0, Apache Kafka 4.4.0
-(app/faust_corrections/__init__.py names its test;
+(docs/upstream/README.md names its test;
 docs/upstream/faust-read-offset-skip.md the draft for upstream).
 
 - :class:`SkipGuard`: Faust drops records it fetched when a rebalance begins

@@ -1,28 +1,13 @@
 """A correction of aiokafka's OffsetFetch: a group-level error is not "no
 committed offset".
 
-Verified on aiokafka 0.14.0 and Apache Kafka 4.4.0 (KRaft); draft for
-upstream in docs/upstream/aiokafka-offset-fetch-group-error.md.
-
-From version 2 on, an OffsetFetch response carries a top-level error code
-(KIP-88). A broker that is no longer the group's coordinator answers with
-``NOT_COORDINATOR`` there and no partitions (Kafka's
-``OffsetFetchRequest.getErrorResponse``). aiokafka reads only the
-per-partition codes (``GroupCoordinator._do_fetch_commit_offsets``), so that
-answer reads as "this group has no committed offset":
-
-- ``AIOKafkaConsumer.committed`` returns None, and the worker's skip guard
-  took the log's first record for the expected one and restarted a healthy
-  worker (tests/reliability/test_cluster_faults.py::
-  test_a_broker_paused_for_20_s, 2 of 4 runs: the paused node was the
-  coordinator, and it answered so for a moment after it resumed);
-- a consumer's own refresh of its committed offsets falls back to
-  ``auto_offset_reset``: the whole partition again, or none of it.
-
-The copy raises the top-level error as aiokafka raises the same code at the
-partition level (the Java client does the same): a coordinator error marks
-the coordinator dead and is retried after a new lookup, a load in progress is
-retried, and any other error is raised.
+aiokafka reads only the per-partition error codes of an OffsetFetch answer,
+so a former coordinator's top-level ``NOT_COORDINATOR`` (KIP-88) read as "no
+committed offset": the skip guard then restarted healthy workers, and a
+consumer would fall back to ``auto_offset_reset``. The copy raises the
+top-level error as aiokafka raises the same code per partition, so it is
+retried after a new coordinator lookup. How it was found, and the draft for
+upstream: docs/upstream/aiokafka-offset-fetch-group-error.md.
 """
 
 from __future__ import annotations

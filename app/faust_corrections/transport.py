@@ -1,5 +1,5 @@
-"""Corrections of Faust's aiokafka transport (app/faust_corrections/__init__.py
-names the upstream behaviour and the test of each).
+"""Corrections of Faust's aiokafka transport (docs/upstream/README.md names
+the upstream behaviour and the test of each).
 """
 
 from __future__ import annotations

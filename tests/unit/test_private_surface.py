@@ -1,8 +1,9 @@
 """Which private names of faust, mode, aiokafka and asyncio the project uses.
 
-Every use is a correction of app/faust_corrections (which names the upstream
-behaviour it corrects and its test); a new one fails here until it is added
-to :data:`ALLOWED` with its reason, so the count can only grow on purpose.
+Every use is a correction of app/faust_corrections (docs/upstream/README.md
+names the upstream behaviour each corrects and its test); a new one fails here
+until it is added to :data:`ALLOWED` with its reason, so the count can only
+grow on purpose.
 A use is ``obj._name`` on anything but ``self``/``cls``, a ``self._name``
 inherited by a subclass of one of those packages' classes, a method of such
 a subclass overriding a private one, or ``getattr(obj, "_name")``.
