@@ -1,4 +1,9 @@
-"""Kafka topic names, keys and partitioning (documented in docs/events.md)."""
+"""The topics' names, and each event's topic and key (docs/events.md).
+
+:class:`TopicNames` names every topic under one prefix and routes an event to
+its topic and key; :data:`AnyEvent` is the union of the events produced. Which
+partition a key goes to is processors/partitioning.py.
+"""
 
 from __future__ import annotations
 
