@@ -322,38 +322,13 @@ def _workload(settings: Settings, args: argparse.Namespace) -> object:
     )
 
 
-async def _produce(settings: Settings, bootstrap: str, workload: object) -> None:
-    from app.workload import Workload
-    from infra.broker import profile_for
-    from infra.kafka_security import kafka_client_kwargs
-    from infra.producer import EventProducer
-    from infra.topic_specs import apply_topic_specs
-    from infra.topics import TopicNames
-
-    assert isinstance(workload, Workload)
-    await apply_topic_specs(settings, bootstrap)
-    async with EventProducer(
-        bootstrap,
-        profile_for(settings),
-        TopicNames(settings.topic_prefix),
-        client_kwargs=kafka_client_kwargs(settings),
-    ) as producer:
-        n = await producer.send_all(workload.catalog)
-        n += await producer.send_all(workload.registrations)
-        total = len(workload.attempts)
-        step = max(1, total // 10)
-        for start in range(0, total, step):
-            n += await producer.send_all(workload.attempts[start : start + step])
-            print(
-                f"  produced {min(start + step, total):,}/{total:,} attempts",
-                flush=True,
-            )
-    print(f"produced {n:,} events", flush=True)
-
-
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from app.workload import Workload, produce
+
     bootstrap = _require(settings.kafka_bootstrap_servers, "KAFKA_BOOTSTRAP_SERVERS")
-    asyncio.run(_produce(settings, bootstrap, _workload(settings, args)))
+    workload = _workload(settings, args)
+    assert isinstance(workload, Workload)
+    asyncio.run(produce(settings, bootstrap, workload))
     return 0
 
 

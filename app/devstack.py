@@ -312,8 +312,7 @@ def run_dev(
 
     ``workload=None`` (``--empty``) streams nothing.
     """
-    from app.cli import _produce
-    from app.workload import Workload
+    from app.workload import Workload, produce
 
     assert workload is None or isinstance(workload, Workload)
     # SIGTERM (a supervisor, `timeout`) stops the stack like Ctrl-C does: its
@@ -373,7 +372,7 @@ def run_dev(
                 f"{len(workload.attempts):,} attempts ...",
                 flush=True,
             )
-            asyncio.run(_produce(settings, stack.kafka.bootstrap_servers, workload))
+            asyncio.run(produce(settings, stack.kafka.bootstrap_servers, workload))
             total = len(workload.registrations) + len(workload.attempts)
             if not _show_backlog(stack, ports, total, deadline_s=300):
                 failed = True

@@ -7,6 +7,7 @@
 
 Both return a :class:`Workload`: catalog events first, then registration
 events in the order a platform would emit them (learners interleaved).
+:func:`produce` streams one to the broker.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from schemas.bkt_params import BOUNDS
 from schemas.events import (
@@ -33,11 +35,15 @@ from schemas.events import (
     Target,
 )
 
+if TYPE_CHECKING:
+    from infra.settings import Settings
+
 __all__ = [
     "DEMO_PARTNER",
     "DKT_PARTNER",
     "Workload",
     "assistments",
+    "produce",
     "read_dkt",
     "simulated",
 ]
@@ -447,3 +453,33 @@ def assistments(
         )
     w.attempts = _interleave(streams, rng, clock)
     return w
+
+
+async def produce(settings: Settings, bootstrap: str, workload: Workload) -> None:
+    """Stream ``workload`` to the broker at ``bootstrap`` (``mastery produce``,
+    ``mastery dev``): the topics as declared, then catalog, registrations and
+    the attempts in tenths, printing progress. The producer loads only here."""
+    from infra.broker import profile_for
+    from infra.kafka_security import kafka_client_kwargs
+    from infra.producer import EventProducer
+    from infra.topic_specs import apply_topic_specs
+    from infra.topics import TopicNames
+
+    await apply_topic_specs(settings, bootstrap)
+    async with EventProducer(
+        bootstrap,
+        profile_for(settings),
+        TopicNames(settings.topic_prefix),
+        client_kwargs=kafka_client_kwargs(settings),
+    ) as producer:
+        n = await producer.send_all(workload.catalog)
+        n += await producer.send_all(workload.registrations)
+        total = len(workload.attempts)
+        step = max(1, total // 10)
+        for start in range(0, total, step):
+            n += await producer.send_all(workload.attempts[start : start + step])
+            print(
+                f"  produced {min(start + step, total):,}/{total:,} attempts",
+                flush=True,
+            )
+    print(f"produced {n:,} events", flush=True)
