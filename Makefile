@@ -39,10 +39,10 @@ test-long: $(STAMP) kafka
 	$(BIN)/python -m pytest -q -rP --durations=5 -m "cluster or long"
 
 # Apache Kafka, the broker the demo, the tests and the benchmarks run: fetched
-# once by mvn (app/kafka-pom.xml) into ~/.cache/mastery, offline after that.
+# once by mvn (app/devstack/kafka-pom.xml) into ~/.cache/mastery, offline after that.
 # Needs Java 17+ and Maven; says what to install when either is missing.
 kafka: $(RUNTIME)
-	@$(BIN)/python -m app.embedded_kafka fetch
+	@$(BIN)/python -m app.devstack.embedded_kafka fetch
 
 # The dashboard's browser tests drive Debian's chromium and chromedriver with
 # Selenium; installed here when missing (as root, or through sudo), never

@@ -71,7 +71,7 @@ from infra.broker import profile_for
 from infra.kafka_security import kafka_client_kwargs
 from infra.redis_client import redis_client
 from infra.settings import Settings, default
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from infra.webhook_store import RedisWebhookStore
 from schemas.api import HistoryQuery, LearningInstanceQuery, RegistrationQuery
 from schemas.limits import MAX_PAGE_BYTES

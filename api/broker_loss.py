@@ -2,7 +2,7 @@
 
 A worker that finds the broker's log shorter than it was stores a
 :class:`schemas.broker_status.BrokerLoss` in Redis and stops
-(app/broker_watch.py). Until an operator clears it (``mastery
+(app/worker/broker_watch.py). Until an operator clears it (``mastery
 broker-reset``, docs/operations.md "The broker restarted empty"):
 
 - every ingest request that would produce events answers 503
@@ -13,7 +13,7 @@ broker-reset``, docs/operations.md "The broker restarted empty"):
 - ``/readyz`` fails its ``broker_log`` check with the reported reason.
 
 ``/readyz`` also fails its ``worker`` check while no worker has refreshed its
-heartbeat (app/heartbeat.py) for ``MASTERY_WORKER_HEARTBEAT_TTL_S``: events
+heartbeat (app/worker/heartbeat.py) for ``MASTERY_WORKER_HEARTBEAT_TTL_S``: events
 accepted then wait in the broker, unapplied. Both checks belong to an API
 with ingest (``KAFKA_BOOTSTRAP_SERVERS`` set), as the ``broker`` check does.
 """
@@ -31,7 +31,7 @@ from api.errors import BrokerLost
 from api.health import Check, CheckFailed
 from api.sink import EventSink
 from infra.read_model import ReadModelKeys
-from infra.topics import AnyEvent
+from infra.topic_names import AnyEvent
 from schemas.broker_status import BrokerLoss
 
 __all__ = ["BrokerLossStatus", "LossGuardedSink", "broker_loss_checks"]

@@ -110,7 +110,7 @@ class ApiMetrics:
 
     def render(self) -> bytes:
         """The exposition text of every collector; under ``mastery api
-        --workers N`` (app/api_processes.py) the requests, latencies, auth
+        --workers N`` (app/cli/api_processes.py) the requests, latencies, auth
         failures and Redis round trips are the sums over all N processes."""
         folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not folder:

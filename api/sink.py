@@ -31,7 +31,7 @@ from api.errors import BrokerUnavailable, PayloadTooLarge, redact_addresses
 from infra.broker import BrokerProfile
 from infra.kafka_security import refusal_reason
 from infra.producer import EventProducer
-from infra.topics import AnyEvent, TopicNames
+from infra.topic_names import AnyEvent, TopicNames
 from schemas.events import encode_event
 
 __all__ = ["EventSink", "KafkaEventSink", "RecordLimits"]

@@ -142,7 +142,7 @@ class WorkerMetrics(ProcessMetrics):
         self.heap_frozen = Gauge(
             "mastery_worker_heap_frozen_objects",
             "objects moved out of the cyclic collector's reach at the last "
-            "checkpoint (app/heap.py)",
+            "checkpoint (app/worker/heap.py)",
             registry=r,
         )
 

@@ -41,11 +41,11 @@ from pydantic import SecretStr
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from app.embedded import EmbeddedRedis
-from app.materialized import mark_materialized
-from app.workload import DKT_PARTNER, assistments
+from app.devstack.embedded import EmbeddedRedis
+from app.devstack.workload import DKT_PARTNER, assistments
 from bench.pipeline import pct, run_raw_client, run_wrk, write_section
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
+from infra.read_model.materialized import mark_materialized
 from infra.settings import Settings
 from infra.tokens import generate_secret, mint_token
 from processors.catalog import Catalog

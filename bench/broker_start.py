@@ -14,7 +14,7 @@ import argparse
 import statistics
 import time
 
-from app.embedded_kafka import KAFKA_VERSION, KafkaCluster, KafkaDistribution
+from app.devstack.embedded_kafka import KAFKA_VERSION, KafkaCluster, KafkaDistribution
 
 
 def measure(nodes: int, runs: int, settle_s: float) -> dict[str, float]:

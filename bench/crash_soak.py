@@ -27,7 +27,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.devstack import DevStack
+from app.devstack.stack import DevStack
 from infra.settings import Settings
 from tests.integration.helpers import wait_until_rows_match
 from tests.reliability.cluster import cluster_stack

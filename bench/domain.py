@@ -10,7 +10,7 @@ for each part and in total.
 
 In the same runs, every batch is also decoded with pydantic's ``decode_event``
 alone (``decode(records, decoder=decode_event)``, in alternating order with
-the worker's decode), to show what the fast path of schemas/fast_decode.py
+the worker's decode), to show what the fast path of schemas/event_codec.py
 saves; that reference is not part of the total.
 
     .venv/bin/python -m bench.domain [--max-learners N] [--repeat 5]
@@ -27,12 +27,12 @@ from pathlib import Path
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.workload import assistments
+from app.devstack.workload import assistments
 from processors.batch import Record, decode, fold, registration_ids
 from processors.catalog import Catalog
 from processors.registration import RegistrationState
+from schemas.event_codec import fast_attempt
 from schemas.events import decode_event, encode_event
-from schemas.fast_decode import fast_attempt
 
 __all__ = ["main", "measure"]
 

@@ -25,7 +25,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from app.forecast_builder import ForecastBuilder
+from app.worker.forecast_builder import ForecastBuilder
 from bench.pipeline import write_section
 from processors.forecast import (
     DEFAULT_BUDGET_BYTES,

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.workload import dkt_by_skill
+from app.devstack.workload import dkt_by_skill
 from processors import evaluation
 from processors.catalog import Catalog, PartnerCatalog
 from processors.fit import FitResult, Sequences, fit_skills, log_likelihood

@@ -1,9 +1,11 @@
 """Run ``../shared/peers/compare.py`` against this repository's current layout.
 
-compare.py (shared, read-only here) imports the project's infrastructure by the
-module names it had before ``infra/`` existed (``app.broker``, ``app.settings``,
-``app.topics``, ``app.producer``). This runner maps those names to their new
-home, and it reads the project's rows by the key spelling compare.py knows
+compare.py (shared, read-only here) imports the project's modules by the names
+they had in earlier layouts: ``app.broker``, ``app.settings``, ``app.topics``,
+``app.producer`` (before ``infra/``), ``app.devstack.DevStack``,
+``app.workload``, and in the worker process it starts ``app.worker.Worker``
+and ``app.cli.main`` (before app/ held packages). This runner maps those names
+to their new home, and it reads the project's rows by the key spelling compare.py knows
 (``ms:row:<registration>:<goal>``, from before the read model's keys carried
 their learning instance's hash tag, docs/read-model.md): the runner's Redis
 client translates those keys (:func:`translate_row_keys`). compare.py itself
@@ -25,24 +27,49 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPARE", "alias_legacy_modules", "main", "translate_row_keys"]
+__all__ = [
+    "COMPARE",
+    "alias_legacy_modules",
+    "current_wrapper",
+    "main",
+    "translate_row_keys",
+]
 
 #: compare.py beside the project (MASTERY_SHARED_DIR's default).
 COMPARE = Path("../shared/peers/compare.py")
 
+#: compare.py's names for modules that moved -> where each is now
 _MOVED = {
     "app.broker": "infra.broker",
     "app.settings": "infra.settings",
-    "app.topics": "infra.topics",
+    "app.topics": "infra.topic_names",
     "app.producer": "infra.producer",
     "app.topic_reader": "infra.topic_reader",
+    "app.workload": "app.devstack.workload",
+}
+#: names compare.py imports from what are packages now -> (name, its module)
+_LIFTED = {"app.devstack": ("DevStack", "app.devstack.stack")}
+#: the worker process compare.py starts (its PROJECT_WRAPPER), in today's names
+_WRAPPER = {
+    "import app.worker as w": "import app.worker.wiring as w",
+    "from app.cli import main": "from app.cli.main import main",
 }
 
 
 def alias_legacy_modules() -> None:
-    """Make the pre-``infra`` module names import their new modules."""
+    """Make compare.py's module names import their modules of today."""
     for old, new in _MOVED.items():
         sys.modules[old] = importlib.import_module(new)
+    for package, (name, module) in _LIFTED.items():
+        value = getattr(importlib.import_module(module), name)
+        setattr(importlib.import_module(package), name, value)
+
+
+def current_wrapper(wrapper: str) -> str:
+    """compare.py's script for the worker process, in today's module names."""
+    for old, new in _WRAPPER.items():
+        wrapper = wrapper.replace(old, new)
+    return wrapper
 
 
 _LEGACY_ROW = re.compile(r"^ms:row:([^:]+):(.+)$")
@@ -96,7 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     alias_legacy_modules()
     translate_row_keys()
     sys.argv = [str(COMPARE), *(sys.argv[1:] if argv is None else argv)]
-    runpy.run_path(str(COMPARE), run_name="__main__")
+    # compare.py's definitions, then its main(), with the script it runs as the
+    # project's worker process in today's module names (nothing else changed)
+    compare = runpy.run_path(str(COMPARE), run_name="compare")
+    namespace = compare["main"].__globals__
+    namespace["PROJECT_WRAPPER"] = current_wrapper(namespace["PROJECT_WRAPPER"])
+    raise SystemExit(namespace["main"]())
 
 
 if __name__ == "__main__":

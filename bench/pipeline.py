@@ -39,15 +39,15 @@ from aiokafka.partitioner import DefaultPartitioner
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from app.devstack import DevStack
-from app.embedded import free_port
-from app.embedded_kafka import KAFKA_VERSION
-from app.workload import Workload, assistments
+from app.devstack.embedded import free_port
+from app.devstack.embedded_kafka import KAFKA_VERSION
+from app.devstack.stack import DevStack
+from app.devstack.workload import Workload, assistments
 from infra.broker import profile_for
 from infra.producer import EventProducer
 from infra.read_model import ReadModelKeys
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.events import GoalDefined, RegistrationCreated
 from tests.oracle import expected_rows
 
@@ -58,7 +58,7 @@ DATA = Path("/work/shared/data/assistments2009/builder_train.csv")
 PARAMS = Path("/work/shared/reference/bkt/params.json")
 PREFIX = "bench"
 PARTITIONS = 4
-PARTNER = "partner-assistments"  # app.workload.assistments
+PARTNER = "partner-assistments"  # app.devstack.workload.assistments
 #: Issue 23's targets on Apache Kafka (the API's are issue 20's).
 TARGETS = {
     "events": 15_000.0,

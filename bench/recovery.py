@@ -34,9 +34,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
-from app.devstack import DevStack
-from app.workload import Workload, simulated
-from infra.topics import TopicNames
+from app.devstack.stack import DevStack
+from app.devstack.workload import Workload, simulated
+from infra.topic_names import TopicNames
 from schemas.events import AttemptGraded, RegistrationCreated
 from tests.integration.helpers import produce, wait_until_rows_match
 from tests.reliability.cluster import Prober, cluster_stack, exit_summary

@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from app.workload import simulated
+from app.devstack.workload import simulated
 from processors.catalog import Catalog
 from processors.registration import RegistrationState, apply_attempt, register
 

@@ -32,16 +32,16 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from app.devstack import DevStack, post_json
-from app.workload import Workload, simulated
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import Workload, simulated
 from bench.pipeline import cpu_seconds, pct, rss_mb, say, write_section
 from infra.broker import profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 
 SECTION = "## Live streams (dashboard)"
-PARTNER = "partner-demo"  # app.workload.simulated
+PARTNER = "partner-demo"  # app.devstack.workload.simulated
 _ROW_ID = re.compile(rb"id: (\d+)-\d+\nevent: row\n")
 
 

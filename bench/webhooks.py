@@ -46,15 +46,21 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from redis import Redis
 
-from app.devstack import DevStack, post_json
-from app.embedded import free_port
-from app.embedded_kafka import KAFKA_VERSION
-from app.workload import DEMO_PARTNER, DKT_PARTNER, Workload, assistments, simulated
+from app.devstack.embedded import free_port
+from app.devstack.embedded_kafka import KAFKA_VERSION
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import (
+    DEMO_PARTNER,
+    DKT_PARTNER,
+    Workload,
+    assistments,
+    simulated,
+)
 from bench.pipeline import cpu_seconds, pct, say, write_section
 from infra.broker import profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from infra.webhook_store import WebhookKeys
 from schemas.events import AttemptGraded
 from schemas.webhooks import STATUS_CHANGED_TYPE
@@ -465,8 +471,8 @@ def render(r: dict[str, Any], args: argparse.Namespace, runtime_s: float) -> str
     load0 = " / ".join(f"{x:.2f}" for x in r["load0"])
     load1 = " / ".join(f"{x:.2f}" for x in r["load1"])
     workload = (
-        f"simulated learners (`app.workload.simulated`, {r['classes']} classes, "
-        f"{r['learners']:,} registrations)"
+        f"simulated learners (`app.devstack.workload.simulated`, {r['classes']} "
+        f"classes, {r['learners']:,} registrations)"
         if args.workload == "simulated"
         else f"the ASSISTments replay (`{DATA}`, its first {r['attempts']:,} attempts)"
     )

@@ -1,7 +1,7 @@
 """The broker profile, the offsets self-check, and topic creation.
 
 mastery-stream runs on Apache Kafka (or a managed Kafka): dev, tests, CI and
-the benchmarks run Apache Kafka 4.4 in KRaft mode (app/embedded_kafka.py).
+the benchmarks run Apache Kafka 4.4 in KRaft mode (app/devstack/embedded_kafka.py).
 :class:`BrokerProfile` holds the client settings the worker and our producers
 use with it. :func:`self_check` produces three records in one batch and asks
 for the end offset: a broker that answers anything but "base + 3" would make
@@ -27,7 +27,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 
 __all__ = [
     "KAFKA",
@@ -57,7 +57,7 @@ class BrokerProfile:
     name: Literal["kafka"]
     session_timeout_s: float
     #: The worker consumer's fetch wait (Faust hard-codes 1500 ms;
-    #: app/faust_corrections/transport.py). aiokafka sends one fetch per
+    #: app/worker/faust_corrections/transport.py). aiokafka sends one fetch per
     #: broker at a time, leaving out partitions whose records are still
     #: buffered: a fetch of only idle partitions (standby changelogs, the
     #: catalog) then holds new records of the busy ones for the whole wait.

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from infra.broker import BrokerProfile
-from infra.topics import AnyEvent, TopicNames
+from infra.topic_names import AnyEvent, TopicNames
 from schemas.events import encode_event
 
 __all__ = ["EventProducer"]

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
         le=10_000,
         description="longest a batch keeps growing after its first record (a "
         "batch is handed over as soon as every record fetched so far is in it; "
-        "app/faust_corrections/streams.py; so this bounds batches that keep "
+        "app/worker/faust_corrections/streams.py; so this bounds batches that keep "
         "growing, as a backlog's do, not a live row's wait)",
     )
     fetch_max_wait_ms: int | None = Field(

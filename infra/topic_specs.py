@@ -31,7 +31,7 @@ from aiokafka.errors import for_code
 
 from infra.kafka_security import kafka_client_kwargs
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 
 __all__ = [
     "CHECKED_CONFIGS",

@@ -116,7 +116,7 @@ def webhook_request(
 #: are not retried together.
 RETRY_CAPS_S: tuple[float, ...] = (5, 30, 120, 600, 1800, 3600, 7200, 10800)
 #: Retries stop this long after the change entered the subscription's outbox
-#: (app/notifier.py; about its first attempt): the last one is made at
+#: (app/notifier/service.py; about its first attempt): the last one is made at
 #: the deadline, then the delivery is dead-lettered.
 RETRY_DEADLINE_S = 24 * 3600.0
 #: No retry sooner than this after a failure.

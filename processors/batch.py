@@ -62,8 +62,8 @@ from processors.registration import (
 )
 from processors.rows import Touched, derive_rows
 from processors.transitions import Transitions
+from schemas.event_codec import decode_fast
 from schemas.events import AttemptGraded, Event, GoalDefined, RegistrationCreated
-from schemas.fast_decode import decode_fast
 from schemas.transitions import StatusChanged
 
 __all__ = [
@@ -148,7 +148,7 @@ def decode(
     """Validate records of the registration-events topic.
 
     ``decoder`` is pydantic's ``decode_event`` behind a proven-equal fast path
-    for attempts (schemas/fast_decode.py); the benchmark passes
+    for attempts (schemas/event_codec.py); the benchmark passes
     ``decode_event`` itself to measure the difference."""
     decoded: list[Decoded] = []
     rejected: list[Rejection] = []
@@ -278,7 +278,7 @@ def fold(
             else:
                 result = apply_attempt(state, event, view)
         except Exception as exc:  # a bug must not sink the batch or the event
-            # (app/failures.py: past a threshold the worker crashes instead)
+            # (app/worker/failures.py: past a threshold the worker crashes instead)
             result = AttemptResult(state, "rejected", f"internal error: {exc!r}")
             plan.internal_errors += 1
         outcomes[result.outcome] += 1

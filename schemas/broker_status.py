@@ -1,6 +1,6 @@
 """What a worker reports when the broker's log is shorter than it was.
 
-Written by the worker (app/broker_watch.py) under
+Written by the worker (app/worker/broker_watch.py) under
 :meth:`infra.read_model.keys.ReadModelKeys.broker_loss`, read by the API
 (api/broker_loss.py: ``/readyz`` and ingest answer 503 while it exists) and
 deleted by ``mastery broker-reset`` once the operator has dealt with the loss

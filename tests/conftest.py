@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, EmbeddedRedisCluster
 from infra.logs import RateLimitingHandler
 from infra.redis_client import redis_client
 
@@ -22,8 +22,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="run with a correction of app/faust_corrections swapped for Faust's "
-        "own behaviour (tests/switches/without.py), here and in the worker "
+        help="run with a correction of app/worker/faust_corrections swapped for "
+        "Faust's own behaviour (tests/switches/without.py), here and in the worker "
         "processes the tests start: its test must then fail",
     )
 

@@ -3,13 +3,15 @@
 ``keys`` builds every key (hash-tagged by learning instance), ``scripts``
 holds every Lua script (keys only through ``KEYS[]``), ``projection`` the
 typed records a batch writes, ``writer`` writes them, ``generation`` resolves
-the generation a reader reads. docs/read-model.md describes the layout.
+the generation a reader reads, ``materialized`` marks a generation whole
+(the API's ``/readyz`` requires it). docs/read-model.md describes the layout.
 """
 
 from __future__ import annotations
 
 from infra.read_model.generation import Generation
 from infra.read_model.keys import CHANGES_MAXLEN, ReadModelKeys, hash_tag
+from infra.read_model.materialized import mark_materialized
 from infra.read_model.projection import (
     GoalRecord,
     LearningInstanceRecord,
@@ -28,4 +30,5 @@ __all__ = [
     "RedisProjector",
     "RegistrationRecord",
     "hash_tag",
+    "mark_materialized",
 ]

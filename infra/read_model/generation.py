@@ -11,7 +11,7 @@ in ``KEYS[]``. That stays correct because:
 - ``mastery rebuild --flush`` switches the pointer only once the new
   generation is complete, and then deletes the old one *sentinels first*
   (every LI's :meth:`~infra.read_model.keys.ReadModelKeys.learning_instance`
-  and :meth:`~infra.read_model.keys.ReadModelKeys.member` keys, app/rebuild.py)
+  and :meth:`~infra.read_model.keys.ReadModelKeys.member` keys, app/cli/rebuild.py)
   before any other key. Every read checks its sentinel in the same script, so
   it sees either the whole old slot or no sentinel; on no sentinel the reader
   asks :meth:`Generation.moved` and reads again in the new generation.

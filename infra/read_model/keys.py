@@ -82,7 +82,7 @@ class ReadModelKeys:
 
     def broker_offsets(self) -> str:
         """HASH ``<topic>:<partition>`` -> the highest end offset a worker has
-        seen on the broker (app/broker_watch.py)."""
+        seen on the broker (app/worker/broker_watch.py)."""
         return f"{self._meta}:broker-offsets"
 
     def broker_loss(self) -> str:
@@ -205,7 +205,7 @@ class ReadModelKeys:
     def is_sentinel(self, key: str) -> bool:
         """Is ``key`` one a read checks before trusting its slot (an LI's
         :meth:`learning_instance` or :meth:`member` key)? Deleting a
-        generation removes these first (app/rebuild.py)."""
+        generation removes these first (app/cli/rebuild.py)."""
         li = self.parse_learning_instance(key)
         if li is not None:
             return True

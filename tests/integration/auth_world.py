@@ -33,7 +33,7 @@ from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.redis_client import redis_client
 from infra.settings import Settings
 from infra.tokens import mint_token
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from infra.webhook_store import RedisWebhookStore
 from schemas.events import (
     GoalDefined,

@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from app.faust_corrections.restart import EXIT_RESTART
+from app.worker.faust_corrections.exit_policy import EXIT_RESTART
 from infra.broker import create_topics
 
 

@@ -1,5 +1,5 @@
 """A Faust consumer-group member built as the worker builds its app, for the
-tests of app/faust_corrections on the real broker.
+tests of app/worker/faust_corrections on the real broker.
 
 ``python -m tests.integration.faust_member BOOTSTRAP TOPIC GROUP OUT DATADIR
 [--without NAME ...]`` consumes ``TOPIC`` with ``take_ready`` (as the worker's
@@ -30,7 +30,7 @@ from tests.switches.without import NAMES, apply
 
 def build(args: argparse.Namespace) -> Any:
     # Imported after the swaps of --without, as the worker is.
-    from app.faust_corrections import streams, transport
+    from app.worker.faust_corrections import streams, transport
 
     app = transport.MasteryApp(
         args.group,
@@ -115,8 +115,8 @@ def build(args: argparse.Namespace) -> Any:
 def _guarded(app: Any, args: argparse.Namespace) -> Any:
     """The worker's skip guard around the batch handler (unless --without
     skip-guard): a skipped record ends the process with code 75."""
-    from app.faust_corrections.guards import GroupProbes, SkipGuard
-    from app.faust_corrections.restart import WorkerExit, exit_process
+    from app.worker.faust_corrections.exit_policy import WorkerExit, exit_process
+    from app.worker.faust_corrections.guards import GroupProbes, SkipGuard
 
     guard = SkipGuard(GroupProbes(args.bootstrap, args.group, KAFKA))
 

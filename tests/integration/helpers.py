@@ -13,13 +13,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.devstack import DevStack, post_json
-from app.embedded_kafka import EmbeddedKafka
-from app.workload import Workload
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import Workload
 from infra.broker import end_offsets, profile_for, topic_partitions
 from infra.producer import EventProducer
 from infra.settings import Settings
-from infra.topics import AnyEvent, TopicNames
+from infra.topic_names import AnyEvent, TopicNames
 from schemas.events import AttemptGraded, LearningInstanceCreated, RegistrationCreated
 from tests.oracle import expected_rows
 from tests.waiting import wait_for
@@ -108,7 +108,7 @@ def group_behind(bootstrap: str, group: str, topic: str) -> dict[int, int]:
 def wait_until_committed(stack: DevStack, timeout_s: float = 60.0) -> None:
     """Until the workers' group has committed every registration-topic record:
     a commit follows the checkpoint that wrote the states those records
-    changed (app/checkpoint.py), so the changelog then holds them all."""
+    changed (app/worker/checkpoint.py), so the changelog then holds them all."""
     group = stack.settings.worker_id
     topic = TopicNames(stack.settings.topic_prefix).registration_events
     wait_for(

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.embedded import free_port
+from app.devstack.embedded import free_port
 
 __all__ = ["ApiProcess", "api_process", "children_of", "rss_kib"]
 

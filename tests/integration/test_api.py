@@ -17,7 +17,7 @@ from api.app import create_app
 from api.auth import BearerAuthenticator
 from api.store import RedisPageStore
 from api.tokens import verifier_from_settings
-from app.embedded import free_port
+from app.devstack.embedded import free_port
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from infra.tokens import mint_token

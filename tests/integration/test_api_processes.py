@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.api_processes import FAST_FAIL_S
-from app.embedded import EmbeddedRedis
+from app.cli.api_processes import FAST_FAIL_S
+from app.devstack.embedded import EmbeddedRedis
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
 from tests.integration.live_api import api_process, children_of
 from tests.waiting import wait_for

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
 from tests.integration.auth_world import (
     GOAL_OF,
     LI_OF_REG,

@@ -7,7 +7,7 @@ import orjson
 import pytest
 import redis
 
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from bench.peers import translate_row_keys
 from infra.read_model import ReadModelKeys
 

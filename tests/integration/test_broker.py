@@ -8,10 +8,10 @@ import itertools
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.embedded_kafka import EmbeddedKafka
+from app.devstack.embedded_kafka import EmbeddedKafka
 from infra.broker import end_offsets, self_check, verify_broker
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 
 pytestmark = pytest.mark.integration
 

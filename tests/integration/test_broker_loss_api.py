@@ -12,7 +12,7 @@ from redis import Redis
 from starlette.testclient import TestClient
 
 from api.app import create_api
-from app.embedded import EmbeddedKafka, EmbeddedRedis
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
 from infra.read_model import ReadModelKeys
 from infra.settings import Settings
 from schemas.broker_status import BrokerLoss, LostPartition

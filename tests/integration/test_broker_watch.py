@@ -1,5 +1,5 @@
 """The worker's broker watch against the real broker and Redis
-(app/broker_watch.py): it records end offsets, reports a log that went
+(app/worker/broker_watch.py): it records end offsets, reports a log that went
 below them, refuses while the report stands, and ``reset`` clears it. Faust's
 ConsistencyError ends in the same report."""
 
@@ -15,10 +15,10 @@ import pytest
 from faust.exceptions import ConsistencyError
 from redis.asyncio import Redis
 
-import app.broker_watch as broker_watch
-from app.broker_watch import BrokerWatch, reset, watched_topics
-from app.embedded import EmbeddedKafka, EmbeddedRedis
-from app.faust_corrections.restart import (
+import app.worker.broker_watch as broker_watch
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
+from app.worker.broker_watch import BrokerWatch, reset, watched_topics
+from app.worker.faust_corrections.exit_policy import (
     EXIT_BROKER_LOST,
     BrokerLostData,
     WorkerExit,
@@ -27,7 +27,7 @@ from infra.broker import ensure_topics, profile_for
 from infra.producer import EventProducer
 from infra.read_model import ReadModelKeys
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.broker_status import BrokerLoss
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,7 @@ async def test_faust_consistency_error_becomes_a_reported_loss(
 async def test_an_unreachable_broker_is_not_a_loss(
     redis_server: EmbeddedRedis,
 ) -> None:
-    from app.embedded import free_port
+    from app.devstack.embedded import free_port
 
     redis = Redis.from_url(redis_server.url)
     watch = BrokerWatch(
@@ -168,7 +168,7 @@ _CRASHING_WORKER = """
 import asyncio, sys
 import faust
 from redis.asyncio import Redis
-from app.broker_watch import BrokerWatch
+from app.worker.broker_watch import BrokerWatch
 from infra.settings import Settings
 
 async def lose():
@@ -186,7 +186,7 @@ async def crash(self):
     raise AssertionError("as Faust's assignor")
 
 faust.Worker.start = crash  # mode's execute_from_commandline: exit 1
-from app.cli import main
+from app.cli.main import main
 sys.exit(main(["worker"]))
 """
 

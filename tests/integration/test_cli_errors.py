@@ -16,8 +16,8 @@ import orjson
 import pytest
 from redis import Redis
 
-from app.cli import REDIS_START_BACKOFF_S, main
-from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.cli.main import REDIS_START_BACKOFF_S, main
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.read_model import ReadModelKeys
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import jwt
 import pytest
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from tests.integration.auth_world import SETTINGS, api_client, bearer, seed_world
 from tests.integration.helpers import started_stack
 

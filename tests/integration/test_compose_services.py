@@ -41,14 +41,14 @@ from typing import Any
 import pytest
 import yaml
 
-from app.devstack import post_json
-from app.embedded import EmbeddedRedis, free_port
-from app.embedded_kafka import EmbeddedKafka
-from app.notifier import notifier_group
-from app.workload import DKT_PARTNER, assistments
+from app.devstack.embedded import EmbeddedRedis, free_port
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import post_json
+from app.devstack.workload import DKT_PARTNER, assistments
+from app.notifier.service import notifier_group
 from infra.settings import Settings
+from infra.topic_names import TopicNames
 from infra.topic_specs import apply_topic_specs, declared_topics
-from infra.topics import TopicNames
 from tests.integration.helpers import group_behind
 
 pytestmark = pytest.mark.integration

@@ -24,9 +24,9 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from app.devstack import DevStack, post_json
-from app.embedded_kafka import EmbeddedKafka
-from app.workload import Workload, simulated
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import Workload, simulated
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.settings import Settings
 from schemas.events import (

@@ -21,7 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from processors.history import points_json
 from schemas.events import (

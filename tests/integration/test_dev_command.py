@@ -78,7 +78,7 @@ def _env_file_once_written(
 ) -> dict[str, str]:
     """The values of the env file `mastery dev` writes once it has started.
     It makes the file private only after writing it whole
-    (app/devstack.py, ``_write_env_file``): that mode is the sign to read."""
+    (app/devstack/stack.py, ``_write_env_file``): that mode is the sign to read."""
 
     def mode() -> int | None:
         assert dev.poll() is None, dev.stdout.read() if dev.stdout else ""

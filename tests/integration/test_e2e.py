@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from app.devstack import DevStack, post_json
-from app.embedded_kafka import EmbeddedKafka
-from app.workload import simulated
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import simulated
 from infra.broker import profile_for
 from infra.settings import Settings
+from infra.topic_names import TopicNames
 from infra.topic_reader import read_topic
-from infra.topics import TopicNames
 from processors.catalog import Catalog
 from processors.partitioning import kafka_partition
 from schemas.status_and_progress import StatusAndProgressPage

@@ -22,7 +22,7 @@ from api.health import Readiness, redis_checks
 from api.metrics import ApiMetrics
 from api.store import RedisPageStore
 from api.tokens import verifier_from_settings
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Each correction of app/faust_corrections on the real broker (Apache Kafka).
+"""Each correction of app/worker/faust_corrections on the real broker (Apache Kafka).
 
 The members are Faust apps built as the worker builds its own
 (tests/integration/faust_member.py). Every test here fails when its
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from app.embedded_kafka import EmbeddedKafka
+from app.devstack.embedded_kafka import EmbeddedKafka
 from tests.integration.faust_group import Group, new_topic, produce
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.devstack import DevStack
-from app.embedded_kafka import EmbeddedKafka
-from app.workload import simulated
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from tests.integration.helpers import produce, started_stack, wait_until_rows_match
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -15,10 +15,10 @@ import orjson
 import pytest
 from redis import Redis
 
-from app.cli import main
-from app.devstack import DevStack
-from app.embedded_kafka import EmbeddedKafka
-from app.workload import simulated
+from app.cli.main import main
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from infra.read_model import ReadModelKeys
 from processors.catalog import Catalog
 from processors.history import HistoryPolicy, points_json

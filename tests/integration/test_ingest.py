@@ -17,9 +17,9 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.events import (
     GoalDefined,
     LearningInstanceCreated,

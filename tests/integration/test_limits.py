@@ -14,7 +14,7 @@ import pytest
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from schemas.events import (
     GoalDefined,

@@ -12,13 +12,13 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from app.cli import main
-from app.embedded import EmbeddedKafka
+from app.cli.main import main
+from app.devstack.embedded import EmbeddedKafka
 from infra.broker import ensure_topics, profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
+from infra.topic_names import AnyEvent, TopicNames
 from infra.topic_reader import read_topic
-from infra.topics import AnyEvent, TopicNames
 from processors.catalog import Catalog
 from processors.fit import Sequences, fit
 from processors.mastery import DEFAULT_PARAMS, Params

@@ -20,12 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from app.devstack import DevStack, post_json
-from app.embedded import free_port
-from app.embedded_kafka import EmbeddedKafka
-from app.notifier import notifier_group
-from app.workload import Workload, assistments, simulated
-from infra.topics import TopicNames
+from app.devstack.embedded import free_port
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import Workload, assistments, simulated
+from app.notifier.service import notifier_group
+from infra.topic_names import TopicNames
 from infra.webhook_store import WebhookKeys
 from processors.catalog import Catalog
 from schemas.events import AttemptGraded, RegistrationCreated
@@ -136,7 +136,7 @@ def _wait_until_drained(
 ) -> None:
     """Until the notifiers have nothing left to send: their group has
     committed every status change (only after Redis took the appends,
-    app/notifier.py) and each partner's outbox is empty (its head goes only
+    app/notifier/service.py) and each partner's outbox is empty (its head goes only
     once delivered or dead-lettered). A receiver then has all it will get."""
     redis = Redis.from_url(stack.redis.url)
     keys = WebhookKeys()

@@ -1,7 +1,7 @@
-"""The notifier's Redis side, on the real server (app/notifier.py): what it
+"""The notifier's Redis side, on the real server (app/notifier/service.py): what it
 appends for a deleted subscription, what it does when its lease is taken,
 what a full outbox does with a change, and what its probe samples
-(app/notifier_metrics.py).
+(app/notifier/metrics.py).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from app.embedded import EmbeddedRedis, free_port
-from app.notifier import Notifier
-from app.notifier_metrics import NotifierMetrics, NotifierProbe
+from app.devstack.embedded import EmbeddedRedis, free_port
+from app.notifier.metrics import NotifierMetrics, NotifierProbe
+from app.notifier.service import Notifier
 from infra.broker import profile_for
 from infra.settings import Settings
 from infra.webhook_store import RedisWebhookStore

@@ -21,7 +21,7 @@ from schemathesis.specs.openapi.checks import (
 from starlette.testclient import TestClient
 
 from api.openapi import openapi_document
-from app.embedded import EmbeddedKafka, EmbeddedRedis
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
 from tests.integration.auth_world import bearer, build_app, seed_world
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from redis import Redis
 from starlette.testclient import TestClient
 
 from api.app import create_api
-from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.read_model import ReadModelKeys
 from infra.settings import Settings
 from tests.integration.auth_world import SETTINGS, api_client, bearer, seed_world
@@ -51,7 +51,7 @@ def _value(
 def seeded(redis_server: EmbeddedRedis) -> Iterator[EmbeddedRedis]:
     seed_world(redis_server.url)
     Redis.from_url(redis_server.url).set(MARKER, b'{"by":"test"}')
-    # A worker runs (its heartbeat, app/heartbeat.py).
+    # A worker runs (its heartbeat, app/worker/heartbeat.py).
     Redis.from_url(redis_server.url).set(HEARTBEAT, b'{"by":"test"}')
     yield redis_server
 

@@ -16,8 +16,8 @@ from redis.asyncio.cluster import RedisCluster
 
 from api.errors import ServiceUnavailable
 from api.store import Page, RedisPageStore
-from app.embedded import EmbeddedRedis
-from app.rebuild import delete_generation
+from app.cli.rebuild import delete_generation
+from app.devstack.embedded import EmbeddedRedis
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 from infra.read_model.scripts import PAGE_LUA
 from schemas.events import GoalDefined, RegistrationCreated, Target

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
 from tests.integration.auth_world import SETTINGS, bearer, seed_world
 from tests.integration.live_api import ApiProcess, api_process
 from tests.waiting import holds_for

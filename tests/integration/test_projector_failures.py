@@ -1,5 +1,5 @@
 """The projector on a real Redis: it waits out OOM (retrying until Redis can
-write again) and raises a wrong command at once (app/failures.py)."""
+write again) and raises a wrong command at once (app/worker/failures.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from infra.read_model import Projection, ReadModelKeys, RedisProjector
 
 pytestmark = pytest.mark.integration

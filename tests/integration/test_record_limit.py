@@ -17,8 +17,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis
-from infra.topics import TopicNames
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
+from infra.topic_names import TopicNames
 from tests.integration.auth_world import api_client, bearer, seed_world
 
 pytestmark = pytest.mark.integration

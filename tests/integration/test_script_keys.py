@@ -23,7 +23,7 @@ from api.facts import RedisFactStore
 from api.health import redis_checks
 from api.metrics import ApiMetrics
 from api.store import RedisPageStore
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from infra.read_model import ReadModelKeys
 from infra.read_model.scripts import SWITCH_LUA
 from tests.integration.auth_world import seed, seed_world

@@ -18,7 +18,7 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from infra.read_model import CHANGES_MAXLEN, Projection, ReadModelKeys, RedisProjector
 from schemas.events import GoalDefined, Target
 from tests.integration.auth_world import LI_OF_REG, SETTINGS, T0, bearer, seed_world

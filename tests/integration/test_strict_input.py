@@ -12,7 +12,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis
 from tests.integration.auth_world import api_client, bearer, seed_world
 
 pytestmark = pytest.mark.integration

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.embedded_kafka import EmbeddedKafka
+from app.devstack.embedded_kafka import EmbeddedKafka
 from infra.broker import KAFKA
 from infra.topic_reader import read_topic
 

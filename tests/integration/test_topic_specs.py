@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.cli import main
-from app.embedded import EmbeddedRedis
-from app.embedded_kafka import EmbeddedKafka
+from app.cli.main import main
+from app.devstack.embedded import EmbeddedRedis
+from app.devstack.embedded_kafka import EmbeddedKafka
 from infra.settings import Settings
 from infra.topic_specs import (
     TopicCreationError,

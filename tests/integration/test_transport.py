@@ -9,9 +9,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from app.embedded_kafka import EmbeddedKafka
-from app.faust_corrections.guards import GroupProbes, SkipGuard
-from app.faust_corrections.restart import RecordsSkipped
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.worker.faust_corrections.exit_policy import RecordsSkipped
+from app.worker.faust_corrections.guards import GroupProbes, SkipGuard
 from infra.broker import KAFKA, create_topics
 
 pytestmark = pytest.mark.integration

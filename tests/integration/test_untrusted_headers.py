@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 
-from app.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from tests.integration.auth_world import SETTINGS, bearer, build_app, seed_world
 
 pytestmark = pytest.mark.integration

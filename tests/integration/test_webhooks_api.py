@@ -18,7 +18,7 @@ import pytest
 from redis.asyncio import Redis
 from starlette.testclient import TestClient
 
-from app.embedded import EmbeddedRedis
+from app.devstack.embedded import EmbeddedRedis
 from infra.read_model import ReadModelKeys
 from infra.webhook_store import (
     MAX_DELIVERIES_KEPT,

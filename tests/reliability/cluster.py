@@ -25,11 +25,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
 
-from app.devstack import RESTART_EXIT_CODE, DevStack
-from app.embedded_kafka import KafkaCluster
-from app.workload import Workload
+from app.devstack.embedded_kafka import KafkaCluster
+from app.devstack.stack import RESTART_EXIT_CODE, DevStack
+from app.devstack.workload import Workload
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.events import AttemptGraded, RegistrationCreated
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 from tests.oracle import expected_rows
@@ -398,7 +398,8 @@ def seed_learners(stack: DevStack, workload: Workload) -> None:
 
 
 def exit_reasons(stack: DevStack) -> list[str]:
-    """The workers' own lines on why they ended (app/faust_corrections/restart.py)."""
+    """The workers' own lines on why they ended
+    (app/worker/faust_corrections/exit_policy.py)."""
     return [
         line.strip()
         for log in sorted(stack.log_dir.glob("worker-*.log"))

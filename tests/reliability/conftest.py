@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from app.devstack import DevStack
-from app.embedded_kafka import EmbeddedKafka
+from app.devstack.embedded_kafka import EmbeddedKafka
+from app.devstack.stack import DevStack
 from infra.settings import Settings
 
 _prefixes = itertools.count(1)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.devstack import DevStack
-from app.workload import Workload, simulated
-from infra.topics import AnyEvent
+from app.devstack.stack import DevStack
+from app.devstack.workload import Workload, simulated
+from infra.topic_names import AnyEvent
 from tests.integration.helpers import produce
 
 

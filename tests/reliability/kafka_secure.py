@@ -2,7 +2,7 @@
 made here, SCRAM-SHA-512 users, KRaft's StandardAuthorizer on demand, ACLs
 created and deleted through the broker, and the ACL list of deploy/README.md.
 
-The broker keeps the plaintext listener that app/embedded_kafka.py gives every
+The broker keeps the plaintext listener that app/devstack/embedded_kafka.py gives every
 node for inter-broker and controller traffic. Its principal is ``ANONYMOUS``,
 which must be a super user once the authorizer is on (the broker talks to
 itself there); the test creates the topics and ACLs through it, as an
@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from app.devstack import DevStack
-from app.embedded_kafka import KafkaCluster
+from app.devstack.embedded_kafka import KafkaCluster
+from app.devstack.stack import DevStack
 from infra.settings import Settings
 
 __all__ = [

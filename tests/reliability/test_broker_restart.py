@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from redis import Redis
 
-from app.devstack import DevStack
-from app.embedded import EmbeddedKafka
-from app.faust_corrections.restart import EXIT_BROKER_LOST
-from app.workload import Workload, simulated
+from app.devstack.embedded import EmbeddedKafka
+from app.devstack.stack import DevStack
+from app.devstack.workload import Workload, simulated
+from app.worker.faust_corrections.exit_policy import EXIT_BROKER_LOST
 from infra.broker import create_topics
 from infra.read_model import ReadModelKeys
 from schemas.events import AttemptGraded, RegistrationCreated
@@ -302,7 +302,7 @@ def test_mastery_dev_says_why_and_does_not_restart_the_worker(tmp_path: Path) ->
         text = out.read_text()
         assert f"a worker stopped (exit code {EXIT_BROKER_LOST})" in text, text[-3000:]
         # The broker watch or Faust's table recovery (ConsistencyError) may
-        # notice first; both report a loss of records (app/broker_watch.py).
+        # notice first; both report a loss of records (app/worker/broker_watch.py).
         assert "the broker lost records" in text
         assert "start `mastery dev` again" in text
         kept = re.search(r"logs kept in (\S+)", text)

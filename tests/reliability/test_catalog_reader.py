@@ -1,6 +1,6 @@
 """The catalog topic has one reader per worker, the follower; the records it
 refuses are dead-lettered once per deployment, by the worker holding
-partition 0, from the position that duty committed (app/catalog_dead_letters.py).
+partition 0, from the position that duty committed (app/worker/catalog_dead_letters.py).
 Real workers on Apache Kafka."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.catalog_dead_letters import duty_group
-from app.devstack import DevStack
-from infra.topics import TopicNames
+from app.devstack.stack import DevStack
+from app.worker.catalog_dead_letters import duty_group
+from infra.topic_names import TopicNames
 from schemas.dead_letter import DeadLetter
 from schemas.events import AttemptGraded, LearningInstanceCreated, encode_event
 from tests import waiting

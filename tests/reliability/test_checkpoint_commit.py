@@ -1,4 +1,4 @@
-"""Acks after the checkpoint (app/checkpoint.py) on the real broker: an offset
+"""Acks after the checkpoint (app/worker/checkpoint.py) on the real broker: an offset
 is committed only after the checkpoint wrote the states of the records it
 covers to the changelog.
 
@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from app.devstack import DevStack
-from app.workload import simulated
-from infra.topics import TopicNames
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
+from infra.topic_names import TopicNames
 from tests import waiting
 from tests.integration.helpers import produce, wait_until_rows_match
 from tests.reliability.crashes import committed_offsets, kill

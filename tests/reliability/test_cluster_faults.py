@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from app.devstack import RESTART_EXIT_CODE, DevStack
-from app.workload import Workload, simulated
+from app.devstack.stack import RESTART_EXIT_CODE, DevStack
+from app.devstack.workload import Workload, simulated
 from schemas.events import AttemptGraded, RegistrationCreated
 from tests.integration.helpers import wait_until_rows_match
 from tests.reliability.cluster import (

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from app.devstack import DevStack
-from app.workload import simulated
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from tests.integration.helpers import produce, wait_until_rows_match
 from tests.reliability.crashes import kill, sigkill_three_times
 

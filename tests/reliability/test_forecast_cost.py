@@ -19,7 +19,7 @@ import orjson
 import pytest
 from redis import Redis
 
-from app.devstack import DevStack
+from app.devstack.stack import DevStack
 from infra.read_model import ReadModelKeys
 from schemas.events import (
     AttemptGraded,

@@ -2,7 +2,8 @@
 checkpoints and exits 0, idle or mid-replay; nothing it held is lost or
 counted twice by the worker that takes over.
 
-Exit 75 means "restart me" to a supervisor (app/faust_corrections/restart.py):
+Exit 75 means "restart me" to a supervisor
+(app/worker/faust_corrections/exit_policy.py):
 a stop that exits 75 makes a rolling update look like a crash loop.
 """
 
@@ -20,10 +21,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.devstack import DevStack
-from app.embedded import free_port
-from app.workload import simulated
-from infra.topics import TopicNames
+from app.devstack.embedded import free_port
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
+from infra.topic_names import TopicNames
 from tests.integration.helpers import (
     produce,
     wait_until_committed,
@@ -45,7 +46,8 @@ def _wait_for(log: Path, pattern: str, timeout_s: float = 90.0) -> None:
 
 def _uncommitted(stack: DevStack) -> dict[int, int]:
     """Per partition of registration-events: records past the worker group's
-    committed offset (a commit comes only after its checkpoint, app/checkpoint.py)."""
+    committed offset (a commit comes only after its checkpoint,
+    app/worker/checkpoint.py)."""
     topic = TopicNames(stack.settings.topic_prefix).registration_events
 
     async def read() -> dict[int, int]:

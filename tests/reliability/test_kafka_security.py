@@ -30,14 +30,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.devstack import post_json
-from app.embedded import free_port
-from app.notifier import notifier_group
-from app.workload import Workload, simulated
+from app.devstack.embedded import free_port
+from app.devstack.stack import post_json
+from app.devstack.workload import Workload, simulated
+from app.notifier.service import notifier_group
 from infra.broker import profile_for
 from infra.settings import Settings
+from infra.topic_names import TopicNames
 from infra.topic_reader import read_topic
-from infra.topics import TopicNames
 from schemas.events import AttemptGraded
 from schemas.transitions import StatusChanged
 from schemas.webhooks import STATUS_CHANGED_TYPE

@@ -19,8 +19,8 @@ from aiokafka.partitioner import murmur2
 from redis import Redis
 from rocksdict import Options, Rdict
 
-from app.devstack import DevStack
-from app.workload import simulated
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from processors.catalog import Catalog
 from processors.registration import (
     with_position,

@@ -8,9 +8,9 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.devstack import DevStack
-from app.workload import simulated
-from infra.topics import TopicNames
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
+from infra.topic_names import TopicNames
 from processors.partitioning import kafka_partition
 from schemas.events import encode_event
 from tests.integration.helpers import produce, wait_until_rows_match

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from app.dead_letters import pending_dead_letters, redrive
-from app.devstack import DevStack
-from app.workload import simulated
+from app.cli.dlq import pending_dead_letters, redrive
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from infra.broker import KAFKA, profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.dead_letter import MAX_ORIGINAL_BYTES
 from tests.integration.helpers import produce, wait_until_rows_match
 

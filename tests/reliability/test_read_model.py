@@ -9,10 +9,10 @@ import time
 import pytest
 from redis import Redis
 
-from app.devstack import DevStack, post_json
-from app.workload import simulated
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import simulated
 from infra.read_model import ReadModelKeys
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from tests.integration.helpers import (
     group_behind,
     partner_of,

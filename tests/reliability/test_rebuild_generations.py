@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 from redis import Redis
 
-from app.devstack import DevStack, post_json
-from app.workload import Workload, simulated
+from app.devstack.stack import DevStack, post_json
+from app.devstack.workload import Workload, simulated
 from infra.read_model import ReadModelKeys
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 from tests.reliability.readmodel import dump_read_model
@@ -94,7 +94,7 @@ def test_rebuild_flush_refuses_to_shrink_and_otherwise_switches_generation(
     assert dump_read_model(stack.redis.url, 0) == {}
     new_marker = redis.get(KEYS.in_generation(generation).materialized())
     # The rebuild marks it; the running worker follows the switch within a
-    # second, repairs its part and marks it again (app/repairer.py,
+    # second, repairs its part and marks it again (app/worker/repairer.py,
     # Repairer.watch_read_model): either may be the last writer by now.
     assert new_marker is not None
     assert (

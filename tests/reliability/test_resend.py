@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.devstack import DevStack
-from app.workload import simulated
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from schemas.events import AttemptGraded, RegistrationCreated
 from tests.integration.helpers import partner_of, wait_until_rows_match
 from tests.oracle import expected_rows

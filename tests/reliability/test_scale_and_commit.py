@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from app.devstack import DevStack
-from app.workload import simulated
-from infra.topics import TopicNames
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
+from infra.topic_names import TopicNames
 from tests.integration.helpers import produce, wait_until_rows_match
 from tests.reliability.crashes import committed_offsets, kill
 

@@ -22,11 +22,11 @@ import orjson
 import pytest
 from redis import Redis
 
-from app.dead_letters import pending_dead_letters
-from app.devstack import DevStack
+from app.cli.dlq import pending_dead_letters
+from app.devstack.stack import DevStack
 from infra.broker import KAFKA
 from infra.read_model import ReadModelKeys
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.events import (
     AttemptGraded,
     GoalDefined,

@@ -11,13 +11,13 @@ import urllib.request
 import orjson
 import pytest
 
-from app.devstack import DevStack
-from app.embedded import free_port
-from app.workload import simulated
+from app.devstack.embedded import free_port
+from app.devstack.stack import DevStack
+from app.devstack.workload import simulated
 from infra.broker import profile_for
 from infra.producer import EventProducer
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from tests.integration.helpers import produce, wait_until_rows_match
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

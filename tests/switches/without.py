@@ -1,4 +1,4 @@
-"""Swap corrections of app/faust_corrections for Faust's own behaviour, to
+"""Swap corrections of app/worker/faust_corrections for Faust's own behaviour, to
 show that their tests fail without them.
 
 Used only by tests: ``pytest --without NAME`` applies it in the test process
@@ -43,8 +43,14 @@ def apply(names: list[str] | tuple[str, ...]) -> None:
     from faust.sensors import Monitor
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
-    from app import checkpoint
-    from app.faust_corrections import guards, offsets, recovery, streams, transport
+    from app.worker import checkpoint
+    from app.worker.faust_corrections import (
+        guards,
+        offsets,
+        recovery,
+        streams,
+        transport,
+    )
 
     # Each swap replaces a method or name on purpose (mypy: method-assign,
     # assignment): the point is to run Faust's original in its place.

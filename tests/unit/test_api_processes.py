@@ -1,4 +1,4 @@
-"""The supervisor of ``mastery api --workers N`` (app/api_processes.py): real
+"""The supervisor of ``mastery api --workers N`` (app/cli/api_processes.py): real
 forked processes and signals, no server in them."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from app import api_processes
-from app.api_processes import serve_forked
+from app.cli import api_processes
+from app.cli.api_processes import serve_forked
 
 
 def _signal_self_after(seconds: float, sig: int = signal.SIGTERM) -> threading.Timer:

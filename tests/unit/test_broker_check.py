@@ -7,7 +7,7 @@ import pytest
 import infra.broker as broker
 from infra.broker import BrokerCheck, BrokerMisreportsOffsets, verify_broker
 from infra.settings import Settings
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 
 
 def test_a_wrong_end_offset_is_described_as_wrong() -> None:

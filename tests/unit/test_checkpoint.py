@@ -1,6 +1,6 @@
 """The checkpoint stores no state before the broker has acknowledged what the
 batches behind it sent, and acks no event before its states are stored
-(app/checkpoint.py, steps 2-7)."""
+(app/worker/checkpoint.py, steps 2-7)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaTimeoutError, TopicAuthorizationFailedError
 
-from app.checkpoint import Checkpoint, PendingSends
-from app.faust_corrections.restart import (
+from app.worker.checkpoint import Checkpoint, PendingSends
+from app.worker.faust_corrections.exit_policy import (
     EXIT_NOPERM,
     AccessDenied,
     CheckpointFailed,
     access_denied,
 )
-from app.state_cache import StateCache
+from app.worker.state_cache import StateCache
 from processors.registration import RegistrationState
 
 
@@ -148,7 +148,7 @@ async def test_a_send_denied_by_an_acl_ends_the_worker_as_access_denied() -> Non
 async def test_pending_sends_forget_the_acknowledged_past_the_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("app.checkpoint._PRUNE_AT", 4)
+    monkeypatch.setattr("app.worker.checkpoint._PRUNE_AT", 4)
     loop = asyncio.get_running_loop()
     sends = PendingSends()
     done: list[Any] = []
@@ -187,7 +187,7 @@ async def test_a_checkpoint_whose_task_is_cancelled_still_stores_the_states() ->
     would then be neither stored nor acked)."""
     from types import SimpleNamespace
 
-    from app.worker import Worker
+    from app.worker.wiring import Worker
 
     store, log = _Store(), []
     cache = StateCache(store)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""`mastery model fit` and `mastery model evaluate` on files (app/model_cli.py)."""
+"""`mastery model fit` and `mastery model evaluate` on files (app/cli/model.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.cli import main
+from app.cli.main import main
 from processors.fit import Sequences, fit
 from processors.mastery import Params
 from processors.trace import load_params

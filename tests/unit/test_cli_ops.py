@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser, main
-from app.cli_errors import redact_url
-from app.cli_help import COMMAND_SETTINGS, env_name, environment_help
+from app.cli.errors import redact_url
+from app.cli.help import COMMAND_SETTINGS, env_name, environment_help
+from app.cli.main import build_parser, main
 from infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

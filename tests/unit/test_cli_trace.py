@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import main
+from app.cli.main import main
 
 SHARED = Path(
     os.environ.get("MASTERY_SHARED_DIR", Path(__file__).parents[3] / "shared")

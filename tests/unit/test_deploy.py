@@ -26,12 +26,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.metrics import ApiMetrics
-from app.cli_help import COMMAND_SETTINGS, env_name
-from app.embedded_kafka import KAFKA_VERSION
-from app.notifier import notifier_group
+from app.cli.help import COMMAND_SETTINGS, env_name
+from app.devstack.embedded_kafka import KAFKA_VERSION
+from app.notifier.service import notifier_group
 from infra.settings import Settings
+from infra.topic_names import TopicNames
 from infra.topic_specs import declared_topics
-from infra.topics import TopicNames
 from tests.reliability.kafka_secure import documented_acls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +255,7 @@ def test_the_manifests_have_what_the_issue_asks_for() -> None:
 def test_the_notifier_deployment() -> None:
     """Two replicas (they share the work), the settings every process gets,
     the pods' security of the others, and the workers' probes on its
-    metrics port (app/notifier_metrics.py), scraped by annotation."""
+    metrics port (app/notifier/metrics.py), scraped by annotation."""
     notifier = _named("Deployment", "mastery-notifier")
     api = _named("Deployment", "mastery-api")
     (worker,) = _kind("StatefulSet")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import app.embedded_kafka as ek
-from app.embedded import EmbeddedServiceError
-from app.embedded_kafka import KafkaCluster, KafkaDistribution
+import app.devstack.embedded_kafka as ek
+from app.devstack.embedded import EmbeddedServiceError
+from app.devstack.embedded_kafka import KafkaCluster, KafkaDistribution
 
 
 def _fake_java(folder: Path, version: str) -> None:
@@ -58,7 +58,7 @@ def test_fetching_without_maven_names_maven(
 
 def test_the_command_says_one_line_without_java(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "app.embedded_kafka", "fetch"],
+        [sys.executable, "-m", "app.devstack.embedded_kafka", "fetch"],
         env={"PATH": str(tmp_path), "HOME": str(tmp_path)},
         capture_output=True,
         text=True,

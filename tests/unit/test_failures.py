@@ -1,4 +1,4 @@
-"""The failure table (app/failures.py): a domain bug dead-letters a few
+"""The failure table (app/worker/failures.py): a domain bug dead-letters a few
 records, then crashes the worker; a transient Redis state is retried, a
 wrong command is not."""
 
@@ -8,8 +8,8 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from app.failures import DomainBug, InternalErrors, transient_redis_error
-from app.faust_corrections.restart import EXIT_SOFTWARE
+from app.worker.failures import DomainBug, InternalErrors, transient_redis_error
+from app.worker.faust_corrections.exit_policy import EXIT_SOFTWARE
 from processors import batch
 from tests.unit.test_batch import attempt, created, records, run
 from tests.unit.test_registration import make_catalog

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.workload import read_dkt
+from app.devstack.workload import read_dkt
 from processors.evaluation import evaluate
 from processors.fit import Sequences, _m_step, _Paths, fit, log_likelihood
 from processors.mastery import Params, trace

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from app.workload import dkt_by_skill
+from app.devstack.workload import dkt_by_skill
 from processors.evaluation import evaluate
 from processors.fit import Sequences, _Chains, _m_step_forgets, fit, log_likelihood
 from processors.mastery import Params

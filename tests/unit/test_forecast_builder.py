@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from app.forecast_builder import ForecastBuilder, Waiting
+from app.worker.forecast_builder import ForecastBuilder, Waiting
 from processors.forecast import (
     MIN_BUDGET_BYTES,
     ForecastTables,
@@ -246,7 +246,7 @@ async def test_a_key_evicted_again_and_again_is_not_rebuilt_in_a_loop() -> None:
     # each other. Rebuilding on every miss would loop forever; after
     # THRASH_BUILDS builds within the window the key is refused until the
     # window has passed.
-    from app.forecast_builder import THRASH_BUILDS, THRASH_WINDOW_S
+    from app.worker.forecast_builder import THRASH_BUILDS, THRASH_WINDOW_S
 
     now = [0.0]
     # Three chains of ~10 MB in a 16 MiB budget: each evicts the oldest.

@@ -7,7 +7,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.workload import simulated
+from app.devstack.workload import simulated
 from processors.catalog import Catalog
 from processors.forecast import TableKey, completion_cdf
 from processors.forecaster import Forecast

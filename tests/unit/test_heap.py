@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from app.heap import HeapFreezer
+from app.worker.heap import HeapFreezer
 
 
 class _Node:

@@ -12,7 +12,7 @@ from itertools import pairwise
 
 import pytest
 
-from app.workload import Workload, simulated
+from app.devstack.workload import Workload, simulated
 from processors.batch import Decoded, fold
 from processors.catalog import Catalog
 from processors.history import (

@@ -15,9 +15,9 @@ from aiokafka.errors import (
 )
 from faust.exceptions import ProducerSendError
 
-from app.cli_errors import EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE, explain
-from app.embedded import free_port
-from app.faust_corrections.restart import EXIT_NOPERM, access_denied
+from app.cli.errors import EX_CONFIG, EX_NOPERM, EX_UNAVAILABLE, explain
+from app.devstack.embedded import free_port
+from app.worker.faust_corrections.exit_policy import EXIT_NOPERM, access_denied
 from infra.kafka_security import (
     describe_refusal,
     is_authorization_failure,

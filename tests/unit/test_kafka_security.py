@@ -28,7 +28,7 @@ import infra.producer
 import infra.topic_reader
 from api.errors import BrokerUnavailable
 from api.sink import KafkaEventSink
-from app.cli import main
+from app.cli.main import main
 from infra.broker import KAFKA
 from infra.kafka_security import (
     KafkaSecurityError,
@@ -38,8 +38,8 @@ from infra.kafka_security import (
 )
 from infra.producer import EventProducer
 from infra.settings import Settings
+from infra.topic_names import TopicNames
 from infra.topic_reader import read_topic
-from infra.topics import TopicNames
 from schemas.events import AttemptGraded
 
 SASL_ENV = {
@@ -334,7 +334,7 @@ async def test_api_readiness_probe_gets_the_settings() -> None:
 async def test_worker_clients_get_the_settings(tmp_path: Path) -> None:
     """The Faust app, the changelog writer, the skip guard's probe and the
     catalog follower all carry the settings."""
-    from app.worker import create_worker
+    from app.worker.wiring import create_worker
 
     settings = _sasl(data_dir=str(tmp_path), topic_prefix="t")
     worker = create_worker(settings, KAFKA, "kafka:9093", "redis://127.0.0.1:1")

@@ -1,4 +1,4 @@
-"""Where the notifier refuses to connect (app/notifier.py): every address
+"""Where the notifier refuses to connect (app/notifier/service.py): every address
 infra.webhooks.refusal refuses, checked when it connects, not only when the
 subscription's URL was checked (DNS may answer differently later)."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from app.notifier import PublicResolver, literal_refusal
+from app.notifier.service import PublicResolver, literal_refusal
 
 
 def test_a_name_resolving_to_loopback_is_refused_at_connection_time() -> None:

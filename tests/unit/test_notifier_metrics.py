@@ -1,4 +1,4 @@
-"""The notifier's metrics (app/notifier_metrics.py) are the ones
+"""The notifier's metrics (app/notifier/metrics.py) are the ones
 docs/operations.md lists, with every delivery outcome present from the start."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.notifier_metrics import OUTCOMES, NotifierMetrics
+from app.notifier.metrics import OUTCOMES, NotifierMetrics
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 

@@ -1,5 +1,5 @@
 """An OffsetFetch answered by a former coordinator is retried, not read as
-"no committed offset" (app/faust_corrections/offsets.py).
+"no committed offset" (app/worker/faust_corrections/offsets.py).
 
 A broker that is not the group's coordinator answers OffsetFetch v2+ with a
 top-level ``NOT_COORDINATOR`` and no partitions. aiokafka 0.14 reads only the
@@ -21,7 +21,7 @@ from aiokafka.consumer.group_coordinator import GroupCoordinator
 from aiokafka.protocol.commit import OffsetFetchResponse_v1, OffsetFetchResponse_v3
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-import app.faust_corrections  # noqa: F401  (installs the correction)
+import app.worker.faust_corrections  # noqa: F401  (installs the correction)
 
 TP = TopicPartition("registration-events", 2)
 NOT_COORDINATOR = Errors.NotCoordinatorForGroupError.errno

@@ -1,5 +1,5 @@
-"""The registration pipeline (app/pipeline.py) and the effects of its plan
-(app/effects.py), with fakes for Kafka and Redis: the order of a batch's
+"""The registration pipeline (app/worker/pipeline.py) and the effects of its plan
+(app/worker/effects.py), with fakes for Kafka and Redis: the order of a batch's
 steps, the forwarding of misplaced records, and a domain bug that crashes the
 worker past the threshold instead of dead-lettering everything."""
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from app.failures import DomainBug, InternalErrors
-from app.pipeline import RegistrationPipeline
-from app.state_cache import StateCache
+from app.worker.failures import DomainBug, InternalErrors
+from app.worker.pipeline import RegistrationPipeline
+from app.worker.state_cache import StateCache
 from processors import batch
 from processors.forecaster import SYNCHRONOUS
 from processors.history import HistoryPolicy

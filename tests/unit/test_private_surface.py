@@ -1,6 +1,6 @@
 """Which private names of faust, mode, aiokafka and asyncio the project uses.
 
-Every use is a correction of app/faust_corrections (docs/upstream/README.md
+Every use is a correction of app/worker/faust_corrections (docs/upstream/README.md
 names the upstream behaviour each corrects and its test); a new one fails here
 until it is added to :data:`ALLOWED` with its reason, so the count can only
 grow on purpose.
@@ -22,21 +22,33 @@ SOURCES = ("app", "api", "infra", "processors", "schemas")
 
 #: (file, name) -> why it is used (the correction it belongs to).
 ALLOWED = {
-    ("app/faust_corrections/offsets.py", "_do_fetch_commit_offsets"): "offset-fetch",
-    ("app/faust_corrections/store.py", "_db_for_partition"): "PartitionStore",
-    ("app/faust_corrections/transport.py", "_subscription"): "stale-fetch",
-    ("app/faust_corrections/transport.py", "_position"): "stale-fetch",
-    ("app/faust_corrections/transport.py", "_fetch_records"): "stale-fetch",
-    ("app/faust_corrections/transport.py", "_read_offset"): "stale-fetch",
-    ("app/faust_corrections/transport.py", "_add_gap"): "stale-fetch",
-    ("app/faust_corrections/transport.py", "_new_consumer_thread"): "stale-fetch",
-    ("app/faust_corrections/transport.py", "_create_worker_consumer"): "fetch-wait",
-    ("app/faust_corrections/transport.py", "_fetch_max_wait_ms"): "fetch-wait",
-    ("app/faust_corrections/transport.py", "_stopped"): "inline",
-    ("app/faust_corrections/transport.py", "_crashed"): "inline",
-    ("app/faust_corrections/transport.py", "_getmany"): "buffered-wait",
-    ("app/faust_corrections/transport.py", "_buffered_partitions"): "buffered-wait",
-    ("app/faust_corrections/transport.py", "_new_transport"): "MasteryApp",
+    (
+        "app/worker/faust_corrections/offsets.py",
+        "_do_fetch_commit_offsets",
+    ): "offset-fetch",
+    ("app/worker/faust_corrections/store.py", "_db_for_partition"): "PartitionStore",
+    ("app/worker/faust_corrections/transport.py", "_subscription"): "stale-fetch",
+    ("app/worker/faust_corrections/transport.py", "_position"): "stale-fetch",
+    ("app/worker/faust_corrections/transport.py", "_fetch_records"): "stale-fetch",
+    ("app/worker/faust_corrections/transport.py", "_read_offset"): "stale-fetch",
+    ("app/worker/faust_corrections/transport.py", "_add_gap"): "stale-fetch",
+    (
+        "app/worker/faust_corrections/transport.py",
+        "_new_consumer_thread",
+    ): "stale-fetch",
+    (
+        "app/worker/faust_corrections/transport.py",
+        "_create_worker_consumer",
+    ): "fetch-wait",
+    ("app/worker/faust_corrections/transport.py", "_fetch_max_wait_ms"): "fetch-wait",
+    ("app/worker/faust_corrections/transport.py", "_stopped"): "inline",
+    ("app/worker/faust_corrections/transport.py", "_crashed"): "inline",
+    ("app/worker/faust_corrections/transport.py", "_getmany"): "buffered-wait",
+    (
+        "app/worker/faust_corrections/transport.py",
+        "_buffered_partitions",
+    ): "buffered-wait",
+    ("app/worker/faust_corrections/transport.py", "_new_transport"): "MasteryApp",
 }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from infra.topics import TopicNames
+from infra.topic_names import TopicNames
 from schemas.api import LearningInstanceQuery, RegistrationQuery
 from schemas.events import (
     AttemptGraded,

@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 from faust.types import TP
 
-from app.faust_corrections.transport import FetchedPositions, MasteryApp
+from app.worker.faust_corrections.transport import FetchedPositions, MasteryApp
 from infra.broker import KAFKA
 
 TOPIC = "registrations"

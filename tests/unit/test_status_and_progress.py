@@ -20,7 +20,7 @@ import orjson
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from app.workload import Workload, assistments, simulated
+from app.devstack.workload import Workload, assistments, simulated
 from processors.batch import Decoded, Record, fold
 from processors.catalog import Catalog
 from processors.forecast import ForecastTables

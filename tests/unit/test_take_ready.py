@@ -11,7 +11,7 @@ from typing import Any
 import faust
 import pytest
 
-from app.faust_corrections.streams import take_ready
+from app.worker.faust_corrections.streams import take_ready
 
 
 @pytest.fixture

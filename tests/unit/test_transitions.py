@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.workload import Workload, assistments, simulated
+from app.devstack.workload import Workload, assistments, simulated
 from processors.batch import Decoded, Record, fold
 from processors.catalog import Catalog
 from processors.goals import evaluate, goal_status

@@ -16,7 +16,7 @@ from typing import Any
 
 from faust.types import TP
 
-from app.faust_corrections.transport import (
+from app.worker.faust_corrections.transport import (
     BUFFERED_WAIT_S,
     FETCH_LOOP_WAIT_S,
     MasteryApp,

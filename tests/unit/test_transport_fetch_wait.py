@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from app.faust_corrections.transport import MasteryApp
+from app.worker.faust_corrections.transport import MasteryApp
 from infra.broker import KAFKA
 
 

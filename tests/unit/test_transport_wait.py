@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.faust_corrections.transport import _Consumer, _resume
+from app.worker.faust_corrections.transport import _Consumer, _resume
 
 
 def _consumer() -> _Consumer:

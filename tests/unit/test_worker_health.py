@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 
-from app.embedded import free_port
+from app.devstack.embedded import free_port
 from app.metrics import HealthServer, WorkerMetrics
 
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 from faust.streams import _current_event
 
-from app.worker import create_worker
+from app.worker.wiring import create_worker
 from infra.broker import KAFKA
 from infra.settings import Settings
 from processors.registration import RegistrationState
