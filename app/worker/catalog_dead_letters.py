@@ -63,11 +63,21 @@ class CatalogDeadLetters:
                 # Another worker sends them: keep only what it has not.
                 follower.forget_refused(await self._read_committed())
             return 0
+        if not follower.ready.is_set():
+            # Before the follower has read to the end it saw at start, its
+            # positions may be behind what the duty committed.
+            return 0
         if self._committed is None:
             self._committed = await self._read_committed()
             log.info("catalog dead-letter duty taken at %s", self._committed)
-        upto = follower.positions()
-        refused = follower.refused(self._committed, upto)
+        committed = self._committed
+        # The committed position never goes back: records below it were
+        # dead-lettered already.
+        upto = {
+            p: max(offset, committed.get(p, 0))
+            for p, offset in follower.positions().items()
+        }
+        refused = follower.refused(committed, upto)
         if refused:
             await self.outbox.send_dead_letters(
                 [dead_letter(record, reason) for record, reason in refused]

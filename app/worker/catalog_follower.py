@@ -155,7 +155,7 @@ class CatalogFollower:
         log.debug("catalog record at offset %d refused: %s", record.offset, reason)
         self._rejections[(record.partition, record.offset)] = (record, reason)
 
-    # -- the dead-letter duty (app/worker/catalog_dead_letters.py) --------------------
+    # -- for the dead-letter duty (app/worker/catalog_dead_letters.py) -----
 
     def positions(self) -> dict[int, int]:
         """Each partition's next offset to apply: everything before it is in
@@ -217,14 +217,6 @@ class CatalogFollower:
             return False
         ends = await end_offsets(consumer, list(self._positions))
         return await self.wait_for(ends, timeout_s)
-
-    async def wait_for_record(
-        self, partition: int, offset: int, timeout_s: float
-    ) -> bool:
-        """Wait until the record at ``offset`` of ``partition`` has been applied."""
-        return await self.wait_for(
-            {TopicPartition(self._topic, partition): offset + 1}, timeout_s
-        )
 
     async def wait_for(self, ends: dict[TopicPartition, int], timeout_s: float) -> bool:
         """Wait until every partition's position reaches its given end."""
