@@ -20,6 +20,7 @@ from processors.goals import evaluate
 from processors.mastery import DEFAULT_PARAMS, Params, logit
 from processors.registration import RegistrationState
 from tests.unit.test_goals import GOALS, answer, fresh, make_catalog
+from tests.waiting import wait_for_async
 
 WORST = Params(prior=0.5, learn=1e-4, guess=1e-4, slip=1e-4)
 
@@ -35,11 +36,15 @@ async def test_requested_keys_are_built_and_reported() -> None:
     keys = _keys(DEFAULT_PARAMS, 0.9, 0.95)
     builder.request(keys + keys[:1])  # a repeated key is queued once
     assert builder.queued == 2
+
+    async def built() -> bool:
+        return not builder.queued
+
     builder.start()
     try:
-        async with asyncio.timeout(30):
-            while builder.queued:
-                await asyncio.sleep(0.01)
+        await wait_for_async(
+            built, timeout_s=30, interval_s=0.01, what="every queued key built"
+        )
     finally:
         await builder.stop()
     assert set().union(*reported) == set(keys)
@@ -100,11 +105,18 @@ async def test_async_callback_is_awaited_and_its_failure_does_not_stop_building(
     keys = _keys(DEFAULT_PARAMS, 0.8, 0.85, work=0)
     builder.request(keys[:1], owner="a")
     builder.request(keys[1:], owner="b")
+
+    async def both_seen() -> bool:
+        return len(seen) >= 2
+
     builder.start()
     try:
-        async with asyncio.timeout(30):
-            while len(seen) < 2:
-                await asyncio.sleep(0.01)
+        await wait_for_async(
+            both_seen,
+            timeout_s=30,
+            interval_s=0.01,
+            what="on_built called for both keys",
+        )
     finally:
         await builder.stop()
     assert set(seen) == set(keys)
@@ -210,11 +222,18 @@ async def test_provisional_rows_are_rederived_exactly_once_built() -> None:
         derive(reg)
     assert len(waiting) > 0 and builder.queued > 0
     provisional = dict(rows)
+
+    async def all_released() -> bool:
+        return not builder.queued and not len(waiting)
+
     builder.start()
     try:
-        async with asyncio.timeout(60):
-            while builder.queued or len(waiting):
-                await asyncio.sleep(0.01)
+        await wait_for_async(
+            all_released,
+            timeout_s=60,
+            interval_s=0.01,
+            what="every key built and every waiting registration re-derived",
+        )
     finally:
         await builder.stop()
     exact = {

@@ -12,6 +12,7 @@ import faust
 import pytest
 
 from app.worker.faust_corrections.streams import take_ready
+from tests.waiting import wait_for_async
 
 
 @pytest.fixture
@@ -39,11 +40,15 @@ def _consume(
 
 
 async def _until(condition: Any, timeout: float = 5.0) -> None:
-    async def poll() -> None:
-        while not condition():
-            await asyncio.sleep(0.001)
+    async def check() -> object:
+        return condition()
 
-    await asyncio.wait_for(poll(), timeout)
+    await wait_for_async(
+        check,
+        timeout_s=timeout,
+        interval_s=0.001,
+        what="take_ready to hand over the batches awaited",
+    )
 
 
 async def test_a_batch_is_handed_over_when_what_arrived_is_in_it(
