@@ -33,6 +33,7 @@ from infra.topic_names import TopicNames
 from schemas.events import AttemptGraded, RegistrationCreated
 from tests.integration.helpers import partner_of, produce, wait_until_rows_match
 from tests.oracle import expected_rows
+from tests.waiting import wait_for
 
 __all__ = [
     "BROKER_CONFIG",
@@ -440,16 +441,12 @@ def wait_in_sync(stack: DevStack, timeout_s: float = 120.0) -> float:
     """Until no partition is under-replicated (what an operator waits for
     between two restarts of a rolling restart); returns the seconds waited."""
     began = time.monotonic()
-    deadline = began + timeout_s
-    lagging = ["not asked yet"]
-    while time.monotonic() < deadline:
-        try:
-            lagging = asyncio.run(_under_replicated(stack.kafka.bootstrap_servers))
-        except Exception as exc:  # a broker still starting: ask again
-            lagging = [repr(exc)]
-        if not lagging:
-            return time.monotonic() - began
-        time.sleep(0.5)
-    raise AssertionError(
-        f"still under-replicated after {timeout_s:.0f} s: {lagging[:3]}"
+    wait_for(
+        lambda: asyncio.run(_under_replicated(stack.kafka.bootstrap_servers)),
+        accept=lambda lagging: not lagging,
+        retry_on=(Exception,),  # a broker still starting: ask again
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        what="every partition in sync (none under-replicated)",
     )
+    return time.monotonic() - began

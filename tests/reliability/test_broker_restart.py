@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -170,10 +169,13 @@ def test_a_worker_started_on_an_emptied_broker_stops_with_65(stack: DevStack) ->
     workload, worker = _running_world(stack, seed=62)
     stack.stop_worker(worker)
     # Readiness shows that no worker runs (here: within its 2 s heartbeat).
-    deadline = time.monotonic() + 10
-    while _readyz(stack)[0] == 200 and time.monotonic() < deadline:
-        time.sleep(0.5)
-    status, body = _readyz(stack)
+    status, body = wait_for(
+        lambda: _readyz(stack),
+        accept=lambda answer: answer[0] != 200,
+        timeout_s=10,
+        interval_s=0.5,
+        what="/readyz to stop answering 200 once no worker runs",
+    )
     assert status == 503
     assert body["error"]["details"]["failing"] == ["worker"]
     assert "no worker heartbeat" in body["error"]["details"]["checks"]["worker"]
@@ -267,13 +269,22 @@ def test_mastery_dev_says_why_and_does_not_restart_the_worker(tmp_path: Path) ->
             stderr=subprocess.STDOUT,
             text=True,
         )
+
+    def output() -> str:
+        text = out.read_text()
+        ready = "Ctrl-C stops everything." in text
+        assert ready or dev.poll() is None, text
+        return text
+
     broker: EmbeddedKafka | None = None
     try:
-        deadline = time.monotonic() + 120
-        while "Ctrl-C stops everything." not in out.read_text():
-            assert dev.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.5)
+        wait_for(
+            output,
+            accept=lambda text: "Ctrl-C stops everything." in text,
+            timeout_s=120,
+            interval_s=0.5,
+            what="`mastery dev` to say that Ctrl-C stops everything",
+        )
         values = dict(
             line.split("=", 1)
             for line in (tmp_path / "var" / "dev.env").read_text().splitlines()

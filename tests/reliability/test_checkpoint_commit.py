@@ -12,7 +12,6 @@ gone, and this test fails.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -67,13 +66,13 @@ def test_committed_offsets_survive_a_restart_from_the_changelog(
     )
     topic = TopicNames(stack.settings.topic_prefix).registration_events
     ends = asyncio.run(_ends(stack, topic))
-    deadline = time.monotonic() + 30
-    while True:  # every record read so far is committed (every 1 s)
-        committed = _committed(stack, topic)
-        if committed == ends:
-            break
-        assert time.monotonic() < deadline, (committed, ends)
-        time.sleep(0.5)
+    waiting.wait_for(  # every record read so far is committed (every 1 s)
+        lambda: _committed(stack, topic),
+        accept=lambda committed: committed == ends,
+        timeout_s=30,
+        interval_s=0.5,
+        what=f"committed offsets at the ends {ends}",
+    )
     kill(worker)
     # Its local store gone, the restarted worker has the changelog alone, and
     # reads only what was not committed.
@@ -112,10 +111,13 @@ def test_no_offset_is_committed_before_a_checkpoint_stored_its_states(
 
     # Every record is applied (its row is in Redis): ten commit intervals
     # later, an ack at once would have been committed.
-    window = time.monotonic() + 2.0
-    while time.monotonic() < window:
-        assert _committed(stack, topic) == [0] * stack.settings.topic_partitions
-        time.sleep(0.2)
+    nothing = [0] * stack.settings.topic_partitions
+    waiting.holds_for(
+        lambda: _committed(stack, topic) == nothing,
+        window_s=2.0,
+        interval_s=0.2,
+        what=f"committed offsets {nothing} (nothing committed before a checkpoint)",
+    )
     kill(worker)
     stack.start_worker("worker-1", wipe_data=True)
     wait_until_rows_match(

@@ -33,6 +33,7 @@ from schemas.events import (
 )
 from tests.integration.helpers import produce
 from tests.oracle import expected_rows
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -122,10 +123,12 @@ def test_a_partners_costly_forecasts_do_not_hold_back_another_partners_rows(
     produce(stack, [*catalog, *registrations])
     redis = Redis.from_url(stack.redis.url)
     b_row = KEYS.row("li-b", "reg-b", "goal-b")
-    deadline = time.monotonic() + 60
-    while not redis.exists(b_row):
-        assert time.monotonic() < deadline, "B's learner was never projected"
-        time.sleep(0.1)
+    wait_for(
+        lambda: redis.exists(b_row),
+        timeout_s=60,
+        interval_s=0.1,
+        what="B's learner to be projected",
+    )
     before = redis.get(b_row)
 
     # A's attempts need all 20 chains; B's attempt comes right behind them.
@@ -134,27 +137,30 @@ def test_a_partners_costly_forecasts_do_not_hold_back_another_partners_rows(
     sent = time.monotonic()
     b_attempt = _attempt("reg-b", "mod-b", 0)
     produce(stack, [b_attempt])
-    while redis.get(b_row) == before:
-        assert time.monotonic() - sent < 30, "B's row did not follow its attempt"
-        time.sleep(0.02)
+    wait_for(
+        lambda: redis.get(b_row) != before,
+        timeout_s=30,
+        interval_s=0.02,
+        what="B's row to follow its attempt",
+    )
     b_latency = time.monotonic() - sent
     # Built on the event loop, the 20 chains held every batch for ~54 s.
     assert b_latency < 5.0, b_latency
 
     # A's rows end exact: provisional first, then derived again once built.
     expected = expected_rows(catalog, [*registrations, *a_attempts, b_attempt])
-    deadline = time.monotonic() + 90
-    while True:
-        served = {
+    wait_for(
+        lambda: {
             f"goal-a{i}": orjson.loads(
                 redis.get(KEYS.row("li-a", "reg-a", f"goal-a{i}")) or b"null"
             )
             for i in range(GOALS)
-        }
-        if served == expected["reg-a"]:
-            break
-        assert time.monotonic() < deadline, "A's rows never became exact"
-        time.sleep(0.5)
+        },
+        accept=lambda served: served == expected["reg-a"],
+        timeout_s=90,
+        interval_s=0.5,
+        what="A's rows to become exact",
+    )
     assert orjson.loads(redis.get(b_row) or b"null") == expected["reg-b"]["goal-b"]
     # 20 chains of up to ~60 MB each, under the default 256 MiB budget.
     peak = _peak_rss_mb(worker.pid)

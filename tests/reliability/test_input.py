@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import orjson
 import pytest
@@ -19,6 +18,7 @@ from infra.topic_names import TopicNames
 from schemas.dead_letter import DeadLetter
 from schemas.events import AttemptGraded, ModuleTagged, encode_event
 from tests.integration.helpers import produce, wait_until_rows_match
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -155,15 +155,15 @@ def test_bad_input_is_dead_lettered_and_good_input_applied(stack: DevStack) -> N
     asyncio.run(interleave())
     wait_until_rows_match(stack, workload, [*workload.registrations, *good])
 
-    deadline = time.monotonic() + 60
-    view = asyncio.run(
-        pending_dead_letters(stack.kafka.bootstrap_servers, topics, KAFKA)
-    )
-    while len(view.pending) < expected_bad and time.monotonic() < deadline:
-        time.sleep(1)
-        view = asyncio.run(
+    view = wait_for(
+        lambda: asyncio.run(
             pending_dead_letters(stack.kafka.bootstrap_servers, topics, KAFKA)
-        )
+        ),
+        accept=lambda view: len(view.pending) >= expected_bad,
+        timeout_s=60,
+        interval_s=1,
+        what=f"{expected_bad} dead letters",
+    )
     assert len(view.pending) == expected_bad
     assert all(isinstance(d, DeadLetter) and d.reason for d in view.pending)
     reasons = " | ".join(d.reason for d in view.pending)
@@ -200,11 +200,13 @@ def test_dead_letters_can_be_redriven_after_a_fix(stack: DevStack) -> None:
     produce(stack, [*workload.attempts, *late])
     topics = TopicNames(stack.settings.topic_prefix)
     bootstrap = stack.kafka.bootstrap_servers
-    deadline = time.monotonic() + 60
-    view = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
-    while len(view.pending) < len(late) and time.monotonic() < deadline:
-        time.sleep(1)
-        view = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
+    view = wait_for(
+        lambda: asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA)),
+        accept=lambda view: len(view.pending) >= len(late),
+        timeout_s=60,
+        interval_s=1,
+        what=f"{len(late)} dead letters (unknown module)",
+    )
     assert len(view.pending) == len(late)
     assert all("unknown module" in d.reason for d in view.pending)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from tests.reliability.kafka_secure import (
     make_pki,
     secure_cluster,
 )
+from tests.waiting import wait_for
 from tests.webhook_receiver import Hook, Receiver
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -110,17 +110,15 @@ def _documented(line: str, doc: Path) -> None:
 
 
 def _wait_ready(url: str, timeout_s: float = 90.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    status, body = 0, None
-    while time.monotonic() < deadline:
-        try:
-            status, body = _get(url)
-        except OSError:
-            status, body = 0, None
-        if status == 200:
-            return body
-        time.sleep(0.5)
-    raise AssertionError(f"{url}: {status} {body}")
+    _, body = wait_for(
+        lambda: _get(url),
+        accept=lambda answer: answer[0] == 200,
+        retry_on=(OSError,),
+        timeout_s=timeout_s,
+        interval_s=0.5,
+        what=f"{url} to answer 200",
+    )
+    return body
 
 
 @pytest.fixture
@@ -241,13 +239,19 @@ def _run_pipeline_to(stack: SecureStack, receiver: Receiver) -> None:
         token=token,
     )
     assert status == 202, body
-    deadline = time.monotonic() + 60
-    while True:
+
+    def dlq_list() -> subprocess.CompletedProcess[str]:
         listed = _mastery(stack, ROLES["cli"], "dlq", "list")
         assert listed.returncode == 0, listed.stderr
-        if "never-tagged" in listed.stdout or time.monotonic() > deadline:
-            break
-        time.sleep(1)
+        return listed
+
+    listed = wait_for(
+        dlq_list,
+        accept=lambda listed: "never-tagged" in listed.stdout,
+        timeout_s=60,
+        interval_s=1,
+        what="`mastery dlq list` to list the untagged attempt",
+    )
     assert listed.stdout.count("never-tagged") == 1, listed.stdout
     assert "1 pending" in listed.stderr
     redriven = _mastery(stack, ROLES["cli"], "dlq", "redrive")
@@ -262,18 +266,25 @@ def _run_pipeline_to(stack: SecureStack, receiver: Receiver) -> None:
     # and delivered each one to the partner's endpoint.
     topic = TopicNames(stack.settings.topic_prefix).status_changes
     group = notifier_group(stack.settings)
-    deadline = time.monotonic() + 60
-    while True:
+
+    def notified() -> tuple[set[str], set[str], dict[int, int]]:
         assert notifier.poll() is None, f"notifier exited with {notifier.returncode}"
         sent = _status_change_ids(stack)
         behind = group_behind(stack.kafka.bootstrap_servers, group, topic)
+        return sent, {msg_id for msg_id, _ in hook.delivered}, behind
+
+    def done(got: tuple[set[str], set[str], dict[int, int]]) -> bool:
+        sent, delivered, behind = got
         caught_up = bool(behind) and not any(behind.values())
-        delivered = {msg_id for msg_id, _ in hook.delivered}
-        if (sent and delivered == sent and caught_up) or (time.monotonic() > deadline):
-            break
-        time.sleep(1)
-    assert sent and delivered == sent, (len(sent), len(delivered))
-    assert caught_up, behind
+        return bool(sent) and delivered == sent and caught_up
+
+    wait_for(
+        notified,
+        accept=done,
+        timeout_s=60,
+        interval_s=1,
+        what="every status change delivered (sent, delivered, lag per partition)",
+    )
     # Through SASL_SSL too, every request is signed with the secret.
     assert hook.bad_signatures == 0
 
@@ -305,18 +316,21 @@ def _not_ready_api(stack: SecureStack, name: str, **security: Any) -> str:
     """Start an API with ``security``; its /readyz answers 503 with the
     broker check's reason, which is returned. The API stays up."""
     proc, url = _start_api(stack, name, **security)
+
+    def readyz() -> tuple[int, Any]:
+        assert proc.poll() is None, f"{name} exited with {proc.returncode}"
+        return _get(f"{url}/readyz")
+
     body: Any
     try:
-        deadline = time.monotonic() + 60
-        status, body = 0, None
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"{name} exited with {proc.returncode}"
-            try:
-                status, body = _get(f"{url}/readyz")
-            except OSError:
-                time.sleep(0.3)
-                continue
-            break
+        status, body = wait_for(
+            readyz,
+            accept=lambda _: True,  # any answer: the API is up
+            retry_on=(OSError,),
+            timeout_s=60,
+            interval_s=0.3,
+            what=f"{name}'s /readyz to answer",
+        )
         assert status == 503, body
         assert "broker" in body["error"]["details"]["failing"], body
         reason: str = body["error"]["details"]["checks"]["broker"]
@@ -431,18 +445,19 @@ def test_documented_acls_are_all_each_principal_needs(
     workload = _workload()
     attempt = workload.attempts[0].model_copy(update={"attempt_id": "att-denied"})
     token = stack.token(partner_id=partner_of(workload, workload.learning_instances[0]))
-    deadline = time.monotonic() + 30
     body: Any
-    while True:
-        status, body = post_json(
+    status, body = wait_for(  # the broker applies the ACL change asynchronously
+        lambda: post_json(
             f"{stack.api_url}/registrations/{attempt.registration_id}/graded-events",
             _graded(attempt),
             token=token,
             timeout=30,
-        )
-        if status != 202 or time.monotonic() > deadline:
-            break
-        time.sleep(1)  # the broker applies the ACL change asynchronously
+        ),
+        accept=lambda answer: answer[0] != 202,
+        timeout_s=30,
+        interval_s=1,
+        what="the API to refuse an event once Write on the events topic is removed",
+    )
     assert status == 503, body
     assert body["error"]["code"] == "broker_unavailable", body
     assert "TopicAuthorizationFailedError" in body["error"]["details"]["reason"]
@@ -505,13 +520,13 @@ def test_documented_acls_are_all_each_principal_needs(
 
 def _wait_denied(stack: SecureStack, *argv: str) -> subprocess.CompletedProcess[str]:
     """Run a CLI command until the broker applied an ACL deletion (exit 77)."""
-    deadline = time.monotonic() + 30
-    while True:
-        done = _mastery(stack, ROLES["cli"], *argv)
-        if done.returncode == 77 or time.monotonic() > deadline:
-            assert done.returncode == 77, done.stderr
-            return done
-        time.sleep(1)
+    return wait_for(
+        lambda: _mastery(stack, ROLES["cli"], *argv),
+        accept=lambda done: done.returncode == 77,
+        timeout_s=30,
+        interval_s=1,
+        what=f"`mastery {' '.join(argv)}` to be denied (exit 77)",
+    )
 
 
 def _send_garbage(stack: SecureStack) -> None:

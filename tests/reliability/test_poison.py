@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from infra.settings import Settings
 from infra.topic_names import TopicNames
 from schemas.dead_letter import MAX_ORIGINAL_BYTES
 from tests.integration.helpers import produce, wait_until_rows_match
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,12 +47,13 @@ def test_an_oversized_record_is_dead_lettered_not_looped_on(stack: DevStack) -> 
     )
     assert worker.poll() is None and len(stack.workers) == 1  # never restarted
     bootstrap = stack.kafka.bootstrap_servers
-    deadline = time.monotonic() + 30
-    while True:
-        view = asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA))
-        if view.pending or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    view = wait_for(
+        lambda: asyncio.run(pending_dead_letters(bootstrap, topics, KAFKA)),
+        accept=lambda view: view.pending,
+        timeout_s=30,
+        interval_s=0.5,
+        what="the poison record dead-lettered",
+    )
     [letter] = view.pending
     assert letter.truncated
     assert letter.value_size == len(poison)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 
 import pytest
 
@@ -15,6 +14,7 @@ from app.devstack.workload import simulated
 from infra.topic_names import TopicNames
 from tests.integration.helpers import produce, wait_until_rows_match
 from tests.reliability.crashes import committed_offsets, kill
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,20 +43,25 @@ def test_two_workers_finish_a_replay_exactly(stack: DevStack) -> None:
     )
     assert a.poll() is None and b.poll() is None  # neither died nor restarted
     assert len(stack.workers) == 2
+
     # On Kafka the first worker can finish the whole replay before the
     # second has joined: wait for the group to settle on sharing.
-    deadline = time.monotonic() + 60
-    while True:
-        seen_a, seen_b = (
-            _assignments(stack, "worker-a"),
-            _assignments(stack, "worker-b"),
-        )
-        last_a, last_b = (seen_a or [set()])[-1], (seen_b or [set()])[-1]
-        if (last_a and last_b and not last_a & last_b) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    def latest(seen: list[set[int]]) -> set[int]:
+        return (seen or [set()])[-1]
+
+    def shared(seen: tuple[list[set[int]], list[set[int]]]) -> bool:
+        last_a, last_b = map(latest, seen)
+        return bool(last_a and last_b and not last_a & last_b)
+
+    seen_a, seen_b = wait_for(
+        lambda: (_assignments(stack, "worker-a"), _assignments(stack, "worker-b")),
+        accept=shared,
+        timeout_s=60,
+        interval_s=0.5,
+        what="worker-a and worker-b each assigned partitions, none to both",
+    )
+    last_a, last_b = latest(seen_a), latest(seen_b)
     # The group shares the partitions: both work, none twice, none left out.
-    assert last_a and last_b and not last_a & last_b, (seen_a, seen_b)
     assert last_a | last_b == set(range(stack.settings.topic_partitions))
 
 
@@ -100,7 +105,10 @@ def test_kill_between_redis_write_and_commit(stack: DevStack) -> None:
         timeout_s=180,
     )
     # ... and the restarted worker checkpoints and commits as usual.
-    deadline = time.monotonic() + 15
-    while not all(_committed(stack)):
-        assert time.monotonic() < deadline, _committed(stack)
-        time.sleep(0.5)
+    wait_for(
+        lambda: _committed(stack),
+        accept=all,
+        timeout_s=15,
+        interval_s=0.5,
+        what="an offset committed on every partition",
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import urllib.error
 import urllib.request
 
@@ -19,6 +18,7 @@ from infra.producer import EventProducer
 from infra.settings import Settings
 from infra.topic_names import TopicNames
 from tests.integration.helpers import produce, wait_until_rows_match
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -69,14 +69,22 @@ def test_worker_metrics_count_what_was_sent(stack: DevStack) -> None:
         stack, workload, [*workload.registrations, *workload.attempts], per_page=100
     )
     sent = len(workload.registrations) + len(workload.attempts)
-    deadline = time.monotonic() + 30
-    while True:  # the bad records may trail the last row by a batch
+
+    def metrics() -> tuple[int, str]:
         status, body = _get(f"{base}/metrics")
-        text = body.decode()
-        done = _sample(text, "mastery_worker_events_total", '{outcome="rejected"}')
-        if (status == 200 and done == len(BAD)) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        return status, body.decode()
+
+    status, text = wait_for(  # the bad records may trail the last row by a batch
+        metrics,
+        accept=lambda got: (
+            got[0] == 200
+            and _sample(got[1], "mastery_worker_events_total", '{outcome="rejected"}')
+            == len(BAD)
+        ),
+        timeout_s=30,
+        interval_s=0.5,
+        what=f"/metrics counting the {len(BAD)} bad records as rejected",
+    )
     assert status == 200
     assert _sample(text, "mastery_worker_events_total", '{outcome="applied"}') == sent
     assert _sample(text, "mastery_worker_events_total", '{outcome="rejected"}') == len(
