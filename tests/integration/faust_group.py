@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from aiokafka.admin import NewTopic
 
 from app.worker.faust_corrections.exit_policy import EXIT_RESTART
 from infra.broker import create_topics
+from tests.waiting import wait_for
 
 
 async def _produce(
@@ -165,15 +165,15 @@ class Group:
             if set(range(ends[p])) - set(seen[p])
         }
 
-    def wait_committed_to_end(self, timeout_s: float) -> bool:
-        """True once every partition's committed offset is its end offset."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ends, committed = self.ends_and_committed()
-            if all(c == e for c, e in zip(committed, ends, strict=True)):
-                return True
-            time.sleep(1.0)
-        return False
+    def wait_committed_to_end(self, timeout_s: float) -> None:
+        """Until every partition's committed offset is its end offset."""
+        wait_for(
+            self.ends_and_committed,
+            accept=lambda got: all(c == e for e, c in zip(*got, strict=True)),
+            timeout_s=timeout_s,
+            interval_s=1.0,
+            what="every partition committed to its end (ends, committed)",
+        )
 
 
 def summary(values: Iterable[object], sep: str = ", ") -> str:

@@ -7,7 +7,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.devstack.embedded import free_port
+from tests.waiting import wait_for
 
 __all__ = ["ApiProcess", "api_process", "children_of", "rss_kib"]
 
@@ -81,17 +81,21 @@ def api_process(
             start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"API exited: {log.read_text()[-2000:]}")
+        urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"API exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError, urllib.error.URLError):
-                urllib.request.urlopen(f"{url}/healthz", timeout=1).read()
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("API did not become healthy within 30 s")
-            time.sleep(0.1)
+        wait_for(
+            healthy,
+            retry_on=(OSError, urllib.error.URLError),
+            timeout_s=30,
+            interval_s=0.1,
+            what="the API to become healthy",
+        )
         yield ApiProcess(url, proc, log)
     finally:
         proc.terminate()

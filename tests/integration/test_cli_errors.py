@@ -19,6 +19,7 @@ from redis import Redis
 from app.cli.main import REDIS_START_BACKOFF_S, main
 from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from infra.read_model import ReadModelKeys
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -132,16 +133,17 @@ def test_api_process_serves_the_operator_endpoints_and_logs_json(
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the API did not start"
-                time.sleep(0.1)
+        wait_for(healthy, timeout_s=30, interval_s=0.1, what="the API to start")
         ready = orjson.loads(urllib.request.urlopen(f"{base}/readyz").read())
         assert ready == {
             "status": "ready",

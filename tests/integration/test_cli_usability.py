@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from tests import waiting
 from tests.integration.auth_world import SETTINGS, api_client, bearer, seed_world
 from tests.integration.helpers import started_stack
 
@@ -148,13 +148,14 @@ class _Lines:
         self._thread.start()
 
     def wait_for(self, text: str, timeout_s: float = 60.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for line in list(self.lines):
-                if text in line:
-                    return line
-            time.sleep(0.05)
-        raise AssertionError(f"no {text!r} within {timeout_s} s: {self.lines}")
+        lines = waiting.wait_for(
+            lambda: list(self.lines),
+            accept=lambda lines: any(text in line for line in lines),
+            timeout_s=timeout_s,
+            interval_s=0.05,
+            what=f"a line with {text!r}",
+        )
+        return next(line for line in lines if text in line)
 
     def text(self) -> str:
         self._thread.join(timeout=10)
@@ -221,10 +222,12 @@ def test_worker_logs_carry_no_terminal_escape_codes(
 ) -> None:
     with started_stack(kafka_server, tmp_path, "noesc", 1) as stack:
         log = stack.log_dir / "worker-1.log"
-        deadline = time.monotonic() + 120
         # Faust's spinner wrote its code when start-up ended, before this line.
-        while b"catalog caught up" not in log.read_bytes():
-            assert time.monotonic() < deadline, log.read_text()[-3000:]
-            time.sleep(0.2)
+        waiting.wait_for(
+            lambda: b"catalog caught up" in log.read_bytes(),
+            timeout_s=120,
+            interval_s=0.2,
+            what=f"'catalog caught up' in {log}",
+        )
         content = log.read_bytes()
     assert b"\x1b" not in content, content[content.find(b"\x1b") - 200 :][:400]

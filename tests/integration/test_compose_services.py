@@ -50,6 +50,7 @@ from infra.settings import Settings
 from infra.topic_names import TopicNames
 from infra.topic_specs import apply_topic_specs, declared_topics
 from tests.integration.helpers import group_behind
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -401,15 +402,22 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         assert "produced" in load.run(timeout_s=120)
         phase("load")
 
-        deadline = time.monotonic() + 60
         waiting = {s.name for s in services if s.healthcheck is not None}
-        while waiting and time.monotonic() < deadline:
+
+        def still_failing() -> list[str]:
             for service in services:
                 service.keep_running()
                 if service.name in waiting and service.healthy():
                     waiting.discard(service.name)
-            time.sleep(0.5)
-        assert not waiting, f"healthchecks still failing: {sorted(waiting)}"
+            return sorted(waiting)
+
+        wait_for(
+            still_failing,
+            accept=lambda failing: not failing,
+            timeout_s=60,
+            interval_s=0.5,
+            what="every healthcheck to pass (those still failing)",
+        )
         phase("healthy")
 
         # The README's `docker compose ... run --rm api token --partner ...`.
@@ -432,19 +440,21 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         }
         api_url = f"http://127.0.0.1:{services[2].env['MASTERY_API_PORT']}"
         body = {"goal_ids": goals, "registrations_per_page": 100}
-        deadline = time.monotonic() + 60
-        status, page = 0, None
-        while time.monotonic() < deadline:
-            status, page = post_json(
+        status, page = wait_for(
+            lambda: post_json(
                 f"{api_url}/learning-instances/{li}/metrics/status-and-progress",
                 body,
                 token=token,
-            )
-            if status == 200 and isinstance(page, dict):
-                got = {row["registration_id"] for row in page["data"]}
-                if got == learners:
-                    break
-            time.sleep(0.5)
+            ),
+            accept=lambda answer: (
+                answer[0] == 200
+                and isinstance(answer[1], dict)
+                and {row["registration_id"] for row in answer[1]["data"]} == learners
+            ),
+            timeout_s=60,
+            interval_s=0.5,
+            what="a page with a row for every learner",
+        )
         assert status == 200, page
         assert isinstance(page, dict)
         row = page["data"][0]
@@ -456,13 +466,19 @@ def test_the_compose_services_run_against_apache_kafka(runner: ComposeRunner) ->
         # sent, through the compose service's own environment.
         status_changes = TopicNames(settings.topic_prefix).status_changes
         group = notifier_group(settings)
-        deadline = time.monotonic() + 60
-        behind = group_behind(runner.kafka_bootstrap, group, status_changes)
-        while any(behind.values()) and time.monotonic() < deadline:
+
+        def lag() -> dict[int, int]:
             notifier.keep_running()
-            time.sleep(0.5)
-            behind = group_behind(runner.kafka_bootstrap, group, status_changes)
-        assert behind and not any(behind.values()), behind
+            return group_behind(runner.kafka_bootstrap, group, status_changes)
+
+        behind = wait_for(
+            lag,
+            accept=lambda behind: not any(behind.values()),
+            timeout_s=60,
+            interval_s=0.5,
+            what="the notifier's group caught up (its lag per partition)",
+        )
+        assert behind, behind  # {}: the group has committed nothing
         phase("notifier caught up")
         _run_the_readme_host_tools(runner, len(workload.registrations))
         phase("host tools")

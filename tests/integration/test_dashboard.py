@@ -39,7 +39,7 @@ from schemas.events import (
 from tests.integration.browser import chromium
 from tests.integration.helpers import all_pages, produce, wait_until_rows_match
 from tests.integration.history_chart import chart_of, mismatch
-from tests.waiting import holds_for
+from tests.waiting import holds_for, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -320,11 +320,13 @@ def test_the_learner_panel_draws_each_goals_history(
         token=admin,
     )
     assert status == 202, body
-    deadline = time.monotonic() + 15
-    while (after := _history(stack, admin, reg, goals[0])) == expected[goals[0]]:
-        assert time.monotonic() < deadline, "no point was added"
-        time.sleep(0.1)
-    expected[goals[0]] = after
+    expected[goals[0]] = wait_for(
+        lambda: _history(stack, admin, reg, goals[0]),
+        accept=lambda after: after != expected[goals[0]],
+        timeout_s=15,
+        interval_s=0.1,
+        what="a point added to the first goal's timeline",
+    )
     try:
         _wait(browser, lambda d: not any(_charts_match(d, expected).values()))
     finally:
@@ -640,19 +642,20 @@ def test_renames_reach_the_dashboard_through_the_ingest_api_and_the_worker(
     )
     assert response.status_code == 202, response.text
 
-    def renamed() -> dict[str, Any] | None:
-        names: dict[str, Any] = httpx.get(lookup, headers=headers).json()["names"]
-        done = (
+    def renamed(names: dict[str, Any]) -> bool:
+        return bool(
             names["learning_instance"] == "Algebra I, renamed"
             and names["registrations"].get(learner.registration_id) == "Ada Lovelace"
             and names["goals"][number_sense]["targets"].get(objective)
             == "Fractions and mixed numbers"
         )
-        return names if done else None
 
-    deadline = time.monotonic() + 15
-    while (names := renamed()) is None:
-        assert time.monotonic() < deadline, httpx.get(lookup, headers=headers).text
-        time.sleep(0.1)
+    names: dict[str, Any] = wait_for(
+        lambda: httpx.get(lookup, headers=headers).json()["names"],
+        accept=renamed,
+        timeout_s=15,
+        interval_s=0.1,
+        what="the new names served by the lookup",
+    )
     assert names["goals"][number_sense]["title"] == "Number sense"
     assert _api_rows(stack, workload, li, goals) == before

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -122,19 +121,24 @@ def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None
             },
             method="POST",
         )
-        deadline = time.monotonic() + 30
-        while True:
+
+        def answer() -> int:
             try:
                 urllib.request.urlopen(request, timeout=5)
-                status = 200
             except urllib.error.HTTPError as exc:
-                status = exc.code
+                return exc.code
             except OSError:
-                status = 0  # the API is still starting
+                return 0  # the API is still starting
+            return 200
+
+        status = wait_for(
+            answer,
             # 503 until a worker has materialized the (empty) read model
-            if status not in (0, 503) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+            accept=lambda status: status not in (0, 503),
+            timeout_s=30,
+            interval_s=0.5,
+            what="the demo's API to answer, with other than 503",
+        )
         # The demo's API accepted the token (an unknown LI is a 404, not a 401).
         assert status == 404
         out, _ = dev.communicate(timeout=90)
@@ -148,11 +152,14 @@ def test_dev_empty_writes_an_env_file_other_commands_use(tmp_path: Path) -> None
 def test_dev_keeps_its_logs_when_a_process_failed(tmp_path: Path) -> None:
     env = _environment()
     dev = _start_empty_dev(tmp_path, env, exit_after=60)
+
+    def written() -> bool:
+        exists = (tmp_path / "var" / "dev.env").exists()
+        assert exists or dev.poll() is None
+        return exists
+
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "var" / "dev.env").exists():
-            assert dev.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_for(written, timeout_s=60, interval_s=0.2, what="`mastery dev`'s env file")
         children = subprocess.run(
             ["pgrep", "-P", str(dev.pid), "-f", "app.cli worker"],
             capture_output=True,

@@ -4,7 +4,6 @@ produces events; the HTTP API must serve exactly what the pure model computes.""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from tests.integration.helpers import (
     wait_until_rows_match,
 )
 from tests.oracle import Transition, expected_transitions
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -182,10 +182,10 @@ def test_status_changes_are_the_oracles_in_order_per_registration(
     assert {(None, "no_work"), ("no_work", "in_progress")} <= kinds, kinds
     assert any(status == "complete" for _, status in kinds), kinds
 
-    deadline = time.monotonic() + 60
-    while True:
-        records = _status_changes(stack)
-        got = _per_registration(
+    def transitions(
+        records: list[tuple[int, StatusChanged]],
+    ) -> dict[str, list[Transition]]:
+        return _per_registration(
             [
                 (
                     c.registration_id,
@@ -197,10 +197,14 @@ def test_status_changes_are_the_oracles_in_order_per_registration(
                 for _, c in records
             ]
         )
-        if got == expected or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert got == expected
+
+    records = wait_for(
+        lambda: _status_changes(stack),
+        accept=lambda records: transitions(records) == expected,
+        timeout_s=60,
+        interval_s=0.5,
+        what="the status changes the oracle expects, per registration",
+    )
     partitions = stack.settings.topic_partitions
     for partition, change in records:
         assert partition == kafka_partition(change.registration_id.encode(), partitions)

@@ -22,15 +22,13 @@ import pytest
 
 from app.devstack.embedded_kafka import EmbeddedKafka
 from tests.integration.faust_group import Group, new_topic, produce
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _wait(condition: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    wait_for(condition, timeout_s=timeout_s, interval_s=0.1, what=what)
 
 
 def _settle(condition: Any, timeout_s: float) -> None:
@@ -155,7 +153,7 @@ def test_no_record_is_skipped_while_members_come_and_go(
     finally:
         feeding.set()
         feeder.join()
-    assert group.wait_committed_to_end(300), group.ends_and_committed()
+    group.wait_committed_to_end(300)
     stale = sum(
         _stats(group, n).get("stale_dropped", 0) for n in range(1, group.started + 1)
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from app.devstack.embedded_kafka import EmbeddedKafka
 from app.devstack.stack import DevStack
 from app.devstack.workload import simulated
 from tests.integration.helpers import produce, started_stack, wait_until_rows_match
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,8 +37,10 @@ def test_rows_repaired_after_a_restart_become_exact(stack: DevStack) -> None:
     log = stack.log_dir / "worker-1.log"
     repairs = log.read_text().count("re-derived rows of")
     stack.start_worker("worker-1", extra_env={"MASTERY_FORECAST_INLINE_BUILDS": "0"})
-    deadline = time.monotonic() + 60.0
-    while log.read_text().count("re-derived rows of") == repairs:
-        assert time.monotonic() < deadline, "the new worker did not repair"
-        time.sleep(0.1)
+    wait_for(
+        lambda: log.read_text().count("re-derived rows of") != repairs,
+        timeout_s=60.0,
+        interval_s=0.1,
+        what="the new worker to repair (a new 're-derived rows of' line)",
+    )
     wait_until_rows_match(stack, workload, events, timeout_s=30.0)

@@ -6,7 +6,6 @@ sentinel is gone (infra/read_model/generation.py, docs/read-model.md
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from infra.read_model import Generation, ReadModelKeys
 from infra.redis_client import sync_redis_client
 from tests.conftest import RedisTarget
 from tests.integration.auth_world import api_client, bearer, seed_world
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -87,9 +87,13 @@ def test_pages_and_readiness_follow_the_generation_pointer(
         # Generation 3 is still whole: the API may read it for up to
         # FRESH_S, then reads generation 0. Not materialized: an id it lacks
         # may only be missing, so 503, not 404.
-        deadline = time.monotonic() + Generation.FRESH_S + 5
-        while (status := _page(client)) == 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        status = wait_for(
+            lambda: _page(client),
+            accept=lambda status: status != 200,
+            timeout_s=Generation.FRESH_S + 5,
+            interval_s=0.05,
+            what="the API to stop serving generation 3",
+        )
         assert status == 503
         assert not _ready(redis_target)
         world.set(KEYS.materialized(), b"{}")  # a whole (empty) generation 0

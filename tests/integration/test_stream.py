@@ -317,14 +317,19 @@ def test_open_streams_are_bounded_per_token_and_in_total(api: ApiProcess) -> Non
         r = status(three)  # a token with no stream open: the server is full
         assert r.status_code == 429
         assert r.json()["error"]["details"]["scope"] == "server"
+
+    def snapshot() -> object:
+        with stream(api, LI_A, three) as s:
+            return s.next("snapshot")
+
     # Closed streams give their slots back (the server notices the disconnect).
-    deadline = time.monotonic() + 5
-    while True:
-        with contextlib.suppress(AssertionError), stream(api, LI_A, three) as s:
-            assert s.next("snapshot")
-            break
-        assert time.monotonic() < deadline, "slots were not released"
-        time.sleep(0.1)
+    wait_for(
+        snapshot,
+        retry_on=(AssertionError,),
+        timeout_s=5,
+        interval_s=0.1,
+        what="a released slot (a stream's snapshot)",
+    )
 
 
 def _slow_client(api: ApiProcess) -> socket.socket:

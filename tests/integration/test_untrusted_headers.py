@@ -33,6 +33,7 @@ from starlette.applications import Starlette
 
 from app.devstack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from tests.integration.auth_world import SETTINGS, bearer, build_app, seed_world
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -288,16 +289,17 @@ def api_process(redis_server: EmbeddedRedis) -> Iterator[int]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def healthy() -> bool:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            return False
+        return True
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "the API did not start"
-                time.sleep(0.1)
+        wait_for(healthy, timeout_s=30, interval_s=0.1, what="the API to start")
         yield port
     finally:
         proc.send_signal(signal.SIGTERM)
